@@ -1,0 +1,36 @@
+# The two commands the README names: `make demo` (main job) and `make test` (every test).
+# Both set up a virtualenv in .venv from scratch on a fresh machine; nothing global is touched
+# except the apt packages and the Docker engine that the test stack needs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := $(CURDIR)/.demo
+
+.PHONY: demo test setup lint bench clean
+
+$(BIN)/dsdt: setup.py pyproject.toml pipes/setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' -e ./pipes
+	touch $@
+
+setup: $(BIN)/dsdt
+
+demo: setup
+	DISDAT_HOME=$(DEMO)/store DISDAT_CONFIG=$(DEMO)/disdat.cfg PATH=$(CURDIR)/$(BIN):$$PATH \
+		bash pipes/demo.sh
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check disdat_luigi tests pipes bench
+	$(BIN)/ruff format --check disdat_luigi tests pipes bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -1,0 +1,200 @@
+"""The public Python API: thin functions over the store, remote, pipeline and run layers.
+
+Every function takes the name of a local context first (`local` or `remote/local`). None prints,
+exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from disdat_luigi.config import init_config, load_settings
+from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
+from disdat_luigi.errors import BundleStateError, PathNotFound
+from disdat_luigi.store import queries
+from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.queries import LineageRecord
+from disdat_luigi.store.resolve import open_store
+from disdat_luigi.store.store import LocalStore
+from disdat_luigi.store.verify import VerifyReport
+from disdat_luigi.store.verify import verify as _verify
+
+__all__ = [
+    "Bundle",
+    "LineageRecord",
+    "VerifyReport",
+    "add",
+    "cat",
+    "commit",
+    "context",
+    "current_context",
+    "delete_context",
+    "get",
+    "init",
+    "lineage",
+    "ls_contexts",
+    "rm",
+    "search",
+    "switch",
+    "verify",
+]
+
+
+def _store() -> LocalStore:
+    return open_store(load_settings())
+
+
+def _context(local_context: str) -> LocalContext:
+    return _store().context(local_context)
+
+
+def init() -> Path:
+    """Create the config file (from the template) and the store root; harmless when they exist."""
+    path = init_config()
+    load_settings().root.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def context(context_name: str) -> None:
+    """Create a local context (`local` or `remote/local`); an existing one is left alone."""
+    _store().create_context(context_name)
+
+
+def delete_context(context_name: str, remote: bool = False, force: bool = False) -> None:
+    """Delete a local context. It refuses while the context holds uncommitted bundles (which exist
+    nowhere else) unless `force`; with `remote=True` the remote objects go too."""
+    store = _store()
+    ctx = store.context(context_name)
+    uncommitted = ctx.search(BundleQuery(committed=False, limit=1))
+    if uncommitted and not force:
+        raise BundleStateError(
+            f"context {ctx.name!r} holds uncommitted bundles that exist nowhere else",
+            hint="commit and push them, or pass force=True (`dsdt context -d -f NAME`)",
+        )
+    if remote:
+        from disdat_luigi.remote.sync import delete_remote_context
+
+        delete_remote_context(ctx, load_settings())
+    store.delete_context(context_name)
+
+
+def ls_contexts() -> list[str]:
+    return _store().list_contexts()
+
+
+def current_context() -> str | None:
+    """The CLI's current context, or None when none is selected."""
+    return _store().current_context_name()
+
+
+def switch(context_name: str) -> None:
+    _store().switch(context_name)
+
+
+def search(
+    local_context: str,
+    human_name: str | None = None,
+    processing_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    is_committed: bool | None = None,
+    find_intermediates: bool = False,
+    find_roots: bool = False,
+    before: datetime | None = None,
+    after: datetime | None = None,
+) -> list[Bundle]:
+    """Closed bundles, newest first. Names match exactly; a name with '*' or '?' is a glob."""
+    query = BundleQuery(
+        name=human_name,
+        processing_name=processing_name,
+        tags=check_tags(tags),
+        committed=is_committed,
+        intermediates=find_intermediates,
+        roots=find_roots,
+        before=before,
+        after=after,
+    )
+    return queries.find(_context(local_context), query)
+
+
+def get(
+    local_context: str, bundle_name: str | None, uuid: str | None = None, tags: dict[str, str] | None = None
+) -> Bundle | None:
+    """The newest bundle called `bundle_name` (with `tags`), or the one `uuid` names; else None."""
+    return queries.newest(_context(local_context), bundle_name, uuid, check_tags(tags))
+
+
+def rm(
+    local_context: str,
+    bundle_name: str | None = None,
+    uuid: str | None = None,
+    tags: dict[str, str] | None = None,
+    rm_all: bool = False,
+    rm_old_only: bool = False,
+) -> list[str]:
+    """Delete local bundles and return their uuids: by uuid one bundle; by name the newest
+    (`rm_all`: every version, `rm_old_only`: all but the newest). Without name or uuid it
+    refuses unless `rm_all` (everything matching `tags`) or `rm_old_only`."""
+    if bundle_name is None and uuid is None and not (rm_all or rm_old_only):
+        raise BundleStateError(
+            "rm without a bundle name or uuid would remove every bundle",
+            hint="name a bundle or a uuid, or ask for everything explicitly (`dsdt rm --all`, rm_all=True)",
+        )
+    ctx = _context(local_context)
+    rows = queries.removal_set(ctx, bundle_name, uuid, check_tags(tags), rm_all, rm_old_only)
+    uuids = [row.uuid for row in rows]
+    ctx.remove(uuids)
+    return uuids
+
+
+def add(local_context: str, bundle_name: str, path: str | Path, tags: dict[str, str] | None = None) -> Bundle:
+    """A new bundle from a file (data: its path) or a directory tree (data: the list of its file
+    paths, relative layout kept)."""
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise PathNotFound(f"no file or directory at {source}")
+    ctx = _context(local_context)
+    with Bundle(ctx, name=check_name(bundle_name), tags=tags) as bundle:
+        if source.is_dir():
+            files = sorted(p for p in source.rglob("*") if p.is_file())
+            copies = [_copy_into(bundle, f, f.relative_to(source).as_posix()) for f in files]
+            bundle.add_data(copies)
+        else:
+            bundle.add_data(_copy_into(bundle, source, source.name))
+    return bundle
+
+
+def _copy_into(bundle: Bundle, source: Path, rel: str) -> str:
+    import shutil
+
+    target = bundle.get_file(rel)
+    shutil.copyfile(source, target)
+    return target
+
+
+def cat(
+    local_context: str, bundle_name: str | None, uuid: str | None = None, tags: dict[str, str] | None = None
+) -> Any:
+    """The data of the newest matching bundle (BundleNotFound when there is none)."""
+    return queries.require(_context(local_context), bundle_name, uuid, check_tags(tags)).data
+
+
+def commit(
+    local_context: str, bundle_name: str | None, tags: dict[str, str] | None = None, uuid: str | None = None
+) -> Bundle:
+    """Mark the newest matching bundle committed (only committed bundles are pushed)."""
+    return queries.require(_context(local_context), bundle_name, uuid, check_tags(tags)).commit()
+
+
+def lineage(local_context: str, uuid: str, max_depth: int | None = None) -> list[LineageRecord]:
+    """Upstream records of a bundle, breadth first, starting with the bundle itself."""
+    return queries.lineage(_context(local_context), uuid, max_depth)
+
+
+def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:
+    """Check every bundle against its manifest and repair the index (rebuild it with `rebuild`)."""
+    return _verify(_context(local_context), rebuild=rebuild, check_hashes=check_hashes)

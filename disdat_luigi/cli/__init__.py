@@ -1,0 +1,1 @@
+"""The `dsdt` command line: argument parsing and printing only, over `disdat_luigi.api`."""

@@ -1,0 +1,211 @@
+"""`dsdt add`, `ls`, `cat`, `commit`, `rm`, `lineage`, `verify`: bundles of the current context."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from disdat_luigi import api
+from disdat_luigi.cli.common import add_tag_option, current_context, parse_date, parse_tags
+from disdat_luigi.store.queries import LineageRecord
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    add_p = subparsers.add_parser("add", help="make a bundle from a file or a directory tree")
+    add_p.add_argument("bundle", help="name of the new bundle")
+    add_p.add_argument("path", help="a file, or a directory (every file below it, layout kept)")
+    add_tag_option(add_p, "tag the new bundle")
+    add_p.set_defaults(func=_add)
+
+    ls_p = subparsers.add_parser("ls", help="list bundles, newest first")
+    ls_p.add_argument("bundle", nargs="?", help="only bundles of this name ('*' and '?' glob)")
+    ls_p.add_argument("-v", "--verbose", action="store_true", help="one row per bundle with details")
+    ls_p.add_argument("-p", "--print-tags", action="store_true", help="print each bundle's tags")
+    ls_p.add_argument("-a", "--print-args", action="store_true", help="print the parameters that made it")
+    ls_p.add_argument("-i", "--intermediates", action="store_true", help="only intermediate outputs")
+    ls_p.add_argument("-r", "--roots", action="store_true", help="only outputs of root tasks")
+    ls_p.add_argument("-c", "--committed", action="store_true", help="only committed bundles")
+    ls_p.add_argument("--uncommitted", action="store_true", help="only uncommitted bundles")
+    ls_p.add_argument("-u", "--uuid", help="only the bundle with this uuid")
+    ls_p.add_argument(
+        "-l", "--latest-by-date", action="store_true", help="only the newest bundle of each name"
+    )
+    ls_p.add_argument("-A", "--after", help="created on or after this date (2020-12-31 or 12-31-2020)")
+    ls_p.add_argument("-B", "--before", help="created on or before this date")
+    add_tag_option(ls_p)
+    ls_p.set_defaults(func=_ls)
+
+    cat_p = subparsers.add_parser("cat", help="print the data of the newest matching bundle")
+    _select_options(cat_p)
+    cat_p.set_defaults(func=_cat)
+
+    commit_p = subparsers.add_parser("commit", help="mark the newest matching bundle committed")
+    _select_options(commit_p)
+    commit_p.set_defaults(func=_commit)
+
+    rm_p = subparsers.add_parser(
+        "rm",
+        help="remove local bundles",
+        description="By name: the newest version (--all: every version, --old: all but the newest). "
+        "Without a name it refuses unless --all or --old is given.",
+    )
+    _select_options(rm_p)
+    rm_p.add_argument("--all", action="store_true", help="every matching version (required without a name)")
+    rm_p.add_argument("--old", action="store_true", help="every version but the newest")
+    rm_p.set_defaults(func=_rm)
+
+    lin_p = subparsers.add_parser("lineage", help="show where a bundle came from")
+    lin_p.add_argument("bundle", help="a bundle uuid, or a name (its newest version)")
+    lin_p.add_argument("-d", "--depth", type=int, default=None, help="stop after this many levels")
+    lin_p.add_argument("--dot", action="store_true", help="print a Graphviz DOT graph (pipe to `dot -Tpng`)")
+    lin_p.set_defaults(func=_lineage)
+
+    verify_p = subparsers.add_parser(
+        "verify",
+        help="check bundles against their manifests and repair the index",
+        description="Reports bundles whose files are missing or damaged (exit 1), removes crash "
+        "leftovers, and adds/drops index rows to match the bundle directories.",
+    )
+    verify_p.add_argument("--rebuild", action="store_true", help="rebuild the whole index from the manifests")
+    verify_p.add_argument("--no-hash", action="store_true", help="check sizes only (faster)")
+    verify_p.set_defaults(func=_verify)
+
+
+def _select_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", nargs="?", help="bundle name")
+    parser.add_argument("-u", "--uuid", help="bundle uuid (wins over the name)")
+    add_tag_option(parser)
+
+
+def _add(args: argparse.Namespace) -> int:
+    bundle = api.add(current_context(), args.bundle, args.path, tags=parse_tags(args.tag))
+    print(bundle.uuid)
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    context = current_context()
+    committed = True if args.committed else False if args.uncommitted else None
+    if args.uuid:
+        bundle = api.get(context, None, uuid=args.uuid)
+        bundles = [bundle] if bundle is not None else []
+    else:
+        bundles = api.search(
+            context,
+            human_name=args.bundle,
+            tags=parse_tags(args.tag),
+            is_committed=committed,
+            find_intermediates=args.intermediates,
+            find_roots=args.roots,
+            before=parse_date(args.before) if args.before else None,
+            after=parse_date(args.after) if args.after else None,
+        )
+    if args.latest_by_date:
+        seen: set[str] = set()
+        bundles = [b for b in bundles if not (b.name in seen or seen.add(b.name))]  # type: ignore[func-returns-value]
+    for bundle in bundles:
+        line = _ls_line(bundle, args.verbose)
+        if args.print_tags:
+            line += f"  tags={json.dumps(bundle.tags, sort_keys=True)}"
+        if args.print_args:
+            line += f"  params={_short(bundle.params)}"
+        print(line)
+    return 0
+
+
+def _ls_line(bundle: api.Bundle, verbose: bool) -> str:
+    if not verbose:
+        return bundle.name
+    created = bundle.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    state = "committed" if bundle.is_committed else "-"
+    processing = bundle.processing_name[:32]
+    return f"{bundle.name:<24} {processing:<32} {bundle.owner:<10} {created} {state:<9} {bundle.uuid}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _cat(args: argparse.Namespace) -> int:
+    data = api.cat(current_context(), args.bundle, uuid=args.uuid, tags=parse_tags(args.tag))
+    if hasattr(data, "to_string"):
+        print(data.to_string())
+    else:
+        print(data)
+    return 0
+
+
+def _commit(args: argparse.Namespace) -> int:
+    bundle = api.commit(current_context(), args.bundle, tags=parse_tags(args.tag), uuid=args.uuid)
+    print(f"committed {bundle.name} {bundle.uuid}")
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    removed = api.rm(
+        current_context(),
+        args.bundle,
+        uuid=args.uuid,
+        tags=parse_tags(args.tag),
+        rm_all=args.all,
+        rm_old_only=args.old,
+    )
+    print(f"removed {len(removed)} bundle(s)")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    context = current_context()
+    bundle = api.get(context, None, uuid=args.bundle) or api.get(context, args.bundle)
+    if bundle is None:
+        raise api.BundleNotFound(f"no bundle with uuid or name {args.bundle!r} in context {context!r}")
+    records = api.lineage(context, bundle.uuid, max_depth=args.depth)
+    print(_dot(records) if args.dot else _text(records))
+    return 0
+
+
+def _text(records: list[LineageRecord]) -> str:
+    lines = []
+    for record in records:
+        pad = "  " * record.depth
+        if not record.found:
+            lines.append(f"{pad}{record.name} {record.uuid} (not in this context)")
+            continue
+        created = (
+            record.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S") if record.creation_date else ""
+        )
+        inputs = ", ".join(f"{d.arg_name}={d.name}" for d in record.dependencies) or "no inputs"
+        lines.append(f"{pad}{record.name} {record.uuid} {created} <- {inputs}")
+    return "\n".join(lines)
+
+
+def _dot(records: list[LineageRecord]) -> str:
+    lines = ["digraph lineage {", "  rankdir=BT;", "  node [shape=box];"]
+    for record in records:
+        style = "" if record.found else ", style=dashed"
+        label = f'"{_dot_escape(record.name)}\\n{record.uuid[:8]}"'
+        lines.append(f'  "{record.uuid}" [label={label}{style}];')
+    for record in records:
+        for dep in record.dependencies:
+            edge = _dot_escape(dep.arg_name or "")
+            lines.append(f'  "{dep.uuid}" -> "{record.uuid}" [label="{edge}"];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _dot_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = api.verify(current_context(), rebuild=args.rebuild, check_hashes=not args.no_hash)
+    for problem in report.problems:
+        print(f"DAMAGED {problem.uuid}: {problem.detail}")
+    print(
+        f"checked {report.checked} bundle(s): {len(report.problems)} problem(s), "
+        f"{len(report.indexed)} re-indexed, {len(report.unindexed)} stale index row(s) dropped, "
+        f"{len(report.cleaned)} crash leftover(s) removed"
+    )
+    return 1 if report.problems else 0

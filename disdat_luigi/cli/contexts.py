@@ -1,0 +1,58 @@
+"""`dsdt init`, `context`, `switch`: the config file and local contexts."""
+
+from __future__ import annotations
+
+import argparse
+
+from disdat_luigi import api
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    init_p = subparsers.add_parser("init", help="create the config file and the store (idempotent)")
+    init_p.set_defaults(func=_init)
+
+    ctx_p = subparsers.add_parser(
+        "context",
+        help="list contexts, create one, or delete one with -d",
+        description="Without NAME: list contexts (* marks the current one). With NAME: create it.",
+    )
+    ctx_p.add_argument("context", nargs="?", help="<local context> or <remote context>/<local context>")
+    ctx_p.add_argument("-d", "--delete", action="store_true", help="delete the local context")
+    ctx_p.add_argument("-f", "--force", action="store_true", help="delete even with uncommitted bundles")
+    ctx_p.add_argument("-r", "--remote", action="store_true", help="with -d: delete its remote objects too")
+    ctx_p.set_defaults(func=_context)
+
+    switch_p = subparsers.add_parser("switch", help="make a context the current one")
+    switch_p.add_argument("context", help="name of an existing local context")
+    switch_p.set_defaults(func=_switch)
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = api.init()
+    print(f"config: {path}")
+    return 0
+
+
+def _context(args: argparse.Namespace) -> int:
+    if args.context is None:
+        if args.delete:
+            raise api.ContextError("dsdt context -d needs the name of the context to delete")
+        current = api.current_context()
+        for name in api.ls_contexts():
+            print(f"{'*' if name == current else ' '} {name}")
+        return 0
+    if args.delete:
+        api.delete_context(args.context, remote=args.remote, force=args.force)
+        print(f"deleted context {args.context}")
+    else:
+        api.context(args.context)
+        print(
+            f"context {args.context} is ready; select it with `dsdt switch {args.context.rpartition('/')[2]}`"
+        )
+    return 0
+
+
+def _switch(args: argparse.Namespace) -> int:
+    api.switch(args.context)
+    print(f"switched to context {args.context}")
+    return 0

@@ -1,0 +1,65 @@
+"""`dsdt` entry point: global options, command dispatch, and errors turned into one line + exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from disdat_luigi import __version__
+from disdat_luigi.errors import DisdatError
+
+COMMAND_GROUPS = ("contexts", "bundles")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsdt", description="Data-versioned pipelines: bundles, contexts, S3 remotes, containers."
+    )
+    parser.add_argument("--profile", help="AWS profile for S3, ECR and Batch (default: AWS_PROFILE)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--version", action="version", version=f"disdat_luigi {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f"disdat_luigi.cli.{group}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    if args.profile:
+        os.environ["AWS_PROFILE"] = args.profile
+    try:
+        return int(args.func(args) or 0)
+    except DisdatError as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"dsdt {args.command}: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dsdt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an unwrapped third-party failure: still one clear line
+        if args.verbose:
+            traceback.print_exc()
+        print(f"dsdt {args.command}: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+        print("hint: rerun with `dsdt --verbose ...` for the traceback", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,164 @@
+"""Load `disdat.cfg` into a typed, frozen settings object; callers pass it on explicitly."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from disdat_luigi.errors import ConfigError
+
+SSE_CHOICES = ("none", "AES256", "aws:kms")
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    transfer_threads: int = 10
+    server_side_encryption: str = "none"
+    sse_kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    registry: str | None = None
+    repository_prefix: str | None = None
+    network_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class DockerizeSettings:
+    base_image: str | None = None
+    os_type: str | None = None
+    os_version: str | None = None
+    dot_pip_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    aws_batch_queue: str | None = None
+    job_role_arn: str | None = None
+    vcpus: int = 1
+    memory: int = 2048
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    root: Path
+    ignore_code_version: bool = False
+    remote: RemoteSettings = RemoteSettings()
+    docker: DockerSettings = DockerSettings()
+    dockerize: DockerizeSettings = DockerizeSettings()
+    run: RunSettings = RunSettings()
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is: DISDAT_CONFIG, else ~/.config/disdat/disdat.cfg."""
+    env = os.environ if env is None else env
+    explicit = env.get("DISDAT_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path("~/.config/disdat/disdat.cfg").expanduser()
+
+
+def template_path() -> Path:
+    return Path(__file__).with_name("disdat.cfg.example")
+
+
+def init_config(env: Mapping[str, str] | None = None) -> Path:
+    """Create the config file from the template if it is missing; harmless when it exists."""
+    path = config_path(env)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(template_path(), tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file now (not at import) into `Settings`; DISDAT_HOME overrides the root."""
+    env = os.environ if env is None else env
+    path = config_path(env)
+    if not path.is_file():
+        raise ConfigError(
+            f"no disdat config at {path}",
+            hint="run `dsdt init` (or set DISDAT_CONFIG to an existing disdat.cfg)",
+        )
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"malformed config {path}: {first}") from err
+    reader = _Reader(parser, path)
+    root = env.get("DISDAT_HOME") or reader.text("core", "root") or "~/.disdat"
+    sse = reader.text("remote", "server_side_encryption") or "none"
+    if sse not in SSE_CHOICES:
+        raise ConfigError(
+            f"{path}: [remote] server_side_encryption = {sse!r} is not one of {', '.join(SSE_CHOICES)}"
+        )
+    return Settings(
+        config_path=path,
+        root=Path(root).expanduser(),
+        ignore_code_version=reader.boolean("core", "ignore_code_version", False),
+        remote=RemoteSettings(
+            transfer_threads=reader.integer("remote", "transfer_threads", 10),
+            server_side_encryption=sse,
+            sse_kms_key_id=reader.text("remote", "sse_kms_key_id"),
+        ),
+        docker=DockerSettings(
+            registry=reader.text("docker", "registry"),
+            repository_prefix=reader.text("docker", "repository_prefix"),
+            network_mode=reader.text("docker", "network_mode"),
+        ),
+        dockerize=DockerizeSettings(
+            base_image=reader.text("dockerize", "base_image"),
+            os_type=reader.text("dockerize", "os_type"),
+            os_version=reader.text("dockerize", "os_version"),
+            dot_pip_file=reader.text("dockerize", "dot_pip_file"),
+        ),
+        run=RunSettings(
+            aws_batch_queue=reader.text("run", "aws_batch_queue"),
+            job_role_arn=reader.text("run", "job_role_arn"),
+            vcpus=reader.integer("run", "vcpus", 1),
+            memory=reader.integer("run", "memory", 2048),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Typed access to one parsed file; conversion errors name the file, section and key."""
+
+    parser: configparser.ConfigParser
+    path: Path
+
+    def text(self, section: str, key: str) -> str | None:
+        value = self.parser.get(section, key, fallback="").strip()
+        return value or None
+
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        if not self.text(section, key):
+            return default
+        try:
+            return self.parser.getboolean(section, key)
+        except ValueError as err:
+            raise ConfigError(
+                f"{self.path}: [{section}] {key} must be true or false, not {self.parser.get(section, key)!r}"
+            ) from err
+
+    def integer(self, section: str, key: str, default: int) -> int:
+        raw = self.text(section, key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError as err:
+            raise ConfigError(f"{self.path}: [{section}] {key} must be a whole number, not {raw!r}") from err
+        if value < 1:
+            raise ConfigError(f"{self.path}: [{section}] {key} must be at least 1, not {value}")
+        return value

@@ -1,0 +1,184 @@
+"""The one exception tree of disdat_luigi; every error carries a hint for the user.
+
+DisdatError
+├── ConfigError               the INI file is missing or malformed
+├── InvalidName               a context, bundle or tag name that is empty or escapes a directory
+├── ContextError
+│   ├── ContextNotFound
+│   ├── ContextExists
+│   └── NoCurrentContext
+├── BundleError
+│   ├── BundleNotFound
+│   ├── PathNotFound          a file or directory given to `add` that does not exist
+│   ├── BundleStateError      an open bundle read, or a closed bundle written
+│   ├── UnsupportedValue      a value the codecs cannot store, named by type
+│   ├── BundleCorrupt         files missing or not matching the manifest
+│   └── NotCommitted
+├── RemoteError
+│   ├── RemoteNotConfigured
+│   ├── BucketNotFound
+│   ├── CredentialsError
+│   ├── ManifestRejected      a remote manifest that is malformed or hostile
+│   └── TransferError
+├── PipelineError
+│   ├── PipeClassNotFound
+│   ├── ParameterError
+│   ├── DependencyNotFound
+│   └── ApplyError            carries the apply result
+├── DockerError
+│   ├── DockerUnavailable
+│   ├── ImageNotFound
+│   └── BuildError
+└── RunError
+    ├── QueueNotFound
+    └── JobFailed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DisdatError(Exception):
+    """Root of every error disdat_luigi raises on purpose."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(DisdatError):
+    default_hint = "run `dsdt init` to create a fresh config, or fix the file by hand"
+
+
+class InvalidName(DisdatError):
+    default_hint = "use a non-empty name without '/', '..', NUL, '*' or '?'"
+
+
+class ContextError(DisdatError):
+    pass
+
+
+class ContextNotFound(ContextError):
+    default_hint = "list contexts with `dsdt context`, create one with `dsdt context NAME`"
+
+
+class ContextExists(ContextError):
+    pass
+
+
+class NoCurrentContext(ContextError):
+    default_hint = "create a context with `dsdt context NAME` and select it with `dsdt switch NAME`"
+
+
+class BundleError(DisdatError):
+    pass
+
+
+class BundleNotFound(BundleError):
+    default_hint = "list bundles with `dsdt ls`"
+
+
+class PathNotFound(BundleError):
+    default_hint = "check the path; relative paths are taken from the current directory"
+
+
+class BundleStateError(BundleError):
+    pass
+
+
+class UnsupportedValue(BundleError):
+    default_hint = (
+        "store None, bool, int, float, str, bytes, numpy scalars and arrays, pandas objects, "
+        "file paths, or lists/tuples/dicts of these"
+    )
+
+
+class BundleCorrupt(BundleError):
+    default_hint = "run `dsdt verify` to list damaged bundles, then remove or re-pull them"
+
+
+class NotCommitted(BundleError):
+    default_hint = "commit it first with `dsdt commit NAME`"
+
+
+class RemoteError(DisdatError):
+    pass
+
+
+class RemoteNotConfigured(RemoteError):
+    default_hint = "bind the context with `dsdt remote REMOTE_CONTEXT s3://bucket/prefix`"
+
+
+class BucketNotFound(RemoteError):
+    default_hint = "create the bucket first, or check the name and AWS_ENDPOINT_URL"
+
+
+class CredentialsError(RemoteError):
+    default_hint = "configure AWS credentials (environment, profile, or instance role)"
+
+
+class ManifestRejected(RemoteError):
+    default_hint = "the remote copy is damaged or hostile; remove it with `dsdt rmr -u UUID`"
+
+
+class TransferError(RemoteError):
+    default_hint = "check the network and retry; completed files are skipped on the next attempt"
+
+
+class PipelineError(DisdatError):
+    pass
+
+
+class PipeClassNotFound(PipelineError):
+    default_hint = "give the class as module.submodule.ClassName, importable from the current directory"
+
+
+class ParameterError(PipelineError):
+    pass
+
+
+class DependencyNotFound(PipelineError):
+    pass
+
+
+class ApplyError(PipelineError):
+    """A pipeline run that did not succeed; `result` is what apply would have returned."""
+
+    def __init__(self, message: str, result: dict[str, Any], hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+class DockerError(DisdatError):
+    pass
+
+
+class DockerUnavailable(DockerError):
+    default_hint = "start the Docker engine (dockerd) or set DOCKER_HOST"
+
+
+class ImageNotFound(DockerError):
+    pass
+
+
+class BuildError(DockerError):
+    pass
+
+
+class RunError(DisdatError):
+    pass
+
+
+class QueueNotFound(RunError):
+    default_hint = "set [run] aws_batch_queue in disdat.cfg to an existing AWS Batch job queue"
+
+
+class JobFailed(RunError):
+    pass

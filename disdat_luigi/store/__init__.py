@@ -1,0 +1,1 @@
+"""The local bundle store: contexts, bundles, manifests, the sqlite index and value codecs."""

@@ -1,0 +1,379 @@
+"""`Bundle`: the user-facing, immutable-once-closed unit of versioned data."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import posixpath
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from disdat_luigi.errors import BundleStateError, InvalidName, UnsupportedValue
+from disdat_luigi.store import codec, fsutil
+from disdat_luigi.store.context import BundleDraft, LocalContext
+from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
+from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.resolve import resolve_context
+
+_NO_DATA = object()
+
+
+class Bundle:
+    """Open it, fill it, close it; once closed every attribute is read-only.
+
+    `Bundle(ctx, name=..., data=value)` does all three at once; `with Bundle(ctx, name=...) as b:`
+    closes on exit and abandons the bundle (leaving nothing) when the block raises.
+    """
+
+    def __init__(
+        self,
+        local_context: str | LocalContext,
+        name: str | None = None,
+        data: Any = None,
+        processing_name: str | None = None,
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        dependencies: Any = None,
+        code_method: str | None = None,
+        vc_info: Any = None,
+        start_time: float = 0,
+        stop_time: float = 0,
+    ) -> None:
+        self._context = resolve_context(local_context)
+        self._manifest: BundleManifest | None = None
+        self._draft: BundleDraft | None = None
+        self._committed = False
+        self._name = None if name is None else check_name(name)
+        self._processing_name = (
+            None if processing_name is None else check_name(processing_name, "processing name")
+        )
+        self._owner = owner
+        self._tags: dict[str, str] = check_tags(tags)
+        self._params: dict[str, Any] = {}
+        self._dependencies: list[Dependency] = []
+        self._code_ref = code_method
+        self._git_info: dict[str, Any] | None = None
+        self._timing = (float(start_time), float(stop_time))
+        self._data: Any = _NO_DATA
+        self._root_task = False
+        if params:
+            self._params.update(params)
+        if dependencies:
+            self._add_dependency_arg(dependencies)
+        if vc_info:
+            self._git_info = _git_info(vc_info)
+        if data is not None:
+            with self:
+                self.add_data(data)
+
+    @classmethod
+    def _from_manifest(cls, context: LocalContext, manifest: BundleManifest, committed: bool) -> Bundle:
+        bundle = cls.__new__(cls)
+        bundle._context = context
+        bundle._manifest = manifest
+        bundle._draft = None
+        bundle._committed = committed
+        return bundle
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def open(self, force_uuid: str | None = None) -> Bundle:
+        if self._manifest is not None:
+            raise BundleStateError(f"bundle {self.uuid} is closed and cannot be reopened")
+        if self._draft is None:
+            uuid = force_uuid or str(uuidlib.uuid4())
+            self._draft = self._context.begin_bundle(uuid)
+            (self._draft.path / codec.DATA_DIR).mkdir()
+        return self
+
+    def __enter__(self) -> Bundle:
+        return self.open()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._draft is not None:
+            self.abandon()
+
+    def close(self) -> Bundle:
+        """Encode the data and publish the bundle atomically; on error nothing becomes visible."""
+        draft = self._need_open("close")
+        try:
+            plan = codec.plan_value(None if self._data is _NO_DATA else self._data, draft.path)
+            params = codec.encode_inline(self._params, "params")
+        except BaseException:
+            self.abandon()
+            raise
+        try:
+            plan.write()
+            manifest = BundleManifest(
+                uuid=draft.uuid,
+                name=self._name or self._processing_name or draft.uuid,
+                processing_name=self._processing_name or self._name or draft.uuid,
+                owner=self._owner or _default_owner(),
+                creation_date=datetime.now(timezone.utc),
+                data=plan.tree,
+                files=_file_entries(draft.path),
+                tags=dict(self._tags),
+                params=params,
+                dependencies=tuple(self._dependencies),
+                code_ref=self._code_ref,
+                git_info=self._git_info,
+                timing=self._timing,
+                root_task=self._root_task,
+            )
+            self._context.publish(draft, manifest)
+        except BaseException:
+            self.abandon()
+            raise
+        self._draft = None
+        self._manifest = manifest
+        return self
+
+    def abandon(self) -> None:
+        """Throw an open bundle away; nothing of it stays on disk."""
+        if self._draft is not None:
+            self._context.abandon(self._draft)
+            self._draft = None
+
+    # --- filling an open bundle ------------------------------------------------------------
+
+    def add_data(self, value: Any) -> Bundle:
+        self._need_open("add_data")
+        self._data = value
+        return self
+
+    def add_tags(self, tags: Mapping[str, str]) -> Bundle:
+        self._need_open("add_tags")
+        self._tags.update(check_tags(tags))
+        return self
+
+    def add_params(self, params: Mapping[str, Any]) -> Bundle:
+        self._need_open("add_params")
+        codec.encode_inline(dict(params), "params")
+        self._params.update(params)
+        return self
+
+    def add_dependencies(self, bundles: Any, arg_names: Iterable[str] | None = None) -> Bundle:
+        self._need_open("add_dependencies")
+        items = [bundles] if isinstance(bundles, Bundle) else list(bundles)
+        names = list(arg_names) if arg_names is not None else [f"_arg_{i}" for i in range(len(items))]
+        if len(names) != len(items):
+            raise BundleStateError(f"{len(items)} dependencies but {len(names)} arg_names")
+        self._add_dependency_arg(dict(zip(names, items)))
+        return self
+
+    def _add_dependency_arg(self, dependencies: Any) -> None:
+        if isinstance(dependencies, Bundle):
+            dependencies = [dependencies]
+        if not isinstance(dependencies, Mapping):
+            dependencies = {f"_arg_{i}": b for i, b in enumerate(dependencies)}
+        for arg_name, bundle in dependencies.items():
+            if not isinstance(bundle, Bundle) or not bundle.closed:
+                raise BundleStateError(f"dependency {arg_name!r} must be a closed Bundle, not {bundle!r}")
+            self._dependencies.append(Dependency(name=bundle.name, uuid=bundle.uuid, arg_name=arg_name))
+
+    def add_code_ref(self, code_ref: str) -> Bundle:
+        self._need_open("add_code_ref")
+        self._code_ref = code_ref
+        return self
+
+    def add_git_info(self, repo: str | None, commit: str | None, branch: str | None) -> Bundle:
+        self._need_open("add_git_info")
+        self._git_info = _git_info((repo, commit, branch))
+        return self
+
+    def add_timing(self, start: float, stop: float) -> Bundle:
+        self._need_open("add_timing")
+        self._timing = (float(start), float(stop))
+        return self
+
+    def get_file(self, name: str) -> str:
+        """A path inside the bundle for a file the caller writes; return it as (part of) the data."""
+        target = self._managed_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return str(target)
+
+    def get_directory(self, name: str) -> str:
+        target = self._managed_path(name)
+        target.mkdir(parents=True, exist_ok=True)
+        return str(target)
+
+    def _managed_path(self, name: str) -> Path:
+        draft = self._need_open("get_file")
+        if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/"):
+            raise InvalidName(f"bundle file name {name!r} must be a non-empty relative path")
+        norm = posixpath.normpath(name)
+        if norm in (".", "..") or norm.startswith("../"):
+            raise InvalidName(f"bundle file name {name!r} leaves the bundle directory")
+        return draft.path / codec.DATA_DIR / norm
+
+    def _mark_root(self) -> None:
+        self._root_task = True
+
+    def _need_open(self, action: str) -> BundleDraft:
+        if self._manifest is not None:
+            raise BundleStateError(f"cannot {action}: bundle {self.uuid} is closed (bundles are immutable)")
+        if self._draft is None:
+            raise BundleStateError(f"cannot {action}: the bundle is not open; call open() first")
+        return self._draft
+
+    # --- a closed bundle -------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> BundleManifest:
+        if self._manifest is None:
+            raise BundleStateError("the bundle is not closed yet; close() it before reading it")
+        return self._manifest
+
+    @property
+    def closed(self) -> bool:
+        return self._manifest is not None
+
+    @property
+    def context(self) -> LocalContext:
+        return self._context
+
+    @property
+    def uuid(self) -> str:
+        if self._manifest is None and self._draft is not None:
+            return self._draft.uuid
+        return self.manifest.uuid
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def processing_name(self) -> str:
+        return self.manifest.processing_name
+
+    @property
+    def owner(self) -> str:
+        return self.manifest.owner
+
+    @property
+    def creation_date(self) -> datetime:
+        return self.manifest.creation_date
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self.manifest.tags)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        decoded = codec.decode(self.manifest.params) if self.manifest.params is not None else {}
+        return dict(decoded)
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]:
+        return self.manifest.dependencies
+
+    @property
+    def code_ref(self) -> str | None:
+        return self.manifest.code_ref
+
+    @property
+    def git_info(self) -> dict[str, Any] | None:
+        info = self.manifest.git_info
+        return dict(info) if info is not None else None
+
+    @property
+    def timing(self) -> tuple[float, float]:
+        return self.manifest.timing
+
+    @property
+    def root_task(self) -> bool:
+        return self.manifest.root_task
+
+    @property
+    def local_dir(self) -> str:
+        if self._manifest is None and self._draft is not None:
+            return str(self._draft.path)
+        return str(self._context.bundle_dir(self.uuid))
+
+    @property
+    def files(self) -> tuple[FileEntry, ...]:
+        return self.manifest.files
+
+    @property
+    def is_committed(self) -> bool:
+        return self._committed
+
+    @property
+    def data(self) -> Any:
+        """The stored value, decoded anew on every access (mutating it never changes the bundle)."""
+        return codec.decode(self.manifest.data, _LocalSource(self))
+
+    def cat(self) -> Any:
+        return self.data
+
+    def commit(self) -> Bundle:
+        self._context.commit(self.manifest.uuid)
+        self._committed = True
+        return self
+
+    def rm(self) -> None:
+        self._context.remove([self.manifest.uuid])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"context": self._context, "manifest": self.manifest.to_json(), "committed": self._committed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        manifest = BundleManifest.from_json(state["manifest"], source="pickle")
+        self.__dict__.update(Bundle._from_manifest(state["context"], manifest, state["committed"]).__dict__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bundle) and other.closed and self.closed and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    def __repr__(self) -> str:
+        if self._manifest is None:
+            return f"<Bundle (open) in {self._context.name!r}>"
+        return f"<Bundle {self.name!r} {self.uuid} in {self._context.name!r}>"
+
+
+class _LocalSource:
+    """Finds a closed bundle's files in its local directory."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.root = Path(bundle.local_dir)
+
+    def file_path(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def value_path(self, rel: str) -> Path:
+        return self.root / rel
+
+
+def _file_entries(bundle_dir: Path) -> tuple[FileEntry, ...]:
+    entries = []
+    for dirpath, _dirnames, filenames in os.walk(bundle_dir):
+        for name in filenames:
+            path = Path(dirpath, name)
+            rel = path.relative_to(bundle_dir).as_posix()
+            entries.append(FileEntry(path=rel, size=path.stat().st_size, sha256=fsutil.sha256_file(path)))
+    return tuple(sorted(entries, key=lambda e: e.path))
+
+
+def _git_info(vc_info: Any) -> dict[str, Any]:
+    if isinstance(vc_info, Mapping):
+        return dict(vc_info)
+    try:
+        repo, commit, branch = vc_info
+    except (TypeError, ValueError) as err:
+        raise UnsupportedValue("vc_info must be (repo, commit, branch) or a dict") from err
+    return {"repo": repo, "commit": commit, "branch": branch}
+
+
+def _default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")

@@ -1,0 +1,351 @@
+"""Encode a bundle's value into a JSON tree plus files, and decode it back to the same value.
+
+Encoding is planned first (every type checked, DataFrames converted in memory) and written
+second, so an unsupported value fails before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from disdat_luigi.errors import BundleError, UnsupportedValue
+
+DATA_DIR = "data"
+VALUES_DIR = "values"
+INLINE_BYTES_LIMIT = 4096
+INLINE_JSON_LIMIT = 64 * 1024
+
+
+class ValueSource(Protocol):
+    """Where a decoded value's files are: user paths for file leaves, local paths to read values."""
+
+    def file_path(self, rel: str) -> str: ...
+
+    def value_path(self, rel: str) -> Path: ...
+
+
+@dataclass
+class EncodePlan:
+    tree: Any
+    writes: list[Callable[[], object]] = field(default_factory=list)
+
+    def write(self) -> None:
+        for action in self.writes:
+            action()
+
+
+def plan_value(value: Any, bundle_dir: Path) -> EncodePlan:
+    """Check and prepare `value` for a bundle being written in `bundle_dir`; writes nothing."""
+    planner = _Planner(bundle_dir)
+    tree = planner.encode(value, "data")
+    planner.place_external_files()
+    return EncodePlan(tree=tree, writes=planner.writes)
+
+
+def encode_inline(value: Any, what: str = "params") -> Any:
+    """Encode a value that must live inside the manifest (parameters): no files allowed."""
+    planner = _Planner(None)
+    tree = planner.encode(value, what)
+    if planner.writes or planner.externals:
+        raise UnsupportedValue(f"{what} must not hold arrays, frames, large bytes or files")
+    return tree
+
+
+def decode(tree: Any, source: ValueSource | None = None) -> Any:
+    """Rebuild the value a tree describes; `source` finds the files it refers to."""
+    kind = tree["t"]
+    if kind == "none":
+        return None
+    if kind in ("bool", "int", "str"):
+        return tree["v"]
+    if kind == "float":
+        return float(tree["v"])
+    if kind == "json":
+        if "path" in tree:
+            with open(_need(source).value_path(tree["path"]), "rb") as handle:
+                return json.load(handle)
+        return copy.deepcopy(tree["v"])  # the tree is shared; callers get their own copy
+    if kind == "bytes":
+        if "path" in tree:
+            return _need(source).value_path(tree["path"]).read_bytes()
+        return base64.b64decode(tree["b64"])
+    if kind == "list":
+        return [decode(item, source) for item in tree["items"]]
+    if kind == "tuple":
+        return tuple(decode(item, source) for item in tree["items"])
+    if kind == "dict":
+        return {decode(k, source): decode(v, source) for k, v in tree["items"]}
+    if kind in ("file", "dir"):
+        return _need(source).file_path(tree["path"])
+    return _decode_special(kind, tree, source)
+
+
+def _decode_special(kind: str, tree: Any, source: ValueSource | None) -> Any:
+    if kind == "npscalar":
+        import numpy as np
+
+        return np.frombuffer(bytes.fromhex(tree["hex"]), dtype=np.dtype(tree["dtype"]))[0]
+    if kind == "ndarray":
+        import numpy as np
+
+        return np.load(_need(source).value_path(tree["path"]), allow_pickle=False)
+    if kind in ("dataframe", "series"):
+        return _decode_pandas(kind, tree, _need(source))
+    if kind == "timestamp":
+        import pandas as pd
+
+        return pd.Timestamp(tree["v"])
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(tree["v"])
+    if kind == "date":
+        return dt.date.fromisoformat(tree["v"])
+    if kind == "time":
+        return dt.time.fromisoformat(tree["v"])
+    if kind == "timedelta":
+        return dt.timedelta(microseconds=int(tree["us"]))
+    raise BundleError(f"unknown value kind {kind!r} in manifest", hint="upgrade disdat_luigi")
+
+
+def _decode_pandas(kind: str, tree: Any, source: ValueSource) -> Any:
+    import pandas as pd
+
+    frame = pd.read_parquet(source.value_path(tree["path"]), engine="pyarrow")
+    if "columns" in tree:
+        labels = decode(tree["columns"], source)
+        names = decode(tree["column_names"], source)
+        if tree.get("multi_columns"):
+            frame.columns = pd.MultiIndex.from_tuples(labels, names=names)
+        else:
+            frame.columns = pd.Index(labels, name=names[0])
+    if kind == "series":
+        series = frame.iloc[:, 0]
+        series.name = decode(tree["name"], source)
+        return series
+    return frame
+
+
+def _need(source: ValueSource | None) -> ValueSource:
+    if source is None:
+        raise BundleError("this value refers to files but no bundle directory was given")
+    return source
+
+
+class _Planner:
+    """Walks a value once, building its tree and the list of file writes it needs."""
+
+    def __init__(self, bundle_dir: Path | None) -> None:
+        self.bundle_dir = bundle_dir
+        self.data_dir = (bundle_dir / DATA_DIR).resolve() if bundle_dir is not None else None
+        self.writes: list[Callable[[], object]] = []
+        self.externals: list[tuple[dict[str, Any], Path]] = []
+        self.count = 0
+
+    def encode(self, value: Any, where: str) -> Any:
+        if value is None:
+            return {"t": "none"}
+        if isinstance(value, bool):
+            return {"t": "bool", "v": value}
+        if type(value) is int:
+            return {"t": "int", "v": value}
+        if type(value) is float:
+            return {"t": "float", "v": repr(value)}
+        if type(value).__module__ == "numpy":  # before str/bytes: np.str_ and np.bytes_ subclass them
+            return self._encode_numpy(value, where)
+        if isinstance(value, str):
+            return self._encode_str(str(value), where)
+        if isinstance(value, bytes):
+            return self._encode_bytes(value)
+        if isinstance(value, (list, dict)) and self.bundle_dir is not None and _is_plain_json(value):
+            return self._encode_json(value)
+        if isinstance(value, list):
+            return {"t": "list", "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, tuple):
+            return {"t": "tuple", "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, dict):
+            return {
+                "t": "dict",
+                "items": [
+                    [self.encode(k, f"{where} key {k!r}"), self.encode(v, f"{where}[{k!r}]")]
+                    for k, v in value.items()
+                ],
+            }
+        encoded = self._encode_time(value)
+        if encoded is not None:
+            return encoded
+        return self._encode_scientific(value, where)
+
+    def _encode_str(self, text: str, where: str) -> Any:
+        if self.data_dir is None:
+            return {"t": "str", "v": text}
+        path = _local_path(text)
+        if path is None:
+            return {"t": "str", "v": text}
+        resolved = path.resolve()
+        if resolved.is_relative_to(self.data_dir):
+            if not resolved.exists():
+                raise BundleError(
+                    f"{where} is the bundle file {text} but nothing was written there",
+                    hint="write the file before returning its path",
+                )
+            assert self.bundle_dir is not None
+            rel = resolved.relative_to(self.bundle_dir.resolve()).as_posix()
+            return {"t": "dir" if resolved.is_dir() else "file", "path": rel}
+        if resolved.is_file():
+            leaf: dict[str, Any] = {"t": "file", "path": None}
+            self.externals.append((leaf, resolved))
+            return leaf
+        return {"t": "str", "v": text}
+
+    def _encode_bytes(self, value: bytes) -> Any:
+        if len(value) <= INLINE_BYTES_LIMIT or self.bundle_dir is None:
+            return {"t": "bytes", "b64": base64.b64encode(value).decode("ascii")}
+        target, rel = self._value_file("bin")
+        self.writes.append(lambda: target.write_bytes(value))
+        return {"t": "bytes", "path": rel}
+
+    def _encode_json(self, value: Any) -> Any:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        if len(text) <= INLINE_JSON_LIMIT:
+            return {"t": "json", "v": value}
+        target, rel = self._value_file("json")
+        self.writes.append(lambda: target.write_text(text, encoding="utf-8"))
+        return {"t": "json", "path": rel}
+
+    def _encode_time(self, value: Any) -> Any:
+        if type(value).__module__.startswith("pandas") and type(value).__name__ == "Timestamp":
+            return {"t": "timestamp", "v": value.isoformat()}
+        if isinstance(value, dt.datetime):
+            return {"t": "datetime", "v": value.isoformat()}
+        if isinstance(value, dt.date):
+            return {"t": "date", "v": value.isoformat()}
+        if isinstance(value, dt.time):
+            return {"t": "time", "v": value.isoformat()}
+        if type(value) is dt.timedelta:
+            return {"t": "timedelta", "us": (value.days * 86400 + value.seconds) * 10**6 + value.microseconds}
+        return None
+
+    def _encode_scientific(self, value: Any, where: str) -> Any:
+        module = type(value).__module__.split(".")[0]
+        if module == "numpy":
+            return self._encode_numpy(value, where)
+        if module == "pandas":
+            return self._encode_pandas(value, where)
+        raise UnsupportedValue(f"cannot store {where}: values of type {_type_name(value)} are not supported")
+
+    def _encode_numpy(self, value: Any, where: str) -> Any:
+        import numpy as np
+
+        if isinstance(value, np.generic) and value.dtype.kind != "O":
+            return {"t": "npscalar", "dtype": value.dtype.str, "hex": value.tobytes().hex()}
+        if isinstance(value, np.ndarray) and not value.dtype.hasobject and self.bundle_dir is not None:
+            target, rel = self._value_file("npy")
+            array = value
+            self.writes.append(lambda: np.save(target, array, allow_pickle=False))
+            return {"t": "ndarray", "path": rel}
+        detail = f" with dtype {value.dtype}" if hasattr(value, "dtype") else ""
+        raise UnsupportedValue(f"cannot store {where}: {_type_name(value)}{detail} is not supported")
+
+    def _encode_pandas(self, value: Any, where: str) -> Any:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.bundle_dir is None or not isinstance(value, (pd.DataFrame, pd.Series)):
+            raise UnsupportedValue(f"cannot store {where}: {_type_name(value)} is not supported here")
+        tree: dict[str, Any] = {"t": "dataframe"}
+        frame = value
+        if isinstance(value, pd.Series):
+            tree = {"t": "series", "name": encode_inline(value.name, f"{where} name")}
+            frame = value.to_frame(name="value")
+        columns = frame.columns
+        if not (all(isinstance(c, str) for c in columns) and columns.is_unique):
+            tree["columns"] = encode_inline(list(columns), f"{where} columns")
+            tree["column_names"] = encode_inline(list(columns.names), f"{where} column names")
+            tree["multi_columns"] = isinstance(columns, pd.MultiIndex)
+            frame = frame.set_axis([f"c{i}" for i in range(len(columns))], axis=1)
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=True)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            raise UnsupportedValue(
+                f"cannot store {where}: the {_type_name(value)} has a column Parquet cannot hold ({err})",
+                hint="give each column a single type (e.g. convert mixed object columns to str)",
+            ) from err
+        target, rel = self._value_file("parquet")
+        self.writes.append(lambda: pq.write_table(table, target))
+        tree["path"] = rel
+        return tree
+
+    def _value_file(self, suffix: str) -> tuple[Path, str]:
+        assert self.bundle_dir is not None
+        if self.count == 0:
+            values_dir = self.bundle_dir / VALUES_DIR
+            self.writes.append(lambda: values_dir.mkdir(exist_ok=True))
+        rel = f"{VALUES_DIR}/{self.count}.{suffix}"
+        self.count += 1
+        return self.bundle_dir / rel, rel
+
+    def place_external_files(self) -> None:
+        """Copy outside files into data/, keeping their layout below their common parent."""
+        if not self.externals:
+            return
+        assert self.bundle_dir is not None
+        common = Path(os.path.commonpath([src.parent for _, src in self.externals]))
+        targets: dict[str, Path] = {}
+        for leaf, src in self.externals:
+            rel = f"{DATA_DIR}/{src.relative_to(common).as_posix()}"
+            leaf["path"] = rel
+            if rel in targets:
+                continue
+            if (self.bundle_dir / rel).exists():
+                raise BundleError(
+                    f"the file {src} would overwrite the bundle file {rel}",
+                    hint="rename one of the two files",
+                )
+            targets[rel] = src
+        for rel, src in targets.items():
+            self.writes.append(_copier(src, self.bundle_dir / rel))
+
+
+def _copier(src: Path, dst: Path) -> Callable[[], None]:
+    from disdat_luigi.store.fsutil import copy_file
+
+    return lambda: copy_file(src, dst)
+
+
+def _local_path(text: str) -> Path | None:
+    """The local path a string names when it should be treated as a file, else None."""
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    if text.startswith("/") and "\x00" not in text and len(text) < 4096:
+        return Path(text)
+    return None
+
+
+def _is_plain_json(value: Any, depth: int = 0) -> bool:
+    """True for nested lists/dicts of str keys and None/bool/int/finite float/non-path str."""
+    if depth > 100:
+        return False
+    if isinstance(value, list) and type(value) is list:
+        return all(_is_plain_json(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_plain_json(v, depth + 1) for k, v in value.items())
+    if value is None or type(value) in (bool, int):
+        return True
+    if type(value) is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if type(value) is str:
+        return _local_path(value) is None
+    return False
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

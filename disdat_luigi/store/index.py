@@ -1,0 +1,242 @@
+"""The sqlite index of a context: derived from the manifests, rebuilt from them at will."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from disdat_luigi.store.manifest import BundleManifest
+from disdat_luigi.store.names import is_glob
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bundles (
+    uuid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    processing_name TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 0,
+    root_task INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS bundles_name ON bundles (name, created_us);
+CREATE INDEX IF NOT EXISTS bundles_processing ON bundles (processing_name, created_us);
+CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_us);
+CREATE TABLE IF NOT EXISTS tags (
+    uuid TEXT NOT NULL REFERENCES bundles (uuid) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (uuid, key)
+);
+CREATE INDEX IF NOT EXISTS tags_key_value ON tags (key, value);
+CREATE TABLE IF NOT EXISTS dependencies (
+    uuid TEXT NOT NULL REFERENCES bundles (uuid) ON DELETE CASCADE,
+    dep_uuid TEXT NOT NULL,
+    dep_name TEXT NOT NULL,
+    arg_name TEXT
+);
+CREATE INDEX IF NOT EXISTS dependencies_uuid ON dependencies (uuid);
+"""
+
+
+@dataclass(frozen=True)
+class BundleQuery:
+    """What `search` asks for; names match exactly unless they hold a '*' or '?' glob."""
+
+    name: str | None = None
+    processing_name: str | None = None
+    uuid: str | None = None
+    tags: Mapping[str, str] | None = None
+    committed: bool | None = None
+    intermediates: bool = False
+    roots: bool = False
+    before: datetime | None = None
+    after: datetime | None = None
+    latest_per_name: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    uuid: str
+    name: str
+    processing_name: str
+    created_us: int
+    committed: bool
+    root_task: bool
+
+
+def to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+
+
+class BundleIndex:
+    """One sqlite file in WAL mode; one connection per process (reopened after a fork)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc, arg-type]
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            _use_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            with _transaction(conn):
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def insert(self, manifest: BundleManifest, committed: bool) -> None:
+        with _transaction(self.conn) as conn:
+            _insert(conn, manifest, committed)
+
+    def replace_all(self, entries: Iterable[tuple[BundleManifest, bool]]) -> None:
+        """Swap the whole content for `entries` in one transaction (rebuild)."""
+        with _transaction(self.conn) as conn:
+            conn.execute("DELETE FROM bundles")
+            for manifest, committed in entries:
+                _insert(conn, manifest, committed)
+
+    def delete(self, uuids: Iterable[str]) -> None:
+        with _transaction(self.conn) as conn:
+            conn.executemany("DELETE FROM bundles WHERE uuid = ?", [(u,) for u in uuids])
+
+    def set_committed(self, uuid: str) -> None:
+        with _transaction(self.conn) as conn:
+            conn.execute("UPDATE bundles SET committed = 1 WHERE uuid = ?", (uuid,))
+
+    def uuids(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT uuid FROM bundles")}
+
+    def tags_of(self, uuid: str) -> dict[str, str]:
+        rows = self.conn.execute("SELECT key, value FROM tags WHERE uuid = ?", (uuid,))
+        return dict(rows.fetchall())
+
+    def dependents_of(self, uuid: str) -> list[str]:
+        rows = self.conn.execute("SELECT uuid FROM dependencies WHERE dep_uuid = ?", (uuid,))
+        return [r[0] for r in rows]
+
+    def search(self, query: BundleQuery) -> list[IndexRow]:
+        where, args = _where(query)
+        sql = "SELECT uuid, name, processing_name, created_us, committed, root_task FROM bundles b"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if query.latest_per_name:
+            sql = (
+                f"SELECT * FROM ({sql}) x WHERE created_us = "
+                "(SELECT MAX(created_us) FROM bundles y WHERE y.name = x.name)"
+            )
+        sql += " ORDER BY created_us DESC, uuid DESC"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            args.append(query.limit)
+        rows = self.conn.execute(sql, args).fetchall()
+        return [IndexRow(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5])) for r in rows]
+
+
+def _where(query: BundleQuery) -> tuple[list[str], list[object]]:
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("name", query.name), ("processing_name", query.processing_name)):
+        if value is not None:
+            where.append(f"{column} GLOB ?" if is_glob(value) else f"{column} = ?")
+            args.append(value)
+    if query.uuid is not None:
+        where.append("uuid = ?")
+        args.append(query.uuid)
+    if query.committed is not None:
+        where.append("committed = ?")
+        args.append(int(query.committed))
+    if query.roots:
+        where.append("root_task = 1")
+    if query.intermediates:
+        where.append("root_task = 0")
+    if query.before is not None:
+        where.append("created_us <= ?")
+        args.append(to_us(query.before))
+    if query.after is not None:
+        where.append("created_us >= ?")
+        args.append(to_us(query.after))
+    for key, value in (query.tags or {}).items():
+        where.append("EXISTS (SELECT 1 FROM tags t WHERE t.uuid = b.uuid AND t.key = ? AND t.value = ?)")
+        args.extend([key, value])
+    return where, args
+
+
+def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO bundles VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            manifest.uuid,
+            manifest.name,
+            manifest.processing_name,
+            to_us(manifest.creation_date),
+            int(committed),
+            int(manifest.root_task),
+        ),
+    )
+    conn.execute("DELETE FROM tags WHERE uuid = ?", (manifest.uuid,))
+    conn.executemany(
+        "INSERT INTO tags VALUES (?, ?, ?)", [(manifest.uuid, k, v) for k, v in manifest.tags.items()]
+    )
+    conn.execute("DELETE FROM dependencies WHERE uuid = ?", (manifest.uuid,))
+    conn.executemany(
+        "INSERT INTO dependencies VALUES (?, ?, ?, ?)",
+        [(manifest.uuid, d.uuid, d.name, d.arg_name) for d in manifest.dependencies],
+    )
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL once; the switch can report BUSY without waiting, so retry it briefly."""
+    for attempt in range(200):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == 199:
+                raise
+            time.sleep(0.05)
+
+
+def _statements(script: str) -> Iterator[str]:
+    for statement in script.split(";"):
+        if statement.strip():
+            yield statement
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE so concurrent writers queue on the lock instead of failing mid-way."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,1 @@
+"""Example extract/transform pipelines."""

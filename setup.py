@@ -1,0 +1,31 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("disdat_luigi/__init__.py").read_text().split("def __getattr__")[0], version)
+
+setup(
+    name="disdat_luigi",
+    version=version["__version__"],
+    description="Data-versioned luigi pipelines that run the same on a laptop, in Docker and on AWS Batch",
+    long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["disdat_luigi", "disdat_luigi.*"]),
+    package_data={"disdat_luigi": ["disdat.cfg.example", "dockerizer/*", "dockerizer/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "luigi>=3.5",
+        "boto3>=1.28",
+        "docker>=7.0",
+        "numpy>=1.24",
+        "pandas>=2.0",
+        "pyarrow>=14",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "moto[server]>=5.0", "ruff>=0.5", "mypy>=1.10"],
+    },
+    entry_points={"console_scripts": ["dsdt = disdat_luigi.cli.main:run"]},
+)

@@ -1,0 +1,82 @@
+"""The config file: created from the template, read into typed settings, errors name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from disdat_luigi.config import config_path, init_config, load_settings
+from disdat_luigi.errors import ConfigError
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"DISDAT_CONFIG": str(tmp_path / "disdat.cfg"), "HOME": str(tmp_path), **extra}
+
+
+def test_init_creates_the_template_once(tmp_path: Path) -> None:
+    """init writes the template, and a second init keeps the user's edits."""
+    env = _env(tmp_path)
+    path = init_config(env)
+    assert path == tmp_path / "disdat.cfg" and "[core]" in path.read_text()
+    path.write_text("[core]\nignore_code_version = true\n")
+    init_config(env)
+    assert "ignore_code_version = true" in path.read_text()
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    """Template values become typed settings; DISDAT_HOME overrides the store root."""
+    env = _env(tmp_path)
+    init_config(env)
+    settings = load_settings(env)
+    assert settings.root == Path("~/.disdat").expanduser()
+    assert settings.ignore_code_version is False
+    assert settings.run.vcpus == 1 and settings.run.memory == 2048
+    assert settings.docker.network_mode is None
+    assert load_settings({**env, "DISDAT_HOME": str(tmp_path / "s")}).root == tmp_path / "s"
+
+
+def test_values_are_typed(tmp_path: Path) -> None:
+    """Booleans, integers and text come back with their types."""
+    cfg = tmp_path / "disdat.cfg"
+    cfg.write_text(
+        "[core]\nroot = /data/store\nignore_code_version = yes\n"
+        "[docker]\nnetwork_mode = host\nregistry = *ECR*\n[run]\nvcpus = 4\nmemory = 8192\n"
+        "[remote]\nserver_side_encryption = aws:kms\nsse_kms_key_id = k1\n"
+    )
+    settings = load_settings(_env(tmp_path))
+    assert settings.root == Path("/data/store") and settings.ignore_code_version is True
+    assert settings.docker.network_mode == "host" and settings.docker.registry == "*ECR*"
+    assert (settings.run.vcpus, settings.run.memory) == (4, 8192)
+    assert settings.remote.server_side_encryption == "aws:kms" and settings.remote.sse_kms_key_id == "k1"
+
+
+def test_missing_config_says_run_init(tmp_path: Path) -> None:
+    """Without a file the error names the path and suggests `dsdt init`."""
+    with pytest.raises(ConfigError, match="no disdat config at") as info:
+        load_settings(_env(tmp_path))
+    assert "dsdt init" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[core\nroot=x\n", "malformed config"),
+        ("root = x\n", "malformed config"),
+        ("[core]\nignore_code_version = maybe\n", r"\[core\] ignore_code_version must be true or false"),
+        ("[run]\nvcpus = lots\n", r"\[run\] vcpus must be a whole number"),
+        ("[run]\nmemory = 0\n", r"\[run\] memory must be at least 1"),
+        ("[remote]\nserver_side_encryption = rot13\n", "server_side_encryption"),
+    ],
+)
+def test_malformed_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    """Each malformed file gives a ConfigError naming the file (and the key when there is one)."""
+    (tmp_path / "disdat.cfg").write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(_env(tmp_path))
+    assert str(tmp_path / "disdat.cfg") in str(info.value)
+
+
+def test_config_path_default(tmp_path: Path) -> None:
+    """Without DISDAT_CONFIG the file lives in ~/.config/disdat/."""
+    assert config_path({}) == Path("~/.config/disdat/disdat.cfg").expanduser()
