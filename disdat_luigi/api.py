@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.config import init_config, load_settings
 from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
@@ -17,12 +17,17 @@ from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.queries import LineageRecord
 from disdat_luigi.store.resolve import open_store
 from disdat_luigi.store.store import LocalStore
 from disdat_luigi.store.verify import VerifyReport
 from disdat_luigi.store.verify import verify as _verify
+
+if TYPE_CHECKING:
+    from disdat_luigi.store.remote.progress import Progress
+    from disdat_luigi.store.remote.sync import PushResult, RemoteSync
 
 __all__ = [
     "Bundle",
@@ -38,7 +43,11 @@ __all__ = [
     "init",
     "lineage",
     "ls_contexts",
+    "pull",
+    "push",
+    "remote",
     "rm",
+    "rmr",
     "search",
     "switch",
     "verify",
@@ -77,10 +86,77 @@ def delete_context(context_name: str, remote: bool = False, force: bool = False)
             hint="commit and push them, or pass force=True (`dsdt context -d -f NAME`)",
         )
     if remote:
-        from disdat_luigi.remote.sync import delete_remote_context
-
-        delete_remote_context(ctx, load_settings())
+        _sync(ctx).delete_everything()
     store.delete_context(context_name)
+
+
+def remote(local_context: str, remote_context: str, remote_url: str) -> None:
+    """Bind a context to `s3://bucket/prefix` (the bucket must exist; the prefix need not)."""
+    from disdat_luigi.store.remote.location import RemoteLocation
+    from disdat_luigi.store.remote.s3 import S3
+
+    ctx = _context(local_context)
+    location = RemoteLocation.parse(remote_url, remote_context)
+    S3(load_settings().remote).check_bucket(location.bucket)
+    ctx.bind_remote(location.context, remote_url)
+
+
+def _sync(ctx: LocalContext, progress: Progress | None = None) -> RemoteSync:
+    from disdat_luigi.store.remote.sync import RemoteSync
+
+    return RemoteSync(ctx, load_settings().remote, progress)
+
+
+def push(
+    local_context: str,
+    bundle_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    uuid: str | None = None,
+    delocalize: bool = False,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Publish committed bundles to the remote. Without name or uuid: every committed bundle
+    not yet on the remote. With `delocalize` the local copies go once the push is verified."""
+    from disdat_luigi.store.remote.sync import bundles_to_push
+
+    ctx = _context(local_context)
+    sync = _sync(ctx, progress)
+    return sync.push(bundles_to_push(ctx, bundle_name, uuid, check_tags(tags)), delocalize=delocalize)
+
+
+def pull(
+    local_context: str,
+    bundle_name: str | None = None,
+    uuid: str | None = None,
+    localize: bool = False,
+    progress: Progress | None = None,
+) -> list[Bundle]:
+    """Fetch bundle metadata from the remote (and the files, verified, with `localize`): by uuid
+    one bundle, by name every version of it, with neither every bundle."""
+    return _sync(_context(local_context), progress).pull(bundle_name, uuid, localize)
+
+
+def rmr(
+    local_context: str,
+    bundle_name: str | None = None,
+    uuid: str | None = None,
+    tags: dict[str, str] | None = None,
+    rm_all: bool = False,
+    dry_run: bool = False,
+) -> list[BundleManifest]:
+    """Delete bundles from the remote, with the rules of `rm`; `dry_run` only says which."""
+    from disdat_luigi.store.remote.sync import bundles_to_remove
+
+    if bundle_name is None and uuid is None and not rm_all:
+        raise BundleStateError(
+            "rmr without a bundle name or uuid would remove every bundle on the remote",
+            hint="name a bundle or a uuid, or ask for everything explicitly (`dsdt rmr --all`, rm_all=True)",
+        )
+    sync = _sync(_context(local_context))
+    doomed = bundles_to_remove(sync, bundle_name, uuid, check_tags(tags), rm_all)
+    if not dry_run:
+        sync.remove(doomed)
+    return doomed
 
 
 def ls_contexts() -> list[str]:

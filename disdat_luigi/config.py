@@ -98,9 +98,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     root = env.get("DISDAT_HOME") or reader.text("core", "root") or "~/.disdat"
     sse = reader.text("remote", "server_side_encryption") or "none"
     if sse not in SSE_CHOICES:
-        raise ConfigError(
-            f"{path}: [remote] server_side_encryption = {sse!r} is not one of {', '.join(SSE_CHOICES)}"
-        )
+        raise ConfigError(f"{path}: [remote] server_side_encryption = {sse!r} is not one of {', '.join(SSE_CHOICES)}")
     return Settings(
         config_path=path,
         root=Path(root).expanduser(),

@@ -28,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls_p.add_argument("-c", "--committed", action="store_true", help="only committed bundles")
     ls_p.add_argument("--uncommitted", action="store_true", help="only uncommitted bundles")
     ls_p.add_argument("-u", "--uuid", help="only the bundle with this uuid")
-    ls_p.add_argument(
-        "-l", "--latest-by-date", action="store_true", help="only the newest bundle of each name"
-    )
+    ls_p.add_argument("-l", "--latest-by-date", action="store_true", help="only the newest bundle of each name")
     ls_p.add_argument("-A", "--after", help="created on or after this date (2020-12-31 or 12-31-2020)")
     ls_p.add_argument("-B", "--before", help="created on or before this date")
     add_tag_option(ls_p)
@@ -173,9 +171,7 @@ def _text(records: list[LineageRecord]) -> str:
         if not record.found:
             lines.append(f"{pad}{record.name} {record.uuid} (not in this context)")
             continue
-        created = (
-            record.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S") if record.creation_date else ""
-        )
+        created = record.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S") if record.creation_date else ""
         inputs = ", ".join(f"{d.arg_name}={d.name}" for d in record.dependencies) or "no inputs"
         lines.append(f"{pad}{record.name} {record.uuid} {created} <- {inputs}")
     return "\n".join(lines)

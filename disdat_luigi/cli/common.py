@@ -37,9 +37,7 @@ def parse_date(text: str) -> datetime:
             return datetime.strptime(text, fmt)
         except ValueError:
             continue
-    raise DisdatError(
-        f"cannot read the date {text!r}", hint="use 2020-12-31, '2020-12-31 13:40:30' or 12-31-2020"
-    )
+    raise DisdatError(f"cannot read the date {text!r}", hint="use 2020-12-31, '2020-12-31 13:40:30' or 12-31-2020")
 
 
 def current_context() -> str:

@@ -46,9 +46,7 @@ def _context(args: argparse.Namespace) -> int:
         print(f"deleted context {args.context}")
     else:
         api.context(args.context)
-        print(
-            f"context {args.context} is ready; select it with `dsdt switch {args.context.rpartition('/')[2]}`"
-        )
+        print(f"context {args.context} is ready; select it with `dsdt switch {args.context.rpartition('/')[2]}`")
     return 0
 
 

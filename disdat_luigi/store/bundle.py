@@ -18,7 +18,12 @@ from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.resolve import resolve_context
 
-_NO_DATA = object()
+class _NoData:
+    def __repr__(self) -> str:
+        return "<no data>"
+
+
+_NO_DATA: Any = _NoData()
 
 
 class Bundle:
@@ -32,7 +37,7 @@ class Bundle:
         self,
         local_context: str | LocalContext,
         name: str | None = None,
-        data: Any = None,
+        data: Any = _NO_DATA,
         processing_name: str | None = None,
         owner: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -48,9 +53,7 @@ class Bundle:
         self._draft: BundleDraft | None = None
         self._committed = False
         self._name = None if name is None else check_name(name)
-        self._processing_name = (
-            None if processing_name is None else check_name(processing_name, "processing name")
-        )
+        self._processing_name = None if processing_name is None else check_name(processing_name, "processing name")
         self._owner = owner
         self._tags: dict[str, str] = check_tags(tags)
         self._params: dict[str, Any] = {}
@@ -66,7 +69,7 @@ class Bundle:
             self._add_dependency_arg(dependencies)
         if vc_info:
             self._git_info = _git_info(vc_info)
-        if data is not None:
+        if data is not _NO_DATA:  # an explicit data=None stores None
             with self:
                 self.add_data(data)
 
@@ -320,6 +323,65 @@ class Bundle:
     def rm(self) -> None:
         self._context.remove([self.manifest.uuid])
 
+    # --- the remote ------------------------------------------------------------------------
+
+    def _sync(self) -> Any:
+        from disdat_luigi.config import load_settings
+        from disdat_luigi.store.remote.sync import RemoteSync
+
+        return RemoteSync(self._context, load_settings().remote)
+
+    @property
+    def remote_dir(self) -> str | None:
+        """The bundle's s3:// directory when its context is bound to a remote, else None."""
+        from disdat_luigi.store.remote.sync import file_url
+
+        url = file_url(self._context, self.uuid, "")
+        return url.rstrip("/") if url else None
+
+    def push(self, delocalize: bool = False) -> Bundle:
+        """Publish this (committed) bundle to the remote."""
+        from disdat_luigi.errors import NotCommitted
+
+        if not self._committed:
+            raise NotCommitted(f"bundle {self.name} {self.uuid} is not committed; only committed bundles are pushed")
+        self._sync().push([self], delocalize=delocalize)
+        return self
+
+    def pull(self, localize: bool = False) -> Bundle:
+        """Refresh from the remote; with `localize` download every file that is not local."""
+        if localize:
+            self._sync().localize(self)
+        return self
+
+    def rmr(self) -> None:
+        """Delete this bundle from the remote (the local copy stays)."""
+        self._sync().remove([self.manifest])
+
+    def localize(self, path: str) -> str:
+        """Download one file of the bundle (given as its s3:// URL or local path); return the local path."""
+        rel = self._rel(path)
+        self._sync().localize(self, [rel])
+        return str(Path(self.local_dir) / rel)
+
+    def delocalize(self, path: str) -> str:
+        """Drop the local copy of one file the remote holds; return its s3:// URL."""
+        rel = self._rel(path)
+        self._sync().delocalize(self, [rel])
+        url = self.remote_dir
+        assert url is not None
+        return f"{url}/{rel}"
+
+    def _rel(self, path: str) -> str:
+        local = str(Path(self.local_dir)) + "/"
+        remote = (self.remote_dir or "\x00") + "/"
+        for base in (local, remote):
+            if path.startswith(base):
+                rel = path[len(base) :]
+                if any(e.path == rel for e in self.files):
+                    return rel
+        raise InvalidName(f"{path} is not a file of bundle {self.name} {self.uuid}")
+
     def __getstate__(self) -> dict[str, Any]:
         return {"context": self._context, "manifest": self.manifest.to_json(), "committed": self._committed}
 
@@ -340,16 +402,25 @@ class Bundle:
 
 
 class _LocalSource:
-    """Finds a closed bundle's files in its local directory."""
+    """Finds a closed bundle's files: local when present, else on the remote (values are
+    downloaded, verified, on first use; user files are given as s3:// URLs)."""
 
     def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
         self.root = Path(bundle.local_dir)
 
     def file_path(self, rel: str) -> str:
-        return str(self.root / rel)
+        local = self.root / rel
+        if local.exists() or not self.bundle.context.is_remote_only(self.bundle.uuid):
+            return str(local)
+        remote = self.bundle.remote_dir
+        return f"{remote}/{rel}" if remote else str(local)
 
     def value_path(self, rel: str) -> Path:
-        return self.root / rel
+        local = self.root / rel
+        if not local.exists() and self.bundle.context.is_remote_only(self.bundle.uuid):
+            self.bundle._sync().localize(self.bundle, [rel])
+        return local
 
 
 def _file_entries(bundle_dir: Path) -> tuple[FileEntry, ...]:

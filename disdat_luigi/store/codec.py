@@ -173,8 +173,7 @@ class _Planner:
             return {
                 "t": "dict",
                 "items": [
-                    [self.encode(k, f"{where} key {k!r}"), self.encode(v, f"{where}[{k!r}]")]
-                    for k, v in value.items()
+                    [self.encode(k, f"{where} key {k!r}"), self.encode(v, f"{where}[{k!r}]")] for k, v in value.items()
                 ],
             }
         encoded = self._encode_time(value)

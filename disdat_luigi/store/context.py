@@ -14,6 +14,7 @@ from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest
 
 COMMITTED_MARKER = ".committed"
+REMOTE_ONLY_MARKER = ".remote"  # some data files live only on the remote
 CONTEXT_META = "context.json"
 
 
@@ -39,9 +40,7 @@ class ContextMeta:
     @classmethod
     def from_json(cls, raw: bytes) -> ContextMeta:
         doc = json.loads(raw)
-        return cls(
-            name=doc["name"], remote_context=doc.get("remote_context"), remote_url=doc.get("remote_url")
-        )
+        return cls(name=doc["name"], remote_context=doc.get("remote_context"), remote_url=doc.get("remote_url"))
 
 
 @dataclass
@@ -100,8 +99,14 @@ class LocalContext:
         path.mkdir()
         return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
 
-    def publish(self, draft: BundleDraft, manifest: BundleManifest) -> None:
+    def publish(
+        self, draft: BundleDraft, manifest: BundleManifest, committed: bool = False, remote_only: bool = False
+    ) -> None:
         """Make the draft a visible bundle: manifest last, fsync, one rename, then one index insert."""
+        if committed:
+            (draft.path / COMMITTED_MARKER).touch()
+        if remote_only:
+            (draft.path / REMOTE_ONLY_MARKER).touch()
         fsutil.write_atomic(draft.path / MANIFEST_NAME, manifest.to_json(), durable=False)
         if self.durable:
             fsutil.fsync_tree(draft.path)
@@ -109,7 +114,7 @@ class LocalContext:
         os.rename(draft.path, target)
         if self.durable:
             fsutil.fsync_path(self.objects_dir)
-        self.index.insert(manifest, committed=False)
+        self.index.insert(manifest, committed=committed)
         self._release(draft)
 
     def abandon(self, draft: BundleDraft) -> None:
@@ -161,6 +166,16 @@ class LocalContext:
 
     def is_committed(self, uuid: str) -> bool:
         return (self.bundle_dir(uuid) / COMMITTED_MARKER).exists()
+
+    def is_remote_only(self, uuid: str) -> bool:
+        return (self.bundle_dir(uuid) / REMOTE_ONLY_MARKER).exists()
+
+    def set_remote_only(self, uuid: str, remote_only: bool) -> None:
+        marker = self.bundle_dir(uuid) / REMOTE_ONLY_MARKER
+        if remote_only:
+            fsutil.write_atomic(marker, b"", self.durable)
+        else:
+            marker.unlink(missing_ok=True)
 
     def search(self, query: BundleQuery) -> list[IndexRow]:
         return self.index.search(query)

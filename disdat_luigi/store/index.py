@@ -200,9 +200,7 @@ def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool)
         ),
     )
     conn.execute("DELETE FROM tags WHERE uuid = ?", (manifest.uuid,))
-    conn.executemany(
-        "INSERT INTO tags VALUES (?, ?, ?)", [(manifest.uuid, k, v) for k, v in manifest.tags.items()]
-    )
+    conn.executemany("INSERT INTO tags VALUES (?, ?, ?)", [(manifest.uuid, k, v) for k, v in manifest.tags.items()])
     conn.execute("DELETE FROM dependencies WHERE uuid = ?", (manifest.uuid,))
     conn.executemany(
         "INSERT INTO dependencies VALUES (?, ?, ?, ?)",

@@ -64,9 +64,7 @@ class BundleManifest:
             "creation_date": self.creation_date.isoformat(),
             "tags": dict(self.tags),
             "params": self.params,
-            "dependencies": [
-                {"name": d.name, "uuid": d.uuid, "arg_name": d.arg_name} for d in self.dependencies
-            ],
+            "dependencies": [{"name": d.name, "uuid": d.uuid, "arg_name": d.arg_name} for d in self.dependencies],
             "code_ref": self.code_ref,
             "git_info": dict(self.git_info) if self.git_info is not None else None,
             "timing": list(self.timing),

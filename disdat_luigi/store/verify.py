@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from disdat_luigi.errors import BundleCorrupt, ManifestRejected
+from disdat_luigi.errors import ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest
@@ -79,7 +79,7 @@ def _check_files(context: LocalContext, manifest: BundleManifest, check_hashes: 
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            if not _is_remote_only(context, manifest.uuid):
+            if not context.is_remote_only(manifest.uuid):
                 problems.append(f"missing file {entry.path}")
             continue
         if size != entry.size:
@@ -87,14 +87,3 @@ def _check_files(context: LocalContext, manifest: BundleManifest, check_hashes: 
         elif check_hashes and fsutil.sha256_file(path) != entry.sha256:
             problems.append(f"{entry.path} does not match its sha256")
     return problems
-
-
-def _is_remote_only(context: LocalContext, uuid: str) -> bool:
-    """Files of a pulled-but-not-localized bundle live on the remote; that is not damage."""
-    return (context.bundle_dir(uuid) / ".remote").exists()
-
-
-def raise_if_corrupt(report: VerifyReport) -> None:
-    if report.problems:
-        first = report.problems[0]
-        raise BundleCorrupt(f"{len(report.problems)} problem(s); first: bundle {first.uuid}: {first.detail}")

@@ -235,3 +235,9 @@ def test_mutating_returned_data_does_not_change_the_bundle(ctx: str) -> None:
     bundle = api.Bundle(ctx, name="m", data={"a": [1, 2]})
     bundle.data["a"].append(3)
     assert bundle.data == {"a": [1, 2]}
+
+
+def test_explicit_data_none_stores_none(ctx: str) -> None:
+    """Bundle(ctx, name=..., data=None) makes a closed bundle holding None (Disdat made nothing)."""
+    bundle = api.Bundle(ctx, name="nothing", data=None)
+    assert bundle.closed and api.get(ctx, "nothing").data is None

@@ -1,0 +1,77 @@
+"""Where a remote context's objects live: `s3://bucket/prefix/context/<remote>/objects/<uuid>/...`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from disdat_luigi.errors import InvalidName, RemoteNotConfigured
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.manifest import MANIFEST_NAME
+from disdat_luigi.store.names import check_name
+
+
+@dataclass(frozen=True)
+class S3Url:
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_url(url: str) -> S3Url:
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise InvalidName(f"{url!r} is not an s3:// URL", hint="write it as s3://bucket/prefix")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidName(f"{url!r} has no bucket", hint="write it as s3://bucket/prefix")
+    return S3Url(bucket, key)
+
+
+@dataclass(frozen=True)
+class RemoteLocation:
+    """One remote context under one S3 URL; every key of it comes from here."""
+
+    bucket: str
+    prefix: str
+    context: str
+
+    @classmethod
+    def of(cls, local: LocalContext) -> RemoteLocation:
+        meta = local.meta
+        if not meta.remote_url or not meta.remote_context:
+            raise RemoteNotConfigured(f"context {local.name!r} is not bound to a remote")
+        return cls.parse(meta.remote_url, meta.remote_context)
+
+    @classmethod
+    def parse(cls, url: str, remote_context: str) -> RemoteLocation:
+        parsed = parse_s3_url(url)
+        return cls(parsed.bucket, parsed.key.strip("/"), check_name(remote_context, "remote context name"))
+
+    @property
+    def root(self) -> str:
+        """Key prefix of the whole remote context (ends with '/')."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        return f"{base}context/{self.context}/"
+
+    @property
+    def objects(self) -> str:
+        return f"{self.root}objects/"
+
+    def bundle_prefix(self, uuid: str) -> str:
+        return f"{self.objects}{uuid}/"
+
+    def file_key(self, uuid: str, rel: str) -> str:
+        return f"{self.bundle_prefix(uuid)}{rel}"
+
+    def manifest_key(self, uuid: str) -> str:
+        return self.file_key(uuid, MANIFEST_NAME)
+
+    def catalog_prefix(self, name: str | None = None) -> str:
+        return f"{self.root}catalog/" + (f"{name}/" if name is not None else "")
+
+    def catalog_key(self, name: str, uuid: str) -> str:
+        return f"{self.catalog_prefix(name)}{uuid}"
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"

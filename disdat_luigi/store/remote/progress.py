@@ -1,0 +1,24 @@
+"""How transfers report progress; the library never prints, the CLI plugs a progress bar in."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def start(self, files: int, nbytes: int) -> None: ...
+
+    def file_done(self, nbytes: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, files: int, nbytes: int) -> None:
+        pass
+
+    def file_done(self, nbytes: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

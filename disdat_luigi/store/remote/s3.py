@@ -1,0 +1,213 @@
+"""Thin wrappers around each boto3 S3 call, translating AWS failures into disdat errors.
+
+One client per process and AWS profile (boto3 clients are thread-safe); endpoints, region and
+credentials come from the standard AWS configuration (AWS_PROFILE, AWS_ENDPOINT_URL[_S3], ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from disdat_luigi.config import RemoteSettings
+from disdat_luigi.errors import BucketNotFound, CredentialsError, RemoteError, TransferError
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    key: str
+    size: int
+
+
+class S3:
+    """The S3 operations the remote needs, over one shared client."""
+
+    def __init__(self, settings: RemoteSettings) -> None:
+        self.settings = settings
+        self.client = _client(_aws_environment(), settings.transfer_threads, os.getpid())
+        self.transfer_config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_THRESHOLD,
+            max_concurrency=settings.transfer_threads,
+            use_threads=True,
+        )
+
+    def _extra(self, sha256: str | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if sha256 is not None:
+            extra["Metadata"] = {"sha256": sha256}
+        if self.settings.server_side_encryption != "none":
+            extra["ServerSideEncryption"] = self.settings.server_side_encryption
+            if self.settings.server_side_encryption == "aws:kms" and self.settings.sse_kms_key_id:
+                extra["SSEKMSKeyId"] = self.settings.sse_kms_key_id
+        return extra
+
+    def check_bucket(self, bucket: str) -> None:
+        with _translate(f"s3://{bucket}"):
+            self.client.head_bucket(Bucket=bucket)
+
+    def upload(self, path: Path, bucket: str, key: str, sha256: str, size: int) -> None:
+        with _translate(f"s3://{bucket}/{key}"):
+            if size >= MULTIPART_THRESHOLD:
+                self.client.upload_file(
+                    str(path), bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config
+                )
+            else:
+                with open(path, "rb") as body:
+                    self.client.put_object(Bucket=bucket, Key=key, Body=body, **self._extra(sha256))
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, create_only: bool = False) -> bool:
+        """Write a small object; with `create_only` an existing object is kept and False returned."""
+        extra = self._extra()
+        if create_only:
+            extra["IfNoneMatch"] = "*"
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        except _Precondition:
+            return False
+        return True
+
+    def download(self, bucket: str, key: str, target: Path, size: int) -> None:
+        with _translate(f"s3://{bucket}/{key}"):
+            if size >= MULTIPART_THRESHOLD:
+                self.client.download_file(bucket, key, str(target), Config=self.transfer_config)
+                return
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            with open(target, "wb") as handle:
+                for chunk in body.iter_chunks(CHUNK):
+                    handle.write(chunk)
+
+    def get_bytes(self, bucket: str, key: str, limit: int) -> bytes | None:
+        """A small object's content, None when it does not exist, an error past `limit` bytes."""
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                response = self.client.get_object(Bucket=bucket, Key=key)
+                if response["ContentLength"] > limit:
+                    raise TransferError(f"s3://{bucket}/{key} is larger than {limit} bytes; refusing it")
+                data: bytes = response["Body"].read()
+                return data
+        except _NotFound:
+            return None
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                result: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
+                return result
+        except _NotFound:
+            return None
+
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[RemoteObject]:
+        with _translate(f"s3://{bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield RemoteObject(item["Key"], item["Size"])
+
+    def list_dirs(self, bucket: str, prefix: str) -> Iterator[str]:
+        """The next path component of every key below `prefix`."""
+        with _translate(f"s3://{bucket}/{prefix}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][len(prefix) :].rstrip("/")
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        with _translate(f"s3://{bucket}"):
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[start : start + 1000]]
+                response = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+                if response.get("Errors"):
+                    first = response["Errors"][0]
+                    raise TransferError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _Precondition(Exception):
+    pass
+
+
+AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
+def _aws_environment() -> tuple[tuple[str, str | None], ...]:
+    return tuple((name, os.environ.get(name)) for name in AWS_VARIABLES)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(aws_environment: tuple[tuple[str, str | None], ...], threads: int, pid: int) -> Any:
+    """One client per AWS environment, pool size and process (clients do not survive a fork)."""
+    session = boto3.session.Session(profile_name=dict(aws_environment).get("AWS_PROFILE"))
+    config = Config(
+        max_pool_connections=max(threads * 2, 10),
+        retries={"mode": "standard", "max_attempts": 8},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    try:
+        return session.client("s3", config=config)
+    except BotoCoreError as err:
+        raise RemoteError(f"cannot create an S3 client: {err}", hint="check the AWS region and profile") from err
+
+
+class _translate:
+    """Context manager mapping boto errors for `what` onto the disdat error tree."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            raise CredentialsError(f"no AWS credentials found for {self.what}") from exc
+        if isinstance(exc, EndpointConnectionError):
+            raise TransferError(f"cannot reach the S3 endpoint for {self.what}: {exc}") from exc
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and "/" not in self.what[5:]):
+                raise BucketNotFound(f"bucket {self.what} does not exist") from exc
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise _NotFound() from exc
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                raise _Precondition() from exc
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccessDenied", "403"):
+                raise CredentialsError(f"access to {self.what} was denied ({code})") from exc
+            raise TransferError(f"S3 error on {self.what}: {code}: {exc}") from exc
+        if isinstance(exc, (BotoCoreError, OSError)) and not isinstance(exc, FileNotFoundError):
+            raise TransferError(f"transfer of {self.what} failed: {exc}") from exc

@@ -1,0 +1,296 @@
+"""Push, pull, remove and (de)localize bundles between a local context and its S3 remote.
+
+Publishing is a transaction: data files first, the manifest last (create-only), then a catalog
+entry by name. A bundle is on the remote exactly when its manifest is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from disdat_luigi.config import RemoteSettings
+from disdat_luigi.errors import (
+    BundleCorrupt,
+    BundleNotFound,
+    ManifestRejected,
+    NotCommitted,
+    RemoteNotConfigured,
+    TransferError,
+)
+from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry
+from disdat_luigi.store.remote import transfer
+from disdat_luigi.store.remote.location import RemoteLocation
+from disdat_luigi.store.remote.progress import Progress
+from disdat_luigi.store.remote.s3 import S3
+from disdat_luigi.store.remote.transfer import FileTransfer
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class PushResult:
+    pushed: list[str] = field(default_factory=list)
+    already_remote: list[str] = field(default_factory=list)
+    files: int = 0
+    uploaded: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RemoteBundle:
+    """A bundle as the remote has it."""
+
+    manifest: BundleManifest
+    raw: bytes
+
+
+class RemoteSync:
+    """The bridge between one local context and the remote it is bound to."""
+
+    def __init__(self, context: LocalContext, settings: RemoteSettings, progress: Progress | None = None) -> None:
+        self.context = context
+        self.settings = settings
+        self.location = RemoteLocation.of(context)
+        self.s3 = S3(settings)
+        self.progress = progress
+
+    # --- push ------------------------------------------------------------------------------
+
+    def push(self, bundles: Iterable[Bundle], delocalize: bool = False) -> PushResult:
+        """Publish committed bundles; files already on the remote (same size and sha256) are skipped."""
+        result = PushResult()
+        todo: list[Bundle] = []
+        for bundle in bundles:
+            if not bundle.is_committed:
+                raise NotCommitted(f"bundle {bundle.name} {bundle.uuid} is not committed")
+            if self._is_present(bundle.uuid):
+                self._write_catalog(bundle.manifest)
+                result.already_remote.append(bundle.uuid)
+            else:
+                todo.append(bundle)
+        jobs: list[FileTransfer] = []
+        absent: set[str] = set()
+        for bundle in todo:
+            listed = self._listed_sizes(bundle.uuid)
+            for job in self._jobs(bundle):
+                if listed.get(job.key) != job.size:
+                    absent.add(job.key)
+                jobs.append(job)
+        if jobs:
+            result.uploaded = transfer.run_all(
+                jobs, transfer.uploader(self.s3, absent), self.settings.transfer_threads, self.progress
+            )
+        result.files = len(jobs)
+        result.bytes = sum(j.size for j in jobs)
+        for bundle in todo:
+            self._publish_manifest(bundle)
+            result.pushed.append(bundle.uuid)
+        if delocalize:
+            for bundle in todo + [b for b in bundles if b.uuid in result.already_remote]:
+                self.delocalize(bundle)
+        return result
+
+    def _jobs(self, bundle: Bundle) -> list[FileTransfer]:
+        local_dir = Path(bundle.local_dir)
+        jobs = []
+        missing = []
+        for entry in bundle.files:
+            path = local_dir / entry.path
+            if not path.exists():
+                missing.append(entry.path)
+                continue
+            jobs.append(self._job(local_dir, bundle.uuid, entry))
+        if missing and not self._all_on_remote(bundle, missing):
+            raise BundleCorrupt(
+                f"bundle {bundle.name} {bundle.uuid} lacks {missing[0]} locally and the remote does not have it"
+            )
+        return jobs
+
+    def _job(self, root: Path, uuid: str, entry: FileEntry) -> FileTransfer:
+        key = self.location.file_key(uuid, entry.path)
+        return FileTransfer(root / entry.path, self.location.bucket, key, entry.size, entry.sha256)
+
+    def _all_on_remote(self, bundle: Bundle, rels: list[str]) -> bool:
+        sizes = {e.path: e.size for e in bundle.files}
+        for rel in rels:
+            head = self.s3.head(self.location.bucket, self.location.file_key(bundle.uuid, rel))
+            if head is None or head.get("ContentLength") != sizes[rel]:
+                return False
+        return True
+
+    def _publish_manifest(self, bundle: Bundle) -> None:
+        raw = (Path(bundle.local_dir) / MANIFEST_NAME).read_bytes()
+        self.s3.put_bytes(self.location.bucket, self.location.manifest_key(bundle.uuid), raw, create_only=True)
+        self._write_catalog(bundle.manifest)
+
+    def _write_catalog(self, manifest: BundleManifest) -> None:
+        key = self.location.catalog_key(manifest.name, manifest.uuid)
+        self.s3.put_bytes(self.location.bucket, key, b"", create_only=True)
+
+    def _listed_sizes(self, uuid: str) -> dict[str, int]:
+        return {o.key: o.size for o in self.s3.list_objects(self.location.bucket, self.location.bundle_prefix(uuid))}
+
+    def _is_present(self, uuid: str) -> bool:
+        return self.s3.head(self.location.bucket, self.location.manifest_key(uuid)) is not None
+
+    # --- remote catalog ---------------------------------------------------------------------
+
+    def remote_uuids(self, name: str | None = None) -> list[str]:
+        """Uuids the remote lists by `name` (catalog), or every bundle directory when no name."""
+        if name is not None:
+            prefix = self.location.catalog_prefix(name)
+            return [o.key[len(prefix) :] for o in self.s3.list_objects(self.location.bucket, prefix)]
+        return list(self.s3.list_dirs(self.location.bucket, self.location.objects))
+
+    def fetch(self, uuid: str) -> RemoteBundle | None:
+        """The remote manifest of `uuid`, validated; None when the bundle is not (completely) there."""
+        key = self.location.manifest_key(uuid)
+        raw = self.s3.get_bytes(self.location.bucket, key, MAX_MANIFEST_BYTES)
+        if raw is None:
+            return None
+        manifest = BundleManifest.from_json(raw, source=self.location.url(key))
+        if manifest.uuid != uuid:
+            raise ManifestRejected(f"{self.location.url(key)} claims to be bundle {manifest.uuid}")
+        return RemoteBundle(manifest, raw)
+
+    def find(self, name: str | None = None, uuid: str | None = None) -> list[RemoteBundle]:
+        """Complete remote bundles by uuid, by name (newest first) or all; hostile manifests raise."""
+        uuids = [uuid] if uuid is not None else self.remote_uuids(name)
+        found = [b for b in (self.fetch(u) for u in uuids) if b is not None]
+        if name is not None:
+            found = [b for b in found if b.manifest.name == name]
+        return sorted(found, key=lambda b: b.manifest.creation_date, reverse=True)
+
+    # --- pull ------------------------------------------------------------------------------
+
+    def pull(self, name: str | None = None, uuid: str | None = None, localize: bool = False) -> list[Bundle]:
+        """Bring bundles' metadata (and with `localize` their files, verified) into the context."""
+        remote = self.find(name, uuid)
+        if uuid is not None and not remote:
+            raise BundleNotFound(f"bundle {uuid} is not on the remote {self.location.url(self.location.root)}")
+        pulled = []
+        for item in remote:
+            pulled.append(self._pull_one(item, localize))
+        return pulled
+
+    def _pull_one(self, item: RemoteBundle, localize: bool) -> Bundle:
+        uuid = item.manifest.uuid
+        if self.context.search(BundleQuery(uuid=uuid)):
+            bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
+            if localize:
+                self.localize(bundle)
+            return bundle
+        draft = self.context.begin_bundle(uuid)
+        try:
+            if localize:
+                jobs = [
+                    FileTransfer(
+                        draft.path / e.path,
+                        self.location.bucket,
+                        self.location.file_key(uuid, e.path),
+                        e.size,
+                        e.sha256,
+                    )
+                    for e in item.manifest.files
+                ]
+                transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
+            remote_only = not localize and bool(item.manifest.files)
+            self.context.publish(draft, item.manifest, committed=True, remote_only=remote_only)
+        except BaseException:
+            self.context.abandon(draft)
+            raise
+        return Bundle._from_manifest(self.context, item.manifest, True)
+
+    # --- local copies ----------------------------------------------------------------------
+
+    def localize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
+        """Download the bundle's missing files (all, or `rels`), each verified before it appears."""
+        wanted = set(rels) if rels is not None else None
+        local_dir = Path(bundle.local_dir)
+        jobs = [
+            FileTransfer(
+                local_dir / e.path,
+                self.location.bucket,
+                self.location.file_key(bundle.uuid, e.path),
+                e.size,
+                e.sha256,
+            )
+            for e in bundle.files
+            if (wanted is None or e.path in wanted) and not (local_dir / e.path).exists()
+        ]
+        if jobs:
+            transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
+        if all((local_dir / e.path).exists() for e in bundle.files):
+            self.context.set_remote_only(bundle.uuid, False)
+
+    def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
+        """Drop local copies of files the remote verifiably holds (same size)."""
+        wanted = set(rels) if rels is not None else None
+        entries = [e for e in bundle.files if wanted is None or e.path in wanted]
+        listed = self._listed_sizes(bundle.uuid)
+        if not self._is_present(bundle.uuid):
+            raise TransferError(f"bundle {bundle.uuid} is not on the remote; push it before delocalizing")
+        for entry in entries:
+            if listed.get(self.location.file_key(bundle.uuid, entry.path)) != entry.size:
+                raise TransferError(f"the remote copy of {entry.path} of bundle {bundle.uuid} is missing or incomplete")
+        self.context.set_remote_only(bundle.uuid, True)
+        local_dir = Path(bundle.local_dir)
+        for entry in entries:
+            (local_dir / entry.path).unlink(missing_ok=True)
+
+    # --- removal ---------------------------------------------------------------------------
+
+    def remove(self, bundles: Iterable[BundleManifest]) -> None:
+        """Catalog entry first, then the manifest (the bundle is gone), then its data objects."""
+        for manifest in bundles:
+            bucket = self.location.bucket
+            self.s3.delete(bucket, [self.location.catalog_key(manifest.name, manifest.uuid)])
+            self.s3.delete(bucket, [self.location.manifest_key(manifest.uuid)])
+            rest = [o.key for o in self.s3.list_objects(bucket, self.location.bundle_prefix(manifest.uuid))]
+            self.s3.delete(bucket, rest)
+
+    def delete_everything(self) -> int:
+        keys = [o.key for o in self.s3.list_objects(self.location.bucket, self.location.root)]
+        self.s3.delete(self.location.bucket, keys)
+        return len(keys)
+
+
+def file_url(context: LocalContext, uuid: str, rel: str) -> str | None:
+    """The s3:// URL of a bundle file when the context has a remote, else None."""
+    try:
+        location = RemoteLocation.of(context)
+    except RemoteNotConfigured:
+        return None
+    return location.url(location.file_key(uuid, rel))
+
+
+def bundles_to_push(context: LocalContext, name: str | None, uuid: str | None, tags: dict[str, str]) -> list[Bundle]:
+    """By uuid or name the newest match (which must be committed); else every committed match."""
+    from disdat_luigi.store import queries
+
+    if uuid is None and name is None:
+        return queries.find(context, BundleQuery(tags=tags, committed=True))
+    bundle = queries.require(context, name, uuid, tags)
+    if not bundle.is_committed:
+        raise NotCommitted(
+            f"bundle {bundle.name} {bundle.uuid} is not committed; only committed bundles are pushed",
+            hint=f"commit it first: `dsdt commit {bundle.name}` (or -u {bundle.uuid})",
+        )
+    return [bundle]
+
+
+def bundles_to_remove(
+    sync: RemoteSync, name: str | None, uuid: str | None, tags: dict[str, str], rm_all: bool
+) -> list[BundleManifest]:
+    """Remote bundles `rmr` deletes, with the same rules as `rm`: by name the newest (all with
+    rm_all); without name or uuid only with rm_all."""
+    found = [b.manifest for b in sync.find(name, uuid)]
+    found = [m for m in found if all(m.tags.get(k) == v for k, v in tags.items())]
+    if uuid is not None or rm_all:
+        return found
+    return found[:1]

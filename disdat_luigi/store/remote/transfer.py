@@ -1,0 +1,111 @@
+"""Run many file transfers in one bounded thread pool; downloads become visible only once verified."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from disdat_luigi.errors import BundleCorrupt, DisdatError, TransferError
+from disdat_luigi.store import fsutil
+from disdat_luigi.store.remote.progress import NoProgress, Progress
+from disdat_luigi.store.remote.s3 import S3
+
+
+@dataclass(frozen=True)
+class FileTransfer:
+    """One file: its local path, its key in `bucket`, and what the manifest says it is."""
+
+    local: Path
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
+def run_all(
+    jobs: Sequence[FileTransfer],
+    action: Callable[[FileTransfer], bool],
+    threads: int,
+    progress: Progress | None,
+) -> int:
+    """Run `action` on every job in a pool of `threads` and count the jobs that moved data;
+    the first failure is raised once every started transfer has stopped."""
+    progress = progress or NoProgress()
+    progress.start(len(jobs), sum(j.size for j in jobs))
+    errors: list[BaseException] = []
+    moved = 0
+    lock = threading.Lock()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            futures = {pool.submit(action, job): job for job in jobs}
+            for future in as_completed(futures):
+                error = future.exception()
+                if error is not None:
+                    with lock:
+                        errors.append(error)
+                    for pending in futures:
+                        pending.cancel()
+                else:
+                    moved += int(future.result())
+                    progress.file_done(futures[future].size)
+    finally:
+        progress.close()
+    if errors:
+        first = errors[0]
+        if isinstance(first, DisdatError):
+            raise first
+        raise TransferError(f"transfer failed: {type(first).__name__}: {first}") from first
+    return moved
+
+
+def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer], bool]:
+    """Upload a file; a key not in `absent` (just listed) is first asked for: when the remote holds
+    it with the same size and sha256 it is skipped, so an interrupted push resumes."""
+
+    def upload(job: FileTransfer) -> bool:
+        if job.key not in absent:
+            existing = s3.head(job.bucket, job.key)
+            if (
+                existing is not None
+                and existing.get("ContentLength") == job.size
+                and existing.get("Metadata", {}).get("sha256") == job.sha256
+            ):
+                return False
+        if job.local.stat().st_size != job.size:
+            raise BundleCorrupt(f"{job.local} changed since its bundle was closed", hint="run `dsdt verify`")
+        s3.upload(job.local, job.bucket, job.key, job.sha256, job.size)
+        return True
+
+    return upload
+
+
+def downloader(s3: S3) -> Callable[[FileTransfer], bool]:
+    """Download to a private temporary name, check size and sha256, then rename into place."""
+
+    def download(job: FileTransfer) -> bool:
+        job.local.parent.mkdir(parents=True, exist_ok=True)
+        part = job.local.with_name(f".{job.local.name}.{uuidlib.uuid4().hex}.part")
+        try:
+            s3.download(job.bucket, job.key, part, job.size)
+            size = part.stat().st_size
+            if size != job.size:
+                raise BundleCorrupt(
+                    f"s3://{job.bucket}/{job.key} has {size} bytes, its manifest says {job.size}; nothing kept",
+                    hint="the remote copy is damaged: push the bundle again from a good copy",
+                )
+            if fsutil.sha256_file(part) != job.sha256:
+                raise BundleCorrupt(
+                    f"s3://{job.bucket}/{job.key} does not match the sha256 in its manifest; nothing kept",
+                    hint="the remote copy is damaged: push the bundle again from a good copy",
+                )
+            os.replace(part, job.local)
+            return True
+        finally:
+            part.unlink(missing_ok=True)
+
+    return download

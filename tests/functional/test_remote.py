@@ -1,0 +1,307 @@
+"""The S3 remote against a real S3 protocol server (moto over HTTP): push, pull, rmr, localize."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pandas as pd
+import pytest
+
+from disdat_luigi import api
+from disdat_luigi.errors import (
+    BucketNotFound,
+    BundleCorrupt,
+    BundleNotFound,
+    BundleStateError,
+    CredentialsError,
+    InvalidName,
+    ManifestRejected,
+    NotCommitted,
+    RemoteNotConfigured,
+)
+from tests.functional.test_values import ARRAYS, CONTAINERS, FRAMES, SCALARS, _same
+
+
+def _fresh_context(name: str, bucket: str) -> str:
+    api.context(name)
+    api.remote(name, "shared", f"s3://{bucket}/team")
+    return name
+
+
+def _keys(bucket: str, prefix: str = "") -> list[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+VALUES = SCALARS[::3] + CONTAINERS[::2] + ARRAYS[:3] + FRAMES[:4]
+
+
+@pytest.mark.parametrize("localize", [False, True], ids=["metadata", "localized"])
+def test_every_value_type_round_trips_through_the_remote(remote_ctx: str, bucket: str, localize: bool) -> None:
+    """push -> a fresh context -> pull gives back every value exactly, with or without localizing."""
+    made = []
+    for i, value in enumerate(VALUES):
+        bundle = api.Bundle(remote_ctx, name=f"v{i}", data=value).commit()
+        made.append((bundle.uuid, value))
+    result = api.push(remote_ctx)
+    assert sorted(result.pushed) == sorted(u for u, _ in made)
+    other = _fresh_context("other", bucket)
+    pulled = api.pull(other, localize=localize)
+    assert len(pulled) == len(made)
+    for uuid, value in made:
+        got = api.get(other, None, uuid=uuid)
+        assert got.is_committed
+        _same(value, got.data)
+
+
+def test_layout_keeps_disdat_shape(remote_ctx: str, bucket: str) -> None:
+    """Objects live under <prefix>/context/<remote context>/objects/<uuid>/, manifest included."""
+    bundle = api.Bundle(remote_ctx, name="shape", data=np.arange(3)).commit()
+    api.push(remote_ctx, "shape")
+    keys = _keys(bucket, f"team/context/shared/objects/{bundle.uuid}/")
+    assert f"team/context/shared/objects/{bundle.uuid}/manifest.json" in keys
+    assert any(k.endswith(".npy") for k in keys)
+    assert bundle.remote_dir == f"s3://{bucket}/team/context/shared/objects/{bundle.uuid}"
+
+
+def test_push_needs_a_commit(remote_ctx: str) -> None:
+    """Pushing an uncommitted bundle by name or uuid is an error, not a silent no-op."""
+    bundle = api.Bundle(remote_ctx, name="draft", data=1)
+    with pytest.raises(NotCommitted, match="not committed"):
+        api.push(remote_ctx, "draft")
+    with pytest.raises(NotCommitted):
+        api.push(remote_ctx, uuid=bundle.uuid)
+    with pytest.raises(NotCommitted):
+        bundle.push()
+    assert api.push(remote_ctx).pushed == []
+
+
+def test_push_without_name_sends_only_what_is_missing(remote_ctx: str) -> None:
+    """A second push finds everything already on the remote and uploads nothing."""
+    for i in range(3):
+        api.Bundle(remote_ctx, name=f"b{i}", data=[i] * 10).commit()
+    first = api.push(remote_ctx)
+    assert len(first.pushed) == 3
+    second = api.push(remote_ctx)
+    assert second.pushed == [] and len(second.already_remote) == 3 and second.uploaded == 0
+
+
+def test_pull_by_name_brings_every_version(remote_ctx: str, bucket: str) -> None:
+    """pull NAME brings all versions of that name, newest first; pull -u one bundle."""
+    versions = [api.Bundle(remote_ctx, name="model", data=i).commit() for i in range(3)]
+    api.Bundle(remote_ctx, name="other", data=9).commit()
+    api.push(remote_ctx)
+    fresh = _fresh_context("fresh", bucket)
+    pulled = api.pull(fresh, "model")
+    assert [b.uuid for b in pulled] == [b.uuid for b in reversed(versions)]
+    assert api.get(fresh, "other") is None
+    only = api.pull(fresh, uuid=versions[0].uuid)
+    assert [b.data for b in only] == [0]
+    with pytest.raises(BundleNotFound, match="not on the remote"):
+        api.pull(fresh, uuid="00000000-0000-0000-0000-000000000000")
+
+
+def test_files_stay_remote_until_localized(remote_ctx: str, bucket: str) -> None:
+    """A metadata-only pull presents s3:// paths; localize downloads them, delocalize drops them."""
+    with api.Bundle(remote_ctx, name="files") as bundle:
+        path = bundle.get_file("sub/out.txt")
+        Path(path).write_text("payload")
+        bundle.add_data({"out": path})
+    bundle.commit()
+    api.push(remote_ctx, "files")
+    fresh = _fresh_context("fresh", bucket)
+    (pulled,) = api.pull(fresh, "files")
+    url = pulled.data["out"]
+    assert url == f"s3://{bucket}/team/context/shared/objects/{bundle.uuid}/data/sub/out.txt"
+    local = pulled.localize(url)
+    assert Path(local).read_text() == "payload" and pulled.data["out"] == local
+    assert pulled.delocalize(local) == url
+    assert not Path(local).exists() and pulled.data["out"] == url
+    with pytest.raises(InvalidName, match="not a file of bundle"):
+        pulled.localize("s3://elsewhere/x")
+    assert api.verify(fresh).ok
+
+
+def test_push_delocalize_drops_local_copies(remote_ctx: str) -> None:
+    """push -d removes local data files after the push; the data is still readable."""
+    frame = pd.DataFrame({"a": range(10)})
+    bundle = api.Bundle(remote_ctx, name="big", data=frame).commit()
+    api.push(remote_ctx, "big", delocalize=True)
+    local_values = list(Path(bundle.local_dir, "values").glob("*"))
+    assert local_values == []
+    pd.testing.assert_frame_equal(api.get(remote_ctx, "big").data, frame)
+    assert api.verify(remote_ctx).ok
+
+
+def test_corrupted_remote_file_is_detected_and_nothing_kept(remote_ctx: str, bucket: str) -> None:
+    """A remote file whose bytes changed fails the sha256 check; the pull leaves no bundle, no part file."""
+    bundle = api.Bundle(remote_ctx, name="c", data=b"A" * 50_000).commit()
+    api.push(remote_ctx, "c")
+    key = next(k for k in _keys(bucket, f"team/context/shared/objects/{bundle.uuid}/") if k.endswith(".bin"))
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"B" * 50_000)
+    fresh = _fresh_context("fresh", bucket)
+    with pytest.raises(BundleCorrupt, match="does not match the sha256"):
+        api.pull(fresh, "c", localize=True)
+    assert api.get(fresh, "c") is None
+    home = Path(api._store().root) / "context" / fresh
+    assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
+    (meta_only,) = api.pull(fresh, "c")
+    with pytest.raises(BundleCorrupt):
+        _ = meta_only.data
+
+
+def _plant_manifest(bucket: str, uuid: str, manifest: dict[str, Any], name: str = "evil") -> None:
+    import json
+
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{uuid}/manifest.json", Body=json.dumps(manifest))
+    client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+
+
+def _manifest_doc(uuid: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema": 1, "uuid": uuid, "name": "evil", "processing_name": "evil", "owner": "x",
+        "creation_date": "2026-01-01T00:00:00+00:00", "data": {"t": "none"}, "files": files,
+    }
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([{"path": "../../../../etc/passwd", "size": 1, "sha256": "a" * 64}], "outside its bundle"),
+        ([{"path": "/tmp/x", "size": 1, "sha256": "a" * 64}], "outside its bundle"),
+        ([{"path": "data/x", "size": -5, "sha256": "a" * 64}], "invalid size"),
+    ],
+    ids=["traversal", "absolute", "size"],
+)
+def test_hostile_remote_manifest_is_rejected(remote_ctx: str, bucket: str, files: Any, message: str) -> None:
+    """A remote manifest naming paths outside its bundle (or nonsense) is refused; nothing is written."""
+    uuid = "11111111-2222-3333-4444-555555555555"
+    _plant_manifest(bucket, uuid, _manifest_doc(uuid, files))
+    with pytest.raises(ManifestRejected, match=message):
+        api.pull(remote_ctx, "evil", localize=True)
+    assert api.search(remote_ctx) == []
+
+
+def test_manifest_claiming_another_uuid_is_rejected(remote_ctx: str, bucket: str) -> None:
+    """A manifest stored under one uuid but naming another is refused."""
+    _plant_manifest(bucket, "11111111-2222-3333-4444-555555555555", _manifest_doc("99999999-0000-0000-0000-000000000000", []))
+    with pytest.raises(ManifestRejected, match="claims to be bundle"):
+        api.pull(remote_ctx, "evil")
+
+
+PUSHER = """
+import sys
+from pathlib import Path
+from disdat_luigi import api
+ctx = sys.argv[1]
+with api.Bundle(ctx, name="many") as b:
+    paths = []
+    for j in range(300):
+        p = b.get_file(f"f{j:03d}.bin")
+        Path(p).write_bytes(bytes([j % 256]) * 20000)
+        paths.append(p)
+    b.add_data(paths)
+b.commit()
+print(b.uuid, flush=True)
+api.push(ctx, "many")
+"""
+
+
+def test_interrupted_push_is_invisible_then_resumes(remote_ctx: str, bucket: str) -> None:
+    """Killing a push mid-way publishes nothing; the next push uploads only what is missing."""
+    proc = subprocess.Popen([sys.executable, "-c", PUSHER, remote_ctx], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    uuid = proc.stdout.readline().strip()
+    prefix = f"team/context/shared/objects/{uuid}/"
+    deadline = time.time() + 60
+    while len(_keys(bucket, prefix)) < 20 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    uploaded_before = len(_keys(bucket, prefix))
+    assert 0 < uploaded_before < 300, "the kill should land mid-push"
+    fresh = _fresh_context("fresh", bucket)
+    assert api.pull(fresh) == [] and api.search(fresh) == []
+    result = api.push(remote_ctx, "many")
+    assert result.pushed == [uuid]
+    assert result.uploaded <= 300 - uploaded_before + 10  # files already there were skipped
+    (pulled,) = api.pull(fresh, "many", localize=True)
+    assert [Path(p).read_bytes()[:1] for p in pulled.data] == [bytes([j % 256]) for j in range(300)]
+
+
+def test_rmr_rules_and_dry_run(remote_ctx: str, bucket: str) -> None:
+    """rmr refuses 'everything' without rm_all, dry runs delete nothing, deletes leave no object."""
+    versions = [api.Bundle(remote_ctx, name="r", data=i).commit() for i in range(2)]
+    keep = api.Bundle(remote_ctx, name="keep", data=1).commit()
+    api.push(remote_ctx)
+    with pytest.raises(BundleStateError, match="every bundle on the remote"):
+        api.rmr(remote_ctx)
+    assert [m.uuid for m in api.rmr(remote_ctx, "r", dry_run=True)] == [versions[1].uuid]
+    assert len(api.pull(_fresh_context("f1", bucket))) == 3
+    api.rmr(remote_ctx, "r")
+    assert {b.uuid for b in api.pull(_fresh_context("f2", bucket))} == {versions[0].uuid, keep.uuid}
+    api.rmr(remote_ctx, rm_all=True)
+    assert _keys(bucket, "team/") == []
+    assert api.get(remote_ctx, "keep") is not None  # local copies stay
+
+
+def test_delete_context_with_remote(remote_ctx: str, bucket: str) -> None:
+    """delete_context(remote=True) removes the remote context's objects too."""
+    api.Bundle(remote_ctx, name="x", data=1).commit()
+    api.push(remote_ctx)
+    assert _keys(bucket, "team/context/shared/")
+    api.delete_context(remote_ctx, remote=True)
+    assert _keys(bucket, "team/context/shared/") == []
+
+
+def test_server_side_encryption_is_configurable(remote_ctx: str, bucket: str, disdat_env: Path) -> None:
+    """With [remote] server_side_encryption = AES256 every object is written encrypted."""
+    cfg = disdat_env / "config" / "disdat.cfg"
+    cfg.write_text(cfg.read_text().replace("server_side_encryption = none", "server_side_encryption = AES256"))
+    bundle = api.Bundle(remote_ctx, name="enc", data=b"x" * 10_000).commit()
+    api.push(remote_ctx, "enc")
+    client = boto3.client("s3")
+    for key in _keys(bucket, f"team/context/shared/objects/{bundle.uuid}/"):
+        assert client.head_object(Bucket=bucket, Key=key).get("ServerSideEncryption") == "AES256"
+
+
+def test_bad_remote_setups_give_clear_errors(ctx: str, aws_env: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unbound context, missing bucket, bad URL and missing credentials each raise a clear error."""
+    with pytest.raises(RemoteNotConfigured, match="not bound to a remote") as info:
+        api.push(ctx)
+    assert "dsdt remote" in info.value.hint
+    with pytest.raises(BucketNotFound, match="does not exist"):
+        api.remote(ctx, "shared", "s3://no-such-bucket-here/x")
+    with pytest.raises(InvalidName, match="not an s3:// URL"):
+        api.remote(ctx, "shared", "http://bucket/x")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(CredentialsError, match="no AWS credentials"):
+        api.remote(ctx, "shared", f"s3://{bucket}/x")
+
+
+def test_cli_remote_push_pull_rmr(dsdt, ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """The documented flow from the command line, with progress on stderr and results on stdout."""
+    assert dsdt("remote", "shared", f"s3://{bucket}/team").code == 0
+    api.Bundle(ctx, name="cli", data=[1, 2]).commit()
+    pushed = dsdt("push", "cli")
+    assert pushed.code == 0 and pushed.out.startswith("pushed 1 bundle(s)")
+    assert dsdt("context", "other").code == 0 and dsdt("switch", "other").code == 0
+    assert dsdt("remote", "shared", f"s3://{bucket}/team").code == 0
+    pulled = dsdt("pull", "cli", "-l")
+    assert pulled.code == 0 and "pulled 1 bundle(s) with their files" in pulled.out
+    assert dsdt("cat", "cli").out.strip() == "[1, 2]"
+    dry = dsdt("rmr", "cli", "--dryrun")
+    assert dry.out.startswith("would delete cli ")
+    refused = dsdt("rmr")
+    assert refused.code == 1 and "--all" in refused.err
+    assert dsdt("rmr", "cli").out.strip().endswith("deleted 1 bundle(s) from the remote")
+    assert dsdt("push", "-u", "nope").code == 1
