@@ -53,9 +53,7 @@ def dsdt(capsys: pytest.CaptureFixture[str]):
     return run
 
 
-def run_python(
-    code: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a Python snippet in a child process (for crash and concurrency tests)."""
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout, check=False

@@ -18,6 +18,7 @@ from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.resolve import resolve_context
 
+
 class _NoData:
     def __repr__(self) -> str:
         return "<no data>"

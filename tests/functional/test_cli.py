@@ -12,9 +12,7 @@ from disdat_luigi import __version__, api
 
 def test_help_lists_every_local_command(dsdt) -> None:  # type: ignore[no-untyped-def]
     """`dsdt --help` lists the commands with their help text."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "disdat_luigi.cli.main", "--help"], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "disdat_luigi.cli.main", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for command in ["init", "context", "switch", "add", "ls", "cat", "commit", "rm", "lineage", "verify"]:
         assert f"    {command} " in proc.stdout
@@ -22,9 +20,7 @@ def test_help_lists_every_local_command(dsdt) -> None:  # type: ignore[no-untype
 
 def test_version(dsdt) -> None:  # type: ignore[no-untyped-def]
     """`dsdt --version` prints the package version."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "disdat_luigi.cli.main", "--version"], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "disdat_luigi.cli.main", "--version"], capture_output=True, text=True)
     assert proc.stdout.strip() == f"disdat_luigi {__version__}"
 
 

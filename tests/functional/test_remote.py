@@ -167,8 +167,14 @@ def _plant_manifest(bucket: str, uuid: str, manifest: dict[str, Any], name: str 
 
 def _manifest_doc(uuid: str, files: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "schema": 1, "uuid": uuid, "name": "evil", "processing_name": "evil", "owner": "x",
-        "creation_date": "2026-01-01T00:00:00+00:00", "data": {"t": "none"}, "files": files,
+        "schema": 1,
+        "uuid": uuid,
+        "name": "evil",
+        "processing_name": "evil",
+        "owner": "x",
+        "creation_date": "2026-01-01T00:00:00+00:00",
+        "data": {"t": "none"},
+        "files": files,
     }
 
 
@@ -192,7 +198,9 @@ def test_hostile_remote_manifest_is_rejected(remote_ctx: str, bucket: str, files
 
 def test_manifest_claiming_another_uuid_is_rejected(remote_ctx: str, bucket: str) -> None:
     """A manifest stored under one uuid but naming another is refused."""
-    _plant_manifest(bucket, "11111111-2222-3333-4444-555555555555", _manifest_doc("99999999-0000-0000-0000-000000000000", []))
+    _plant_manifest(
+        bucket, "11111111-2222-3333-4444-555555555555", _manifest_doc("99999999-0000-0000-0000-000000000000", [])
+    )
     with pytest.raises(ManifestRejected, match="claims to be bundle"):
         api.pull(remote_ctx, "evil")
 
@@ -273,7 +281,9 @@ def test_server_side_encryption_is_configurable(remote_ctx: str, bucket: str, di
         assert client.head_object(Bucket=bucket, Key=key).get("ServerSideEncryption") == "AES256"
 
 
-def test_bad_remote_setups_give_clear_errors(ctx: str, aws_env: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_remote_setups_give_clear_errors(
+    ctx: str, aws_env: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Unbound context, missing bucket, bad URL and missing credentials each raise a clear error."""
     with pytest.raises(RemoteNotConfigured, match="not bound to a remote") as info:
         api.push(ctx)

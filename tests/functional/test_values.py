@@ -218,9 +218,7 @@ class Opaque:
     ],
     ids=["class", "set", "nested-object", "lambda", "object-array", "mixed-frame"],
 )
-def test_unsupported_values_fail_before_writing(
-    ctx: str, disdat_env: Path, value: Any, type_name: str
-) -> None:
+def test_unsupported_values_fail_before_writing(ctx: str, disdat_env: Path, value: Any, type_name: str) -> None:
     """An unsupported value names its type and leaves nothing: no bundle, no draft directory."""
     with pytest.raises(UnsupportedValue, match=type_name):
         api.Bundle(ctx, name="bad", data=value)
