@@ -107,13 +107,15 @@ class Bundle:
         """Encode the data and publish the bundle atomically; on error nothing becomes visible."""
         draft = self._need_open("close")
         try:
-            plan = codec.plan_value(None if self._data is _NO_DATA else self._data, draft.path)
+            value = None if self._data is _NO_DATA else self._data
+            plan = codec.plan_value(value, draft.path, self._remote_dir_if_bound())
             params = codec.encode_inline(self._params, "params")
         except BaseException:
             self.abandon()
             raise
         try:
             plan.write()
+            remote_files = self._sync().adopt(draft.uuid, plan.remote) if plan.remote else []
             manifest = BundleManifest(
                 uuid=draft.uuid,
                 name=self._name or self._processing_name or draft.uuid,
@@ -121,7 +123,7 @@ class Bundle:
                 owner=self._owner or _default_owner(),
                 creation_date=datetime.now(timezone.utc),
                 data=plan.tree,
-                files=_file_entries(draft.path),
+                files=tuple(sorted(_file_entries(draft.path) + tuple(remote_files), key=lambda e: e.path)),
                 tags=dict(self._tags),
                 params=params,
                 dependencies=tuple(self._dependencies),
@@ -130,7 +132,7 @@ class Bundle:
                 timing=self._timing,
                 root_task=self._root_task,
             )
-            self._context.publish(draft, manifest)
+            self._context.publish(draft, manifest, remote_only=bool(remote_files))
         except BaseException:
             self.abandon()
             raise
@@ -206,6 +208,32 @@ class Bundle:
         target = self._managed_path(name)
         target.mkdir(parents=True, exist_ok=True)
         return str(target)
+
+    def get_remote_file(self, name: str) -> str:
+        """An s3:// path inside the bundle's remote directory for a file the caller writes there."""
+        return f"{self._need_remote_dir('get_remote_file')}/{self._managed_rel(name)}"
+
+    def get_remote_directory(self, name: str) -> str:
+        """An s3:// directory inside the bundle's remote directory; return it as (part of) the data."""
+        return f"{self._need_remote_dir('get_remote_directory')}/{self._managed_rel(name)}"
+
+    def _need_remote_dir(self, action: str) -> str:
+        self._need_open(action)
+        remote = self._remote_dir_if_bound()
+        if remote is None:
+            from disdat_luigi.errors import RemoteNotConfigured
+
+            raise RemoteNotConfigured(f"cannot {action}: context {self._context.name!r} has no remote")
+        return remote
+
+    def _remote_dir_if_bound(self) -> str | None:
+        from disdat_luigi.store.remote.sync import file_url
+
+        url = file_url(self._context, self.uuid, "")
+        return url.rstrip("/") if url else None
+
+    def _managed_rel(self, name: str) -> str:
+        return self._managed_path(name).relative_to(self._need_open("get_file").path).as_posix()
 
     def _managed_path(self, name: str) -> Path:
         draft = self._need_open("get_file")
@@ -335,10 +363,7 @@ class Bundle:
     @property
     def remote_dir(self) -> str | None:
         """The bundle's s3:// directory when its context is bound to a remote, else None."""
-        from disdat_luigi.store.remote.sync import file_url
-
-        url = file_url(self._context, self.uuid, "")
-        return url.rstrip("/") if url else None
+        return self._remote_dir_if_bound()
 
     def push(self, delocalize: bool = False) -> Bundle:
         """Publish this (committed) bundle to the remote."""

@@ -11,12 +11,13 @@ import copy
 import datetime as dt
 import json
 import os
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from disdat_luigi.errors import BundleError, UnsupportedValue
+from disdat_luigi.errors import BundleError, RemoteNotConfigured, UnsupportedValue
 
 DATA_DIR = "data"
 VALUES_DIR = "values"
@@ -32,22 +33,34 @@ class ValueSource(Protocol):
     def value_path(self, rel: str) -> Path: ...
 
 
+@dataclass(frozen=True)
+class RemoteLeaf:
+    """An s3:// file or directory in a value: `rel` is its place in the bundle; `source` is the
+    URL to copy it from when it lives outside the bundle's own remote directory."""
+
+    rel: str
+    source: str | None
+
+
 @dataclass
 class EncodePlan:
     tree: Any
     writes: list[Callable[[], object]] = field(default_factory=list)
+    remote: list[RemoteLeaf] = field(default_factory=list)
 
     def write(self) -> None:
         for action in self.writes:
             action()
 
 
-def plan_value(value: Any, bundle_dir: Path) -> EncodePlan:
-    """Check and prepare `value` for a bundle being written in `bundle_dir`; writes nothing."""
-    planner = _Planner(bundle_dir)
+def plan_value(value: Any, bundle_dir: Path, remote_dir: str | None = None) -> EncodePlan:
+    """Check and prepare `value` for a bundle being written in `bundle_dir` (whose remote
+    directory, if the context has a remote, is `remote_dir`); writes nothing."""
+    planner = _Planner(bundle_dir, remote_dir)
     tree = planner.encode(value, "data")
     planner.place_external_files()
-    return EncodePlan(tree=tree, writes=planner.writes)
+    remote = planner.place_remote_files()
+    return EncodePlan(tree=tree, writes=planner.writes, remote=remote)
 
 
 def encode_inline(value: Any, what: str = "params") -> Any:
@@ -141,8 +154,10 @@ def _need(source: ValueSource | None) -> ValueSource:
 class _Planner:
     """Walks a value once, building its tree and the list of file writes it needs."""
 
-    def __init__(self, bundle_dir: Path | None) -> None:
+    def __init__(self, bundle_dir: Path | None, remote_dir: str | None = None) -> None:
         self.bundle_dir = bundle_dir
+        self.remote_dir = remote_dir
+        self.remote_leaves: list[tuple[dict[str, Any], str]] = []
         self.data_dir = (bundle_dir / DATA_DIR).resolve() if bundle_dir is not None else None
         self.writes: list[Callable[[], object]] = []
         self.externals: list[tuple[dict[str, Any], Path]] = []
@@ -184,6 +199,8 @@ class _Planner:
     def _encode_str(self, text: str, where: str) -> Any:
         if self.data_dir is None:
             return {"t": "str", "v": text}
+        if text.startswith("s3://"):
+            return self._encode_s3(text, where)
         path = _local_path(text)
         if path is None:
             return {"t": "str", "v": text}
@@ -202,6 +219,36 @@ class _Planner:
             self.externals.append((leaf, resolved))
             return leaf
         return {"t": "str", "v": text}
+
+    def _encode_s3(self, url: str, where: str) -> Any:
+        if self.remote_dir is None:
+            raise RemoteNotConfigured(
+                f"{where} is the S3 path {url}, but the bundle's context has no remote to keep it in"
+            )
+        leaf: dict[str, Any] = {"t": "file", "path": None}
+        self.remote_leaves.append((leaf, url.rstrip("/")))
+        return leaf
+
+    def place_remote_files(self) -> list[RemoteLeaf]:
+        """Give s3:// leaves their bundle paths: inside the bundle's remote directory they stay
+        put; outside ones are copied to data/ below their common parent."""
+        placed: dict[str, RemoteLeaf] = {}
+        outside = [(leaf, url) for leaf, url in self.remote_leaves if not self._is_own(url)]
+        common = posixpath.dirname(posixpath.commonprefix([u for _, u in outside]) + "x") if outside else ""
+        for leaf, url in self.remote_leaves:
+            if self._is_own(url):
+                assert self.remote_dir is not None
+                rel, source = url[len(self.remote_dir) + 1 :], None
+            else:
+                rel, source = f"{DATA_DIR}/{url[len(common) :].lstrip('/')}", url
+            if posixpath.normpath(rel) != rel or rel.startswith("../") or "/../" in rel:
+                raise UnsupportedValue(f"the S3 path {url} has '.' or '..' segments", hint="give a plain s3:// path")
+            leaf["path"] = rel
+            placed.setdefault(rel, RemoteLeaf(rel, source))
+        return list(placed.values())
+
+    def _is_own(self, url: str) -> bool:
+        return self.remote_dir is not None and url.startswith(self.remote_dir + "/")
 
     def _encode_bytes(self, value: bytes) -> Any:
         if len(value) <= INLINE_BYTES_LIMIT or self.bundle_dir is None:
@@ -341,7 +388,7 @@ def _is_plain_json(value: Any, depth: int = 0) -> bool:
     if type(value) is float:
         return value == value and value not in (float("inf"), float("-inf"))
     if type(value) is str:
-        return _local_path(value) is None
+        return _local_path(value) is None and not value.startswith("s3://")
     return False
 
 

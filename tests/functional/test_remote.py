@@ -315,3 +315,50 @@ def test_cli_remote_push_pull_rmr(dsdt, ctx: str, bucket: str) -> None:  # type:
     assert refused.code == 1 and "--all" in refused.err
     assert dsdt("rmr", "cli").out.strip().endswith("deleted 1 bundle(s) from the remote")
     assert dsdt("push", "-u", "nope").code == 1
+
+
+def test_remote_files_written_by_the_caller(remote_ctx: str, bucket: str) -> None:
+    """get_remote_file/get_remote_directory paths written directly on S3 become part of the bundle."""
+    client = boto3.client("s3")
+    with api.Bundle(remote_ctx, name="direct") as bundle:
+        target = bundle.get_remote_file("model.bin")
+        folder = bundle.get_remote_directory("shards")
+        for url, body in [(target, b"weights"), (f"{folder}/0.txt", b"zero"), (f"{folder}/sub/1.txt", b"one")]:
+            key = url[len(f"s3://{bucket}/") :]
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+        bundle.add_data({"model": target, "shards": folder})
+    assert bundle.data == {"model": target, "shards": folder}
+    assert {f.path for f in bundle.files} == {"data/model.bin", "data/shards/0.txt", "data/shards/sub/1.txt"}
+    bundle.commit()
+    api.push(remote_ctx, "direct")
+    (pulled,) = api.pull(_fresh_context("fresh", bucket), "direct", localize=True)
+    assert Path(pulled.data["model"]).read_bytes() == b"weights"
+    assert Path(pulled.data["shards"], "sub", "1.txt").read_bytes() == b"one"
+
+
+def test_outside_s3_files_are_copied_in(remote_ctx: str, bucket: str) -> None:
+    """An existing s3:// file returned as data is copied into the bundle's remote directory."""
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key="raw/2026/a.csv", Body=b"a")
+    client.put_object(Bucket=bucket, Key="raw/2026/deep/b.csv", Body=b"b")
+    bundle = api.Bundle(
+        remote_ctx, name="copied", data=[f"s3://{bucket}/raw/2026/a.csv", f"s3://{bucket}/raw/2026/deep/b.csv"]
+    )
+    assert bundle.data == [f"{bundle.remote_dir}/data/a.csv", f"{bundle.remote_dir}/data/deep/b.csv"]
+    client.delete_object(Bucket=bucket, Key="raw/2026/a.csv")
+    assert bundle.localize(bundle.data[0]).endswith("/data/a.csv")
+    assert Path(bundle.data[0]).read_bytes() == b"a"
+
+
+def test_s3_values_need_a_remote_and_an_existing_object(ctx: str, remote_ctx: str, bucket: str) -> None:
+    """An s3:// value without a remote, or one that does not exist, fails and leaves no bundle."""
+    api.context("lonely")
+    with pytest.raises(RemoteNotConfigured, match="no remote"):
+        api.Bundle("lonely", name="x", data=f"s3://{bucket}/whatever")
+    with pytest.raises(RemoteNotConfigured):
+        api.Bundle("lonely", name="y").open().get_remote_file("f")
+    from disdat_luigi.errors import PathNotFound
+
+    with pytest.raises(PathNotFound, match="does not exist"):
+        api.Bundle(remote_ctx, name="x", data=f"s3://{bucket}/missing/object")
+    assert api.search(remote_ctx) == [] and api.search("lonely") == []

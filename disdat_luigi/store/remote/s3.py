@@ -7,6 +7,7 @@ credentials come from the standard AWS configuration (AWS_PROFILE, AWS_ENDPOINT_
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,6 +96,27 @@ class S3:
             with open(target, "wb") as handle:
                 for chunk in body.iter_chunks(CHUNK):
                     handle.write(chunk)
+
+    def copy(self, src_bucket: str, src_key: str, bucket: str, key: str) -> None:
+        """Server-side copy (multipart for large objects)."""
+        with _translate(f"s3://{src_bucket}/{src_key}"):
+            self.client.copy(
+                {"Bucket": src_bucket, "Key": src_key},
+                bucket,
+                key,
+                ExtraArgs=self._extra(),
+                Config=self.transfer_config,
+            )
+
+    def sha256_of(self, bucket: str, key: str) -> tuple[int, str]:
+        """Size and sha256 of an object, streamed (nothing is stored)."""
+        digest = hashlib.sha256()
+        size = 0
+        with _translate(f"s3://{bucket}/{key}"):
+            for chunk in self.client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
 
     def get_bytes(self, bucket: str, key: str, limit: int) -> bytes | None:
         """A small object's content, None when it does not exist, an error past `limit` bytes."""

@@ -16,15 +16,17 @@ from disdat_luigi.errors import (
     BundleNotFound,
     ManifestRejected,
     NotCommitted,
+    PathNotFound,
     RemoteNotConfigured,
     TransferError,
 )
 from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.codec import RemoteLeaf
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry
 from disdat_luigi.store.remote import transfer
-from disdat_luigi.store.remote.location import RemoteLocation
+from disdat_luigi.store.remote.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.remote.progress import Progress
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
@@ -137,6 +139,40 @@ class RemoteSync:
 
     def _is_present(self, uuid: str) -> bool:
         return self.s3.head(self.location.bucket, self.location.manifest_key(uuid)) is not None
+
+    def adopt(self, uuid: str, leaves: Iterable[RemoteLeaf]) -> list[FileEntry]:
+        """Make s3:// files of a closing bundle part of it: copy outside ones into its remote
+        directory, then describe every object (size, sha256) for the manifest."""
+        bucket = self.location.bucket
+        entries: list[FileEntry] = []
+        for leaf in leaves:
+            target = self.location.file_key(uuid, leaf.rel)
+            if leaf.source is not None:
+                self._copy_in(parse_s3_url(leaf.source), target)
+            if self.s3.head(bucket, target) is not None:
+                found = [(leaf.rel, target)]
+            else:
+                found = [
+                    (f"{leaf.rel}/{o.key[len(target) + 1 :]}", o.key)
+                    for o in self.s3.list_objects(bucket, target + "/")
+                ]
+            if not found:
+                raise PathNotFound(f"nothing was written at {self.location.url(target)}")
+            for rel, key in found:
+                size, digest = self.s3.sha256_of(bucket, key)
+                entries.append(FileEntry(path=rel, size=size, sha256=digest))
+        return entries
+
+    def _copy_in(self, source: S3Url, target: str) -> None:
+        bucket = self.location.bucket
+        if self.s3.head(source.bucket, source.key) is not None:
+            self.s3.copy(source.bucket, source.key, bucket, target)
+            return
+        objects = list(self.s3.list_objects(source.bucket, source.key + "/"))
+        if not objects:
+            raise PathNotFound(f"{source} does not exist", hint="return an existing s3:// file or directory")
+        for obj in objects:
+            self.s3.copy(source.bucket, obj.key, bucket, f"{target}/{obj.key[len(source.key) + 1 :]}")
 
     # --- remote catalog ---------------------------------------------------------------------
 
