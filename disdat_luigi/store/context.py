@@ -100,16 +100,22 @@ class LocalContext:
         return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
 
     def publish(
-        self, draft: BundleDraft, manifest: BundleManifest, committed: bool = False, remote_only: bool = False
+        self,
+        draft: BundleDraft,
+        manifest: BundleManifest,
+        committed: bool = False,
+        remote_only: bool = False,
+        files_synced: bool = False,
     ) -> None:
-        """Make the draft a visible bundle: manifest last, fsync, one rename, then one index insert."""
+        """Make the draft a visible bundle: manifest last, fsync, one rename, then one index insert.
+        `files_synced` says the writer already flushed every data file (only directories remain)."""
         if committed:
             (draft.path / COMMITTED_MARKER).touch()
         if remote_only:
             (draft.path / REMOTE_ONLY_MARKER).touch()
         fsutil.write_atomic(draft.path / MANIFEST_NAME, manifest.to_json(), durable=False)
         if self.durable:
-            fsutil.fsync_tree(draft.path)
+            fsutil.fsync_tree(draft.path, directories_only=files_synced)
         target = self.bundle_dir(manifest.uuid)
         os.rename(draft.path, target)
         if self.durable:

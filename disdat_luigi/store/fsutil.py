@@ -19,11 +19,12 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path, directories_only: bool = False) -> None:
     """fsync every file and directory below `root`, directories after their contents."""
     for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            fsync_path(Path(dirpath, name))
+        if not directories_only:
+            for name in filenames:
+                fsync_path(Path(dirpath, name))
         fsync_path(Path(dirpath))
 
 

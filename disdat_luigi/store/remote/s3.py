@@ -87,15 +87,21 @@ class S3:
             return False
         return True
 
-    def download(self, bucket: str, key: str, target: Path, size: int) -> None:
+    def download(self, bucket: str, key: str, target: Path) -> str:
+        """Stream the object into `target` (constant memory), flush it to disk, return its sha256.
+
+        One streaming GET rather than parallel ranged GETs: it hashes on the fly, and servers
+        that serve ranges by copying the object (moto) make ranged downloads many times slower."""
         with _translate(f"s3://{bucket}/{key}"):
-            if size >= MULTIPART_THRESHOLD:
-                self.client.download_file(bucket, key, str(target), Config=self.transfer_config)
-                return
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            hasher = hashlib.sha256()
             with open(target, "wb") as handle:
                 for chunk in body.iter_chunks(CHUNK):
+                    hasher.update(chunk)
                     handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return hasher.hexdigest()
 
     def copy(self, src_bucket: str, src_key: str, bucket: str, key: str) -> None:
         """Server-side copy (multipart for large objects)."""

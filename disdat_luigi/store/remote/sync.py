@@ -236,7 +236,7 @@ class RemoteSync:
                 ]
                 transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
             remote_only = not localize and bool(item.manifest.files)
-            self.context.publish(draft, item.manifest, committed=True, remote_only=remote_only)
+            self.context.publish(draft, item.manifest, committed=True, remote_only=remote_only, files_synced=localize)
         except BaseException:
             self.context.abandon(draft)
             raise

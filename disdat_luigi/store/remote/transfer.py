@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disdat_luigi.errors import BundleCorrupt, DisdatError, TransferError
-from disdat_luigi.store import fsutil
 from disdat_luigi.store.remote.progress import NoProgress, Progress
 from disdat_luigi.store.remote.s3 import S3
 
@@ -91,14 +90,14 @@ def downloader(s3: S3) -> Callable[[FileTransfer], bool]:
         job.local.parent.mkdir(parents=True, exist_ok=True)
         part = job.local.with_name(f".{job.local.name}.{uuidlib.uuid4().hex}.part")
         try:
-            s3.download(job.bucket, job.key, part, job.size)
+            digest = s3.download(job.bucket, job.key, part)
             size = part.stat().st_size
             if size != job.size:
                 raise BundleCorrupt(
                     f"s3://{job.bucket}/{job.key} has {size} bytes, its manifest says {job.size}; nothing kept",
                     hint="the remote copy is damaged: push the bundle again from a good copy",
                 )
-            if fsutil.sha256_file(part) != job.sha256:
+            if digest != job.sha256:
                 raise BundleCorrupt(
                     f"s3://{job.bucket}/{job.key} does not match the sha256 in its manifest; nothing kept",
                     hint="the remote copy is damaged: push the bundle again from a good copy",

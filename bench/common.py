@@ -1,0 +1,95 @@
+"""Shared benchmark plumbing: a moto server process, child runs with timing and peak RSS, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@dataclass(frozen=True)
+class Measure:
+    seconds: float
+    peak_rss_mb: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server in its own process on 127.0.0.1 (so it does not share our GIL)."""
+    port = free_port()
+    code = (
+        "import logging, time; logging.getLogger('werkzeug').setLevel(logging.ERROR);"
+        "from moto.server import ThreadedMotoServer;"
+        f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False); s.start();"
+        "time.sleep(10**9)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.executable) -> Measure:
+    """Run `python argv...`; the child prints {"seconds": ...} as its last line; RSS from wait4."""
+    proc = subprocess.Popen([python, *argv], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+    seconds = json.loads(out.decode().strip().splitlines()[-1])["seconds"]
+    return Measure(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = [title, "| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(str(x).ljust(w) for x, w in zip(row, widths)) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def ensure_venv(path: Path, requirement: str) -> Path:
+    """A separate virtualenv with `requirement` installed (for the legacy tools we compare with)."""
+    python = path / "bin" / "python"
+    marker = path / ".installed"
+    if not marker.exists() or marker.read_text() != requirement:
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+        marker.write_text(requirement)
+    return python

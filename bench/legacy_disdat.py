@@ -1,0 +1,35 @@
+"""Disdat 1.2.0 pushing or pulling one directory bundle; run with the legacy venv's python.
+
+legacy_disdat.py push|pull SOURCE_DIR s3://bucket/prefix
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import disdat.api as api
+
+logging.basicConfig(level=logging.WARNING)
+
+op, source, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+os.makedirs(Path.home() / ".config", exist_ok=True)
+name = f"legacy{source.name}"
+if not (Path.home() / ".config" / "disdat").exists():
+    api.init()  # Disdat exits the process when asked to init twice
+if op == "push":
+    api.context("bench")
+    api.remote("bench", "bench", url)
+    api.add("bench", name, str(source))
+    api.commit("bench", name)
+    started = time.perf_counter()
+    api.push("bench", name)
+else:
+    ctx = f"pull{source.name}"
+    api.context(ctx)
+    api.remote(ctx, "bench", url)
+    started = time.perf_counter()
+    api.pull(ctx, name, localize=True)
+print(json.dumps({"seconds": time.perf_counter() - started}))
