@@ -51,9 +51,12 @@ def child(args: list[str]) -> None:
 
     client = boto3.client("s3")
     if engine == "disdat_luigi":
-        # import what push/pull import lazily, as every other engine imports boto3 before the clock
-        import disdat_luigi.store.remote.sync  # noqa: F401
+        # import and create the S3 client before the clock, as every other engine does
         from disdat_luigi import api
+        from disdat_luigi.config import load_settings
+        from disdat_luigi.store.remote.s3 import S3
+
+        S3(load_settings().remote)
     files = sorted(p for p in source.rglob("*") if p.is_file())
     prefix = f"{engine}/{source.name}"
     out = Path(tempfile.mkdtemp(dir=source.parent))

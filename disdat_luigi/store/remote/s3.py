@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +95,18 @@ class S3:
         One streaming GET rather than parallel ranged GETs: it hashes on the fly, and servers
         that serve ranges by copying the object (moto) make ranged downloads many times slower."""
         with _translate(f"s3://{bucket}/{key}"):
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-            hasher = hashlib.sha256()
-            with open(target, "wb") as handle:
-                for chunk in body.iter_chunks(CHUNK):
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return hasher.hexdigest()
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            hasher = _Hasher(threaded=response["ContentLength"] >= MULTIPART_THRESHOLD)
+            try:
+                with open(target, "wb") as handle:
+                    for chunk in response["Body"].iter_chunks(CHUNK):
+                        hasher.update(chunk)
+                        handle.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            finally:
+                digest = hasher.hexdigest()
+            return digest
 
     def copy(self, src_bucket: str, src_key: str, bucket: str, key: str) -> None:
         """Server-side copy (multipart for large objects)."""
@@ -166,6 +171,36 @@ class S3:
                 if response.get("Errors"):
                     first = response["Errors"][0]
                     raise TransferError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
+
+
+class _Hasher:
+    """sha256 of a stream; large streams are hashed in a second thread (hashlib releases the
+    GIL) so hashing overlaps the download. The queue is bounded: memory stays flat."""
+
+    def __init__(self, threaded: bool) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=16)
+            self._thread = threading.Thread(target=self._consume, daemon=True)
+            self._thread.start()
+
+    def _consume(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        if self._queue is None:
+            self._digest.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+        return self._digest.hexdigest()
 
 
 class _NotFound(Exception):
