@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.config import init_config, load_settings
 from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
-from disdat_luigi.errors import BundleStateError, PathNotFound
+from disdat_luigi.errors import BundleNotFound, BundleStateError, PathNotFound
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
@@ -26,6 +26,8 @@ from disdat_luigi.store.verify import VerifyReport
 from disdat_luigi.store.verify import verify as _verify
 
 if TYPE_CHECKING:
+    from disdat_luigi.apply.driver import ApplyRequest
+    from disdat_luigi.apply.plan import Decision
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PushResult, RemoteSync
 
@@ -34,11 +36,13 @@ __all__ = [
     "LineageRecord",
     "VerifyReport",
     "add",
+    "apply",
     "cat",
     "commit",
     "context",
     "current_context",
     "delete_context",
+    "explain",
     "get",
     "init",
     "lineage",
@@ -269,6 +273,105 @@ def commit(
 def lineage(local_context: str, uuid: str, max_depth: int | None = None) -> list[LineageRecord]:
     """Upstream records of a bundle, breadth first, starting with the bundle itself."""
     return queries.lineage(_context(local_context), uuid, max_depth)
+
+
+def apply(
+    local_context: str,
+    transform: Any,
+    output_bundle: str = "-",
+    input_tags: dict[str, str] | None = None,
+    output_tags: dict[str, str] | None = None,
+    force: bool = False,
+    force_all: bool = False,
+    params: dict[str, Any] | None = None,
+    output_bundle_uuid: str | None = None,
+    central_scheduler: bool = False,
+    workers: int = 1,
+    incremental_push: bool = False,
+    incremental_pull: bool = False,
+) -> dict[str, bool]:
+    """Run the PipeTask `transform` (a class or 'module.Class') with `params`, reusing every
+    bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
+    `.result`) when a task fails. `input_tags` select the newest bundle carrying them as the
+    root's `pipeline_input`."""
+    from disdat_luigi.apply.driver import apply as run_apply
+
+    return run_apply(
+        _apply_request(
+            local_context,
+            transform,
+            output_bundle,
+            input_tags,
+            output_tags,
+            force,
+            force_all,
+            params,
+            output_bundle_uuid,
+            central_scheduler,
+            workers,
+            incremental_push,
+            incremental_pull,
+        )
+    )
+
+
+def explain(
+    local_context: str,
+    transform: Any,
+    output_bundle: str = "-",
+    output_tags: dict[str, str] | None = None,
+    force: bool = False,
+    force_all: bool = False,
+    params: dict[str, Any] | None = None,
+) -> list[Decision]:
+    """What apply would do with each task (reuse which bundle, or run and why); runs nothing."""
+    from disdat_luigi.apply.driver import explain as run_explain
+
+    return run_explain(
+        _apply_request(local_context, transform, output_bundle, None, output_tags, force, force_all, params)
+    )
+
+
+def _apply_request(
+    local_context: str,
+    transform: Any,
+    output_bundle: str,
+    input_tags: dict[str, str] | None,
+    output_tags: dict[str, str] | None,
+    force: bool,
+    force_all: bool,
+    params: dict[str, Any] | None,
+    output_bundle_uuid: str | None = None,
+    central_scheduler: bool = False,
+    workers: int = 1,
+    incremental_push: bool = False,
+    incremental_pull: bool = False,
+) -> ApplyRequest:
+    from disdat_luigi.apply.driver import ApplyRequest
+
+    input_uuid = None
+    if input_tags:
+        found = queries.newest(_context(local_context), None, tags=check_tags(input_tags))
+        if found is None:
+            raise BundleNotFound(
+                f"no bundle with tags {input_tags} in context {local_context!r} for the pipeline input"
+            )
+        input_uuid = found.uuid
+    return ApplyRequest(
+        context=local_context,
+        transform=transform,
+        params=params,
+        output_bundle=output_bundle,
+        output_tags=output_tags,
+        force=force,
+        force_all=force_all,
+        output_bundle_uuid=output_bundle_uuid,
+        input_bundle_uuid=input_uuid,
+        workers=workers,
+        central_scheduler=central_scheduler,
+        incremental_push=incremental_push,
+        incremental_pull=incremental_pull,
+    )
 
 
 def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from disdat_luigi import __version__
 from disdat_luigi.errors import DisdatError
 
-COMMAND_GROUPS = ("contexts", "bundles", "remote")
+COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

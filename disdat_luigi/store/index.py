@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.names import is_glob
@@ -21,7 +22,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     processing_name TEXT NOT NULL,
     created_us INTEGER NOT NULL,
     committed INTEGER NOT NULL DEFAULT 0,
-    root_task INTEGER NOT NULL DEFAULT 0
+    root_task INTEGER NOT NULL DEFAULT 0,
+    code_version TEXT
 );
 CREATE INDEX IF NOT EXISTS bundles_name ON bundles (name, created_us);
 CREATE INDEX IF NOT EXISTS bundles_processing ON bundles (processing_name, created_us);
@@ -40,7 +42,12 @@ CREATE TABLE IF NOT EXISTS dependencies (
     arg_name TEXT
 );
 CREATE INDEX IF NOT EXISTS dependencies_uuid ON dependencies (uuid);
+CREATE INDEX IF NOT EXISTS dependencies_dep ON dependencies (dep_uuid);
+PRAGMA user_version = 1;
 """
+SCHEMA_VERSION = 1
+COLUMNS = "uuid, name, processing_name, created_us, committed, root_task, code_version"
+BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,12 @@ class IndexRow:
     created_us: int
     committed: bool
     root_task: bool
+    code_version: str | None = None
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> IndexRow:
+        code_version = None if row[6] is None else str(row[6])
+        return cls(str(row[0]), str(row[1]), str(row[2]), int(row[3]), bool(row[4]), bool(row[5]), code_version)
 
 
 def to_us(moment: datetime) -> int:
@@ -99,9 +112,10 @@ class BundleIndex:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
-            with _transaction(conn):
-                for statement in _statements(SCHEMA):
-                    conn.execute(statement)
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                with _transaction(conn):
+                    for statement in _statements(SCHEMA):
+                        conn.execute(statement)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -140,9 +154,45 @@ class BundleIndex:
         rows = self.conn.execute("SELECT uuid FROM dependencies WHERE dep_uuid = ?", (uuid,))
         return [r[0] for r in rows]
 
+    def newest_by_recipe(self, processing_names: Iterable[str]) -> dict[tuple[str, str], IndexRow]:
+        """For each (processing name, bundle name) the newest bundle, in a few batched queries."""
+        found: dict[tuple[str, str], IndexRow] = {}
+        for batch in _batches(list(processing_names)):
+            marks = ",".join("?" * len(batch))
+            sql = (
+                f"SELECT {COLUMNS} FROM bundles WHERE processing_name IN ({marks}) ORDER BY created_us DESC, uuid DESC"
+            )
+            for row in self.conn.execute(sql, batch):
+                found.setdefault((row[2], row[1]), IndexRow.of(row))
+        return found
+
+    def rows(self, uuids: Iterable[str]) -> dict[str, IndexRow]:
+        found: dict[str, IndexRow] = {}
+        for batch in _batches(list(uuids)):
+            sql = f"SELECT {COLUMNS} FROM bundles WHERE uuid IN ({','.join('?' * len(batch))})"
+            found.update((row[0], IndexRow.of(row)) for row in self.conn.execute(sql, batch))
+        return found
+
+    def tags_of_many(self, uuids: Iterable[str]) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        for batch in _batches(list(uuids)):
+            sql = f"SELECT uuid, key, value FROM tags WHERE uuid IN ({','.join('?' * len(batch))})"
+            for uuid, key, value in self.conn.execute(sql, batch):
+                found.setdefault(uuid, {})[key] = value
+        return found
+
+    def dependencies_of_many(self, uuids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """uuid -> {argument name: upstream uuid}."""
+        found: dict[str, dict[str, str]] = {}
+        for batch in _batches(list(uuids)):
+            sql = f"SELECT uuid, arg_name, dep_uuid FROM dependencies WHERE uuid IN ({','.join('?' * len(batch))})"
+            for uuid, arg_name, dep_uuid in self.conn.execute(sql, batch):
+                found.setdefault(uuid, {})[arg_name or dep_uuid] = dep_uuid
+        return found
+
     def search(self, query: BundleQuery) -> list[IndexRow]:
         where, args = _where(query)
-        sql = "SELECT uuid, name, processing_name, created_us, committed, root_task FROM bundles b"
+        sql = f"SELECT {COLUMNS} FROM bundles b"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if query.latest_per_name:
@@ -154,8 +204,7 @@ class BundleIndex:
         if query.limit is not None:
             sql += " LIMIT ?"
             args.append(query.limit)
-        rows = self.conn.execute(sql, args).fetchall()
-        return [IndexRow(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5])) for r in rows]
+        return [IndexRow.of(r) for r in self.conn.execute(sql, args).fetchall()]
 
 
 def _where(query: BundleQuery) -> tuple[list[str], list[object]]:
@@ -189,7 +238,7 @@ def _where(query: BundleQuery) -> tuple[list[str], list[object]]:
 
 def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO bundles VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO bundles ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             manifest.uuid,
             manifest.name,
@@ -197,6 +246,7 @@ def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool)
             to_us(manifest.creation_date),
             int(committed),
             int(manifest.root_task),
+            (manifest.git_info or {}).get("version"),
         ),
     )
     conn.execute("DELETE FROM tags WHERE uuid = ?", (manifest.uuid,))
@@ -220,6 +270,11 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(err) or attempt == 199:
                 raise
             time.sleep(0.05)
+
+
+def _batches(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -1,0 +1,1 @@
+"""Running PipeTask pipelines on luigi: identities, reuse decisions, the driver."""

@@ -1,0 +1,120 @@
+"""Run a PipeTask pipeline: plan it, hand the tasks that must run to luigi, report the result."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+from luigi.execution_summary import LuigiStatusCode
+
+from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.loader import coerce_params, load_pipe_class
+from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.apply.plan import Decision, Planner
+from disdat_luigi.config import Settings, load_settings
+from disdat_luigi.errors import ApplyError, DependencyNotFound, ParameterError
+from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.store import LocalStore
+
+SUCCESS = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """Everything `apply` was asked to do."""
+
+    context: str
+    transform: Any
+    params: Mapping[str, Any] | None = None
+    output_bundle: str = "-"
+    output_tags: Mapping[str, str] | None = None
+    force: bool = False
+    force_all: bool = False
+    output_bundle_uuid: str | None = None
+    input_bundle_uuid: str | None = None
+    workers: int = 1
+    central_scheduler: bool = False
+    incremental_push: bool = False
+    incremental_pull: bool = False
+    luigi_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    root: Any
+    options: ApplyOptions
+    planner: Planner
+
+
+def prepare(request: ApplyRequest, settings: Settings | None = None) -> Prepared:
+    settings = settings or load_settings()
+    context = LocalStore(settings.root).context(request.context)
+    cls = load_pipe_class(request.transform)
+    params = coerce_params(cls, request.params)
+    output_bundle = None if request.output_bundle in (None, "-") else check_name(request.output_bundle)
+    try:
+        root_id = cls(**params).task_id
+    except luigi.parameter.MissingParameterException as err:
+        raise ParameterError(str(err), hint="pass every required parameter as --name value") from err
+    options = ApplyOptions(
+        home=str(settings.root),
+        context=context.name,
+        journal=str(context.tmp_dir / f"apply-{uuidlib.uuid4().hex}.journal"),
+        root_task_id=root_id,
+        output_bundle=output_bundle,
+        output_tags=check_tags(dict(request.output_tags or {})),
+        force=request.force,
+        force_all=request.force_all,
+        output_bundle_uuid=request.output_bundle_uuid,
+        input_bundle_uuid=request.input_bundle_uuid,
+        incremental_push=request.incremental_push,
+        incremental_pull=request.incremental_pull,
+        ignore_code_version=settings.ignore_code_version,
+    )
+    root = cls(**params, disdat_apply=options.to_json())
+    return Prepared(root=root, options=options, planner=Planner(options, context))
+
+
+def explain(request: ApplyRequest) -> list[Decision]:
+    """What apply would do with every task of the static DAG, upstream first; runs nothing."""
+    prepared = prepare(request)
+    return prepared.planner.plan(prepared.root)
+
+
+def apply(request: ApplyRequest) -> dict[str, bool]:
+    """Run the pipeline; {'success': True, 'did_work': ...}, or ApplyError carrying that result."""
+    prepared = prepare(request)
+    try:
+        decisions = prepared.planner.plan(prepared.root)
+    except DependencyNotFound as err:
+        raise ApplyError(str(err), {"success": False, "did_work": False}, hint=err.hint) from err
+    if decisions[-1].reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
+        return {"success": True, "did_work": False}
+    journal = Journal(prepared.options.journal)
+    try:
+        outcome = luigi.build(
+            [prepared.root],
+            workers=request.workers,
+            local_scheduler=not request.central_scheduler,
+            detailed_summary=True,
+            log_level="WARNING",  # luigi installs its own handler; keep it to warnings and task failures
+            **dict(request.luigi_options),
+        )
+        entries = journal.entries()
+    finally:
+        journal.remove()
+    did_work = any(e.kind == "produced" for e in entries)
+    result = {"success": outcome.status in SUCCESS and outcome.scheduling_succeeded, "did_work": did_work}
+    if not result["success"]:
+        failures = [f"{e.task} failed: {e.error}" for e in entries if e.kind == "failed"]
+        message = failures[0] if failures else f"pipeline did not finish: {outcome.one_line_summary}"
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise ApplyError(
+            message + more,
+            result,
+            hint="bundles of the tasks that finished are kept; fix the error and apply again to resume",
+        )
+    return result

@@ -1,0 +1,53 @@
+"""A task's processing name: a Merkle hash over its class, parameters and upstream recipes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import luigi
+
+HIDDEN_PARAMS = frozenset({"disdat_apply"})
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def typed_params(task: luigi.Task) -> dict[str, Any]:
+    """Every parameter (inherited ones too) with its Python value, frozen luigi containers thawed."""
+    return {name: _thaw(getattr(task, name)) for name, _param in task.get_params() if name not in HIDDEN_PARAMS}
+
+
+def serialized_params(task: luigi.Task) -> dict[str, str]:
+    """Significant parameters as luigi serializes them: stable text for hashing."""
+    return {
+        name: param.serialize(getattr(task, name))
+        for name, param in task.get_params()
+        if param.significant and name not in HIDDEN_PARAMS
+    }
+
+
+def processing_name(task: luigi.Task, upstream: Mapping[str, str], pipeline_input: str | None = None) -> str:
+    """`<Class>_<hash>`; `upstream` maps each input argument to its recipe (processing name) or
+    to `bundle:<uuid>` for inputs that are fixed bundles."""
+    doc = {
+        "class": class_path(type(task)),
+        "params": serialized_params(task),
+        "upstream": dict(sorted(upstream.items())),
+        "pipeline_input": pipeline_input,
+    }
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"{type(task).__name__}_{digest[:32]}"
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_thaw(v) for v in value)
+    if isinstance(value, list):
+        return [_thaw(v) for v in value]
+    return value

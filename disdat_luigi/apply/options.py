@@ -1,0 +1,31 @@
+"""What one apply asked for; travels with every task of the run as a hidden luigi parameter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    home: str
+    context: str
+    journal: str
+    root_task_id: str = ""
+    output_bundle: str | None = None
+    output_tags: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    force_all: bool = False
+    output_bundle_uuid: str | None = None
+    input_bundle_uuid: str | None = None
+    incremental_push: bool = False
+    incremental_pull: bool = False
+    ignore_code_version: bool = False
+    push_all: bool = False  # in containers: push every new bundle (intermediates too)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ApplyOptions:
+        return cls(**json.loads(text))

@@ -1,0 +1,209 @@
+"""Decide, for every task of a pipeline, whether its newest bundle can be reused, and say why not.
+
+Decisions are made bottom-up before luigi runs anything, so a task reruns exactly when its class,
+parameters, upstream recipes, code version, output name or tags changed, when it is forced, or
+when an upstream it used is no longer the current one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from disdat_luigi.apply.codeversion import CodeVersion, capture
+from disdat_luigi.apply.identity import class_path, processing_name, typed_params
+from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery, IndexRow
+
+if TYPE_CHECKING:
+    from disdat_luigi.pipe import PipeTask
+
+RUN = "run"
+REUSE = "reuse"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What apply will do with one task, and why."""
+
+    task_id: str
+    label: str
+    action: str
+    reason: str
+    processing_name: str
+    bundle_name: str
+    uuid: str | None = None
+    git_info: dict[str, Any] | None = None
+
+    @property
+    def reuse(self) -> bool:
+        return self.action == REUSE
+
+    def __str__(self) -> str:
+        if self.reuse:
+            return f"reuse {self.uuid}  {self.label}"
+        return f"run   {self.label}: {self.reason}"
+
+
+class Planner:
+    """Plans one apply against one context."""
+
+    def __init__(self, options: ApplyOptions, context: LocalContext) -> None:
+        self.options = options
+        self.context = context
+        self._code: dict[Path, CodeVersion | None] = {}
+
+    def plan(self, root: PipeTask) -> list[Decision]:
+        """Decisions for `root` and everything it statically requires, upstream first."""
+        order = _post_order(root)
+        names: dict[str, str] = {}
+        for task in order:  # upstream first, so every upstream name is known
+            names[task.task_id] = self.processing_name(task, names)
+        if self.options.incremental_pull:
+            self._pull_metadata({t._pipe_output_name() for t in order})
+        rows = self.context.index.newest_by_recipe(set(names.values()))
+        candidates = {t.task_id: rows.get((names[t.task_id], t._pipe_output_name())) for t in order}
+        uuids = [r.uuid for r in candidates.values() if r is not None]
+        recorded = self.context.index.dependencies_of_many(uuids)
+        tags = self.context.index.tags_of_many(uuids)
+        decisions: dict[str, Decision] = {}
+        for task in order:
+            decision = self._decide(
+                task, names[task.task_id], candidates[task.task_id], rows, recorded, tags, decisions
+            )
+            decisions[task.task_id] = decision
+            task._pipe_set_decision(decision)
+        return [decisions[t.task_id] for t in order]
+
+    def processing_name(self, task: PipeTask, upstream_names: dict[str, str]) -> str:
+        declaration = task._pipe_declaration()
+        upstream = {arg: upstream_names[dep.task_id] for arg, dep in declaration.deps.items()}
+        for arg, external in declaration.externals.items():
+            if external.bundle is None:
+                raise DependencyNotFound(
+                    f"external dependency {arg!r} of {task} not found: {external.description}",
+                    hint="make or pull that bundle first, or fix the name/uuid/parameters it is looked up by",
+                )
+            upstream[arg] = f"bundle:{external.bundle.uuid}"
+        pipeline_input = self.options.input_bundle_uuid if task._pipe_is_root() else None
+        return processing_name(task, upstream, pipeline_input)
+
+    def code_version(self, task: PipeTask) -> CodeVersion | None:
+        directory = Path(inspect.getfile(type(task))).resolve().parent
+        if directory not in self._code:
+            self._code[directory] = capture(directory)
+        return self._code[directory]
+
+    def _decide(
+        self,
+        task: PipeTask,
+        pname: str,
+        row: IndexRow | None,
+        rows: dict[tuple[str, str], IndexRow],
+        recorded: dict[str, dict[str, str]],
+        tags: dict[str, dict[str, str]],
+        decisions: dict[str, Decision],
+    ) -> Decision:
+        declaration = task._pipe_declaration()
+        name = task._pipe_output_name()
+        code = self.code_version(task)
+        git_info = code.as_git_info() if code else None
+
+        def run(reason: str) -> Decision:
+            return Decision(task.task_id, str(task), RUN, reason, pname, name, None, git_info)
+
+        if self.options.force_all:
+            return run("forced (--force-all)")
+        if self.options.force and task._pipe_is_root():
+            return run("forced (--force)")
+        if declaration.force:
+            return run("forced (mark_force)")
+        for arg, dep in declaration.deps.items():
+            if not decisions[dep.task_id].reuse:
+                return run(f"upstream {arg} ({dep}) will run")
+        if row is None:
+            renamed = next((r for (p, _n), r in rows.items() if p == pname), None)
+            if renamed is not None:
+                return run(f"output renamed: {renamed.name} -> {name}")
+            return run(self._why_new(task, name))
+        code_checked = code is not None and row.code_version and not self.options.ignore_code_version
+        if code_checked and row.code_version != code.version:  # type: ignore[union-attr]
+            return run(f"code changed: {row.code_version[:12]} -> {code.version[:12]}")  # type: ignore[union-attr,index]
+        wanted_tags = task._pipe_output_tags()
+        have_tags = tags.get(row.uuid, {})
+        if any(have_tags.get(k) != v for k, v in wanted_tags.items()):
+            return run("output tags changed")
+        expected = {arg: decisions[dep.task_id].uuid for arg, dep in declaration.deps.items()}
+        expected.update({arg: ext.bundle.uuid for arg, ext in declaration.externals.items() if ext.bundle})
+        if task._pipe_is_root() and self.options.input_bundle_uuid:
+            expected["pipeline_input"] = self.options.input_bundle_uuid
+        used = recorded.get(row.uuid, {})
+        for arg, uuid in expected.items():
+            if used.get(arg) != uuid:
+                return run(f"upstream {arg} changed: {_short(used.get(arg))} -> {_short(uuid)}")
+        for arg, uuid in used.items():
+            if arg not in expected and not self._is_current(uuid):
+                return run(f"upstream {arg} changed (a newer bundle of its recipe exists)")
+        return Decision(task.task_id, str(task), REUSE, "up to date", pname, name, row.uuid, git_info)
+
+    def _why_new(self, task: PipeTask, name: str) -> str:
+        """'new parameters' when the newest bundle of this name came from the same class."""
+        previous = self.context.search(BundleQuery(name=name, limit=1))
+        if not previous:
+            return "no bundle yet"
+        try:
+            manifest = self.context.load_manifest(previous[0].uuid)
+        except (BundleNotFound, BundleCorrupt):
+            return "no bundle yet"
+        if manifest.code_ref != class_path(type(task)):
+            return "no bundle yet"
+        from disdat_luigi.store import codec
+
+        before = codec.decode(manifest.params) if manifest.params is not None else {}
+        now = typed_params(task)
+        changed = [f"{k}={before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
+        return f"new parameters: {', '.join(changed)}" if changed else "upstream recipe changed"
+
+    def _is_current(self, uuid: str) -> bool:
+        """True when `uuid` is still the newest bundle of its recipe and name."""
+        row = self.context.index.rows([uuid]).get(uuid)
+        if row is None:
+            return False
+        newest = self.context.index.newest_by_recipe([row.processing_name]).get((row.processing_name, row.name))
+        return newest is not None and newest.uuid == uuid
+
+    def _pull_metadata(self, names: set[str]) -> None:
+        from disdat_luigi.config import load_settings
+        from disdat_luigi.store.remote.sync import RemoteSync
+
+        sync = RemoteSync(self.context, load_settings().remote)
+        for name in sorted(names):
+            sync.pull(name)
+
+
+def _post_order(root: PipeTask) -> list[PipeTask]:
+    """Every statically required task once, each after all of its upstream tasks."""
+    order: list[PipeTask] = []
+    seen: set[str] = set()
+    stack: list[tuple[PipeTask, bool]] = [(root, False)]
+    while stack:
+        task, expanded = stack.pop()
+        if expanded:
+            order.append(task)
+            continue
+        if task.task_id in seen:
+            continue
+        seen.add(task.task_id)
+        stack.append((task, True))
+        for dep in reversed(list(task._pipe_declaration().deps.values())):
+            if dep.task_id not in seen:
+                stack.append((dep, False))
+    return order
+
+
+def _short(uuid: str | None) -> str:
+    return uuid[:8] if uuid else "none"

@@ -1,0 +1,66 @@
+"""`dsdt apply`: run a PipeTask pipeline in this process against the current context."""
+
+from __future__ import annotations
+
+import argparse
+
+from disdat_luigi import api
+from disdat_luigi.cli.common import current_context, parse_tags
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    apply_p = subparsers.add_parser(
+        "apply",
+        help="run a pipeline here, reusing every bundle whose recipe is unchanged",
+        description="Runs pipe_cls (module.submodule.ClassName) and its upstream tasks in this process. "
+        "Parameters follow the class: --name value (parsed by each luigi Parameter).",
+    )
+    apply_p.add_argument("-o", "--output-bundle", default="-", help="name of the root's output bundle")
+    apply_p.add_argument("-f", "--force", action="store_true", help="re-run the root task")
+    apply_p.add_argument("--force-all", action="store_true", help="re-run every task (not external inputs)")
+    apply_p.add_argument("-w", "--workers", type=int, default=1, help="luigi worker processes")
+    apply_p.add_argument("--incremental-push", action="store_true", help="commit+push each bundle as it closes")
+    apply_p.add_argument("--incremental-pull", action="store_true", help="fetch inputs from the remote on demand")
+    apply_p.add_argument("--central-scheduler", action="store_true", help="use luigid instead of a local scheduler")
+    apply_p.add_argument(
+        "-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE", help="tag the root bundle"
+    )
+    apply_p.add_argument("--explain", action="store_true", help="print reuse/run and why for every task; run nothing")
+    apply_p.add_argument("pipe_cls", help="module.submodule.ClassName")
+    apply_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
+    apply_p.set_defaults(func=_apply)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
+
+    context = current_context()
+    cls = load_pipe_class(args.pipe_cls)
+    params = parse_cli_params(cls, args.pipe_args)
+    if args.explain:
+        for decision in api.explain(
+            context,
+            cls,
+            output_bundle=args.output_bundle,
+            output_tags=parse_tags(args.output_tag),
+            force=args.force,
+            force_all=args.force_all,
+            params=params,
+        ):
+            print(decision)
+        return 0
+    result = api.apply(
+        context,
+        cls,
+        output_bundle=args.output_bundle,
+        output_tags=parse_tags(args.output_tag),
+        force=args.force,
+        force_all=args.force_all,
+        params=params,
+        workers=args.workers,
+        central_scheduler=args.central_scheduler,
+        incremental_push=args.incremental_push,
+        incremental_pull=args.incremental_pull,
+    )
+    print("done: new bundles made" if result["did_work"] else "done: everything was up to date, nothing ran")
+    return 0

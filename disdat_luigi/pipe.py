@@ -1,0 +1,374 @@
+"""`PipeTask`: a luigi Task whose output is a versioned bundle.
+
+Users declare luigi Parameters and implement `pipe_requires` and `pipe_run`; `requires`,
+`complete` and `run` are provided here and are not meant to be overridden.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import luigi
+from luigi.parameter import ParameterVisibility
+
+from disdat_luigi.apply.identity import class_path, typed_params
+from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.apply.plan import Decision, Planner
+from disdat_luigi.errors import BundleStateError, PipelineError
+from disdat_luigi.store import queries
+from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.store import LocalStore
+
+
+@dataclass
+class External:
+    """An input that is an existing bundle rather than a task to run."""
+
+    bundle: Bundle | None
+    description: str
+
+
+@dataclass
+class Declaration:
+    """What `pipe_requires` declared."""
+
+    deps: dict[str, PipeTask] = field(default_factory=dict)
+    externals: dict[str, External] = field(default_factory=dict)
+    bundle_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class DynamicDependency:
+    """What `yield_dependency` returns; `pipe_run` yields it (or a list of them)."""
+
+    task: PipeTask
+    arg_name: str
+
+
+class PipeTask(luigi.Task):
+    """A luigi Task that reads its inputs from, and writes its output to, bundles."""
+
+    disdat_apply = luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.PRIVATE)
+
+    # --- what users implement --------------------------------------------------------------
+
+    def pipe_requires(self) -> None:
+        """Declare inputs with add_dependency / add_external_dependency (default: none)."""
+
+    def pipe_run(self, **inputs: Any) -> Any:
+        """Compute the output from `inputs` (one keyword per dependency); return it."""
+        return None
+
+    # --- declaring (inside pipe_requires) --------------------------------------------------
+
+    def add_dependency(self, param_name: str, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> None:
+        self._pipe_declaring("add_dependency").deps[check_name(param_name, "dependency name")] = self._pipe_make(
+            pipe_class, params
+        )
+
+    def add_external_dependency(
+        self,
+        param_name: str,
+        pipe_class: type[PipeTask] | None,
+        params: Mapping[str, Any] | None,
+        human_name: str | None = None,
+        uuid: str | None = None,
+    ) -> Bundle | None:
+        """Use an existing bundle as input, found by uuid, by human name (newest), or as the newest
+        bundle `pipe_class(**params)` made. Returns it, or None (apply then fails naming it)."""
+        declaration = self._pipe_declaring("add_external_dependency")
+        context = self._pipe_context()
+        if uuid is not None:
+            bundle, how = queries.newest(context, None, uuid=uuid), f"no bundle with uuid {uuid}"
+        elif human_name is not None:
+            bundle, how = queries.newest(context, human_name), f"no bundle named {human_name!r}"
+        elif pipe_class is not None:
+            task = self._pipe_make(pipe_class, params or {})
+            pname = Planner(self._pipe_options(), context).processing_name(task, _upstream_names(task, context))
+            rows = context.search(BundleQuery(processing_name=pname, limit=1))
+            bundle = queries.load(context, rows[0]) if rows else None
+            how = f"no bundle made by {task}"
+        else:
+            raise PipelineError(f"add_external_dependency({param_name!r}) needs a uuid, a human_name or a class")
+        declaration.externals[check_name(param_name, "dependency name")] = External(bundle, how)
+        return bundle
+
+    def set_bundle_name(self, name: str) -> None:
+        self._pipe_declaring("set_bundle_name").bundle_name = check_name(name)
+
+    def add_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag this task's output bundle (in pipe_requires, or in pipe_run)."""
+        bundle = self.__dict__.get("_pipe_bundle")
+        if bundle is not None:
+            bundle.add_tags(tags)
+        else:
+            self._pipe_declaring("add_tags").tags.update(check_tags(tags))
+
+    def mark_force(self) -> None:
+        self._pipe_declaring("mark_force").force = True
+
+    def mark_transient(self) -> None:
+        """Never push this task's output (it stays in the local context)."""
+        self._pipe_declaring("mark_transient").transient = True
+
+    # --- helpers inside pipe_run ---------------------------------------------------------
+
+    def create_output_file(self, names: Any) -> Any:
+        """luigi LocalTargets inside this task's bundle, for a name, a list or a dict of names."""
+        bundle = self._pipe_open_bundle("create_output_file")
+        return _map_names(names, lambda name: luigi.LocalTarget(bundle.get_file(name)))
+
+    def create_remote_output_file(self, names: Any) -> Any:
+        """luigi S3Targets under this task's bundle's remote directory."""
+        from luigi.contrib.s3 import S3Target
+
+        bundle = self._pipe_open_bundle("create_remote_output_file")
+        return _map_names(names, lambda name: S3Target(bundle.get_remote_file(name)))
+
+    def create_output_dir(self, name: str) -> str:
+        return self._pipe_open_bundle("create_output_dir").get_directory(name)
+
+    def get_output_dir(self) -> str:
+        return str(Path(self._pipe_open_bundle("get_output_dir").local_dir) / "data")
+
+    def get_remote_output_dir(self) -> str:
+        bundle = self._pipe_open_bundle("get_remote_output_dir")
+        return bundle.get_remote_directory(".").rstrip("/.")
+
+    def get_tags(self, param_name: str) -> dict[str, str]:
+        return self._pipe_input_bundle(param_name).tags
+
+    def get_bundle_uuid(self, param_name: str) -> str:
+        return self._pipe_input_bundle(param_name).uuid
+
+    def yield_dependency(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> DynamicDependency:
+        """A dependency decided while running: `data = yield self.yield_dependency(Cls, params)`."""
+        count = self.__dict__.setdefault("_pipe_dynamic_count", [0])
+        count[0] += 1
+        return DynamicDependency(self._pipe_make(pipe_class, params), f"{pipe_class.__name__}_{count[0]}")
+
+    # --- luigi ---------------------------------------------------------------------------
+
+    def requires(self) -> dict[str, PipeTask]:
+        return dict(self._pipe_declaration().deps)
+
+    def complete(self) -> bool:
+        decision = self.__dict__.get("_pipe_decision")
+        if decision is None:  # a dynamic dependency: plan it (and its upstream) now
+            decision = Planner(self._pipe_options(), self._pipe_context()).plan(self)[-1]
+        if decision.reuse or self.__dict__.get("_pipe_produced"):
+            return True
+        journal = Journal(self._pipe_options().journal)
+        return any(e.processing_name == decision.processing_name for e in journal.entries() if e.kind == "produced")
+
+    def run(self) -> Generator[Any, Any, None]:
+        options = self._pipe_options()
+        decision = self.__dict__.get("_pipe_decision") or Planner(options, self._pipe_context()).plan(self)[-1]
+        inputs = self._pipe_inputs()
+        if options.incremental_pull:
+            _localize_all(self._pipe_context(), inputs.values())
+        kwargs = {arg: bundle.data for arg, bundle in inputs.items() if arg != "pipeline_input"}
+        if "pipeline_input" in inputs and _accepts(self.pipe_run, "pipeline_input"):
+            kwargs["pipeline_input"] = inputs["pipeline_input"].data
+        started = time.time()
+        bundle = Bundle(
+            self._pipe_context(),
+            name=decision.bundle_name,
+            processing_name=decision.processing_name,
+            tags=self._pipe_output_tags(),
+            params=typed_params(self),
+            code_method=class_path(type(self)),
+            vc_info=decision.git_info,
+        )
+        bundle.open(force_uuid=options.output_bundle_uuid if self._pipe_is_root() else None)
+        self.__dict__["_pipe_bundle"] = bundle
+        self.__dict__["_pipe_dynamic_count"] = [0]
+        journal = Journal(options.journal)
+        try:
+            result = self.pipe_run(**kwargs)
+            if inspect.isgenerator(result):
+                result = yield from self._pipe_drive(result, inputs)
+            names = list(inputs)
+            bundle.add_dependencies([inputs[n] for n in names], names)
+            bundle.add_data(result)
+            bundle.add_timing(started, time.time())
+            if self._pipe_is_root():
+                bundle._mark_root()
+            bundle.close()
+        except Exception as err:
+            bundle.abandon()
+            journal.failed(str(self), f"{type(err).__name__}: {err}")
+            raise
+        except BaseException:  # luigi abandoned the generator to schedule dynamic dependencies
+            bundle.abandon()
+            raise
+        finally:
+            self.__dict__.pop("_pipe_bundle", None)
+        self.__dict__["_pipe_produced"] = bundle.uuid
+        journal.produced(str(self), decision.processing_name, bundle.uuid)
+        if (options.incremental_push) and not self._pipe_declaration().transient:
+            bundle.commit().push()
+
+    def _pipe_drive(self, generator: Generator[Any, Any, Any], inputs: dict[str, Bundle]) -> Generator[Any, Any, Any]:
+        """Run a generator pipe_run: hand its yielded dependencies to luigi, send back their data."""
+        value = None
+        while True:
+            try:
+                request = generator.send(value)
+            except StopIteration as stop:
+                return stop.value
+            wanted = request if isinstance(request, (list, tuple)) else [request]
+            if not all(isinstance(w, DynamicDependency) for w in wanted):
+                raise PipelineError(f"{self}.pipe_run yielded {request!r}; yield self.yield_dependency(...)")
+            yield [w.task for w in wanted]
+            bundles = [self._pipe_newest(w.task) for w in wanted]
+            inputs.update({w.arg_name: b for w, b in zip(wanted, bundles)})
+            data = [b.data for b in bundles]
+            value = data if isinstance(request, (list, tuple)) else data[0]
+
+    # --- internals (prefixed to stay out of users' way) ------------------------------------
+
+    def _pipe_options(self) -> ApplyOptions:
+        cached = self.__dict__.get("_pipe_options_cache")
+        if cached is None:
+            if not self.disdat_apply:
+                raise PipelineError(
+                    f"{self} is a PipeTask; run it with disdat_luigi.api.apply or `dsdt apply`, not bare luigi"
+                )
+            cached = self.__dict__["_pipe_options_cache"] = ApplyOptions.from_json(self.disdat_apply)
+        return cached
+
+    def _pipe_context(self) -> LocalContext:
+        context = self.__dict__.get("_pipe_context_cache")
+        if context is None:
+            options = self._pipe_options()
+            context = self.__dict__["_pipe_context_cache"] = LocalStore(Path(options.home)).context(options.context)
+        return context
+
+    def _pipe_make(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
+        if not (isinstance(pipe_class, type) and issubclass(pipe_class, PipeTask)):
+            raise PipelineError(f"{self}: dependency class {pipe_class!r} is not a PipeTask subclass")
+        return pipe_class(**dict(params), disdat_apply=self.disdat_apply)
+
+    def _pipe_declaring(self, action: str) -> Declaration:
+        declaration = self.__dict__.get("_pipe_declaration_cache")
+        if declaration is None or not self.__dict__.get("_pipe_in_requires"):
+            raise PipelineError(f"{action} belongs in pipe_requires (of {self})")
+        return declaration
+
+    def _pipe_declaration(self) -> Declaration:
+        declaration = self.__dict__.get("_pipe_declaration_cache")
+        if declaration is None:
+            declaration = self.__dict__["_pipe_declaration_cache"] = Declaration()
+            self.__dict__["_pipe_in_requires"] = True
+            try:
+                self.pipe_requires()
+            except BaseException:
+                del self.__dict__["_pipe_declaration_cache"]
+                raise
+            finally:
+                self.__dict__["_pipe_in_requires"] = False
+        return declaration
+
+    def _pipe_set_decision(self, decision: Decision) -> None:
+        self.__dict__["_pipe_decision"] = decision
+
+    def _pipe_is_root(self) -> bool:
+        return self._pipe_options().root_task_id == self.task_id
+
+    def _pipe_output_name(self) -> str:
+        options = self._pipe_options()
+        if self._pipe_is_root() and options.output_bundle:
+            return options.output_bundle
+        return self._pipe_declaration().bundle_name or type(self).__name__
+
+    def _pipe_output_tags(self) -> dict[str, str]:
+        tags = dict(self._pipe_declaration().tags)
+        if self._pipe_is_root():
+            tags.update(self._pipe_options().output_tags)
+        return tags
+
+    def _pipe_newest(self, task: PipeTask) -> Bundle:
+        """The current bundle of an upstream task (the one it just made or the one it reuses)."""
+        decision = task.__dict__.get("_pipe_decision")
+        context = self._pipe_context()
+        if decision is not None and decision.reuse and decision.uuid:
+            return queries.require(context, None, decision.uuid)
+        pname = (
+            decision.processing_name
+            if decision
+            else Planner(self._pipe_options(), context).plan(task)[-1].processing_name
+        )
+        rows = context.search(BundleQuery(processing_name=pname, name=task._pipe_output_name(), limit=1))
+        if not rows:
+            raise PipelineError(f"{task} finished but its bundle is not in context {context.name!r}")
+        return queries.load(context, rows[0])
+
+    def _pipe_inputs(self) -> dict[str, Bundle]:
+        declaration = self._pipe_declaration()
+        inputs = {arg: self._pipe_newest(dep) for arg, dep in declaration.deps.items()}
+        inputs.update({arg: ext.bundle for arg, ext in declaration.externals.items() if ext.bundle is not None})
+        options = self._pipe_options()
+        if self._pipe_is_root() and options.input_bundle_uuid:
+            inputs["pipeline_input"] = queries.require(self._pipe_context(), None, options.input_bundle_uuid)
+        return inputs
+
+    def _pipe_input_bundle(self, param_name: str) -> Bundle:
+        declaration = self._pipe_declaration()
+        if param_name in declaration.deps:
+            return self._pipe_newest(declaration.deps[param_name])
+        if param_name in declaration.externals and declaration.externals[param_name].bundle is not None:
+            return declaration.externals[param_name].bundle  # type: ignore[return-value]
+        raise PipelineError(f"{self} has no input named {param_name!r}")
+
+    def _pipe_open_bundle(self, action: str) -> Bundle:
+        bundle = self.__dict__.get("_pipe_bundle")
+        if bundle is None:
+            raise BundleStateError(f"{action} works inside pipe_run, while the output bundle is open")
+        return bundle  # type: ignore[no-any-return]
+
+
+def _upstream_names(task: PipeTask, context: LocalContext) -> dict[str, str]:
+    planner = Planner(task._pipe_options(), context)
+    names: dict[str, str] = {}
+    from disdat_luigi.apply.plan import _post_order
+
+    for upstream in _post_order(task)[:-1]:
+        names[upstream.task_id] = planner.processing_name(upstream, names)
+    return names
+
+
+def _map_names(names: Any, make: Any) -> Any:
+    if isinstance(names, str):
+        return make(names)
+    if isinstance(names, Mapping):
+        return {key: make(name) for key, name in names.items()}
+    return [make(name) for name in names]
+
+
+def _accepts(function: Any, keyword: str) -> bool:
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _localize_all(context: LocalContext, bundles: Any) -> None:
+    from disdat_luigi.config import load_settings
+    from disdat_luigi.store.remote.sync import RemoteSync
+
+    remote_only = [b for b in bundles if context.is_remote_only(b.uuid)]
+    if remote_only:
+        sync = RemoteSync(context, load_settings().remote)
+        for bundle in remote_only:
+            sync.localize(bundle)
