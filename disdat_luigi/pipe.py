@@ -60,7 +60,8 @@ class DynamicDependency:
 class PipeTask(luigi.Task):
     """A luigi Task that reads its inputs from, and writes its output to, bundles."""
 
-    disdat_apply = luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.PRIVATE)
+    # HIDDEN, not PRIVATE: luigi re-creates dynamic dependencies from their non-private parameters
+    disdat_apply = luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
 
     # --- what users implement --------------------------------------------------------------
 

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The main job: a bundle round trip on the embedded local store (DISDAT_HOME / DISDAT_CONFIG).
+# The main job: apply the example pipeline ml.evaluate.Evaluate to the embedded local store
+# (DISDAT_HOME / DISDAT_CONFIG), then show the bundles, the result and its lineage.
 set -euo pipefail
 dsdt init
 dsdt context demo
 dsdt switch demo
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-printf 'city,temp\nparis,21\noslo,12\n' > "$work/weather.csv"
-dsdt add weather "$work/weather.csv" -t source:demo
-dsdt commit weather
-echo "--- bundles in context demo"
-dsdt ls -v -p
-echo "--- data of the newest 'weather' bundle"
-dsdt cat weather
+echo "--- what would run"
+dsdt apply --explain ml.evaluate.Evaluate --rows 500 --alphas '[0.1, 1.0, 10.0]'
+echo "--- apply"
+dsdt apply -ot run:demo ml.evaluate.Evaluate --rows 500 --alphas '[0.1, 1.0, 10.0]'
+echo "--- bundles"
+dsdt ls -v
+echo "--- the result"
+dsdt cat Evaluate
+echo "--- its lineage"
+dsdt lineage Evaluate
+echo "--- applying again reuses everything"
+dsdt apply -ot run:demo ml.evaluate.Evaluate --rows 500 --alphas '[0.1, 1.0, 10.0]'

@@ -1,0 +1,1 @@
+"""Example model training pipelines."""

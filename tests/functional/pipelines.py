@@ -1,0 +1,221 @@
+"""Small PipeTask pipelines used by the apply tests (importable by luigi worker processes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import luigi
+import pandas as pd
+
+from disdat_luigi import api
+from disdat_luigi.pipe import PipeTask
+
+
+class Source(PipeTask):
+    n = luigi.IntParameter(default=3)
+
+    def pipe_run(self):
+        return list(range(self.n))
+
+
+class Base(PipeTask):
+    label = luigi.Parameter(default="base")
+
+
+class Double(Base):
+    """Inherits `label` from Base; both parameters are part of its identity."""
+
+    n = luigi.IntParameter(default=3)
+
+    def pipe_requires(self):
+        self.add_dependency("nums", Source, {"n": self.n})
+
+    def pipe_run(self, nums):
+        return {"label": self.label, "doubled": [2 * v for v in nums]}
+
+
+class Pair(PipeTask):
+    """Two inputs of one class: swapping their parameters must change the result."""
+
+    a = luigi.IntParameter()
+    b = luigi.IntParameter()
+
+    def pipe_requires(self):
+        self.add_dependency("x", Source, {"n": self.a})
+        self.add_dependency("y", Source, {"n": self.b})
+
+    def pipe_run(self, x, y):
+        return (len(x), len(y))
+
+
+class Typed(PipeTask):
+    """Parameters of many luigi types, echoed back."""
+
+    count = luigi.IntParameter(default=1)
+    ratio = luigi.FloatParameter(default=0.5)
+    flag = luigi.BoolParameter(default=False)
+    day = luigi.DateParameter(default=pd.Timestamp("2020-01-01").date())
+    items = luigi.ListParameter(default=[])
+    mapping = luigi.DictParameter(default={})
+    name = luigi.Parameter(default="x")
+
+    def pipe_run(self):
+        return {
+            "count": self.count,
+            "ratio": self.ratio,
+            "flag": self.flag,
+            "day": self.day,
+            "items": list(self.items),
+            "mapping": dict(self.mapping),
+            "name": self.name,
+        }
+
+
+class Frames(PipeTask):
+    def pipe_run(self):
+        return pd.DataFrame({"a": [1, 2]}, index=pd.Index(["r", "s"], name="k"))
+
+
+class UsesFrames(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("frame", Frames, {})
+
+    def pipe_run(self, frame):
+        return {"frame": frame, "tuple": (1, "two"), "dtype": str(frame["a"].dtype)}
+
+
+class Files(PipeTask):
+    def pipe_run(self):
+        single = self.create_output_file("one.txt")
+        with single.open("w") as handle:
+            handle.write("one")
+        many = self.create_output_file({"a": "sub/a.txt", "b": "sub/b.txt"})
+        for key, target in many.items():
+            with target.open("w") as handle:
+                handle.write(key)
+        folder = self.create_output_dir("folder")
+        Path(folder, "x.bin").write_bytes(b"x")
+        return {"one": single.path, "many": {k: t.path for k, t in many.items()}, "dir": folder}
+
+
+class ReadsFiles(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("files", Files, {})
+
+    def pipe_run(self, files):
+        return Path(files["one"]).read_text() + Path(files["many"]["b"]).read_text()
+
+
+class Tagged(PipeTask):
+    def pipe_requires(self):
+        self.add_tags({"team": "ml"})
+        self.set_bundle_name("tagged_output")
+
+    def pipe_run(self):
+        return 1
+
+
+class ReadsTags(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("src", Tagged, {})
+
+    def pipe_run(self, src):
+        return {"tags": self.get_tags("src"), "uuid": self.get_bundle_uuid("src")}
+
+
+class AlwaysRuns(PipeTask):
+    def pipe_requires(self):
+        self.mark_force()
+
+    def pipe_run(self):
+        return 1
+
+
+class Fails(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("nums", Source, {"n": 2})
+
+    def pipe_run(self, nums):
+        Path(self.create_output_file("partial.txt").path).write_text("half")
+        raise ValueError("boom at the last step")
+
+
+class ExternalByName(PipeTask):
+    source_name = luigi.Parameter()
+
+    def pipe_requires(self):
+        self.add_external_dependency("data", None, None, human_name=self.source_name)
+
+    def pipe_run(self, data):
+        return data
+
+
+class ExternalByUuid(PipeTask):
+    source_uuid = luigi.Parameter()
+
+    def pipe_requires(self):
+        self.add_external_dependency("data", None, None, uuid=self.source_uuid)
+
+    def pipe_run(self, data):
+        return data
+
+
+class ExternalByClass(PipeTask):
+    def pipe_requires(self):
+        self.add_external_dependency("data", Source, {"n": 4})
+
+    def pipe_run(self, data):
+        return sum(data)
+
+
+class Dynamic(PipeTask):
+    sizes = luigi.ListParameter(default=[1, 2, 3])
+
+    def pipe_run(self):
+        total = []
+        for size in self.sizes:
+            values = yield self.yield_dependency(Source, {"n": size})
+            total.append(sum(values))
+        both = yield [self.yield_dependency(Source, {"n": 5}), self.yield_dependency(Source, {"n": 6})]
+        return {"sums": total, "lengths": [len(v) for v in both], "pid": os.getpid()}
+
+
+class FanIn(PipeTask):
+    width = luigi.IntParameter(default=6)
+
+    def pipe_requires(self):
+        for i in range(self.width):
+            self.add_dependency(f"s{i}", Source, {"n": i})
+
+    def pipe_run(self, **inputs):
+        return sorted(len(v) for v in inputs.values())
+
+
+class Nested(PipeTask):
+    context_name = luigi.Parameter()
+
+    def pipe_run(self):
+        result = api.apply(self.context_name, Source, params={"n": 9})
+        return {"inner": result, "data": api.get(self.context_name, "Source").data}
+
+
+class WithInput(PipeTask):
+    def pipe_run(self, pipeline_input):
+        return {"got": pipeline_input}
+
+
+class Transient(PipeTask):
+    def pipe_requires(self):
+        self.mark_transient()
+
+    def pipe_run(self):
+        return "scratch"
+
+
+class UsesTransient(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("t", Transient, {})
+
+    def pipe_run(self, t):
+        return t + "!"
