@@ -6,7 +6,9 @@ Users declare luigi Parameters and implement `pipe_requires` and `pipe_run`; `re
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -252,11 +254,8 @@ class PipeTask(luigi.Task):
         return cached
 
     def _pipe_context(self) -> LocalContext:
-        context = self.__dict__.get("_pipe_context_cache")
-        if context is None:
-            options = self._pipe_options()
-            context = self.__dict__["_pipe_context_cache"] = LocalStore(Path(options.home)).context(options.context)
-        return context
+        options = self._pipe_options()
+        return _open_context(options.home, options.context, os.getpid())
 
     def _pipe_make(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
         if not (isinstance(pipe_class, type) and issubclass(pipe_class, PipeTask)):
@@ -339,6 +338,12 @@ class PipeTask(luigi.Task):
         if bundle is None:
             raise BundleStateError(f"{action} works inside pipe_run, while the output bundle is open")
         return bundle  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=32)
+def _open_context(home: str, name: str, pid: int) -> LocalContext:
+    """One LocalContext (one sqlite connection) per store, context and process, shared by its tasks."""
+    return LocalStore(Path(home)).context(name)
 
 
 def _upstream_names(task: PipeTask, context: LocalContext) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -16,18 +17,20 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _params_of(cls: type) -> tuple[tuple[str, luigi.Parameter], ...]:
+    """luigi's get_params walks dir(cls) on every call; a class's parameters never change."""
+    return tuple((n, p) for n, p in cls.get_params() if n not in HIDDEN_PARAMS)  # type: ignore[attr-defined]
+
+
 def typed_params(task: luigi.Task) -> dict[str, Any]:
     """Every parameter (inherited ones too) with its Python value, frozen luigi containers thawed."""
-    return {name: _thaw(getattr(task, name)) for name, _param in task.get_params() if name not in HIDDEN_PARAMS}
+    return {name: _thaw(getattr(task, name)) for name, _param in _params_of(type(task))}
 
 
 def serialized_params(task: luigi.Task) -> dict[str, str]:
     """Significant parameters as luigi serializes them: stable text for hashing."""
-    return {
-        name: param.serialize(getattr(task, name))
-        for name, param in task.get_params()
-        if param.significant and name not in HIDDEN_PARAMS
-    }
+    return {name: param.serialize(getattr(task, name)) for name, param in _params_of(type(task)) if param.significant}
 
 
 def processing_name(task: luigi.Task, upstream: Mapping[str, str], pipeline_input: str | None = None) -> str:

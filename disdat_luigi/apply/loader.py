@@ -76,7 +76,7 @@ def parse_cli_params(cls: type, tokens: Sequence[str]) -> dict[str, Any]:
         if not token.startswith("--") or token == "--":
             raise ParameterError(
                 f"unexpected argument {token!r} after the pipe class",
-                hint="pass pipeline parameters as --name value; dsdt's own options (-o, -f, -ot...) go before the class",
+                hint="pass pipeline parameters as --name value; dsdt's options (-o, -f, -ot...) go before the class",
             )
         name, has_value, value = token[2:].partition("=")
         key = name.replace("-", "_")

@@ -91,7 +91,6 @@ class Bundle:
         if self._draft is None:
             uuid = force_uuid or str(uuidlib.uuid4())
             self._draft = self._context.begin_bundle(uuid)
-            (self._draft.path / codec.DATA_DIR).mkdir()
         return self
 
     def __enter__(self) -> Bundle:

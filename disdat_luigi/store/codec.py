@@ -158,7 +158,7 @@ class _Planner:
         self.bundle_dir = bundle_dir
         self.remote_dir = remote_dir
         self.remote_leaves: list[tuple[dict[str, Any], str]] = []
-        self.data_dir = (bundle_dir / DATA_DIR).resolve() if bundle_dir is not None else None
+        self.data_dir = bundle_dir.resolve() / DATA_DIR if bundle_dir is not None else None
         self.writes: list[Callable[[], object]] = []
         self.externals: list[tuple[dict[str, Any], Path]] = []
         self.count = 0

@@ -92,9 +92,12 @@ class LocalContext:
         """Reserve tmp/<uuid>/ for a new bundle; the held lock tells cleaners it is alive."""
         if not self._cleaned:
             self.clean_leftovers()
-        lock_path = self.tmp_dir / f"{uuid}.lock"
-        fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        # Lock under a private name, then rename: a lock file visible to cleaners is always held
+        # by a live writer or by nobody, and a draft directory always has its lock beside it.
+        staging = self.tmp_dir / f".{uuid}.lock.new"
+        fd = os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(staging, self.tmp_dir / f"{uuid}.lock")
         path = self.tmp_dir / uuid
         path.mkdir()
         return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
@@ -113,13 +116,17 @@ class LocalContext:
             (draft.path / COMMITTED_MARKER).touch()
         if remote_only:
             (draft.path / REMOTE_ONLY_MARKER).touch()
-        fsutil.write_atomic(draft.path / MANIFEST_NAME, manifest.to_json(), durable=False)
+        if self.durable:  # data files and subdirectories first; the draft directory itself last
+            fsutil.fsync_tree(draft.path, directories_only=files_synced, include_root=False)
+        # the draft is private until the rename below, so the manifest needs no temporary name
+        fsutil.write_file(draft.path / MANIFEST_NAME, manifest.to_json(), self.durable)
         if self.durable:
-            fsutil.fsync_tree(draft.path, directories_only=files_synced)
+            fsutil.fsync_path(draft.path)
         target = self.bundle_dir(manifest.uuid)
+        # No fsync of objects/ after the rename: after a power loss the rename (and the WAL index
+        # row, synchronous=NORMAL) may be lost together, leaving an orphan draft that cleanup
+        # removes; never a half bundle. Durability of the last bundles is traded for speed.
         os.rename(draft.path, target)
-        if self.durable:
-            fsutil.fsync_path(self.objects_dir)
         self.index.insert(manifest, committed=committed)
         self._release(draft)
 
@@ -192,10 +199,18 @@ class LocalContext:
         """Remove drafts of dead writers; index bundles a writer published but died before indexing."""
         self._cleaned = True
         cleaned: list[str] = []
-        for entry in sorted(self.tmp_dir.iterdir()):
+        entries = sorted(self.tmp_dir.iterdir())
+        locks = {e.name for e in entries if e.suffix == ".lock"}
+        for entry in entries:
             if entry.name.startswith("trash-"):
                 fsutil.remove_tree(entry)
                 cleaned.append(entry.name)
+            elif entry.name.endswith(".lock.new") and self._owner_is_dead(entry):
+                entry.unlink(missing_ok=True)
+            elif entry.is_dir() and not entry.name.startswith(".") and f"{entry.name}.lock" not in locks:
+                if not (self.tmp_dir / f"{entry.name}.lock").exists():  # a listing may miss new entries
+                    fsutil.remove_tree(entry)  # a draft whose lock is gone: its writer finished or died
+                    cleaned.append(entry.name)
             elif entry.suffix == ".lock" and self._owner_is_dead(entry):
                 uuid = entry.stem
                 fsutil.remove_tree(self.tmp_dir / uuid)

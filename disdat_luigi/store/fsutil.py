@@ -19,13 +19,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_tree(root: Path, directories_only: bool = False) -> None:
-    """fsync every file and directory below `root`, directories after their contents."""
+def fsync_tree(root: Path, directories_only: bool = False, include_root: bool = True) -> None:
+    """fsync every file (unless `directories_only`) and directory below `root`, each directory
+    after its contents (`root` itself only with `include_root`)."""
     for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
         if not directories_only:
             for name in filenames:
                 fsync_path(Path(dirpath, name))
-        fsync_path(Path(dirpath))
+        if include_root or Path(dirpath) != root:
+            fsync_path(Path(dirpath))
+
+
+def write_file(path: Path, data: bytes, durable: bool = True) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:

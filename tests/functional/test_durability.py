@@ -129,3 +129,16 @@ def test_verify_reports_missing_files(ctx: str) -> None:
     report = api.verify(ctx)
     assert [(p.uuid, p.detail) for p in report.problems] == [(bundle.uuid, "missing file data/x.txt")]
     assert api.get(ctx, "f") is not None
+
+
+def test_draft_without_its_lock_is_removed(ctx: str, disdat_env: Path) -> None:
+    """A draft left without a lock (a rename lost to a power cut) is removed by the next open."""
+    tmp_dir = disdat_env / "home/context" / ctx / "tmp"
+    orphan = tmp_dir / "0f0f0f0f-0000-0000-0000-000000000000"
+    (orphan / "data").mkdir(parents=True)
+    (orphan / "manifest.json").write_text("{}")
+    live = api.Bundle(ctx, name="live").open()  # a live writer's draft keeps its lock and survives
+    api.Bundle(ctx, name="next", data=1)
+    assert not orphan.exists()
+    assert (tmp_dir / live.uuid).exists() and (tmp_dir / f"{live.uuid}.lock").exists()
+    live.abandon()
