@@ -1,0 +1,9 @@
+"""Run every benchmark, one after the other (each prints its own table)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for script in ("remote_bench.py", "apply_bench.py"):
+    subprocess.run([sys.executable, str(HERE / script)], check=True)
