@@ -28,6 +28,7 @@ from disdat_luigi.store.verify import verify as _verify
 if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.plan import Decision
+    from disdat_luigi.dockerize.dockerizer import ImageResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PushResult, RemoteSync
 
@@ -42,6 +43,7 @@ __all__ = [
     "context",
     "current_context",
     "delete_context",
+    "dockerize",
     "explain",
     "get",
     "init",
@@ -372,6 +374,35 @@ def _apply_request(
         incremental_push=incremental_push,
         incremental_pull=incremental_pull,
     )
+
+
+def dockerize(
+    pipe_root: str | Path,
+    pipe_cls: str | None = None,
+    config_dir: str | Path | None = None,
+    os_type: str | None = None,
+    os_version: str | None = None,
+    base_image: str | None = None,
+    push: bool = False,
+    no_build: bool = False,
+    log: Any = None,
+) -> list[ImageResult]:
+    """Build the image `disdat-module-submodule` of `pipe_cls`'s module (of every pipeline module
+    without it) from the project at `pipe_root`; `log` receives build output lines."""
+    from disdat_luigi.dockerize.dockerizer import DockerizeRequest
+    from disdat_luigi.dockerize.dockerizer import dockerize as run_dockerize
+
+    request = DockerizeRequest(
+        pipe_root=Path(pipe_root),
+        pipe_cls=pipe_cls,
+        config_dir=Path(config_dir) if config_dir else None,
+        os_type=os_type,
+        os_version=os_version,
+        base_image=base_image,
+        push=push,
+        no_build=no_build,
+    )
+    return run_dockerize(request, load_settings(), log or (lambda _line: None))
 
 
 def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:

@@ -84,15 +84,32 @@ def explain(request: ApplyRequest) -> list[Decision]:
     return prepared.planner.plan(prepared.root)
 
 
+@dataclass(frozen=True)
+class ApplyOutcome:
+    success: bool
+    did_work: bool
+    root_uuid: str
+    root_name: str
+
+    def as_result(self) -> dict[str, bool]:
+        return {"success": self.success, "did_work": self.did_work}
+
+
 def apply(request: ApplyRequest) -> dict[str, bool]:
     """Run the pipeline; {'success': True, 'did_work': ...}, or ApplyError carrying that result."""
+    return apply_outcome(request).as_result()
+
+
+def apply_outcome(request: ApplyRequest) -> ApplyOutcome:
+    """`apply`, also naming the root's bundle (made now or reused)."""
     prepared = prepare(request)
     try:
         decisions = prepared.planner.plan(prepared.root)
     except DependencyNotFound as err:
         raise ApplyError(str(err), {"success": False, "did_work": False}, hint=err.hint) from err
-    if decisions[-1].reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
-        return {"success": True, "did_work": False}
+    root = decisions[-1]
+    if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
+        return ApplyOutcome(True, False, root.uuid or "", root.bundle_name)
     journal = Journal(prepared.options.journal)
     try:
         outcome = luigi.build(
@@ -117,4 +134,5 @@ def apply(request: ApplyRequest) -> dict[str, bool]:
             result,
             hint="bundles of the tasks that finished are kept; fix the error and apply again to resume",
         )
-    return result
+    made = [e.uuid for e in entries if e.kind == "produced" and e.processing_name == root.processing_name]
+    return ApplyOutcome(True, did_work, made[-1] if made else "", root.bundle_name)

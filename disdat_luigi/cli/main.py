@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from disdat_luigi import __version__
 from disdat_luigi.errors import DisdatError
 
-COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline")
+COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
 
 
 def build_parser() -> argparse.ArgumentParser:

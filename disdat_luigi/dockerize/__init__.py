@@ -1,0 +1,1 @@
+"""Build (and push) one image per pipeline module: `disdat-module-submodule`."""

@@ -1,0 +1,203 @@
+"""Assemble a build context: template, OS packages, requirements, disdat_luigi's own source
+(the same the host runs, local changes included) and the pipe root; hash all of it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import disdat_luigi
+from disdat_luigi.apply.codeversion import CodeVersion
+from disdat_luigi.errors import BuildError, DisdatError
+
+SKIP = {"__pycache__", ".git", ".venv", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".demo"}
+DISDAT_LUIGI_REQUIREMENTS = [
+    "luigi>=3.5",
+    "boto3>=1.28",
+    "docker>=7.0",
+    "numpy>=1.24",
+    "pandas>=2.0",
+    "pyarrow>=14",
+    "tqdm>=4.60",
+]
+BUILD_TOOLS = ["setuptools>=61", "wheel"]
+SETUP_PY = """from setuptools import find_packages, setup
+
+setup(
+    name="disdat_luigi",
+    version="{version}",
+    packages=find_packages(include=["disdat_luigi", "disdat_luigi.*"]),
+    package_data={{"disdat_luigi": ["disdat.cfg.example", "dockerizer/*"]}},
+    entry_points={{"console_scripts": ["dsdt = disdat_luigi.cli.main:run"]}},
+)
+"""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    path: Path
+    content_tag: str
+    base_image: str
+    labels: dict[str, str]
+
+
+def template_dir() -> Path:
+    return Path(disdat_luigi.__file__).resolve().parent / "dockerizer"
+
+
+def default_base_image() -> str:
+    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+
+
+def assemble(
+    target: Path,
+    pipe_root: Path,
+    base_image: str,
+    config_dir: Path | None,
+    dot_pip_file: Path | None,
+    code: CodeVersion | None,
+) -> BuildContext:
+    """Write the build context into `target` (empty) and return it with its content tag."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template_dir() / "Dockerfile", target / "Dockerfile")
+    (target / "os-packages.txt").write_text(_os_packages(config_dir))
+    (target / "requirements.txt").write_text("\n".join(_requirements(pipe_root)) + "\n")
+    pip_conf = dot_pip_file or (config_dir / "pip.conf" if config_dir and (config_dir / "pip.conf").is_file() else None)
+    if pip_conf is not None and not pip_conf.is_file():
+        raise DisdatError(f"the pip configuration {pip_conf} does not exist", hint="fix [dockerize] dot_pip_file")
+    (target / "pip.conf").write_bytes(pip_conf.read_bytes() if pip_conf else b"")
+    source = target / "disdat_luigi-src"
+    _copy_tree(Path(disdat_luigi.__file__).resolve().parent, source / "disdat_luigi")
+    (source / "setup.py").write_text(SETUP_PY.format(version=disdat_luigi.__version__))
+    _copy_tree(pipe_root, target / "pipe-src")
+    digest = _hash_tree(target, extra=base_image)
+    content_tag = f"c{digest[:20]}"
+    labels = {"disdat.content-tag": content_tag, "disdat.base-image": base_image}
+    env = {"DISDAT_IMAGE_TAG": content_tag}
+    if code is not None:
+        git = {"COMMIT": code.commit, "BRANCH": code.branch, "REMOTE": code.repo, "DIRTY": str(code.dirty).lower(),
+               "DIFF_SHA256": code.diff_sha256}  # fmt: skip
+        env.update({f"DISDAT_GIT_{k}": v for k, v in git.items() if v})
+        labels.update({f"disdat.git.{k.lower()}": v for k, v in git.items() if v})
+    # metadata only, appended last so it never invalidates the cached layers above
+    with open(target / "Dockerfile", "a", encoding="utf-8") as dockerfile:
+        dockerfile.write("\n" + "\n".join(f"ENV {k}={_quote(v)}" for k, v in env.items()) + "\n")
+        dockerfile.write("\n".join(f"LABEL {_quote(k)}={_quote(v)}" for k, v in labels.items()) + "\n")
+    return BuildContext(target, content_tag, base_image, labels)
+
+
+def _os_packages(config_dir: Path | None) -> str:
+    if config_dir is None:
+        return ""
+    if not config_dir.is_dir():
+        raise DisdatError(f"the config directory {config_dir} does not exist", hint="pass an existing --config-dir")
+    apt = config_dir / "apt.txt"
+    lines = apt.read_text().splitlines() if apt.is_file() else []
+    return "\n".join(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()) + "\n"
+
+
+def _requirements(pipe_root: Path) -> list[str]:
+    """disdat_luigi's dependencies, the pipeline's declared ones and what builds it (not itself)."""
+    declared, build = _declared(pipe_root)
+    own = {"disdat-luigi"}
+    pipeline = [r for r in declared if _requirement_name(r) not in own]
+    return sorted(set(DISDAT_LUIGI_REQUIREMENTS + BUILD_TOOLS + build + pipeline))
+
+
+def _declared(pipe_root: Path) -> tuple[list[str], list[str]]:
+    """(install requirements, build requirements) of the pipe root's setup.py or pyproject.toml."""
+    pyproject = pipe_root / "pyproject.toml"
+    build: list[str] = []
+    declared: list[str] = []
+    if pyproject.is_file():
+        import tomllib
+
+        doc = tomllib.loads(pyproject.read_text())
+        build = list(doc.get("build-system", {}).get("requires", []))
+        declared = list(doc.get("project", {}).get("dependencies", []))
+    setup_py = pipe_root / "setup.py"
+    if setup_py.is_file():
+        declared += _setup_py_requirements(setup_py)
+    elif not pyproject.is_file():
+        raise BuildError(
+            f"{pipe_root} has neither setup.py nor pyproject.toml",
+            hint="pipe_root must be a pip-installable project (the directory with the setup.py)",
+        )
+    return declared, build
+
+
+def _setup_py_requirements(setup_py: Path) -> list[str]:
+    """install_requires of a setup.py: read from its source when it is a literal, else by running
+    setup.py up to setup()'s initialisation (restoring the logging setuptools reconfigures)."""
+    literal = _literal_install_requires(setup_py)
+    if literal is not None:
+        return literal
+    import importlib
+    import logging
+
+    import setuptools  # noqa: F401  (imported first: it routes distutils to its own copy)
+
+    run_setup = importlib.import_module("distutils.core").run_setup
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    cwd = os.getcwd()
+    try:
+        os.chdir(setup_py.parent)
+        distribution = run_setup(str(setup_py), stop_after="init")
+    except (SystemExit, Exception) as err:
+        raise BuildError(f"{setup_py} failed to run: {err}") from err
+    finally:
+        os.chdir(cwd)
+        root.handlers[:], root.level = handlers, level
+    return [str(r) for r in (getattr(distribution, "install_requires", None) or [])]
+
+
+def _literal_install_requires(setup_py: Path) -> list[str] | None:
+    import ast
+
+    try:
+        tree = ast.parse(setup_py.read_text(encoding="utf-8"))
+    except SyntaxError as err:
+        raise BuildError(f"{setup_py} does not parse: {err}") from err
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "setup":
+            for keyword in node.keywords:
+                if keyword.arg == "install_requires":
+                    try:
+                        return [str(r) for r in ast.literal_eval(keyword.value)]
+                    except ValueError:
+                        return None
+            return []
+    return None
+
+
+def _requirement_name(requirement: str) -> str:
+    name = requirement.strip()
+    for separator in "<>=!~;[ @":
+        name = name.split(separator)[0]
+    return name.lower().replace("_", "-")
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    shutil.copytree(
+        source,
+        target,
+        symlinks=False,
+        ignore=lambda _d, names: [n for n in names if n in SKIP or n.endswith((".pyc", ".egg-info"))],
+    )
+
+
+def _hash_tree(root: Path, extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

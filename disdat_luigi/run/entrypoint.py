@@ -1,0 +1,100 @@
+"""The image's entry point: run one pipeline against the S3 remote, inside the container.
+
+A fresh context bound to the remote; the input bundle's metadata pulled; apply with every new
+bundle committed and pushed as soon as it closes (so a later failure loses nothing), upstream
+bundles looked up on the remote. The last line names the output bundle for the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+OUTPUT_MARKER = "DISDAT_OUTPUT_BUNDLE"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disdat-entrypoint",
+        description="Run a disdat_luigi pipeline inside its image against an S3 remote "
+        "(started by `dsdt run`; AWS settings come from the environment).",
+    )
+    parser.add_argument("--remote-context", required=True, help="remote context name")
+    parser.add_argument("--remote-url", required=True, help="s3://bucket/prefix of the remote")
+    parser.add_argument("--input-bundle", default="-", help="uuid of the input bundle, or - for none")
+    parser.add_argument("--output-bundle", default="-", help="name of the output bundle (- for the default)")
+    parser.add_argument("--output-bundle-uuid", default=None, help="uuid to give a newly made output bundle")
+    parser.add_argument("--output-tag", action="append", default=[], metavar="KEY:VALUE")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force-all", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server-side-encryption", default="none", choices=["none", "AES256", "aws:kms"])
+    parser.add_argument("--sse-kms-key-id", default="")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("pipe_cls", help="module.submodule.ClassName")
+    parser.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from disdat_luigi import api
+    from disdat_luigi.apply.driver import ApplyRequest, apply_outcome
+    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
+    from disdat_luigi.cli.common import parse_tags
+    from disdat_luigi.errors import DisdatError
+
+    work = Path(os.environ.get("DISDAT_WORK_DIR") or tempfile.mkdtemp(prefix="disdat-run-"))
+    os.environ["DISDAT_HOME"] = str(work / "store")
+    os.environ["DISDAT_CONFIG"] = str(work / "disdat.cfg")
+    try:
+        api.init()
+        _write_remote_settings(Path(os.environ["DISDAT_CONFIG"]), args)
+        api.context("run")
+        api.remote("run", args.remote_context, args.remote_url)
+        input_uuid = None if args.input_bundle in ("-", "") else args.input_bundle
+        if input_uuid:
+            api.pull("run", uuid=input_uuid)
+        cls = load_pipe_class(args.pipe_cls)
+        outcome = apply_outcome(
+            ApplyRequest(
+                context="run",
+                transform=cls,
+                params=parse_cli_params(cls, args.pipe_args),
+                output_bundle=args.output_bundle,
+                output_tags=parse_tags(args.output_tag),
+                force=args.force,
+                force_all=args.force_all,
+                output_bundle_uuid=args.output_bundle_uuid,
+                input_bundle_uuid=input_uuid,
+                workers=args.workers,
+                incremental_push=True,
+                incremental_pull=True,
+            )
+        )
+    except DisdatError as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"disdat run failed: {err.message}", file=sys.stderr, flush=True)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr, flush=True)
+        return 1
+    # a reused root came from the remote (incremental pull); a new one was pushed as it closed
+    print(f"{OUTPUT_MARKER} {outcome.root_name} {outcome.root_uuid}", flush=True)
+    return 0
+
+
+def _write_remote_settings(config: Path, args: argparse.Namespace) -> None:
+    text = config.read_text()
+    text = text.replace("server_side_encryption = none", f"server_side_encryption = {args.server_side_encryption}")
+    text = text.replace("sse_kms_key_id =\n", f"sse_kms_key_id = {args.sse_kms_key_id}\n")
+    config.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
