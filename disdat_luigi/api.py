@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.dockerizer import ImageResult
+    from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PushResult, RemoteSync
 
@@ -54,6 +55,7 @@ __all__ = [
     "remote",
     "rm",
     "rmr",
+    "run",
     "search",
     "switch",
     "verify",
@@ -403,6 +405,58 @@ def dockerize(
         no_build=no_build,
     )
     return run_dockerize(request, load_settings(), log or (lambda _line: None))
+
+
+def run(
+    local_context: str,
+    input_bundle: str,
+    output_bundle: str,
+    pipe_cls: str,
+    pipeline_params: dict[str, Any] | None = None,
+    backend: str = "Local",
+    input_tags: dict[str, str] | None = None,
+    output_tags: dict[str, str] | None = None,
+    force: bool = False,
+    force_all: bool = False,
+    no_push_input: bool = False,
+    use_aws_session_token: int | None = None,
+    vcpus: int | None = None,
+    memory: int | None = None,
+    job_role_arn: str | None = None,
+    workers: int = 1,
+    no_submit: bool = False,
+    wait: bool = False,
+    pipe_args: list[str] | None = None,
+    log: Any = None,
+) -> RunResult:
+    """Run `pipe_cls` in the image of its module (`dsdt run`), on the local Docker engine or AWS
+    Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
+    come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
+    the container's output lines."""
+    from disdat_luigi.run.request import RunRequest, params_to_args
+    from disdat_luigi.run.runner import run as run_container
+
+    request = RunRequest(
+        context=local_context,
+        input_bundle=input_bundle,
+        output_bundle=output_bundle,
+        pipe_cls=pipe_cls,
+        pipe_args=params_to_args(pipeline_params) + tuple(pipe_args or ()),
+        backend=backend,
+        force=force,
+        force_all=force_all,
+        no_push_input=no_push_input,
+        use_aws_session_token=use_aws_session_token,
+        input_tags=check_tags(input_tags),
+        output_tags=check_tags(output_tags),
+        vcpus=vcpus,
+        memory=memory,
+        job_role_arn=job_role_arn,
+        workers=workers,
+        no_submit=no_submit,
+        wait=wait,
+    )
+    return run_container(request, load_settings(), log or (lambda _line: None))
 
 
 def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:

@@ -28,6 +28,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dock_p.add_argument("pipe_cls", nargs="?", help="module.submodule.ClassName")
     dock_p.set_defaults(func=_dockerize)
 
+    run_p = subparsers.add_parser(
+        "run",
+        help="run a pipeline in its module's image, locally or on AWS Batch, against the S3 remote",
+        description="Pushes input_bundle (a committed bundle, or - for none), runs pipe_cls in the image "
+        "disdat-module-submodule, and (Local, or AWSBatch with --wait) pulls the output bundle back.",
+    )
+    run_p.add_argument("--backend", choices=["Local", "AWSBatch"], default="Local")
+    run_p.add_argument("--force", action="store_true", help="re-run the root task")
+    run_p.add_argument("--force-all", action="store_true", help="re-run every task")
+    run_p.add_argument("--no-push-input", action="store_true", help="the input is already on the remote")
+    run_p.add_argument(
+        "--use-aws-session-token", type=int, metavar="SECONDS", help="give the job temporary credentials"
+    )
+    run_p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE", help="select the input")
+    run_p.add_argument("-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE", help="tag the output")
+    run_p.add_argument("--vcpus", type=int, help="AWS Batch vCPUs (default [run] vcpus)")
+    run_p.add_argument("--memory", type=int, metavar="MiB", help="AWS Batch memory (default [run] memory)")
+    run_p.add_argument("--job-role-arn", help="IAM role of the AWS Batch job")
+    run_p.add_argument("--workers", type=int, default=1, help="luigi workers inside the container")
+    run_p.add_argument("--no-submit", action="store_true", help="AWSBatch: only prepare and print the job definition")
+    run_p.add_argument("--wait", action="store_true", help="AWSBatch: follow the job and pull its output")
+    run_p.add_argument("input_bundle", help="committed input bundle name, or -")
+    run_p.add_argument("output_bundle", help="output bundle name, or - for the default")
+    run_p.add_argument("pipe_cls", help="module.submodule.ClassName")
+    run_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
+    run_p.set_defaults(func=_run)
+
 
 def _dockerize(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
@@ -43,4 +70,28 @@ def _dockerize(args: argparse.Namespace) -> int:
         print(f"{result.name}:{result.content_tag} ({state}; also tagged latest)")
         for reference in result.pushed:
             print(f"  pushed {reference}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from disdat_luigi.cli.common import current_context, parse_tags
+
+    result = api.run(
+        current_context(), args.input_bundle, args.output_bundle, args.pipe_cls, backend=args.backend,
+        input_tags=parse_tags(args.input_tag), output_tags=parse_tags(args.output_tag), force=args.force,
+        force_all=args.force_all, no_push_input=args.no_push_input,
+        use_aws_session_token=args.use_aws_session_token, vcpus=args.vcpus, memory=args.memory,
+        job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
+        pipe_args=args.pipe_args, log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    if result.status == "prepared":
+        print(json.dumps(result.job_definition, indent=2, sort_keys=True, default=str))
+    elif result.status == "submitted":
+        print(result.job_id)
+        name = args.output_bundle if args.output_bundle != "-" else ""
+        print(f"submitted; when the job finishes: dsdt pull {name}".rstrip(), file=sys.stderr)
+    else:
+        print(f"{result.output_name} {result.output_uuid}")
     return 0

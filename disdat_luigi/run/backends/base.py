@@ -1,0 +1,27 @@
+"""The small interface every run backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from disdat_luigi.config import Settings
+from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
+
+LogSink = Callable[[str], None]
+
+
+class Backend(ABC):
+    name = ""
+
+    def __init__(self, settings: Settings, log: LogSink) -> None:
+        self.settings = settings
+        self.log = log
+
+    @abstractmethod
+    def image_reference(self, image_name: str) -> str:
+        """The exact image this backend will run for `image_name` (raises ImageNotFound)."""
+
+    @abstractmethod
+    def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
+        """Start the container; return once it finished (or, for Batch without --wait, once submitted)."""
