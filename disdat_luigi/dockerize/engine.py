@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from disdat_luigi.errors import BuildError, DockerError, DockerUnavailable, ImageNotFound
 
 LogSink = Callable[[str], None]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a step's stderr
 
 
 def connect() -> Any:
@@ -52,7 +54,7 @@ def build(client: Any, path: str, tag: str, base_image: str, network_mode: str |
         rm=True, forcerm=True, decode=True, pull=False,
     )  # fmt: skip
     for chunk in stream:
-        text = chunk.get("stream") or chunk.get("status") or ""
+        text = ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
         for line in text.splitlines():
             if line.strip():
                 lines.append(line)

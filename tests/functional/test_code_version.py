@@ -12,14 +12,14 @@ import pytest
 from disdat_luigi import api
 from disdat_luigi.apply.codeversion import capture
 
-MODULE = '''
+MODULE = """
 import luigi
 from disdat_luigi.pipe import PipeTask
 
 class Versioned(PipeTask):
     def pipe_run(self):
         return "v"
-'''
+"""
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -62,7 +62,12 @@ def test_capture_outside_git_and_from_the_environment(tmp_path: Path) -> None:
     assert capture(tmp_path) is None
     env = {"DISDAT_GIT_COMMIT": "abc", "DISDAT_GIT_BRANCH": "b", "DISDAT_GIT_DIRTY": "true", "DISDAT_IMAGE_TAG": "t1"}
     version = capture(tmp_path, env)
-    assert version is not None and (version.commit, version.branch, version.dirty, version.image) == ("abc", "b", True, "t1")
+    assert version is not None and (version.commit, version.branch, version.dirty, version.image) == (
+        "abc",
+        "b",
+        True,
+        "t1",
+    )
 
 
 def test_code_change_reruns_unless_ignored(ctx: str, repo: Path, disdat_env: Path) -> None:
