@@ -17,7 +17,7 @@ ENV_PREFIX = "DISDAT_GIT_"
 
 @dataclass(frozen=True)
 class CodeVersion:
-    commit: str
+    commit: str | None
     branch: str | None = None
     repo: str | None = None
     dirty: bool = False
@@ -26,7 +26,10 @@ class CodeVersion:
 
     @property
     def version(self) -> str:
-        """What reuse compares: the commit, plus a hash of the uncommitted changes when dirty."""
+        """What reuse compares: the commit, plus a hash of the uncommitted changes when dirty; in an
+        image built outside git, the image's content tag (a hash of all the code it holds)."""
+        if self.commit is None:
+            return f"image:{self.image}"
         return f"{self.commit}+{self.diff_sha256[:16]}" if self.dirty and self.diff_sha256 else self.commit
 
     def as_git_info(self) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def capture(directory: Path, env: Mapping[str, str] | None = None) -> CodeVersio
         )
     commit = _git(directory, "rev-parse", "HEAD")
     if commit is None:
-        return None
+        return CodeVersion(commit=None, image=image) if image else None
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
     status = _git(directory, "status", "--porcelain", "--untracked-files=no") or ""
     diff_sha = None

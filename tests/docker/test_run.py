@@ -1,0 +1,251 @@
+"""dsdt run end to end: images from pipes/, a bucket on moto as the remote, Local and AWS Batch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from disdat_luigi import api
+from disdat_luigi.dockerize.dockerizer import ImageResult
+from disdat_luigi.errors import (
+    BundleNotFound,
+    DockerUnavailable,
+    ImageNotFound,
+    JobFailed,
+    NotCommitted,
+    QueueNotFound,
+    RemoteNotConfigured,
+)
+
+FAILING = """
+import luigi
+from disdat_luigi.pipe import PipeTask
+
+
+class Prepare(PipeTask):
+    def pipe_run(self):
+        return [1, 2, 3]
+
+
+class Explode(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("prepared", Prepare, {})
+
+    def pipe_run(self, prepared):
+        raise RuntimeError("the model diverged")
+"""
+
+
+@pytest.fixture
+def run_env(docker_env: Path, built_pipes: list[ImageResult], bucket: str, dsdt, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    """The documented set-up from the command line: a context bound to the bucket, a committed input."""
+    assert dsdt("context", "work").code == 0
+    assert dsdt("switch", "work").code == 0
+    assert dsdt("remote", "shared", f"s3://{bucket}/runs").code == 0
+    data = tmp_path / "readings.csv"
+    data.write_text("temp,hum\n1,10\n3,30\n8,80\n")
+    assert dsdt("add", "readings_in", str(data)).code == 0
+    assert dsdt("commit", "readings_in").code == 0
+    return "work"
+
+
+@pytest.fixture
+def batch_queue(run_env: str, docker_env: Path, pipes_copy: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A moto Batch queue (unmanaged compute environment) whose jobs run with host networking."""
+    monkeypatch.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
+    suffix = uuid.uuid4().hex[:8]
+    role = boto3.client("iam").create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    batch = boto3.client("batch")
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"ce-{suffix}", type="UNMANAGED", serviceRole=role
+    )
+    queue = f"queue-{suffix}"
+    batch.create_job_queue(
+        jobQueueName=queue, state="ENABLED", priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
+    )  # fmt: skip
+    cfg = docker_env / "config" / "disdat.cfg"
+    cfg.write_text(cfg.read_text().replace("aws_batch_queue =\n", f"aws_batch_queue = {queue}\n"))
+    api.dockerize(pipes_copy, "etl.summarize.Summarize", push=True)
+    return queue
+
+
+def _summary_run(dsdt, *extra: str, output: str = "summary"):  # type: ignore[no-untyped-def]
+    return dsdt("run", *extra, "readings_in", output, "etl.summarize.Summarize", "--column", "temp")
+
+
+def test_documented_local_flow(run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """dsdt run with the Local backend leaves the output, with its lineage, in the local context."""
+    result = _summary_run(dsdt)
+    assert result.code == 0, result.err
+    name, uuid_ = result.out.split()
+    output = api.get(run_env, None, uuid=uuid_)
+    assert name == "summary" and output.data == {"rows": 3, "mean": 4.0, "max": 8.0, "reference_rows": 24}
+    assert output.is_committed
+    inputs = {d.arg_name: d.name for d in output.dependencies}
+    assert inputs == {"reference": "readings", "pipeline_input": "readings_in"}
+    assert output.git_info is not None and output.git_info["image"].startswith("c")
+    names = [r.name for r in api.lineage(run_env, uuid_)]
+    assert names[0] == "summary" and set(names[1:]) == {"readings", "readings_in"}
+    assert all(r.found for r in api.lineage(run_env, uuid_))
+
+
+def test_second_run_reuses_and_force_reruns(run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """The same run again makes no new bundle; --force makes one."""
+    first = _summary_run(dsdt).out.split()[1]
+    second = _summary_run(dsdt).out.split()[1]
+    assert second == first and len(api.search(run_env, "summary")) == 1
+    forced = _summary_run(dsdt, "--force").out.split()[1]
+    assert forced != first and len(api.search(run_env, "summary")) == 2
+    assert len(api.search(run_env, "readings")) == 1  # only the root re-ran
+
+
+def test_failing_pipeline_reports_and_keeps_intermediates(
+    run_env: str, docker_env: Path, tmp_path: Path, dsdt, bucket: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A raising pipeline: non-zero exit, the error and the log tail; finished bundles are on the remote."""
+    root = tmp_path / "failing"
+    (root / "boom").mkdir(parents=True)
+    (root / "boom" / "__init__.py").write_text("")
+    (root / "boom" / "tasks.py").write_text(FAILING)
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='boom', packages=['boom'])\n")
+    api.dockerize(root, "boom.tasks.Explode")
+    result = dsdt("run", "-", "-", "boom.tasks.Explode")
+    assert result.code == 1
+    assert "failed in its container" in result.err and "RuntimeError: the model diverged" in result.err
+    api.context("check")
+    api.remote("check", "shared", f"s3://{bucket}/runs")
+    assert [b.name for b in api.pull("check", "Prepare")] == ["Prepare"]
+
+
+def test_batch_without_wait_then_pull(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """AWSBatch returns the job id at once; the job runs in moto; dsdt pull brings the output."""
+    result = _summary_run(dsdt, "--backend", "AWSBatch", "--use-aws-session-token", "900", output="batch_summary")
+    assert result.code == 0, result.err
+    job_id = result.out.strip()
+    batch = boto3.client("batch")
+    deadline = time.time() + 120
+    while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
+        assert time.time() < deadline
+        time.sleep(1)
+    assert batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "SUCCEEDED"
+    assert dsdt("pull", "batch_summary", "-l").code == 0
+    assert api.get(run_env, "batch_summary").data["max"] == 8.0
+
+
+def test_batch_with_wait_pulls_the_output(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """--wait follows the job, streams its log and pulls the output."""
+    result = _summary_run(dsdt, "--backend", "AWSBatch", "--wait", "--use-aws-session-token", "900", output="waited")
+    assert result.code == 0, result.err
+    assert "DISDAT_OUTPUT_BUNDLE waited" in result.err
+    name, uuid_ = result.out.split()
+    assert api.get(run_env, None, uuid=uuid_).data["rows"] == 3
+
+
+def test_batch_credentials_are_temporary_and_only_in_overrides(batch_queue: str, run_env: str) -> None:
+    """Session-token credentials go into the job's overrides only; the job definition has none."""
+    result = api.run(
+        run_env, "readings_in", "creds", "etl.summarize.Summarize", backend="AWSBatch", use_aws_session_token=900
+    )
+    job = boto3.client("batch").describe_jobs(jobs=[result.job_id])["jobs"][0]
+    definition = boto3.client("batch").describe_job_definitions(jobDefinitions=[job["jobDefinition"]])[
+        "jobDefinitions"
+    ][0]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(definition)
+    assert "testing" not in json.dumps(definition)
+    env = {e["name"]: e["value"] for e in job["container"]["environment"]}
+    assert env["AWS_SESSION_TOKEN"] and env["AWS_ACCESS_KEY_ID"] != "testing"
+    assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+
+def test_batch_job_definition_reuse(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """--no-submit prints the job definition; it is reused while image, resources and role match."""
+    first = json.loads(dsdt("run", "--backend", "AWSBatch", "--no-submit", "-", "-", "etl.summarize.Summarize").out)
+    assert first["jobDefinitionName"] == "disdat-etl-summarize-job-definition"
+    assert {r["type"]: r["value"] for r in first["containerProperties"]["resourceRequirements"]} == {
+        "VCPU": "1",
+        "MEMORY": "2048",
+    }
+    again = json.loads(dsdt("run", "--backend", "AWSBatch", "--no-submit", "-", "-", "etl.summarize.Summarize").out)
+    assert again["revision"] == first["revision"]
+    bigger = dsdt(
+        "run",
+        "--backend",
+        "AWSBatch",
+        "--no-submit",
+        "--vcpus",
+        "2",
+        "--memory",
+        "4096",
+        "-",
+        "-",
+        "etl.summarize.Summarize",
+    )
+    assert json.loads(bigger.out)["revision"] == first["revision"] + 1
+
+
+def test_batch_failure_shows_reason_and_log(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """A failing Batch job with --wait exits non-zero with the log tail (here: no credentials given)."""
+    result = _summary_run(dsdt, "--backend", "AWSBatch", "--wait", output="nocreds")
+    assert result.code == 1
+    assert "AWS Batch job" in result.err and "failed" in result.err and "no AWS credentials" in result.err
+
+
+def test_bad_run_inputs(run_env: str, docker_env: Path, dsdt, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Each bad input is a one-line error with a hint and a non-zero exit."""
+    missing_image = dsdt("run", "-", "-", "nosuch.module.Task")
+    assert missing_image.code == 1 and "no local image disdat-nosuch-module:latest" in missing_image.err
+    assert "dsdt dockerize" in missing_image.err
+    unknown_class = dsdt("run", "-", "-", "etl.ingest.Nope")
+    assert unknown_class.code == 1 and "has no class 'Nope'" in unknown_class.err
+    api.Bundle(run_env, name="draft", data=1)
+    uncommitted = dsdt("run", "draft", "-", "etl.summarize.Summarize")
+    assert uncommitted.code == 1 and "is not committed" in uncommitted.err
+    unknown_input = dsdt("run", "no_such_input", "-", "etl.summarize.Summarize")
+    assert unknown_input.code == 1 and "no bundle with name 'no_such_input'" in unknown_input.err
+    with pytest.raises(NotCommitted):
+        api.run(run_env, "draft", "-", "etl.summarize.Summarize")
+    with pytest.raises(BundleNotFound):
+        api.run(run_env, "no_such_input", "-", "etl.summarize.Summarize")
+    with pytest.raises(ImageNotFound):
+        api.run(run_env, "-", "-", "nosuch.module.Task")
+    with pytest.raises(JobFailed):
+        api.run(run_env, "-", "-", "etl.ingest.Nope")
+
+
+def test_run_needs_a_remote(docker_env: Path, built_pipes: list[ImageResult], dsdt) -> None:  # type: ignore[no-untyped-def]
+    """A context without a remote cannot run containers."""
+    api.context("lonely")
+    with pytest.raises(RemoteNotConfigured, match="not bound to a remote"):
+        api.run("lonely", "-", "-", "etl.summarize.Summarize")
+
+
+def test_run_engine_unreachable(run_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no Docker engine the run fails clearly."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(DockerUnavailable, match="cannot reach the Docker engine"):
+        api.run(run_env, "readings_in", "-", "etl.summarize.Summarize")
+
+
+def test_batch_queue_missing(run_env: str, batch_queue: str, docker_env: Path) -> None:
+    """A queue that does not exist is named in the error."""
+    cfg = docker_env / "config" / "disdat.cfg"
+    cfg.write_text(cfg.read_text().replace(f"aws_batch_queue = {batch_queue}", "aws_batch_queue = nope-queue"))
+    with pytest.raises(QueueNotFound, match="nope-queue"):
+        api.run(run_env, "readings_in", "-", "etl.summarize.Summarize", backend="AWSBatch")
+
+
+def test_batch_needs_a_pushed_image(run_env: str, docker_env: Path, pipes_copy: Path, tmp_path: Path) -> None:
+    """AWSBatch runs the registry copy of the exact local image; an unpushed one is a clear error."""
+    root = tmp_path / "pipes"
+    shutil.copytree(pipes_copy, root)
+    (root / "etl" / "clean.py").write_text((root / "etl" / "clean.py").read_text() + "\n# unpushed\n")
+    api.dockerize(root, "etl.clean.Clean")
+    with pytest.raises(ImageNotFound, match="was never pushed"):
+        api.run(run_env, "-", "-", "etl.clean.Clean", backend="AWSBatch", no_submit=True)
