@@ -22,6 +22,7 @@ demo: setup
 		bash pipes/demo.sh
 
 test: setup
+	bash tests/infra/stack.sh up
 	$(BIN)/python -m pytest tests
 
 lint: setup

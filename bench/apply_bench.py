@@ -26,15 +26,14 @@ def child(engine: str, n: int, work: str) -> None:
     """Run the DAG once in this process and print the seconds it took."""
     sys.path.insert(0, str(HERE))
     if engine == "ours":
-        from disdat_luigi import api
-
         from fanin.ours import Root
+
+        from disdat_luigi import api
 
         started = time.perf_counter()
         api.apply("bench", Root, params={"n": n})
     elif engine == "plain":
         import luigi
-
         from fanin.plain import Root
 
         started = time.perf_counter()
@@ -44,7 +43,6 @@ def child(engine: str, n: int, work: str) -> None:
 
         logging.disable(logging.CRITICAL)
         import disdatluigi.api as api
-
         from fanin.legacy import Root
 
         started = time.perf_counter()
@@ -97,7 +95,8 @@ def main() -> None:
             ours_first, ours_again = results[("disdat_luigi", n)]
             for name in engines:
                 first, again = results[(name, n)]
-                rows.append([n, name, f"{first:.2f}", f"{again:.3f}", f"{first / ours_first:.2f}x", f"{again / ours_again:.1f}x"])
+                ratios = [f"{first / ours_first:.2f}x", f"{again / ours_again:.1f}x"]
+                rows.append([n, name, f"{first:.2f}", f"{again:.3f}", *ratios])
         print_table(
             "apply: fan-in DAG of N trivial tasks (ratio = engine time / disdat_luigi time; >1x: disdat_luigi faster)",
             ["N", "engine", "first run s", "no-op re-run s", "first vs ours", "re-run vs ours"],

@@ -1,7 +1,7 @@
 """Summarize: statistics of a CSV given as the run's input bundle.
 
-    dsdt add readings ./readings.csv && dsdt commit readings
-    dsdt run readings summary etl.summarize.Summarize --column temp
+dsdt add readings ./readings.csv && dsdt commit readings
+dsdt run readings summary etl.summarize.Summarize --column temp
 """
 
 import luigi

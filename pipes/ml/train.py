@@ -2,9 +2,9 @@
 
 import luigi
 import numpy as np
+from etl.clean import Clean
 
 from disdat_luigi.pipe import PipeTask
-from etl.clean import Clean
 
 FEATURES = ["temperature", "humidity", "temp_x_humidity"]
 

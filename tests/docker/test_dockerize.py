@@ -96,7 +96,8 @@ def test_pyproject_only_project(docker_env: Path, tmp_path: Path) -> None:
     (root / "mini").mkdir(parents=True)
     (root / "mini" / "__init__.py").write_text("")
     (root / "mini" / "tasks.py").write_text(
-        "from disdat_luigi.pipe import PipeTask\n\nclass Hello(PipeTask):\n    def pipe_run(self):\n        return 'hi'\n"
+        "from disdat_luigi.pipe import PipeTask\n\n"
+        "class Hello(PipeTask):\n    def pipe_run(self):\n        return 'hi'\n"
     )
     (root / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.errors import ApplyError, ParameterError, PipeClassNotFound
+from disdat_luigi.errors import ApplyError
 from tests.functional import pipelines as p
 
 
