@@ -27,6 +27,7 @@ class DockerizeRequest:
     base_image: str | None = None
     push: bool = False
     no_build: bool = False
+    no_cache: bool = False  # build every layer anew (benchmarks of cold builds)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ def dockerize(
                     )
                 if built_reference is None:  # every module of one pipe root shares one build context
                     log(f"building {reference} from {context.base_image}")
+                    network = settings.docker.network_mode
                     engine.build(
-                        client, str(context.path), reference, context.base_image, settings.docker.network_mode, log
+                        client, str(context.path), reference, context.base_image, network, log, request.no_cache
                     )
                     built_reference = reference
                 else:

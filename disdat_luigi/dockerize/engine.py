@@ -45,13 +45,15 @@ def get_image(client: Any, reference: str) -> Any:
         raise ImageNotFound(f"no local image {reference}") from err
 
 
-def build(client: Any, path: str, tag: str, base_image: str, network_mode: str | None, log: LogSink) -> None:
+def build(
+    client: Any, path: str, tag: str, base_image: str, network_mode: str | None, log: LogSink, no_cache: bool = False
+) -> None:
     """Build `path` (a context with a Dockerfile) as `tag`; a failing step raises BuildError
     quoting the step's own error (e.g. pip's), with the log tail as hint."""
     lines: list[str] = []
     stream = client.api.build(
         path=path, tag=tag, buildargs={"BASE_IMAGE": base_image}, network_mode=network_mode,
-        rm=True, forcerm=True, decode=True, pull=False,
+        rm=True, forcerm=True, decode=True, pull=False, nocache=no_cache,
     )  # fmt: skip
     for chunk in stream:
         text = ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
