@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := $(CURDIR)/.demo
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench reliability clean
 
 $(BIN)/dsdt: setup.py pyproject.toml pipes/setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: setup
 test: setup
 	bash tests/infra/stack.sh up
 	$(BIN)/python -m pytest tests
+
+reliability: setup
+	bash tests/infra/stack.sh up
+	DISDAT_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest tests/reliability
 
 lint: setup
 	$(BIN)/ruff check disdat_luigi tests pipes bench

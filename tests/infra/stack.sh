@@ -29,8 +29,13 @@ install_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # keep apt from starting the packaged dockerd (it would create the default bridge)
+    local policy=/usr/sbin/policy-rc.d had_policy=0
+    [ -e "$policy" ] && had_policy=1 && cp "$policy" "$STATE/policy-rc.d.saved"
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$had_policy" = 1 ]; then cp "$STATE/policy-rc.d.saved" "$policy"; else rm -f "$policy"; fi
   fi
 }
 
