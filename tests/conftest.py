@@ -60,6 +60,21 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 12
     )
 
 
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    import socket
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
 def free_port() -> int:
     import socket
 

@@ -105,7 +105,20 @@ def _requirements(pipe_root: Path) -> list[str]:
     declared, build = _declared(pipe_root)
     own = {"disdat-luigi"}
     pipeline = [r for r in declared if _requirement_name(r) not in own]
-    return sorted(set(DISDAT_LUIGI_REQUIREMENTS + BUILD_TOOLS + build + pipeline))
+    return sorted(set(_own_requirements() + BUILD_TOOLS + build + pipeline))
+
+
+def _own_requirements() -> list[str]:
+    """disdat_luigi's install requirements, as its installed distribution declares them."""
+    from importlib import metadata
+
+    try:
+        declared = metadata.requires("disdat_luigi") or []
+    except metadata.PackageNotFoundError as err:
+        raise BuildError(
+            "disdat_luigi is not installed as a package", hint="pip install disdat_luigi (or -e .)"
+        ) from err
+    return [r.split(";")[0].strip() for r in declared if "extra ==" not in r]
 
 
 def _declared(pipe_root: Path) -> tuple[list[str], list[str]]:

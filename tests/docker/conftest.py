@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from disdat_luigi import api
 from disdat_luigi.dockerize.dockerizer import ImageResult
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_for_port
 
 BASE_IMAGE = "disdat-test-base:bookworm"
 
@@ -51,24 +50,11 @@ def registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> I
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _wait_for_port(port: int, seconds: float = 30) -> None:
-    import socket
-
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @pytest.fixture

@@ -223,7 +223,7 @@ def test_incremental_pull_reuses_bundles_from_the_remote(remote_ctx: str, bucket
 
 def test_central_scheduler(ctx: str, tmp_path: Path) -> None:
     """apply can use a luigid central scheduler (on 127.0.0.1)."""
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_for_port
 
     port = free_port()
     luigid = subprocess.Popen(
@@ -233,16 +233,7 @@ def test_central_scheduler(ctx: str, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        import socket
-        import time
-
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         from disdat_luigi.apply.driver import ApplyRequest, apply
 
         request = ApplyRequest(
