@@ -14,7 +14,12 @@ LOG_GROUP = "/aws/batch/job"
 
 
 def _client(service: str) -> Any:
-    return boto3.session.Session().client(service)
+    try:
+        return boto3.session.Session().client(service)
+    except BotoCoreError as err:  # ProfileNotFound, no region...
+        raise CredentialsError(
+            f"cannot use the AWS configuration: {err}", hint="check --profile / AWS_PROFILE"
+        ) from err
 
 
 def _call(what: str, function: Any, **kwargs: Any) -> Any:

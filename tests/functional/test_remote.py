@@ -302,8 +302,13 @@ def test_cli_remote_push_pull_rmr(dsdt, ctx: str, bucket: str) -> None:  # type:
     """The documented flow from the command line, with progress on stderr and results on stdout."""
     assert dsdt("remote", "shared", f"s3://{bucket}/team").code == 0
     api.Bundle(ctx, name="cli", data=[1, 2]).commit()
+    api.Bundle(ctx, name="blob", data=b"x" * 10_000).commit()
+    pushed = dsdt("push", "blob")
+    assert pushed.code == 0 and pushed.out.startswith("pushed 1 bundle(s) (1 files")
+    assert "push:" in pushed.err and "9.77k" in pushed.err and "/1 files" in pushed.err  # the bar, on stderr
     pushed = dsdt("push", "cli")
     assert pushed.code == 0 and pushed.out.startswith("pushed 1 bundle(s)")
+
     assert dsdt("context", "other").code == 0 and dsdt("switch", "other").code == 0
     assert dsdt("remote", "shared", f"s3://{bucket}/team").code == 0
     pulled = dsdt("pull", "cli", "-l")
@@ -362,3 +367,16 @@ def test_s3_values_need_a_remote_and_an_existing_object(ctx: str, remote_ctx: st
     with pytest.raises(PathNotFound, match="does not exist"):
         api.Bundle(remote_ctx, name="x", data=f"s3://{bucket}/missing/object")
     assert api.search(remote_ctx) == [] and api.search("lonely") == []
+
+
+def test_unknown_profile_is_a_clear_error(dsdt, ctx: str, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--profile names an AWS profile; an unknown one is one clear line, and a known one is used."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile team]\nregion = us-east-1\naws_access_key_id = team\naws_secret_access_key = team\n")
+    import os
+
+    os.environ["AWS_CONFIG_FILE"] = str(config)
+    missing = dsdt("--profile", "nope", "remote", "shared", f"s3://{bucket}/x")
+    assert missing.code == 1 and "profile (nope) could not be found" in missing.err.splitlines()[0]
+    assert dsdt("--profile", "team", "remote", "shared", f"s3://{bucket}/x").code == 0
+    del os.environ["AWS_PROFILE"]

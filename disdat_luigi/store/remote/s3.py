@@ -231,7 +231,12 @@ def _aws_environment() -> tuple[tuple[str, str | None], ...]:
 @functools.lru_cache(maxsize=8)
 def _client(aws_environment: tuple[tuple[str, str | None], ...], threads: int, pid: int) -> Any:
     """One client per AWS environment, pool size and process (clients do not survive a fork)."""
-    session = boto3.session.Session(profile_name=dict(aws_environment).get("AWS_PROFILE"))
+    try:
+        session = boto3.session.Session(profile_name=dict(aws_environment).get("AWS_PROFILE"))
+    except BotoCoreError as err:  # ProfileNotFound and friends
+        raise CredentialsError(
+            f"cannot use the AWS configuration: {err}", hint="check --profile / AWS_PROFILE"
+        ) from err
     config = Config(
         max_pool_connections=max(threads * 2, 10),
         retries={"mode": "standard", "max_attempts": 8},
