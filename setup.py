@@ -23,6 +23,7 @@ setup(
         "pandas>=2.0",
         "pyarrow>=14",
         "tqdm>=4.60",
+        'tomli>=2; python_version < "3.11"',
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "moto[server]>=5.0", "ruff>=0.5", "mypy>=1.10"],

@@ -118,7 +118,7 @@ def _own_requirements() -> list[str]:
         raise BuildError(
             "disdat_luigi is not installed as a package", hint="pip install disdat_luigi (or -e .)"
         ) from err
-    return [r.split(";")[0].strip() for r in declared if "extra ==" not in r]
+    return [r.strip() for r in declared if "extra ==" not in r]
 
 
 def _declared(pipe_root: Path) -> tuple[list[str], list[str]]:
@@ -127,7 +127,10 @@ def _declared(pipe_root: Path) -> tuple[list[str], list[str]]:
     build: list[str] = []
     declared: list[str] = []
     if pyproject.is_file():
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python < 3.11
+            import tomli as tomllib  # type: ignore[no-redef]
 
         doc = tomllib.loads(pyproject.read_text())
         build = list(doc.get("build-system", {}).get("requires", []))
