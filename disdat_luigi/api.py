@@ -6,6 +6,7 @@ exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -253,8 +254,6 @@ def add(local_context: str, bundle_name: str, path: str | Path, tags: dict[str, 
 
 
 def _copy_into(bundle: Bundle, source: Path, rel: str) -> str:
-    import shutil
-
     target = bundle.get_file(rel)
     shutil.copyfile(source, target)
     return target

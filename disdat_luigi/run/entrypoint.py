@@ -90,10 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write_remote_settings(config: Path, args: argparse.Namespace) -> None:
-    text = config.read_text()
-    text = text.replace("server_side_encryption = none", f"server_side_encryption = {args.server_side_encryption}")
-    text = text.replace("sse_kms_key_id =\n", f"sse_kms_key_id = {args.sse_kms_key_id}\n")
-    config.write_text(text)
+    """The host's encryption settings for the container's own config."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config)
+    if not parser.has_section("remote"):
+        parser.add_section("remote")
+    parser.set("remote", "server_side_encryption", args.server_side_encryption)
+    parser.set("remote", "sse_kms_key_id", args.sse_kms_key_id)
+    with open(config, "w", encoding="utf-8") as handle:
+        parser.write(handle)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class RemoteSync:
 
     def push(self, bundles: Iterable[Bundle], delocalize: bool = False) -> PushResult:
         """Publish committed bundles; files already on the remote (same size and sha256) are skipped."""
+        bundles = list(bundles)
         result = PushResult()
         todo: list[Bundle] = []
         for bundle in bundles:
@@ -93,7 +94,7 @@ class RemoteSync:
             self._publish_manifest(bundle)
             result.pushed.append(bundle.uuid)
         if delocalize:
-            for bundle in todo + [b for b in bundles if b.uuid in result.already_remote]:
+            for bundle in bundles:
                 self.delocalize(bundle)
         return result
 
