@@ -16,7 +16,7 @@ logging.basicConfig(level=logging.WARNING)
 
 op, source, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 os.makedirs(Path.home() / ".config", exist_ok=True)
-name = f"legacy{source.name}"
+name = f"legacy{source.parent.name}{source.name}"  # unique per benchmark round
 if not (Path.home() / ".config" / "disdat").exists():
     api.init()  # Disdat exits the process when asked to init twice
 if op == "push":
@@ -27,7 +27,7 @@ if op == "push":
     started = time.perf_counter()
     api.push("bench", name)
 else:
-    ctx = f"pull{source.name}"
+    ctx = f"pull{source.parent.name}{source.name}"
     api.context(ctx)
     api.remote(ctx, "bench", url)
     started = time.perf_counter()

@@ -87,11 +87,11 @@ def child(args: list[str]) -> None:
 
         with ThreadPoolExecutor(int(extra[0])) as pool:
             list(pool.map(put if op == "push" else get, files))
-    elif engine == "disdat_luigi":
+    elif engine == "disdat_luigi":  # extra: bundle name [, context to pull into]
         if op == "push":
-            api.push("bench", source.name)
+            api.push("bench", extra[0])
         else:
-            api.pull(extra[0], source.name, localize=True)
+            api.pull(extra[1], extra[0], localize=True)
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({"seconds": seconds}))
@@ -100,48 +100,84 @@ def child(args: list[str]) -> None:
 # --- parent ---------------------------------------------------------------------------------
 
 
-def measure_disdat_luigi(
-    data: dict[str, Path], env: dict[str, str], bucket: str, root: Path
-) -> dict[str, tuple[Measure, Measure]]:
-    os.environ.update(env)
-    from disdat_luigi import api
+class Engines:
+    """Each engine pushes then pulls one shape in child processes; every round uses fresh keys,
+    bundles and contexts (a second push of the same bundle would be a no-op), and the objects are
+    deleted afterwards so the server holds the same amount of data for every measurement."""
 
-    api.init()
-    api.context("bench")
-    api.remote("bench", "bench", f"s3://{bucket}/dl")
-    results = {}
-    for shape, source in data.items():
-        api.commit("bench", api.add("bench", source.name, source).name)
-        push = run_child([__file__, "--child", "disdat_luigi", "push", str(source), bucket], env)
-        pull_ctx = f"pull{source.name}"
-        api.context(pull_ctx)
-        api.remote(pull_ctx, "bench", f"s3://{bucket}/dl")
-        pull = run_child([__file__, "--child", "disdat_luigi", "pull", str(source), bucket, pull_ctx], env)
-        results[shape] = (push, pull)
-        api.delete_context(pull_ctx, force=True)
-    return results
+    def __init__(self, env: dict[str, str], root: Path, legacy: bool) -> None:
+        self.env = env
+        self.root = root
+        os.environ.update(env)
+        from disdat_luigi import api
 
+        self.api = api
+        api.init()
+        api.context("bench")
+        api.remote("bench", "bench", "s3://bench/dl")
+        self.names = ["disdat_luigi", "boto3 transfer manager", "raw capacity (best of 4/10/32 threads)"]
+        self.legacy_python = None
+        if legacy:
+            self.legacy_python = ensure_venv(HERE / ".venv-disdat-1.2.0", "disdat==1.2.0")
+            (root / "disdat-home" / ".config").mkdir(parents=True)
+            self.names.append("Disdat 1.2.0")
 
-def measure_legacy_disdat(
-    data: dict[str, Path], env: dict[str, str], bucket: str, root: Path
-) -> dict[str, tuple[Measure, Measure]]:
-    python = ensure_venv(HERE / ".venv-disdat-1.2.0", "disdat==1.2.0")
-    home = root / "disdat-home"
-    home.mkdir()
-    legacy_env = {**env, "HOME": str(home)}
-    results = {}
-    for shape, source in data.items():
-        argv = [str(HERE / "legacy_disdat.py"), "push", str(source), f"s3://{bucket}/legacy"]
-        push = run_child(argv, legacy_env, python=str(python))
+    def measure(self, name: str, source: Path, round_: int) -> tuple[Measure, Measure]:
+        copy = self.root / f"r{round_}" / source.name  # a distinct bundle/key set per round
+        if not copy.exists():
+            shutil.copytree(source, copy)
+        try:
+            if name == "disdat_luigi":
+                return self._ours(copy, round_)
+            if name == "Disdat 1.2.0":
+                return self._legacy(copy, round_)
+            engine = "transfer_manager" if name.startswith("boto3") else "raw"
+            if engine == "raw":
+                pushes, pulls = [], []
+                for threads in (4, 10, 32):
+                    argv = ["--child", "raw", "push", str(copy), "bench", str(threads)]
+                    pushes.append(run_child([__file__, *argv], self.env))
+                    pulls.append(run_child([__file__, *argv[:2], "pull", *argv[3:]], self.env))
+                return min(pushes, key=lambda m: m.seconds), min(pulls, key=lambda m: m.seconds)
+            push = run_child([__file__, "--child", engine, "push", str(copy), "bench"], self.env)
+            return push, run_child([__file__, "--child", engine, "pull", str(copy), "bench"], self.env)
+        finally:
+            _empty_bucket()
+
+    def _ours(self, copy: Path, round_: int) -> tuple[Measure, Measure]:
+        api = self.api
+        name = f"{copy.parent.name}{copy.name}"
+        api.commit("bench", api.add("bench", name, copy).name)
+        push = run_child([__file__, "--child", "disdat_luigi", "push", str(copy), "bench", name], self.env)
+        context = f"pull{name}"
+        api.context(context)
+        api.remote(context, "bench", "s3://bench/dl")
+        pull = run_child([__file__, "--child", "disdat_luigi", "pull", str(copy), "bench", name, context], self.env)
+        api.delete_context(context, force=True)
+        return push, pull
+
+    def _legacy(self, copy: Path, round_: int) -> tuple[Measure, Measure]:
+        env = {**self.env, "HOME": str(self.root / "disdat-home")}
+        argv = [str(HERE / "legacy_disdat.py"), "push", str(copy), f"s3://bench/legacy{round_}"]
+        push = run_child(argv, env, python=str(self.legacy_python))
         argv[1] = "pull"
-        pull = run_child(argv, legacy_env, python=str(python))
-        results[shape] = (push, pull)
-    return results
+        return push, run_child(argv, env, python=str(self.legacy_python))
+
+
+def _empty_bucket() -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="bench"):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket="bench", Delete={"Objects": keys})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2, help="best of this many runs per engine")
     parser.add_argument("--skip-legacy", action="store_true", help="leave out Disdat 1.2.0")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -162,32 +198,22 @@ def main() -> None:
             import boto3
 
             boto3.client("s3").create_bucket(Bucket="bench")
-            rows = []
-            engines: dict[str, dict[str, tuple[Measure, Measure]]] = {}
-            engines["disdat_luigi"] = measure_disdat_luigi(data, env, "bench", root)
-            tm: dict[str, tuple[Measure, Measure]] = {}
-            raw: dict[str, tuple[Measure, Measure]] = {}
-            for shape, source in data.items():
-                tm[shape] = tuple(  # type: ignore[assignment]
-                    run_child([__file__, "--child", "transfer_manager", op, str(source), "bench"], env)
-                    for op in ("push", "pull")
-                )
-                best = []
-                for op in ("push", "pull"):
-                    runs = [
-                        run_child([__file__, "--child", "raw", op, str(source), "bench", str(threads)], env)
-                        for threads in (4, 10, 32)
-                    ]
-                    best.append(min(runs, key=lambda m: m.seconds))
-                raw[shape] = (best[0], best[1])
-            engines["boto3 transfer manager"] = tm
-            engines["raw capacity (best of 4/10/32 threads)"] = raw
-            if not args.skip_legacy:
-                engines["Disdat 1.2.0"] = measure_legacy_disdat(data, env, "bench", root)
+            engines = Engines(env, root, legacy=not args.skip_legacy)
+            best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
+            for round_ in range(args.rounds):  # round-robin, so no engine always goes first
+                for shape, source in data.items():
+                    for name in engines.names:
+                        push, pull = engines.measure(name, source, round_)
+                        old = best.get((name, shape))
+                        if old is not None:
+                            push = min(push, old[0], key=lambda m: m.seconds)
+                            pull = min(pull, old[1], key=lambda m: m.seconds)
+                        best[(name, shape)] = (push, pull)
+        rows = []
         for shape in data:
-            ours_push, ours_pull = engines["disdat_luigi"][shape]
-            for name, results in engines.items():
-                push, pull = results[shape]
+            ours_push, ours_pull = best[("disdat_luigi", shape)]
+            for name in engines.names:
+                push, pull = best[(name, shape)]
                 rows.append(
                     [
                         shape,
@@ -200,7 +226,8 @@ def main() -> None:
                     ]
                 )
         print_table(
-            "S3 push/pull against moto (time relative to disdat_luigi: >1x means disdat_luigi is faster)",
+            f"S3 push/pull against moto, best of {args.rounds} round-robin runs "
+            "(ratio = engine time / disdat_luigi time: >1x means disdat_luigi is faster)",
             ["shape", "engine", "push s", "pull s", "push vs ours", "pull vs ours", "peak RSS MB"],
             rows,
         )
