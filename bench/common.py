@@ -60,7 +60,9 @@ def moto_server() -> Iterator[str]:
 
 
 def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.executable) -> Measure:
-    """Run `python argv...`; the child prints {"seconds": ...} as its last line; RSS from wait4."""
+    """Run `python argv...`; the child prints {"seconds": ...} as its last line; RSS from wait4.
+    Dirty pages are flushed first so no run pays for the previous one's writes."""
+    os.sync()
     proc = subprocess.Popen([python, *argv], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read()

@@ -200,9 +200,10 @@ def main() -> None:
             boto3.client("s3").create_bucket(Bucket="bench")
             engines = Engines(env, root, legacy=not args.skip_legacy)
             best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
-            for round_ in range(args.rounds):  # round-robin, so no engine always goes first
+            for round_ in range(args.rounds):
                 for shape, source in data.items():
-                    for name in engines.names:
+                    order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
+                    for name in order:  # rotated each round, so no engine always goes first
                         push, pull = engines.measure(name, source, round_)
                         old = best.get((name, shape))
                         if old is not None:
