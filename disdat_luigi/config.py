@@ -17,6 +17,7 @@ SSE_CHOICES = ("none", "AES256", "aws:kms")
 @dataclass(frozen=True)
 class RemoteSettings:
     transfer_threads: int = 10
+    multipart_concurrency: int = 4
     server_side_encryption: str = "none"
     sse_kms_key_id: str | None = None
 
@@ -105,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ignore_code_version=reader.boolean("core", "ignore_code_version", False),
         remote=RemoteSettings(
             transfer_threads=reader.integer("remote", "transfer_threads", 10),
+            multipart_concurrency=reader.integer("remote", "multipart_concurrency", 4),
             server_side_encryption=sse,
             sse_kms_key_id=reader.text("remote", "sse_kms_key_id"),
         ),

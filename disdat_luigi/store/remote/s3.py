@@ -49,7 +49,7 @@ class S3:
         self.transfer_config = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_THRESHOLD,
-            max_concurrency=settings.transfer_threads,
+            max_concurrency=settings.multipart_concurrency,
             use_threads=True,
         )
 
