@@ -107,7 +107,7 @@ class Bundle:
         draft = self._need_open("close")
         try:
             value = None if self._data is _NO_DATA else self._data
-            plan = codec.plan_value(value, draft.path, self._remote_dir_if_bound())
+            plan = codec.plan_value(value, draft.path, self._remote_dir_if_bound)
             params = codec.encode_inline(self._params, "params")
         except BaseException:
             self.abandon()
@@ -226,6 +226,8 @@ class Bundle:
         return remote
 
     def _remote_dir_if_bound(self) -> str | None:
+        if not self._context.meta.remote_url:  # checked first: keeps the S3 stack unimported
+            return None
         from disdat_luigi.store.remote.sync import file_url
 
         url = file_url(self._context, self.uuid, "")

@@ -53,9 +53,10 @@ class EncodePlan:
             action()
 
 
-def plan_value(value: Any, bundle_dir: Path, remote_dir: str | None = None) -> EncodePlan:
-    """Check and prepare `value` for a bundle being written in `bundle_dir` (whose remote
-    directory, if the context has a remote, is `remote_dir`); writes nothing."""
+def plan_value(value: Any, bundle_dir: Path, remote_dir: Callable[[], str | None] = lambda: None) -> EncodePlan:
+    """Check and prepare `value` for a bundle being written in `bundle_dir`; writes nothing.
+    `remote_dir()` gives the bundle's s3:// directory (None without a remote); it is asked only
+    when the value holds an s3:// path."""
     planner = _Planner(bundle_dir, remote_dir)
     tree = planner.encode(value, "data")
     planner.place_external_files()
@@ -154,9 +155,10 @@ def _need(source: ValueSource | None) -> ValueSource:
 class _Planner:
     """Walks a value once, building its tree and the list of file writes it needs."""
 
-    def __init__(self, bundle_dir: Path | None, remote_dir: str | None = None) -> None:
+    def __init__(self, bundle_dir: Path | None, remote_dir: Callable[[], str | None] = lambda: None) -> None:
         self.bundle_dir = bundle_dir
-        self.remote_dir = remote_dir
+        self._remote_dir = remote_dir
+        self._remote_resolved = False
         self.remote_leaves: list[tuple[dict[str, Any], str]] = []
         self.data_dir = bundle_dir.resolve() / DATA_DIR if bundle_dir is not None else None
         self.writes: list[Callable[[], object]] = []
@@ -220,6 +222,13 @@ class _Planner:
             return leaf
         return {"t": "str", "v": text}
 
+    @property
+    def remote_dir(self) -> str | None:
+        if not self._remote_resolved:
+            self._resolved_remote_dir = self._remote_dir()
+            self._remote_resolved = True
+        return self._resolved_remote_dir
+
     def _encode_s3(self, url: str, where: str) -> Any:
         if self.remote_dir is None:
             raise RemoteNotConfigured(
@@ -233,6 +242,8 @@ class _Planner:
         """Give s3:// leaves their bundle paths: inside the bundle's remote directory they stay
         put; outside ones are copied to data/ below their common parent."""
         placed: dict[str, RemoteLeaf] = {}
+        if not self.remote_leaves:
+            return []
         outside = [(leaf, url) for leaf, url in self.remote_leaves if not self._is_own(url)]
         common = posixpath.dirname(posixpath.commonprefix([u for _, u in outside]) + "x") if outside else ""
         for leaf, url in self.remote_leaves:
@@ -248,7 +259,8 @@ class _Planner:
         return list(placed.values())
 
     def _is_own(self, url: str) -> bool:
-        return self.remote_dir is not None and url.startswith(self.remote_dir + "/")
+        remote = self.remote_dir
+        return remote is not None and url.startswith(remote + "/")
 
     def _encode_bytes(self, value: bytes) -> Any:
         if len(value) <= INLINE_BYTES_LIMIT or self.bundle_dir is None:
