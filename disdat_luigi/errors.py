@@ -5,7 +5,6 @@ DisdatError
 ├── InvalidName               a context, bundle or tag name that is empty or escapes a directory
 ├── ContextError
 │   ├── ContextNotFound
-│   ├── ContextExists
 │   └── NoCurrentContext
 ├── BundleError
 │   ├── BundleNotFound
@@ -67,10 +66,6 @@ class ContextError(DisdatError):
 
 class ContextNotFound(ContextError):
     default_hint = "list contexts with `dsdt context`, create one with `dsdt context NAME`"
-
-
-class ContextExists(ContextError):
-    pass
 
 
 class NoCurrentContext(ContextError):

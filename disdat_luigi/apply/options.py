@@ -21,7 +21,6 @@ class ApplyOptions:
     incremental_push: bool = False
     incremental_pull: bool = False
     ignore_code_version: bool = False
-    push_all: bool = False  # in containers: push every new bundle (intermediates too)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -15,15 +15,6 @@ from disdat_luigi.apply.codeversion import CodeVersion
 from disdat_luigi.errors import BuildError, DisdatError
 
 SKIP = {"__pycache__", ".git", ".venv", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".demo"}
-DISDAT_LUIGI_REQUIREMENTS = [
-    "luigi>=3.5",
-    "boto3>=1.28",
-    "docker>=7.0",
-    "numpy>=1.24",
-    "pandas>=2.0",
-    "pyarrow>=14",
-    "tqdm>=4.60",
-]
 BUILD_TOOLS = ["setuptools>=61", "wheel"]
 SETUP_PY = """from setuptools import find_packages, setup
 

@@ -146,14 +146,6 @@ class BundleIndex:
     def uuids(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT uuid FROM bundles")}
 
-    def tags_of(self, uuid: str) -> dict[str, str]:
-        rows = self.conn.execute("SELECT key, value FROM tags WHERE uuid = ?", (uuid,))
-        return dict(rows.fetchall())
-
-    def dependents_of(self, uuid: str) -> list[str]:
-        rows = self.conn.execute("SELECT uuid FROM dependencies WHERE dep_uuid = ?", (uuid,))
-        return [r[0] for r in rows]
-
     def newest_by_recipe(self, processing_names: Iterable[str]) -> dict[tuple[str, str], IndexRow]:
         """For each (processing name, bundle name) the newest bundle, in a few batched queries."""
         found: dict[tuple[str, str], IndexRow] = {}

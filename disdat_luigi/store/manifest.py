@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,9 +50,6 @@ class BundleManifest:
     git_info: Mapping[str, Any] | None = None
     timing: tuple[float, float] = (0.0, 0.0)
     root_task: bool = False
-
-    def with_files(self, files: tuple[FileEntry, ...]) -> BundleManifest:
-        return replace(self, files=files)
 
     def to_json(self) -> bytes:
         doc = {
