@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -62,7 +63,8 @@ def test_code_change_rebuilds_only_the_top_layers(docker_env: Path, pipes_copy: 
     shutil.copytree(pipes_copy, root)
     (first,) = api.dockerize(root, "etl.ingest.Ingest")
     source = root / "etl" / "ingest.py"
-    source.write_text(source.read_text().replace("default=200", "default=201"))
+    # A change no earlier run made, so an engine reused between runs has no image for it yet.
+    source.write_text(source.read_text() + f"\n# run {uuid.uuid4().hex}\n")
     (second,) = api.dockerize(root, "etl.ingest.Ingest")
     assert second.built and second.content_tag != first.content_tag
     client = _client()
@@ -98,6 +100,7 @@ def test_pyproject_only_project(docker_env: Path, tmp_path: Path) -> None:
     (root / "mini" / "tasks.py").write_text(
         "from disdat_luigi.pipe import PipeTask\n\n"
         "class Hello(PipeTask):\n    def pipe_run(self):\n        return 'hi'\n"
+        f"\n# run {uuid.uuid4().hex}: unique, so a reused engine has no image of it\n"
     )
     (root / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
