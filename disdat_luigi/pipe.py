@@ -17,6 +17,7 @@ from typing import Any
 
 import luigi
 from luigi.parameter import ParameterVisibility
+from luigi.task_register import Register
 
 from disdat_luigi.apply.identity import class_path, typed_params
 from disdat_luigi.apply.journal import Journal
@@ -59,7 +60,34 @@ class DynamicDependency:
     arg_name: str
 
 
-class PipeTask(luigi.Task):
+class _PipeRegister(Register):
+    """luigi's task metaclass, also forgetting a class's remembered parameters (see
+    `PipeTask.get_params`) when a parameter is set on or deleted from it or a base class."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, luigi.Parameter):
+            _forget_params(cls)
+
+    def __delattr__(cls, name: str) -> None:
+        super().__delattr__(name)
+        _forget_params(cls)
+
+
+def _forget_params(cls: type) -> None:
+    for klass in (cls, *_all_subclasses(cls)):
+        if "_pipe_params" in klass.__dict__:
+            type.__delattr__(klass, "_pipe_params")
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    for sub in type.__subclasses__(cls):
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+class PipeTask(luigi.Task, metaclass=_PipeRegister):
     """A luigi Task that reads its inputs from, and writes its output to, bundles."""
 
     # HIDDEN, not PRIVATE: luigi re-creates dynamic dependencies from their non-private parameters
@@ -163,6 +191,16 @@ class PipeTask(luigi.Task):
         return DynamicDependency(self._pipe_make(pipe_class, params), f"{pipe_class.__name__}_{count[0]}")
 
     # --- luigi ---------------------------------------------------------------------------
+
+    @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        """luigi's list, remembered per class: luigi walks dir(cls) on each of the ~10 calls a
+        task makes while it is created, scheduled, logged and run."""
+        remembered = cls.__dict__.get("_pipe_params")
+        if remembered is None:
+            remembered = tuple(super().get_params())
+            type.__setattr__(cls, "_pipe_params", remembered)  # not a Parameter: no hook needed
+        return list(remembered)
 
     def requires(self) -> dict[str, PipeTask]:
         return dict(self._pipe_declaration().deps)

@@ -14,12 +14,11 @@ from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.loader import coerce_params, load_pipe_class
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
+from disdat_luigi.apply.scheduling import SchedulerFactory
 from disdat_luigi.config import Settings, load_settings
 from disdat_luigi.errors import ApplyError, DependencyNotFound, ParameterError
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.store import LocalStore
-
-SUCCESS = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,7 @@ def apply_outcome(request: ApplyRequest) -> ApplyOutcome:
             [prepared.root],
             workers=request.workers,
             local_scheduler=not request.central_scheduler,
+            worker_scheduler_factory=SchedulerFactory(),
             detailed_summary=True,
             log_level="WARNING",  # luigi installs its own handler; keep it to warnings and task failures
             **dict(request.luigi_options),
@@ -124,7 +124,11 @@ def apply_outcome(request: ApplyRequest) -> ApplyOutcome:
     finally:
         journal.remove()
     did_work = any(e.kind == "produced" for e in entries)
-    result = {"success": outcome.status in SUCCESS and outcome.scheduling_succeeded, "did_work": did_work}
+    # luigi's scheduling_succeeded is False after any failure, even one a retry made good
+    succeeded = outcome.status is LuigiStatusCode.SUCCESS_WITH_RETRY or (
+        outcome.status is LuigiStatusCode.SUCCESS and outcome.scheduling_succeeded
+    )
+    result = {"success": succeeded, "did_work": did_work}
     if not result["success"]:
         failures = [f"{e.task} failed: {e.error}" for e in entries if e.kind == "failed"]
         message = failures[0] if failures else f"pipeline did not finish: {outcome.one_line_summary}"

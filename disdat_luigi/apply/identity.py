@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,10 +16,8 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-@functools.lru_cache(maxsize=1024)
-def _params_of(cls: type) -> tuple[tuple[str, luigi.Parameter], ...]:
-    """luigi's get_params walks dir(cls) on every call; a class's parameters never change."""
-    return tuple((n, p) for n, p in cls.get_params() if n not in HIDDEN_PARAMS)  # type: ignore[attr-defined]
+def _params_of(cls: type) -> list[tuple[str, luigi.Parameter]]:
+    return [(n, p) for n, p in cls.get_params() if n not in HIDDEN_PARAMS]  # type: ignore[attr-defined]
 
 
 def typed_params(task: luigi.Task) -> dict[str, Any]:

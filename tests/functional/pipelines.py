@@ -141,6 +141,21 @@ class Fails(PipeTask):
         raise ValueError("boom at the last step")
 
 
+class FailsOnce(PipeTask):
+    """Fails the first time it runs (it leaves `marker` behind), then succeeds."""
+
+    marker = luigi.Parameter(significant=False)
+
+    def pipe_requires(self):
+        self.add_dependency("nums", Source, {"n": 2})
+
+    def pipe_run(self, nums):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text("failed once")
+            raise RuntimeError("first attempt fails")
+        return sum(nums)
+
+
 class ExternalByName(PipeTask):
     source_name = luigi.Parameter()
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import luigi
 import pandas as pd
 import pytest
 
@@ -139,6 +140,45 @@ def test_failing_task_keeps_earlier_bundles_and_leaves_nothing(ctx: str, disdat_
     tmp = disdat_env / "home/context" / ctx / "tmp"
     assert list(tmp.iterdir()) == []
     assert api.verify(ctx).ok
+
+
+def test_luigi_retries_a_failed_task(ctx: str, tmp_path: Path) -> None:
+    """luigi's own retry settings work, and a task that succeeds on a retry is a success."""
+    config = luigi.configuration.get_config()
+    settings = {
+        ("scheduler", "retry_delay"): "0",
+        ("worker", "keep_alive"): "true",
+        ("worker", "wait_interval"): "0.1",
+        ("worker", "wait_jitter"): "0",
+    }
+    for (section, key), value in settings.items():
+        if not config.has_section(section):
+            config.add_section(section)
+        config.set(section, key, value)
+    try:
+        assert api.apply(ctx, p.FailsOnce, params={"marker": str(tmp_path / "failed")}) == {
+            "success": True,
+            "did_work": True,
+        }
+    finally:
+        for section, key in settings:
+            config.remove_option(section, key)
+    assert (tmp_path / "failed").exists() and api.get(ctx, "FailsOnce").data == 1
+
+
+def test_parameters_added_to_a_class_later_are_seen(ctx: str) -> None:
+    """PipeTask remembers each class's parameters; adding or removing one on a base class is seen."""
+
+    class Later(p.Source):
+        pass
+
+    assert [name for name, _ in Later.get_params()] == ["disdat_apply", "n"]
+    p.Source.extra = luigi.IntParameter(default=7)
+    try:
+        assert [name for name, _ in Later.get_params()] == ["disdat_apply", "n", "extra"]
+    finally:
+        del p.Source.extra
+    assert [name for name, _ in Later.get_params()] == ["disdat_apply", "n"]
 
 
 def test_external_dependencies(ctx: str) -> None:
