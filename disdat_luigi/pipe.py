@@ -82,7 +82,8 @@ def _forget_params(cls: type) -> None:
 
 def _all_subclasses(cls: type) -> list[type]:
     found: list[type] = []
-    for sub in type.__subclasses__(cls):
+    subclasses: list[type] = type.__subclasses__(cls)
+    for sub in subclasses:
         found += [sub, *_all_subclasses(sub)]
     return found
 
