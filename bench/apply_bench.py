@@ -3,7 +3,7 @@
 Engines: disdat_luigi; plain luigi with LocalTargets (same DAG); disdat-luigi 1.0.2 from PyPI
 in its own venv. Each run is a fresh child process; times exclude interpreter start and imports.
 
-    python bench/apply_bench.py [--sizes 200 1000] [--skip-legacy]
+    python bench/apply_bench.py [--sizes 200 1000] [--rounds 3] [--skip-legacy]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,9 +51,39 @@ def child(engine: str, n: int, work: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started}))
 
 
+class Engine:
+    """One engine: its python, and a fresh store (or work directory) for every round."""
+
+    def __init__(self, name: str, key: str, python: str, root: Path) -> None:
+        self.name, self.key, self.python, self.root = name, key, python, root
+
+    def fresh_env(self, label: str) -> tuple[dict[str, str], Path]:
+        work = self.root / f"{self.key}-{label}"
+        work.mkdir(parents=True)
+        if self.key == "ours":
+            env = {"DISDAT_HOME": str(work / "store"), "DISDAT_CONFIG": str(work / "disdat.cfg")}
+            code = "from disdat_luigi import api; api.init(); api.context('bench')"
+        elif self.key == "legacy":
+            (work / ".config").mkdir()
+            env = {"HOME": str(work)}
+            code = "import disdat.api as a; a.init(); a.context('bench')"
+        else:
+            return {}, work
+        subprocess.run([self.python, "-c", code], env={**os.environ, **env}, check=True, capture_output=True)
+        return env, work
+
+    def first_and_again(self, n: int, label: str) -> tuple[float, float]:
+        env, work = self.fresh_env(label)
+        argv = [str(HERE / "apply_bench.py"), "--child", self.key, str(n), str(work)]
+        first = run_child(argv, env, python=self.python).seconds
+        again = run_child(argv, env, python=self.python).seconds
+        return first, again
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many round-robin runs per engine")
     parser.add_argument("--skip-legacy", action="store_true")
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
@@ -61,44 +92,30 @@ def main() -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="dl-apply-bench-"))
     try:
-        engines: dict[str, tuple[str, dict[str, str]]] = {}
-        ours_env = {"DISDAT_HOME": str(root / "store"), "DISDAT_CONFIG": str(root / "disdat.cfg")}
-        os.environ.update(ours_env)
-        from disdat_luigi import api
-
-        api.init()
-        api.context("bench")
-        engines["disdat_luigi"] = (sys.executable, ours_env)
-        engines["plain luigi + LocalTarget"] = (sys.executable, {})
+        engines = [
+            Engine("disdat_luigi", "ours", sys.executable, root),
+            Engine("plain luigi + LocalTarget", "plain", sys.executable, root),
+        ]
         if not args.skip_legacy:
-            python = ensure_venv(HERE / ".venv-disdat-luigi-1.0.2", "disdat-luigi==1.0.2")
-            home = root / "legacy-home"
-            (home / ".config").mkdir(parents=True)
-            legacy_env = {"HOME": str(home)}
-            run_code = "import disdat.api as a; a.init(); a.context('bench')"
-            import subprocess
-
-            subprocess.run([str(python), "-c", run_code], env={**os.environ, **legacy_env}, check=True)
-            engines["disdat-luigi 1.0.2"] = (str(python), legacy_env)
-        key = {"disdat_luigi": "ours", "plain luigi + LocalTarget": "plain", "disdat-luigi 1.0.2": "legacy"}
-        results: dict[tuple[str, int], tuple[float, float]] = {}
-        for n in args.sizes:
-            for name, (python, env) in engines.items():
-                work = root / f"{key[name]}-{n}"
-                work.mkdir()
-                argv = [str(HERE / "apply_bench.py"), "--child", key[name], str(n), str(work)]
-                first = run_child(argv, env, python=python).seconds
-                again = run_child(argv, env, python=python).seconds
-                results[(name, n)] = (first, again)
+            legacy = ensure_venv(HERE / ".venv-disdat-luigi-1.0.2", "disdat-luigi==1.0.2")
+            engines.append(Engine("disdat-luigi 1.0.2", "legacy", str(legacy), root))
+        runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for round_ in range(args.rounds):
+            for n in args.sizes:
+                # rotate the order each round so no engine always runs on a warmer (or noisier) machine
+                for engine in engines[round_ % len(engines) :] + engines[: round_ % len(engines)]:
+                    runs.setdefault((engine.name, n), []).append(engine.first_and_again(n, f"{n}-r{round_}"))
+        best = {key: (min(f for f, _ in v), min(a for _, a in v)) for key, v in runs.items()}
         rows = []
         for n in args.sizes:
-            ours_first, ours_again = results[("disdat_luigi", n)]
-            for name in engines:
-                first, again = results[(name, n)]
+            ours_first, ours_again = best[("disdat_luigi", n)]
+            for engine in engines:
+                first, again = best[(engine.name, n)]
                 ratios = [f"{first / ours_first:.2f}x", f"{again / ours_again:.1f}x"]
-                rows.append([n, name, f"{first:.2f}", f"{again:.3f}", *ratios])
+                rows.append([n, engine.name, f"{first:.2f}", f"{again:.3f}", *ratios])
         print_table(
-            "apply: fan-in DAG of N trivial tasks (ratio = engine time / disdat_luigi time; >1x: disdat_luigi faster)",
+            f"apply: fan-in DAG of N trivial tasks, best of {args.rounds} round-robin runs "
+            "(ratio = engine time / disdat_luigi time; >1x: disdat_luigi faster)",
             ["N", "engine", "first run s", "no-op re-run s", "first vs ours", "re-run vs ours"],
             rows,
         )

@@ -56,6 +56,7 @@ class Planner:
         self.options = options
         self.context = context
         self._code: dict[Path, CodeVersion | None] = {}
+        self._code_of_class: dict[type, CodeVersion | None] = {}
 
     def plan(self, root: PipeTask) -> list[Decision]:
         """Decisions for `root` and everything it statically requires, upstream first."""
@@ -93,10 +94,13 @@ class Planner:
         return processing_name(task, upstream, pipeline_input)
 
     def code_version(self, task: PipeTask) -> CodeVersion | None:
-        directory = Path(inspect.getfile(type(task))).resolve().parent
-        if directory not in self._code:
-            self._code[directory] = capture(directory)
-        return self._code[directory]
+        cls = type(task)
+        if cls not in self._code_of_class:
+            directory = Path(inspect.getfile(cls)).resolve().parent
+            if directory not in self._code:
+                self._code[directory] = capture(directory)
+            self._code_of_class[cls] = self._code[directory]
+        return self._code_of_class[cls]
 
     def _decide(
         self,

@@ -1,13 +1,18 @@
-"""The luigi scheduler and worker `apply` hands its tasks to.
+"""The luigi scheduler and worker `apply` hands its tasks to: luigi's own, minus two costs.
 
-luigi's local scheduler prunes its whole task graph on every `get_work` call, that is once per
-task: O(N) each time, O(N²) per run, a quarter of the run time of a 1000-task DAG. Pruning only
-acts on time scales of seconds (retry_delay, remove_delay, worker_disconnect_delay), so here it
-runs at most once per `prune_interval` seconds; everything else is luigi's own scheduler.
+- luigi's local scheduler prunes its whole task graph on every `get_work` call, that is once per
+  task: O(N) each time, O(N²) per run, a quarter of the run time of a 1000-task DAG. Pruning only
+  acts on time scales of seconds (retry_delay, remove_delay, worker_disconnect_delay), so here it
+  runs at most once per `prune_interval` seconds.
+- A worker that runs its tasks in its own process (one worker, no force_multiprocessing) still
+  passes every result through a multiprocessing queue: a feeder thread, a pipe and a poll per
+  task. Here such a worker uses a plain thread-safe queue instead.
 """
 
 from __future__ import annotations
 
+import multiprocessing.queues
+import queue
 import time
 from typing import Any
 
@@ -34,9 +39,27 @@ class LocalScheduler(luigi.scheduler.Scheduler):
         return super().get_work(*args, **kwargs)
 
 
+class _ResultQueue(queue.Queue):  # type: ignore[type-arg]
+    """The part of multiprocessing.Queue a luigi worker uses, for results from its own process."""
+
+    def close(self) -> None:
+        pass
+
+
+class Worker(luigi.worker.Worker):
+    """luigi's worker; when it runs tasks in its own process, results skip the process pipe."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        in_process = not (self._config.force_multiprocessing or self.worker_processes > 1)
+        if in_process and isinstance(getattr(self, "_task_result_queue", None), multiprocessing.queues.Queue):
+            self._task_result_queue.close()
+            self._task_result_queue = _ResultQueue()
+
+
 class SchedulerFactory:
-    """What `luigi.build(worker_scheduler_factory=...)` asks for: the throttled local scheduler,
-    luigi's own remote scheduler client and worker."""
+    """What `luigi.build(worker_scheduler_factory=...)` asks for: the scheduler and worker above,
+    and luigi's own remote scheduler client."""
 
     def create_local_scheduler(self) -> LocalScheduler:
         return LocalScheduler()
@@ -44,5 +67,5 @@ class SchedulerFactory:
     def create_remote_scheduler(self, url: str) -> luigi.rpc.RemoteScheduler:
         return luigi.rpc.RemoteScheduler(url)
 
-    def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> luigi.worker.Worker:
-        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant)
+    def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> Worker:
+        return Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant)

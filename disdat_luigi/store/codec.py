@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import posixpath
@@ -160,7 +161,6 @@ class _Planner:
         self._remote_dir = remote_dir
         self._remote_resolved = False
         self.remote_leaves: list[tuple[dict[str, Any], str]] = []
-        self.data_dir = bundle_dir.resolve() / DATA_DIR if bundle_dir is not None else None
         self.writes: list[Callable[[], object]] = []
         self.externals: list[tuple[dict[str, Any], Path]] = []
         self.count = 0
@@ -198,8 +198,13 @@ class _Planner:
             return encoded
         return self._encode_scientific(value, where)
 
+    @functools.cached_property
+    def data_dir(self) -> Path:
+        assert self.bundle_dir is not None
+        return self.bundle_dir.resolve() / DATA_DIR
+
     def _encode_str(self, text: str, where: str) -> Any:
-        if self.data_dir is None:
+        if self.bundle_dir is None:
             return {"t": "str", "v": text}
         if text.startswith("s3://"):
             return self._encode_s3(text, where)

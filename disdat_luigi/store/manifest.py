@@ -69,7 +69,8 @@ class BundleManifest:
             "data": self.data,
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
         }
-        return json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+        # compact: an indent would make json fall back from its C encoder to the Python one
+        return json.dumps(doc, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, source: str) -> BundleManifest:
