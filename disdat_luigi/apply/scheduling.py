@@ -4,6 +4,9 @@
   task: O(N) each time, O(N²) per run, a quarter of the run time of a 1000-task DAG. Pruning only
   acts on time scales of seconds (retry_delay, remove_delay, worker_disconnect_delay), so here it
   runs at most once per `prune_interval` seconds.
+- Each `get_work` also counts the worker's pending tasks, walking every pending task's upstream
+  graph for a disabled task. While no task is disabled that walk cannot find one, so then the
+  count is taken directly (luigi's own count when any task is disabled).
 - A worker that runs its tasks in its own process (one worker, no force_multiprocessing) still
   passes every result through a multiprocessing queue: a feeder thread, a pipe and a poll per
   task. Here such a worker uses a plain thread-safe queue instead.
@@ -19,6 +22,7 @@ from typing import Any
 import luigi.rpc
 import luigi.scheduler
 import luigi.worker
+from luigi.task_status import DISABLED, FAILED, PENDING, RUNNING
 
 PRUNE_INTERVAL = 1.0
 
@@ -37,6 +41,29 @@ class LocalScheduler(luigi.scheduler.Scheduler):
             self._last_prune = now
             self.prune()
         return super().get_work(*args, **kwargs)
+
+    def count_pending(self, worker: str) -> dict[str, Any]:
+        state = self._state
+        if state.get_active_task_count_for_status(DISABLED):
+            return super().count_pending(worker)  # type: ignore[no-any-return]
+        worker_id, worker_state = worker, state.get_worker(worker)
+        running_tasks = []
+        for task in worker_state.get_tasks(state, RUNNING):
+            other = state.get_worker(task.worker_running)
+            if other is not None:
+                running_tasks.append({"task_id": task.id, "worker": str(other), **other.info})
+        pending = unique = last_scheduled = 0
+        for task in worker_state.get_tasks(state, PENDING, FAILED):
+            pending += 1
+            unique += len(task.workers) == 1
+            last_scheduled += task.workers.peek(last=True) == worker_id
+        return {
+            "n_pending_tasks": pending,
+            "n_unique_pending": unique,
+            "n_pending_last_scheduled": last_scheduled,
+            "worker_state": worker_state.state,
+            "running_tasks": running_tasks,
+        }
 
 
 class _ResultQueue(queue.Queue):  # type: ignore[type-arg]
