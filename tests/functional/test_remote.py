@@ -157,6 +157,30 @@ def test_corrupted_remote_file_is_detected_and_nothing_kept(remote_ctx: str, buc
         _ = meta_only.data
 
 
+def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket: str) -> None:
+    """A file past the multipart threshold and the writeback step goes up in parts, comes back
+    byte-exact; a flipped byte in the remote copy fails the pull and keeps nothing."""
+    payload = np.random.default_rng(7).bytes(40 * 1024 * 1024 + 123)
+    with api.Bundle(remote_ctx, name="large") as bundle:
+        path = bundle.get_file("blob.bin")
+        Path(path).write_bytes(payload)
+        bundle.add_data(path)
+    bundle.commit()
+    api.push(remote_ctx, "large")
+    key = f"team/context/shared/objects/{bundle.uuid}/data/blob.bin"
+    client = boto3.client("s3")
+    assert client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-6")  # 5 x 8 MiB + the rest
+    fresh = _fresh_context("fresh", bucket)
+    (pulled,) = api.pull(fresh, "large", localize=True)
+    assert Path(pulled.data).read_bytes() == payload
+    client.put_object(Bucket=bucket, Key=key, Body=payload[:-1] + b"\0")
+    other = _fresh_context("other", bucket)
+    with pytest.raises(BundleCorrupt, match="does not match the sha256"):
+        api.pull(other, "large", localize=True)
+    home = Path(api._store().root) / "context" / other
+    assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
+
+
 def _plant_manifest(bucket: str, uuid: str, manifest: dict[str, Any], name: str = "evil") -> None:
     import json
 

@@ -6,6 +6,7 @@ credentials come from the standard AWS configuration (AWS_PROFILE, AWS_ENDPOINT_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -32,6 +33,7 @@ from disdat_luigi.errors import BucketNotFound, CredentialsError, RemoteError, T
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
+WRITEBACK_STEP = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,24 @@ class S3:
         """Stream the object into `target` (constant memory), flush it to disk, return its sha256.
 
         One streaming GET rather than parallel ranged GETs: it hashes on the fly, and servers
-        that serve ranges by copying the object (moto) make ranged downloads many times slower."""
+        that serve ranges by copying the object (moto) make ranged downloads many times slower.
+        A large object is hashed and written back to disk in two more threads while it arrives."""
         with _translate(f"s3://{bucket}/{key}"):
             response = self.client.get_object(Bucket=bucket, Key=key)
-            hasher = _Hasher(threaded=response["ContentLength"] >= MULTIPART_THRESHOLD)
+            large = response["ContentLength"] >= MULTIPART_THRESHOLD
+            hasher = _Hasher(threaded=large)
             try:
-                with open(target, "wb") as handle:
-                    for chunk in response["Body"].iter_chunks(CHUNK):
-                        hasher.update(chunk)
-                        handle.write(chunk)
-                    handle.flush()
+                with open(target, "wb", buffering=0) as handle:
+                    writeback = _Writeback(handle.fileno()) if large else None
+                    try:
+                        for chunk in response["Body"].iter_chunks(CHUNK):
+                            hasher.update(chunk)
+                            handle.write(chunk)
+                            if writeback is not None:
+                                writeback.wrote(len(chunk))
+                    finally:
+                        if writeback is not None:
+                            writeback.stop()
                     os.fsync(handle.fileno())
             finally:
                 digest = hasher.hexdigest()
@@ -201,6 +211,37 @@ class _Hasher:
             self._queue.put(None)
             self._thread.join()
         return self._digest.hexdigest()
+
+
+class _Writeback:
+    """Flushes a file being written to disk in a second thread, every `step` bytes, so the
+    closing fsync of a large download has little left to do (and dirty pages do not pile up)."""
+
+    def __init__(self, fd: int, step: int = WRITEBACK_STEP) -> None:
+        self._fd = fd
+        self._step = step
+        self._unflushed = 0
+        self._requests: queue.Queue[bool] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._flush, daemon=True)
+        self._thread.start()
+
+    def _flush(self) -> None:
+        while self._requests.get():
+            with contextlib.suppress(OSError):  # the writer's closing fsync reports it
+                os.fdatasync(self._fd)
+
+    def wrote(self, size: int) -> None:
+        self._unflushed += size
+        if self._unflushed >= self._step:
+            try:
+                self._requests.put_nowait(True)  # skipped while a flush is still running
+                self._unflushed = 0
+            except queue.Full:
+                pass
+
+    def stop(self) -> None:
+        self._requests.put(False)
+        self._thread.join()
 
 
 class _NotFound(Exception):
