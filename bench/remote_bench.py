@@ -20,6 +20,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import AWS_ENV, Measure, ensure_venv, moto_server, print_table, run_child  # noqa: E402
@@ -102,8 +103,10 @@ def child(args: list[str]) -> None:
 
 class Engines:
     """Each engine pushes then pulls one shape in child processes; every round uses fresh keys,
-    bundles and contexts (a second push of the same bundle would be a no-op), and the objects are
-    deleted afterwards so the server holds the same amount of data for every measurement."""
+    bundles and contexts (a second push of the same bundle would be a no-op). Every measurement
+    gets a moto server of its own: moto slows down with the memory and temporary files earlier
+    transfers leave behind (ranged GETs of a large object copy it once per range), and no engine
+    should pay for another's."""
 
     def __init__(self, env: dict[str, str], root: Path, legacy: bool) -> None:
         self.env = env
@@ -114,7 +117,6 @@ class Engines:
         self.api = api
         api.init()
         api.context("bench")
-        api.remote("bench", "bench", "s3://bench/dl")
         self.names = ["disdat_luigi", "boto3 transfer manager", "raw capacity (best of 4/10/32 threads)"]
         self.legacy_python = None
         if legacy:
@@ -126,27 +128,36 @@ class Engines:
         copy = self.root / f"r{round_}" / source.name  # a distinct bundle/key set per round
         if not copy.exists():
             shutil.copytree(source, copy)
-        try:
-            if name == "disdat_luigi":
-                return self._ours(copy, round_)
-            if name == "Disdat 1.2.0":
-                return self._legacy(copy, round_)
-            engine = "transfer_manager" if name.startswith("boto3") else "raw"
-            if engine == "raw":
-                pushes, pulls = [], []
-                for threads in (4, 10, 32):
-                    argv = ["--child", "raw", "push", str(copy), "bench", str(threads)]
-                    pushes.append(run_child([__file__, *argv], self.env))
-                    pulls.append(run_child([__file__, *argv[:2], "pull", *argv[3:]], self.env))
-                return min(pushes, key=lambda m: m.seconds), min(pulls, key=lambda m: m.seconds)
-            push = run_child([__file__, "--child", engine, "push", str(copy), "bench"], self.env)
-            return push, run_child([__file__, "--child", engine, "pull", str(copy), "bench"], self.env)
-        finally:
-            _empty_bucket()
+        with moto_server() as endpoint:
+            self.env["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"] = endpoint
+            import boto3
+
+            client = boto3.client("s3")
+            client.create_bucket(Bucket="bench")
+            _warm_up(client)
+            return self._measure(name, copy, round_)
+
+    def _measure(self, name: str, copy: Path, round_: int) -> tuple[Measure, Measure]:
+        if name == "disdat_luigi":
+            return self._ours(copy, round_)
+        if name == "Disdat 1.2.0":
+            return self._legacy(copy, round_)
+        engine = "transfer_manager" if name.startswith("boto3") else "raw"
+        if engine == "raw":
+            pushes, pulls = [], []
+            for threads in (4, 10, 32):
+                argv = ["--child", "raw", "push", str(copy), "bench", str(threads)]
+                pushes.append(run_child([__file__, *argv], self.env))
+                pulls.append(run_child([__file__, *argv[:2], "pull", *argv[3:]], self.env))
+                _empty_bucket()
+            return min(pushes, key=lambda m: m.seconds), min(pulls, key=lambda m: m.seconds)
+        push = run_child([__file__, "--child", engine, "push", str(copy), "bench"], self.env)
+        return push, run_child([__file__, "--child", engine, "pull", str(copy), "bench"], self.env)
 
     def _ours(self, copy: Path, round_: int) -> tuple[Measure, Measure]:
         api = self.api
         name = f"{copy.parent.name}{copy.name}"
+        api.remote("bench", "bench", "s3://bench/dl")  # this measurement's server
         api.commit("bench", api.add("bench", name, copy).name)
         push = run_child([__file__, "--child", "disdat_luigi", "push", str(copy), "bench", name], self.env)
         context = f"pull{name}"
@@ -162,6 +173,30 @@ class Engines:
         push = run_child(argv, env, python=str(self.legacy_python))
         argv[1] = "pull"
         return push, run_child(argv, env, python=str(self.legacy_python))
+
+
+def _warm_up(client: Any) -> None:
+    """Run every kind of request once: a new moto server sets up each on first use (imports,
+    response templates), which no measurement should pay for."""
+    client.put_object(Bucket="bench", Key="warm/small", Body=b"x", Metadata={"sha256": "0"})
+    client.head_object(Bucket="bench", Key="warm/small")
+    client.get_object(Bucket="bench", Key="warm/small")["Body"].read()
+    client.get_object(Bucket="bench", Key="warm/small", Range="bytes=0-0")["Body"].read()
+    client.list_objects_v2(Bucket="bench", Prefix="warm/")
+    upload = client.create_multipart_upload(Bucket="bench", Key="warm/large")["UploadId"]
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": client.upload_part(Bucket="bench", Key="warm/large", UploadId=upload, PartNumber=n, Body=body)[
+                "ETag"
+            ],
+        }
+        for n, body in ((1, b"x" * 5 * MIB), (2, b"x"))
+    ]
+    client.complete_multipart_upload(
+        Bucket="bench", Key="warm/large", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    _empty_bucket()
 
 
 def _empty_bucket() -> None:
@@ -187,29 +222,19 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dl-bench-"))
     try:
         data = make_data(root, args.quick)
-        with moto_server() as endpoint:
-            env = {
-                **AWS_ENV,
-                "AWS_ENDPOINT_URL": endpoint,
-                "DISDAT_HOME": str(root / "store"),
-                "DISDAT_CONFIG": str(root / "disdat.cfg"),
-            }
-            os.environ.update(env)
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket="bench")
-            engines = Engines(env, root, legacy=not args.skip_legacy)
-            best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
-            for round_ in range(args.rounds):
-                for shape, source in data.items():
-                    order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
-                    for name in order:  # rotated each round, so no engine always goes first
-                        push, pull = engines.measure(name, source, round_)
-                        old = best.get((name, shape))
-                        if old is not None:
-                            push = min(push, old[0], key=lambda m: m.seconds)
-                            pull = min(pull, old[1], key=lambda m: m.seconds)
-                        best[(name, shape)] = (push, pull)
+        env = {**AWS_ENV, "DISDAT_HOME": str(root / "store"), "DISDAT_CONFIG": str(root / "disdat.cfg")}
+        engines = Engines(env, root, legacy=not args.skip_legacy)
+        best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
+        for round_ in range(args.rounds):
+            for shape, source in data.items():
+                order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
+                for name in order:  # rotated each round, so no engine always goes first
+                    push, pull = engines.measure(name, source, round_)
+                    old = best.get((name, shape))
+                    if old is not None:
+                        push = min(push, old[0], key=lambda m: m.seconds)
+                        pull = min(pull, old[1], key=lambda m: m.seconds)
+                    best[(name, shape)] = (push, pull)
         rows = []
         for shape in data:
             ours_push, ours_pull = best[("disdat_luigi", shape)]
