@@ -7,6 +7,7 @@ Each measurement runs in a fresh child process; times exclude interpreter start 
 
     python bench/remote_bench.py            # full run (needs ~4 GB of disk in $TMPDIR)
     python bench/remote_bench.py --quick    # 100 files, 64 MiB: a smoke test
+    python bench/remote_bench.py --shape large --rounds 5 --skip-legacy   # one shape, more rounds
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ def _empty_bucket() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--shape", choices=["small", "large"], help="measure only one of the two shapes")
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs per engine")
     parser.add_argument("--skip-legacy", action="store_true", help="leave out Disdat 1.2.0")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
@@ -222,6 +224,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dl-bench-"))
     try:
         data = make_data(root, args.quick)
+        if args.shape:
+            data = dict([list(data.items())[0 if args.shape == "small" else 1]])
         env = {**AWS_ENV, "DISDAT_HOME": str(root / "store"), "DISDAT_CONFIG": str(root / "disdat.cfg")}
         engines = Engines(env, root, legacy=not args.skip_legacy)
         best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
@@ -230,6 +234,10 @@ def main() -> None:
                 order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
                 for name in order:  # rotated each round, so no engine always goes first
                     push, pull = engines.measure(name, source, round_)
+                    print(
+                        f"round {round_} {shape} {name}: push {push.seconds:.2f} pull {pull.seconds:.2f}",
+                        file=sys.stderr,
+                    )
                     old = best.get((name, shape))
                     if old is not None:
                         push = min(push, old[0], key=lambda m: m.seconds)
