@@ -1,4 +1,4 @@
-"""The luigi scheduler and worker `apply` hands its tasks to: luigi's own, minus two costs.
+"""The luigi scheduler and worker `apply` hands its tasks to: luigi's own, minus three costs.
 
 - luigi's local scheduler prunes its whole task graph on every `get_work` call, that is once per
   task: O(N) each time, O(N²) per run, a quarter of the run time of a 1000-task DAG. Pruning only
@@ -28,7 +28,8 @@ PRUNE_INTERVAL = 1.0
 
 
 class LocalScheduler(luigi.scheduler.Scheduler):
-    """luigi's in-process scheduler, pruning at most once per `prune_interval` seconds."""
+    """luigi's in-process scheduler: prunes at most once per `prune_interval` seconds, counts
+    pending tasks directly while none is disabled."""
 
     def __init__(self, prune_interval: float = PRUNE_INTERVAL, **kwargs: Any) -> None:
         super().__init__(prune_on_get_work=False, record_task_history=False, **kwargs)
