@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from disdat_luigi import api
+from disdat_luigi.config import load_settings
 from disdat_luigi.errors import (
     BucketNotFound,
     BundleCorrupt,
@@ -26,6 +27,7 @@ from disdat_luigi.errors import (
     NotCommitted,
     RemoteNotConfigured,
 )
+from disdat_luigi.store.remote.s3 import S3
 from tests.functional.test_values import ARRAYS, CONTAINERS, FRAMES, SCALARS, _same
 
 
@@ -166,7 +168,20 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
         Path(path).write_bytes(payload)
         bundle.add_data(path)
     bundle.commit()
-    api.push(remote_ctx, "large")
+    sent: list[dict[str, bytes]] = []
+    client = S3(load_settings().remote).client  # the shared client push uses
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append({k.lower(): v.encode() if isinstance(v, str) else v for k, v in request.headers.items()})
+
+    client.meta.events.register("before-send.s3.UploadPart", record)
+    try:
+        api.push(remote_ctx, "large")
+    finally:
+        client.meta.events.unregister("before-send.s3.UploadPart", record)
+    # loopback endpoint: no SHA-256 pass for the signature, but every part still carries a CRC32
+    assert len(sent) == 6
+    assert all(h["x-amz-content-sha256"] == b"UNSIGNED-PAYLOAD" and "x-amz-checksum-crc32" in h for h in sent)
     key = f"team/context/shared/objects/{bundle.uuid}/data/blob.bin"
     client = boto3.client("s3")
     assert client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-6")  # 5 x 8 MiB + the rest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import os
 import queue
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -285,9 +287,30 @@ def _client(aws_environment: tuple[tuple[str, str | None], ...], threads: int, p
         read_timeout=60,
     )
     try:
-        return session.client("s3", config=config)
+        client = session.client("s3", config=config)
+        if _on_this_host(client.meta.endpoint_url):
+            client = session.client("s3", config=config.merge(Config(s3={"payload_signing_enabled": False})))
+        return client
     except BotoCoreError as err:
         raise RemoteError(f"cannot create an S3 client: {err}", hint="check the AWS region and profile") from err
+
+
+def _on_this_host(endpoint_url: str) -> bool:
+    """Whether the endpoint is plain HTTP to a loopback address (a local moto or MinIO).
+
+    botocore hashes every upload body with SHA-256 for its signature when there is no TLS; with
+    TLS it relies on TLS plus the CRC32 checksum it sends with each part. Loopback traffic never
+    leaves this host, so that extra pass over the data protects nothing there and is skipped; the
+    CRC32 checksum still goes with every request."""
+    url = urlsplit(endpoint_url)
+    if url.scheme != "http" or url.hostname is None:
+        return False
+    if url.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(url.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 class _translate:
