@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from disdat_luigi.errors import (
     NotCommitted,
     RemoteNotConfigured,
 )
+from disdat_luigi.store.remote import sync
 from disdat_luigi.store.remote.s3 import S3
 from tests.functional.test_values import ARRAYS, CONTAINERS, FRAMES, SCALARS, _same
 
@@ -40,6 +43,22 @@ def _fresh_context(name: str, bucket: str) -> str:
 def _keys(bucket: str, prefix: str = "") -> list[str]:
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@contextlib.contextmanager
+def _sent() -> Iterator[list[tuple[str, Any]]]:
+    """(operation, prepared request) of every request the shared S3 client sends meanwhile."""
+    sent: list[tuple[str, Any]] = []
+    client = S3(load_settings().remote).client  # the one client push and pull use
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        sent.append((event_name.rsplit(".", 1)[-1], request))
+
+    client.meta.events.register("before-send.s3", record)
+    try:
+        yield sent
+    finally:
+        client.meta.events.unregister("before-send.s3", record)
 
 
 VALUES = SCALARS[::3] + CONTAINERS[::2] + ARRAYS[:3] + FRAMES[:4]
@@ -95,6 +114,27 @@ def test_push_without_name_sends_only_what_is_missing(remote_ctx: str) -> None:
     assert second.pushed == [] and len(second.already_remote) == 3 and second.uploaded == 0
 
 
+def test_repush_lists_the_catalog_once_per_name_and_heals_it(remote_ctx: str, bucket: str) -> None:
+    """Pushing everything again costs one list per name, not requests per bundle; a bundle whose
+    catalog entry went missing is found complete by its manifest and its entry written back."""
+    made = [api.Bundle(remote_ctx, name=f"n{i % 2}", data=pd.DataFrame({"a": [i]})).commit() for i in range(6)]
+    api.push(remote_ctx)
+    with _sent() as sent:
+        again = api.push(remote_ctx)
+    assert sorted(again.already_remote) == sorted(b.uuid for b in made) and again.pushed == []
+    assert [op for op, _ in sent] == ["ListObjectsV2", "ListObjectsV2"]
+    entry = f"team/context/shared/catalog/n0/{made[0].uuid}"
+    boto3.client("s3").delete_object(Bucket=bucket, Key=entry)
+    with _sent() as sent:
+        healed = api.push(remote_ctx)
+    assert healed.pushed == [] and healed.uploaded == 0 and made[0].uuid in healed.already_remote
+    assert entry in _keys(bucket, "team/context/shared/catalog/")
+    assert not [op for op, _ in sent if op in ("UploadPart", "CreateMultipartUpload")]
+    assert [r.url for op, r in sent if op == "PutObject"] == [
+        f"{boto3.client('s3').meta.endpoint_url}/{bucket}/{entry}"
+    ]
+
+
 def test_pull_by_name_brings_every_version(remote_ctx: str, bucket: str) -> None:
     """pull NAME brings all versions of that name, newest first; pull -u one bundle."""
     versions = [api.Bundle(remote_ctx, name="model", data=i).commit() for i in range(3)]
@@ -108,6 +148,50 @@ def test_pull_by_name_brings_every_version(remote_ctx: str, bucket: str) -> None
     assert [b.data for b in only] == [0]
     with pytest.raises(BundleNotFound, match="not on the remote"):
         api.pull(fresh, uuid="00000000-0000-0000-0000-000000000000")
+
+
+def test_pull_in_batches_with_a_bundle_already_here(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles are pulled a batch at a time (here 2); one already pulled (metadata only) is
+    localized in place; everything arrives, verified."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 2)
+    frames = {api.Bundle(remote_ctx, name="f", data=pd.DataFrame({"a": [i] * 3})).commit().uuid: i for i in range(5)}
+    api.push(remote_ctx)
+    fresh = _fresh_context("fresh", bucket)
+    early = next(iter(frames))
+    api.pull(fresh, uuid=early)
+    with _sent() as sent:
+        pulled = api.pull(fresh, localize=True)
+    assert sorted(b.uuid for b in pulled) == sorted(frames)
+    assert len([op for op, _ in sent if op == "GetObject"]) == 5 + 5  # manifests, then data files
+    for bundle in pulled:
+        assert bundle.data["a"].tolist() == [frames[bundle.uuid]] * 3
+        assert bundle.files and all((Path(bundle.local_dir) / f.path).exists() for f in bundle.files)
+    assert api.verify(fresh).ok
+
+
+def test_corrupt_file_fails_its_batch_and_keeps_nothing_partial(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corrupt file stops the pull: its batch leaves no bundle and no draft; what is in the
+    context afterwards is complete and verifies."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 2)
+    made = [api.Bundle(remote_ctx, name="g", data=b"%d" % i * 20_000).commit() for i in range(4)]
+    api.push(remote_ctx)
+    bad = made[1]
+    key = next(k for k in _keys(bucket, f"team/context/shared/objects/{bad.uuid}/") if k.endswith(".bin"))
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"x" * 20_000)
+    fresh = _fresh_context("fresh", bucket)
+    with pytest.raises(BundleCorrupt, match="does not match the sha256"):
+        api.pull(fresh, localize=True)
+    assert api.get(fresh, None, uuid=bad.uuid) is None
+    assert api.verify(fresh).ok
+    home = Path(api._store().root) / "context" / fresh
+    assert list((home / "tmp").iterdir()) == []
+    for uuid in {b.uuid for b in made} - {bad.uuid}:
+        got = api.get(fresh, None, uuid=uuid)
+        assert got is None or got.data == next(b for b in made if b.uuid == uuid).data
 
 
 def test_files_stay_remote_until_localized(remote_ctx: str, bucket: str) -> None:
@@ -168,20 +252,12 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
         Path(path).write_bytes(payload)
         bundle.add_data(path)
     bundle.commit()
-    sent: list[dict[str, bytes]] = []
-    client = S3(load_settings().remote).client  # the shared client push uses
-
-    def record(request: Any, **_: Any) -> None:
-        sent.append({k.lower(): v.encode() if isinstance(v, str) else v for k, v in request.headers.items()})
-
-    client.meta.events.register("before-send.s3.UploadPart", record)
-    try:
+    with _sent() as sent:
         api.push(remote_ctx, "large")
-    finally:
-        client.meta.events.unregister("before-send.s3.UploadPart", record)
+    parts = [{k.lower(): _text(v) for k, v in r.headers.items()} for op, r in sent if op == "UploadPart"]
     # loopback endpoint: no SHA-256 pass for the signature, but every part still carries a CRC32
-    assert len(sent) == 6
-    assert all(h["x-amz-content-sha256"] == b"UNSIGNED-PAYLOAD" and "x-amz-checksum-crc32" in h for h in sent)
+    assert len(parts) == 6
+    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" and "x-amz-checksum-crc32" in h for h in parts)
     key = f"team/context/shared/objects/{bundle.uuid}/data/blob.bin"
     client = boto3.client("s3")
     assert client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-6")  # 5 x 8 MiB + the rest
@@ -194,6 +270,10 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
         api.pull(other, "large", localize=True)
     home = Path(api._store().root) / "context" / other
     assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _plant_manifest(bucket: str, uuid: str, manifest: dict[str, Any], name: str = "evil") -> None:

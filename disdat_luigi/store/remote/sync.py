@@ -6,9 +6,10 @@ entry by name. A bundle is on the remote exactly when its manifest is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import (
@@ -22,7 +23,7 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
-from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.index import BundleQuery
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry
 from disdat_luigi.store.remote import transfer
@@ -32,6 +33,9 @@ from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+PULL_BATCH = 64  # bundles pulled together: one transfer pool for all their files, one draft each
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -66,20 +70,29 @@ class RemoteSync:
     def push(self, bundles: Iterable[Bundle], delocalize: bool = False) -> PushResult:
         """Publish committed bundles; files already on the remote (same size and sha256) are skipped."""
         bundles = list(bundles)
-        result = PushResult()
-        todo: list[Bundle] = []
         for bundle in bundles:
             if not bundle.is_committed:
                 raise NotCommitted(f"bundle {bundle.name} {bundle.uuid} is not committed")
-            if self._is_present(bundle.uuid):
-                self._write_catalog(bundle.manifest)
+        result = PushResult()
+        cataloged = self._cataloged({b.name for b in bundles}) if len(bundles) > 1 else set()
+        unknown = [b for b in bundles if b.uuid not in cataloged]
+        listings = dict(zip((b.uuid for b in unknown), self._map(self._listed_sizes, [b.uuid for b in unknown])))
+        todo: list[Bundle] = []
+        healed: list[Bundle] = []
+        for bundle in bundles:
+            listed = listings.get(bundle.uuid)
+            if listed is None:
+                result.already_remote.append(bundle.uuid)
+            elif self.location.manifest_key(bundle.uuid) in listed:
+                healed.append(bundle)  # complete, but its catalog entry may be missing
                 result.already_remote.append(bundle.uuid)
             else:
                 todo.append(bundle)
+        self._map(lambda b: self._write_catalog(b.manifest), healed)
         jobs: list[FileTransfer] = []
         absent: set[str] = set()
         for bundle in todo:
-            listed = self._listed_sizes(bundle.uuid)
+            listed = listings[bundle.uuid]
             for job in self._jobs(bundle):
                 if listed.get(job.key) != job.size:
                     absent.add(job.key)
@@ -90,13 +103,22 @@ class RemoteSync:
             )
         result.files = len(jobs)
         result.bytes = sum(j.size for j in jobs)
-        for bundle in todo:
-            self._publish_manifest(bundle)
-            result.pushed.append(bundle.uuid)
+        self._map(self._publish_manifest, todo)
+        result.pushed.extend(b.uuid for b in todo)
         if delocalize:
             for bundle in bundles:
                 self.delocalize(bundle)
         return result
+
+    def _map(self, action: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """One request per item, `transfer_threads` at a time."""
+        return transfer.map_all(action, items, self.settings.transfer_threads)
+
+    def _cataloged(self, names: set[str]) -> set[str]:
+        """Uuids the remote catalog lists under `names`: complete bundles (a catalog entry is
+        written after its manifest and removed before it), found with a list per name."""
+        found = self._map(self.remote_uuids, sorted(names))
+        return {uuid for uuids in found for uuid in uuids}
 
     def _jobs(self, bundle: Bundle) -> list[FileTransfer]:
         local_dir = Path(bundle.local_dir)
@@ -198,7 +220,7 @@ class RemoteSync:
     def find(self, name: str | None = None, uuid: str | None = None) -> list[RemoteBundle]:
         """Complete remote bundles by uuid, by name (newest first) or all; hostile manifests raise."""
         uuids = [uuid] if uuid is not None else self.remote_uuids(name)
-        found = [b for b in (self.fetch(u) for u in uuids) if b is not None]
+        found = [b for b in self._map(self.fetch, uuids) if b is not None]
         if name is not None:
             found = [b for b in found if b.manifest.name == name]
         return sorted(found, key=lambda b: b.manifest.creation_date, reverse=True)
@@ -210,38 +232,52 @@ class RemoteSync:
         remote = self.find(name, uuid)
         if uuid is not None and not remote:
             raise BundleNotFound(f"bundle {uuid} is not on the remote {self.location.url(self.location.root)}")
-        pulled = []
-        for item in remote:
-            pulled.append(self._pull_one(item, localize))
+        pulled: list[Bundle] = []
+        for start in range(0, len(remote), PULL_BATCH):
+            pulled.extend(self._pull_batch(remote[start : start + PULL_BATCH], localize))
         return pulled
 
-    def _pull_one(self, item: RemoteBundle, localize: bool) -> Bundle:
-        uuid = item.manifest.uuid
-        if self.context.search(BundleQuery(uuid=uuid)):
-            bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
-            if localize:
-                self.localize(bundle)
-            return bundle
-        draft = self.context.begin_bundle(uuid)
+    def _pull_batch(self, items: Sequence[RemoteBundle], localize: bool) -> list[Bundle]:
+        """Pull a few bundles at once: the new ones get a draft each, all their files go through
+        one transfer pool, and each draft is published only when every file of the batch is in."""
+        known = {u for u in (i.manifest.uuid for i in items) if self.context.search(BundleQuery(uuid=u))}
+        drafts: list[tuple[BundleDraft, BundleManifest]] = []
         try:
-            if localize:
-                jobs = [
-                    FileTransfer(
-                        draft.path / e.path,
-                        self.location.bucket,
-                        self.location.file_key(uuid, e.path),
-                        e.size,
-                        e.sha256,
-                    )
-                    for e in item.manifest.files
-                ]
+            jobs: list[FileTransfer] = []
+            for item in items:
+                if item.manifest.uuid in known:
+                    continue
+                draft = self.context.begin_bundle(item.manifest.uuid)
+                drafts.append((draft, item.manifest))
+                if localize:
+                    jobs.extend(self._file_jobs(draft.path, item.manifest.uuid, item.manifest.files))
+            if jobs:
                 transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
-            remote_only = not localize and bool(item.manifest.files)
-            self.context.publish(draft, item.manifest, committed=True, remote_only=remote_only, files_synced=localize)
-        except BaseException:
-            self.context.abandon(draft)
-            raise
-        return Bundle._from_manifest(self.context, item.manifest, True)
+            while drafts:
+                draft, manifest = drafts[0]
+                remote_only = not localize and bool(manifest.files)
+                self.context.publish(draft, manifest, committed=True, remote_only=remote_only, files_synced=localize)
+                drafts.pop(0)
+        finally:
+            for draft, _ in drafts:
+                self.context.abandon(draft)
+        pulled = []
+        for item in items:
+            uuid = item.manifest.uuid
+            if uuid in known:
+                bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
+                if localize:
+                    self.localize(bundle)
+            else:
+                bundle = Bundle._from_manifest(self.context, item.manifest, True)
+            pulled.append(bundle)
+        return pulled
+
+    def _file_jobs(self, root: Path, uuid: str, entries: Iterable[FileEntry]) -> list[FileTransfer]:
+        bucket = self.location.bucket
+        return [
+            FileTransfer(root / e.path, bucket, self.location.file_key(uuid, e.path), e.size, e.sha256) for e in entries
+        ]
 
     # --- local copies ----------------------------------------------------------------------
 
@@ -249,17 +285,10 @@ class RemoteSync:
         """Download the bundle's missing files (all, or `rels`), each verified before it appears."""
         wanted = set(rels) if rels is not None else None
         local_dir = Path(bundle.local_dir)
-        jobs = [
-            FileTransfer(
-                local_dir / e.path,
-                self.location.bucket,
-                self.location.file_key(bundle.uuid, e.path),
-                e.size,
-                e.sha256,
-            )
-            for e in bundle.files
-            if (wanted is None or e.path in wanted) and not (local_dir / e.path).exists()
+        missing = [
+            e for e in bundle.files if (wanted is None or e.path in wanted) and not (local_dir / e.path).exists()
         ]
+        jobs = self._file_jobs(local_dir, bundle.uuid, missing)
         if jobs:
             transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
         if all((local_dir / e.path).exists() for e in bundle.files):

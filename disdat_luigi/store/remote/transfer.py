@@ -9,10 +9,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from disdat_luigi.errors import BundleCorrupt, DisdatError, TransferError
 from disdat_luigi.store.remote.progress import NoProgress, Progress
 from disdat_luigi.store.remote.s3 import S3
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,21 @@ class FileTransfer:
     key: str
     size: int
     sha256: str
+
+
+def map_all(action: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """`action` on every item in a pool of `threads` (in this thread for one item); the results
+    in item order. The first failure is raised once every started call has stopped."""
+    if len(items) <= 1:
+        return [action(item) for item in items]
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
+        futures = [pool.submit(action, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def run_all(
