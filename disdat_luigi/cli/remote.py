@@ -22,6 +22,7 @@ class BarProgress:
 
     def start(self, files: int, nbytes: int) -> None:
         self.files = files
+        self.done = 0
         self.bar = tqdm(
             total=nbytes, unit="B", unit_scale=True, unit_divisor=1024, desc=self.verb, file=sys.stderr, leave=False
         )

@@ -150,6 +150,22 @@ def test_pull_by_name_brings_every_version(remote_ctx: str, bucket: str) -> None
         api.pull(fresh, uuid="00000000-0000-0000-0000-000000000000")
 
 
+class _Recorder:
+    """A Progress that remembers every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self, files: int, nbytes: int) -> None:
+        self.calls.append(("start", files, nbytes))
+
+    def file_done(self, nbytes: int) -> None:
+        self.calls.append(("done", nbytes))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
 def test_pull_in_batches_with_a_bundle_already_here(
     remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,10 +177,14 @@ def test_pull_in_batches_with_a_bundle_already_here(
     fresh = _fresh_context("fresh", bucket)
     early = next(iter(frames))
     api.pull(fresh, uuid=early)
+    progress = _Recorder()
     with _sent() as sent:
-        pulled = api.pull(fresh, localize=True)
+        pulled = api.pull(fresh, localize=True, progress=progress)
     assert sorted(b.uuid for b in pulled) == sorted(frames)
     assert len([op for op, _ in sent if op == "GetObject"]) == 5 + 5  # manifests, then data files
+    sizes = [f.size for b in pulled for f in b.files]
+    assert len(sizes) == 5 and progress.calls[0] == ("start", 5, sum(sizes)) and progress.calls[-1] == ("close",)
+    assert sorted(progress.calls[1:-1]) == sorted(("done", n) for n in sizes)  # one bar for every batch
     for bundle in pulled:
         assert bundle.data["a"].tolist() == [frames[bundle.uuid]] * 3
         assert bundle.files and all((Path(bundle.local_dir) / f.path).exists() for f in bundle.files)

@@ -22,3 +22,20 @@ class NoProgress:
 
     def close(self) -> None:
         pass
+
+
+class Part:
+    """One stage of a larger transfer: its files count towards `whole`, whose owner starts and
+    closes it once (a pull of many bundles shows one bar, not one per batch)."""
+
+    def __init__(self, whole: Progress) -> None:
+        self.whole = whole
+
+    def start(self, files: int, nbytes: int) -> None:
+        pass
+
+    def file_done(self, nbytes: int) -> None:
+        self.whole.file_done(nbytes)
+
+    def close(self) -> None:
+        pass

@@ -28,7 +28,7 @@ from disdat_luigi.store.index import BundleQuery
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry
 from disdat_luigi.store.remote import transfer
 from disdat_luigi.store.remote.location import RemoteLocation, S3Url, parse_s3_url
-from disdat_luigi.store.remote.progress import Progress
+from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
 
@@ -232,12 +232,28 @@ class RemoteSync:
         remote = self.find(name, uuid)
         if uuid is not None and not remote:
             raise BundleNotFound(f"bundle {uuid} is not on the remote {self.location.url(self.location.root)}")
+        progress = self.progress or NoProgress()
+        if localize:
+            wanted = [e for item in remote for e in self._not_here(item)]
+            progress.start(len(wanted), sum(e.size for e in wanted))
         pulled: list[Bundle] = []
-        for start in range(0, len(remote), PULL_BATCH):
-            pulled.extend(self._pull_batch(remote[start : start + PULL_BATCH], localize))
+        try:
+            for start in range(0, len(remote), PULL_BATCH):
+                pulled.extend(self._pull_batch(remote[start : start + PULL_BATCH], localize, Part(progress)))
+        finally:
+            if localize:
+                progress.close()
         return pulled
 
-    def _pull_batch(self, items: Sequence[RemoteBundle], localize: bool) -> list[Bundle]:
+    def _not_here(self, item: RemoteBundle) -> list[FileEntry]:
+        """Files of a remote bundle this context lacks (all of them when the bundle is new)."""
+        uuid = item.manifest.uuid
+        if not self.context.search(BundleQuery(uuid=uuid)):
+            return list(item.manifest.files)
+        local_dir = self.context.bundle_dir(uuid)
+        return [e for e in item.manifest.files if not (local_dir / e.path).exists()]
+
+    def _pull_batch(self, items: Sequence[RemoteBundle], localize: bool, progress: Progress) -> list[Bundle]:
         """Pull a few bundles at once: the new ones get a draft each, all their files go through
         one transfer pool, and each draft is published only when every file of the batch is in."""
         known = {u for u in (i.manifest.uuid for i in items) if self.context.search(BundleQuery(uuid=u))}
@@ -252,7 +268,7 @@ class RemoteSync:
                 if localize:
                     jobs.extend(self._file_jobs(draft.path, item.manifest.uuid, item.manifest.files))
             if jobs:
-                transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
+                transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, progress)
             while drafts:
                 draft, manifest = drafts[0]
                 remote_only = not localize and bool(manifest.files)
@@ -267,7 +283,7 @@ class RemoteSync:
             if uuid in known:
                 bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
                 if localize:
-                    self.localize(bundle)
+                    self.localize(bundle, progress=progress)
             else:
                 bundle = Bundle._from_manifest(self.context, item.manifest, True)
             pulled.append(bundle)
@@ -281,7 +297,7 @@ class RemoteSync:
 
     # --- local copies ----------------------------------------------------------------------
 
-    def localize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
+    def localize(self, bundle: Bundle, rels: Iterable[str] | None = None, progress: Progress | None = None) -> None:
         """Download the bundle's missing files (all, or `rels`), each verified before it appears."""
         wanted = set(rels) if rels is not None else None
         local_dir = Path(bundle.local_dir)
@@ -290,7 +306,9 @@ class RemoteSync:
         ]
         jobs = self._file_jobs(local_dir, bundle.uuid, missing)
         if jobs:
-            transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, self.progress)
+            transfer.run_all(
+                jobs, transfer.downloader(self.s3), self.settings.transfer_threads, progress or self.progress
+            )
         if all((local_dir / e.path).exists() for e in bundle.files):
             self.context.set_remote_only(bundle.uuid, False)
 
