@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,15 +37,26 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """A moto server in its own process on 127.0.0.1 (so it does not share our GIL)."""
+    """A moto server in its own process on 127.0.0.1 (so it does not share our GIL).
+
+    It keeps its objects' temporary files in memory (tmpfs under /dev/shm where there is one): S3's
+    storage is not the client's disk, and on a disk a server's writes and deletes (trims, on a
+    `discard` mount) stall the client's own I/O at random, which is what the engines are timed on."""
     port = free_port()
+    shm = Path("/dev/shm")
+    scratch = Path(tempfile.mkdtemp(prefix="dl-bench-moto-", dir=shm if shm.is_dir() else None))
     code = (
         "import logging, time; logging.getLogger('werkzeug').setLevel(logging.ERROR);"
         "from moto.server import ThreadedMotoServer;"
         f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False); s.start();"
         "time.sleep(10**9)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
@@ -57,6 +70,7 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.executable) -> Measure:

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 KIB = 1024
 MIB = 1024 * KIB
 RAW_THREADS = (4, 10, 32)
+SETTLE_SECONDS = 6  # longer than ext4's journal commit interval
 
 
 def make_data(root: Path, quick: bool) -> dict[str, Path]:
@@ -137,7 +138,13 @@ class Engines:
             client = boto3.client("s3")
             client.create_bucket(Bucket="bench")
             _warm_up(client)
-            return self._measure(name, copy, round_)
+            result = self._measure(name, copy, round_)
+        # what this measurement deleted (its downloads, a pulled context) is trimmed on a `discard`
+        # mount only once ext4 commits its journal (every 5 s): let that happen before the next
+        # engine is timed, not during its run
+        os.sync()
+        time.sleep(SETTLE_SECONDS)
+        return result
 
     def _measure(self, name: str, copy: Path, round_: int) -> tuple[Measure, Measure]:
         if name == "disdat_luigi":
@@ -236,7 +243,11 @@ def main() -> None:
         for round_ in range(args.rounds):
             for shape, source in data.items():
                 order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
-                for name in order:  # rotated each round, so no engine always goes first
+                if round_ % 2:
+                    order.reverse()
+                # rotated each round so no engine always goes first, reversed every other round so
+                # no engine always follows the same one (and pays for what that one left behind)
+                for name in order:
                     push, pull = engines.measure(name, source, round_)
                     print(
                         f"round {round_} {shape} {name}: push {push.seconds:.2f} pull {pull.seconds:.2f}",
