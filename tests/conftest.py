@@ -75,6 +75,21 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def wait_for_batch_job(job_id: str, seconds: float = 180) -> str:
+    """Block until moto's Batch has finished the job (and so removed its container); its status."""
+    import time
+
+    import boto3
+
+    batch = boto3.client("batch")
+    deadline = time.time() + seconds
+    while (status := batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"]) not in ("SUCCEEDED", "FAILED"):
+        if time.time() > deadline:
+            raise RuntimeError(f"Batch job {job_id} is still {status} after {seconds:.0f} s")
+        time.sleep(1)
+    return str(status)
+
+
 def free_port() -> int:
     import socket
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from disdat_luigi.errors import (
     QueueNotFound,
     RemoteNotConfigured,
 )
+from tests.conftest import wait_for_batch_job
 
 FAILING = """
 import luigi
@@ -128,13 +128,7 @@ def test_batch_without_wait_then_pull(batch_queue: str, run_env: str, dsdt) -> N
     """AWSBatch returns the job id at once; the job runs in moto; dsdt pull brings the output."""
     result = _summary_run(dsdt, "--backend", "AWSBatch", "--use-aws-session-token", "900", output="batch_summary")
     assert result.code == 0, result.err
-    job_id = result.out.strip()
-    batch = boto3.client("batch")
-    deadline = time.time() + 120
-    while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
-        assert time.time() < deadline
-        time.sleep(1)
-    assert batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "SUCCEEDED"
+    assert wait_for_batch_job(result.out.strip()) == "SUCCEEDED"
     assert dsdt("pull", "batch_summary", "-l").code == 0
     assert api.get(run_env, "batch_summary").data["max"] == 8.0
 
@@ -162,6 +156,7 @@ def test_batch_credentials_are_temporary_and_only_in_overrides(batch_queue: str,
     env = {e["name"]: e["value"] for e in job["container"]["environment"]}
     assert env["AWS_SESSION_TOKEN"] and env["AWS_ACCESS_KEY_ID"] != "testing"
     assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert wait_for_batch_job(result.job_id) == "SUCCEEDED"  # the temporary credentials work in the job
 
 
 def test_batch_job_definition_reuse(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from disdat_luigi import api
+from tests.conftest import wait_for_batch_job
 
 SECRET = "wJalrXUtnFEMI-disdat-test-secret-value"
 KEY_ID = "AKIADISDATTESTKEY1234"
@@ -100,5 +101,12 @@ def test_run_logs_and_job_definitions_hold_no_secrets(  # type: ignore[no-untype
         problems.append("the job definition holds credentials")
     if env.get("AWS_ACCESS_KEY_ID") in (None, KEY_ID) or not env.get("AWS_SESSION_TOKEN"):
         problems.append("the job did not get temporary credentials")
-    ledger.record("secrets in logs and job definitions", 3, len(problems), "CLI output, job definition, job overrides")
+    if wait_for_batch_job(job["jobId"]) != "SUCCEEDED":
+        problems.append("the job failed with its temporary credentials")
+    ledger.record(
+        "secrets in logs and job definitions",
+        3,
+        len(problems),
+        "CLI output, job definition, job overrides; the job runs",
+    )
     assert not problems, problems
