@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from tqdm import tqdm
 
@@ -12,13 +13,14 @@ from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
 
 
 class BarProgress:
-    """A tqdm bar on stderr counting bytes, with the file count in its postfix."""
+    """A tqdm bar on stderr counting bytes as they move, with the file count in its postfix."""
 
     def __init__(self, verb: str) -> None:
         self.verb = verb
         self.bar: tqdm | None = None
         self.files = 0
         self.done = 0
+        self.lock = threading.Lock()  # transfer threads report concurrently
 
     def start(self, files: int, nbytes: int) -> None:
         self.files = files
@@ -28,11 +30,17 @@ class BarProgress:
         )
         self.bar.set_postfix_str(f"0/{files} files")
 
+    def advance(self, nbytes: int) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.update(nbytes)
+
     def file_done(self, nbytes: int) -> None:
-        if self.bar is not None:
-            self.done += 1
-            self.bar.update(nbytes)
-            self.bar.set_postfix_str(f"{self.done}/{self.files} files", refresh=False)
+        with self.lock:
+            if self.bar is not None:
+                self.done += 1
+                self.bar.update(nbytes)
+                self.bar.set_postfix_str(f"{self.done}/{self.files} files", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -29,7 +29,7 @@ from disdat_luigi.errors import (
     NotCommitted,
     RemoteNotConfigured,
 )
-from disdat_luigi.store.remote import sync
+from disdat_luigi.store.remote import sync, transfer
 from disdat_luigi.store.remote.s3 import S3
 from tests.functional.test_values import ARRAYS, CONTAINERS, FRAMES, SCALARS, _same
 
@@ -158,6 +158,9 @@ class _Recorder:
 
     def start(self, files: int, nbytes: int) -> None:
         self.calls.append(("start", files, nbytes))
+
+    def advance(self, nbytes: int) -> None:
+        self.calls.append(("advance", nbytes))
 
     def file_done(self, nbytes: int) -> None:
         self.calls.append(("done", nbytes))
@@ -290,6 +293,35 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
         api.pull(other, "large", localize=True)
     home = Path(api._store().root) / "context" / other
     assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
+
+
+def test_progress_counts_a_large_file_while_it_moves(remote_ctx: str, bucket: str) -> None:
+    """Push and pull of one 40 MiB file report its bytes as they move, not only once it is done;
+    what is reported adds up to the file's size, and an unchanged file reports no movement."""
+    size = 40 * 1024 * 1024
+    with api.Bundle(remote_ctx, name="large") as bundle:
+        path = bundle.get_file("blob.bin")
+        Path(path).write_bytes(np.random.default_rng(3).bytes(size))
+        bundle.add_data(path)
+    bundle.commit()
+    fresh = _fresh_context("fresh", bucket)
+    moves = (
+        lambda p: api.push(remote_ctx, "large", progress=p),
+        lambda p: api.pull(fresh, "large", localize=True, progress=p),
+    )
+    for move in moves:
+        progress = _Recorder()
+        move(progress)
+        advanced = [c[1] for c in progress.calls if c[0] == "advance"]
+        (done,) = [c[1] for c in progress.calls if c[0] == "done"]
+        assert progress.calls[0] == ("start", 1, size) and progress.calls[-1] == ("close",)
+        assert len(advanced) >= 20 and all(n >= transfer.METER_STEP for n in advanced)
+        assert sum(advanced) + done == size and done < transfer.METER_STEP
+    # with its manifest gone the bundle is incomplete on the remote; the push resumes, skipping the file
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"team/context/shared/objects/{bundle.uuid}/manifest.json")
+    progress = _Recorder()
+    assert api.push(remote_ctx, "large", progress=progress).uploaded == 0
+    assert progress.calls == [("start", 1, size), ("done", size), ("close",)]
 
 
 def _text(value: str | bytes) -> str:

@@ -6,15 +6,25 @@ from typing import Protocol
 
 
 class Progress(Protocol):
+    """Told about a transfer as it goes; `advance` and `file_done` come from transfer threads."""
+
     def start(self, files: int, nbytes: int) -> None: ...
 
-    def file_done(self, nbytes: int) -> None: ...
+    def advance(self, nbytes: int) -> None:
+        """`nbytes` more have moved (negative when a part is sent again)."""
+
+    def file_done(self, nbytes: int) -> None:
+        """A file is complete; `nbytes` of it were not reported through `advance` (all of it
+        when it did not have to move), so the totals always add up to what `start` announced."""
 
     def close(self) -> None: ...
 
 
 class NoProgress:
     def start(self, files: int, nbytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
         pass
 
     def file_done(self, nbytes: int) -> None:
@@ -33,6 +43,9 @@ class Part:
 
     def start(self, files: int, nbytes: int) -> None:
         pass
+
+    def advance(self, nbytes: int) -> None:
+        self.whole.advance(nbytes)
 
     def file_done(self, nbytes: int) -> None:
         self.whole.file_done(nbytes)

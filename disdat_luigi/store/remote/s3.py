@@ -13,7 +13,7 @@ import ipaddress
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,14 @@ class S3:
         with _translate(f"s3://{bucket}"):
             self.client.head_bucket(Bucket=bucket)
 
-    def upload(self, path: Path, bucket: str, key: str, sha256: str, size: int) -> None:
+    def upload(
+        self, path: Path, bucket: str, key: str, sha256: str, size: int, moved: Callable[[int], None] | None = None
+    ) -> None:
+        """Upload a file; a large one multipart, telling `moved` about its bytes as they go."""
         with _translate(f"s3://{bucket}/{key}"):
             if size >= MULTIPART_THRESHOLD:
                 self.client.upload_file(
-                    str(path), bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config
+                    str(path), bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config, Callback=moved
                 )
             else:
                 with open(path, "rb") as body:
@@ -93,8 +96,9 @@ class S3:
             return False
         return True
 
-    def download(self, bucket: str, key: str, target: Path) -> str:
-        """Stream the object into `target` (constant memory), flush it to disk, return its sha256.
+    def download(self, bucket: str, key: str, target: Path, moved: Callable[[int], None] | None = None) -> str:
+        """Stream the object into `target` (constant memory), flush it to disk, return its sha256;
+        `moved` hears of every chunk written.
 
         One streaming GET rather than parallel ranged GETs: it hashes on the fly, and servers
         that serve ranges by copying the object (moto) make ranged downloads many times slower.
@@ -110,6 +114,8 @@ class S3:
                         for chunk in response["Body"].iter_chunks(CHUNK):
                             hasher.update(chunk)
                             handle.write(chunk)
+                            if moved is not None:
+                                moved(len(chunk))
                             if writeback is not None:
                                 writeback.wrote(len(chunk))
                     finally:

@@ -17,6 +17,8 @@ from disdat_luigi.store.remote.s3 import S3
 
 T = TypeVar("T")
 R = TypeVar("R")
+Moved = Callable[[int], None]  # told how many more bytes of one file moved (any thread)
+METER_STEP = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def map_all(action: Callable[[T], R], items: Sequence[T], threads: int) -> list[
 
 def run_all(
     jobs: Sequence[FileTransfer],
-    action: Callable[[FileTransfer], bool],
+    action: Callable[[FileTransfer, Moved], bool],
     threads: int,
     progress: Progress | None,
 ) -> int:
@@ -55,22 +57,26 @@ def run_all(
     the first failure is raised once every started transfer has stopped."""
     progress = progress or NoProgress()
     progress.start(len(jobs), sum(j.size for j in jobs))
+
+    def run(job: FileTransfer) -> bool:
+        meter = _Meter(progress)
+        moved = action(job, meter)
+        progress.file_done(job.size - meter.reported)
+        return moved
+
     errors: list[BaseException] = []
     moved = 0
-    lock = threading.Lock()
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            futures = {pool.submit(action, job): job for job in jobs}
+            futures = [pool.submit(run, job) for job in jobs]
             for future in as_completed(futures):
                 error = future.exception()
                 if error is not None:
-                    with lock:
-                        errors.append(error)
+                    errors.append(error)
                     for pending in futures:
                         pending.cancel()
                 else:
                     moved += int(future.result())
-                    progress.file_done(futures[future].size)
     finally:
         progress.close()
     if errors:
@@ -81,11 +87,31 @@ def run_all(
     return moved
 
 
-def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer], bool]:
+class _Meter:
+    """One file's bytes as they move, passed on to `progress` in steps of at least METER_STEP
+    (boto3 reports every few KiB, from several threads for a multipart file)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.reported = 0
+
+    def __call__(self, nbytes: int) -> None:
+        with self._lock:
+            self._pending += nbytes
+            if abs(self._pending) < METER_STEP:
+                return
+            nbytes, self._pending = self._pending, 0
+            self.reported += nbytes
+        self._progress.advance(nbytes)
+
+
+def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer, Moved], bool]:
     """Upload a file; a key not in `absent` (just listed) is first asked for: when the remote holds
     it with the same size and sha256 it is skipped, so an interrupted push resumes."""
 
-    def upload(job: FileTransfer) -> bool:
+    def upload(job: FileTransfer, moved: Moved) -> bool:
         if job.key not in absent:
             existing = s3.head(job.bucket, job.key)
             if (
@@ -96,20 +122,20 @@ def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer], bool]:
                 return False
         if job.local.stat().st_size != job.size:
             raise BundleCorrupt(f"{job.local} changed since its bundle was closed", hint="run `dsdt verify`")
-        s3.upload(job.local, job.bucket, job.key, job.sha256, job.size)
+        s3.upload(job.local, job.bucket, job.key, job.sha256, job.size, moved)
         return True
 
     return upload
 
 
-def downloader(s3: S3) -> Callable[[FileTransfer], bool]:
+def downloader(s3: S3) -> Callable[[FileTransfer, Moved], bool]:
     """Download to a private temporary name, check size and sha256, then rename into place."""
 
-    def download(job: FileTransfer) -> bool:
+    def download(job: FileTransfer, moved: Moved) -> bool:
         job.local.parent.mkdir(parents=True, exist_ok=True)
         part = job.local.with_name(f".{job.local.name}.{uuidlib.uuid4().hex}.part")
         try:
-            digest = s3.download(job.bucket, job.key, part)
+            digest = s3.download(job.bucket, job.key, part, moved)
             size = part.stat().st_size
             if size != job.size:
                 raise BundleCorrupt(
