@@ -266,6 +266,29 @@ def test_corrupted_remote_file_is_detected_and_nothing_kept(remote_ctx: str, buc
         _ = meta_only.data
 
 
+def test_one_corrupt_file_among_many_names_the_damage(remote_ctx: str, bucket: str, dsdt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With more files than transfer threads, a corrupt one still fails the pull with its own
+    error and hint (not the cancellation of the files left waiting), and nothing is kept."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(40):
+        (tree / f"part-{i:02d}.bin").write_bytes(bytes([i]) * 4096)
+    bundle = api.add(remote_ctx, "many", tree)
+    api.commit(remote_ctx, "many")
+    api.push(remote_ctx, "many")
+    key = f"team/context/shared/objects/{bundle.uuid}/data/part-00.bin"
+    assert key in _keys(bucket, f"team/context/shared/objects/{bundle.uuid}/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"\xff" * 4096)
+    fresh = _fresh_context("fresh", bucket)
+    assert dsdt("switch", fresh).code == 0
+    pulled = dsdt("pull", "many", "-l")
+    assert pulled.code == 1
+    assert (
+        "does not match the sha256 in its manifest" in pulled.err and "hint: the remote copy is damaged" in pulled.err
+    )
+    assert api.get(fresh, "many") is None
+
+
 def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket: str) -> None:
     """A file past the multipart threshold and the writeback step goes up in parts, comes back
     byte-exact; a flipped byte in the remote copy fails the pull and keeps nothing."""

@@ -70,6 +70,8 @@ def run_all(
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             futures = [pool.submit(run, job) for job in jobs]
             for future in as_completed(futures):
+                if future.cancelled():  # cancelled below, after the failure that is raised
+                    continue
                 error = future.exception()
                 if error is not None:
                     errors.append(error)
