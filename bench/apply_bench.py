@@ -9,7 +9,6 @@ in its own venv. Each run is a fresh child process; times exclude interpreter st
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import ensure_venv, print_table, run_child  # noqa: E402
+from common import child_result, ensure_venv, print_table, run_child  # noqa: E402
 
 
 def child(engine: str, n: int, work: str) -> None:
@@ -48,7 +47,7 @@ def child(engine: str, n: int, work: str) -> None:
 
         started = time.perf_counter()
         api.apply("bench", Root, params={"n": n})
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    print(child_result(time.perf_counter() - started))
 
 
 class Engine:

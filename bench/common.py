@@ -73,20 +73,29 @@ def moto_server() -> Iterator[str]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def child_result(seconds: float) -> str:
+    """What a benchmark child prints as its last line: its time and its own peak RSS.
+
+    The peak comes from the child's VmHWM, not from wait4: Linux carries a child's RSS high-water
+    mark over from the parent it was forked from, so wait4 would report the benchmark's own size."""
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return json.dumps({"seconds": seconds, "peak_rss_mb": kib / 1024})
+
+
 def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.executable) -> Measure:
-    """Run `python argv...`; the child prints {"seconds": ...} as its last line; RSS from wait4.
-    Dirty pages are flushed first so no run pays for the previous one's writes."""
+    """Run `python argv...`; the child prints `child_result(...)` as its last line. Dirty pages
+    are flushed first so no run pays for the previous one's writes."""
     os.sync()
     proc = subprocess.Popen([python, *argv], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read()
     err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    seconds = json.loads(out.decode().strip().splitlines()[-1])["seconds"]
-    return Measure(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return Measure(seconds=result["seconds"], peak_rss_mb=result["peak_rss_mb"])
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

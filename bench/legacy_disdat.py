@@ -3,7 +3,6 @@
 legacy_disdat.py push|pull SOURCE_DIR s3://bucket/prefix
 """
 
-import json
 import logging
 import os
 import sys
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import disdat.api as api
+from common import child_result  # this script's folder, bench/, is on sys.path
 
 logging.basicConfig(level=logging.WARNING)
 
@@ -32,4 +32,4 @@ else:
     api.remote(ctx, "bench", url)
     started = time.perf_counter()
     api.pull(ctx, name, localize=True)
-print(json.dumps({"seconds": time.perf_counter() - started}))
+print(child_result(time.perf_counter() - started))

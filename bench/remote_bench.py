@@ -13,7 +13,6 @@ Each measurement runs in a fresh child process; times exclude interpreter start 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import AWS_ENV, Measure, ensure_venv, moto_server, print_table, run_child  # noqa: E402
+from common import AWS_ENV, Measure, child_result, ensure_venv, moto_server, print_table, run_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KIB = 1024
@@ -46,7 +45,7 @@ def make_data(root: Path, quick: bool) -> dict[str, Path]:
     return {"500 x 100 KiB" if not quick else "100 x 100 KiB": small, ("512 MiB" if not quick else "64 MiB"): big}
 
 
-# --- children: each prints {"seconds": ...} ------------------------------------------------
+# --- children: each prints child_result(...) -----------------------------------------------
 
 
 def child(args: list[str]) -> None:
@@ -98,7 +97,7 @@ def child(args: list[str]) -> None:
             api.pull(extra[1], extra[0], localize=True)
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
-    print(json.dumps({"seconds": seconds}))
+    print(child_result(seconds))
 
 
 # --- parent ---------------------------------------------------------------------------------
