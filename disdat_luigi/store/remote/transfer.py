@@ -60,9 +60,9 @@ def run_all(
 
     def run(job: FileTransfer) -> bool:
         meter = _Meter(progress)
-        moved = action(job, meter)
+        changed = action(job, meter)
         progress.file_done(job.size - meter.reported)
-        return moved
+        return changed
 
     errors: list[BaseException] = []
     moved = 0
