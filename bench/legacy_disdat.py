@@ -1,6 +1,6 @@
 """Disdat 1.2.0 pushing or pulling one directory bundle; run with the legacy venv's python.
 
-legacy_disdat.py push|pull SOURCE_DIR s3://bucket/prefix
+legacy_disdat.py add|push|pull SOURCE_DIR s3://bucket/prefix   (add ignores the URL)
 """
 
 import logging
@@ -19,11 +19,14 @@ os.makedirs(Path.home() / ".config", exist_ok=True)
 name = f"legacy{source.parent.name}{source.name}"  # unique per benchmark round
 if not (Path.home() / ".config" / "disdat").exists():
     api.init()  # Disdat exits the process when asked to init twice
-if op == "push":
+if op == "add":  # before any measurement, as for every engine
     api.context("bench")
-    api.remote("bench", "bench", url)
     api.add("bench", name, str(source))
     api.commit("bench", name)
+    print(child_result(0.0))
+    sys.exit(0)
+if op == "push":
+    api.remote("bench", "bench", url)
     started = time.perf_counter()
     api.push("bench", name)
 else:
