@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 AWS_ENV = {
@@ -27,6 +27,7 @@ AWS_ENV = {
 class Measure:
     seconds: float
     peak_rss_mb: float
+    detail: dict[str, float] = field(default_factory=dict)  # named parts of `seconds`, when a child reports them
 
 
 def free_port() -> int:
@@ -73,14 +74,15 @@ def moto_server() -> Iterator[str]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def child_result(seconds: float) -> str:
-    """What a benchmark child prints as its last line: its time and its own peak RSS.
+def child_result(seconds: float, **detail: float) -> str:
+    """What a benchmark child prints as its last line: its time, its own peak RSS and any named
+    parts of that time (`detail`).
 
     The peak comes from the child's VmHWM, not from wait4: Linux carries a child's RSS high-water
     mark over from the parent it was forked from, so wait4 would report the benchmark's own size."""
     with open("/proc/self/status") as status:
         kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    return json.dumps({"seconds": seconds, "peak_rss_mb": kib / 1024})
+    return json.dumps({"seconds": seconds, "peak_rss_mb": kib / 1024, "detail": detail})
 
 
 def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.executable) -> Measure:
@@ -95,7 +97,7 @@ def run_child(argv: Sequence[str], env: dict[str, str], python: str = sys.execut
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    return Measure(seconds=result["seconds"], peak_rss_mb=result["peak_rss_mb"])
+    return Measure(seconds=result["seconds"], peak_rss_mb=result["peak_rss_mb"], detail=result.get("detail", {}))
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

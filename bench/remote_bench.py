@@ -2,8 +2,11 @@
 
 Shapes: 500 files of 100 KiB, and one 512 MiB file. Engines: disdat_luigi; boto3's transfer
 manager with its default TransferConfig (the `aws s3 cp` engine); the server's raw capacity (best
-of concurrent put_object/get_object with 4, 10 and 32 threads); Disdat 1.2.0 in its own venv.
-Each measurement runs in a fresh child process; times exclude interpreter start and imports.
+of concurrent put_object/get_object with 4, 10 and 32 threads); for files of 8 MiB and more, the
+server's raw multipart capacity (plain create_multipart_upload/upload_part/complete calls, the same
+best of threads; pushes only); Disdat 1.2.0 in its own venv. Each measurement runs in a fresh child
+process; times exclude interpreter start and imports. Below the table, every target of the remote
+issue is checked against the measured ratios.
 
     python bench/remote_bench.py            # full run (needs ~4 GB of disk in $TMPDIR)
     python bench/remote_bench.py --quick    # 100 files, 64 MiB: a smoke test
@@ -29,6 +32,16 @@ HERE = Path(__file__).resolve().parent
 KIB = 1024
 MIB = 1024 * KIB
 RAW_THREADS = (4, 10, 32)
+PART = 8 * MIB  # the part size of our multipart uploads and of boto3's default TransferConfig
+OURS, TRANSFER_MANAGER, RAW, RAW_MULTIPART, LEGACY = (
+    "disdat_luigi",
+    "boto3 transfer manager",
+    "raw capacity (best of 4/10/32 threads)",
+    "raw multipart capacity (8 MiB parts)",
+    "Disdat 1.2.0",
+)
+# the issue's targets: our time / the other's at most (or, when strict, below) the limit
+TARGETS = ((TRANSFER_MANAGER, 1.0, False), (RAW, 1.25, False), (LEGACY, 1.0, True))
 SETTLE_SECONDS = 6  # longer than ext4's journal commit interval
 
 
@@ -63,6 +76,7 @@ def child(args: list[str]) -> None:
     files = sorted(p for p in source.rglob("*") if p.is_file())
     prefix = f"{engine}/{source.name}"
     out = Path(tempfile.mkdtemp(dir=source.parent))
+    detail: dict[str, float] = {}
     started = time.perf_counter()
     if engine == "transfer_manager":
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
@@ -90,6 +104,8 @@ def child(args: list[str]) -> None:
 
         with ThreadPoolExecutor(int(extra[0])) as pool:
             list(pool.map(put if op == "push" else get, files))
+    elif engine == "raw_multipart":
+        detail["complete"] = _put_multipart(client, bucket, prefix, files, int(extra[0]))
     elif engine == "disdat_luigi":  # extra: bundle name [, context to pull into]
         if op == "push":
             api.push("bench", extra[0])
@@ -97,7 +113,45 @@ def child(args: list[str]) -> None:
             api.pull(extra[1], extra[0], localize=True)
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
-    print(child_result(seconds))
+    print(child_result(seconds, **detail))
+
+
+def _put_multipart(client: Any, bucket: str, prefix: str, files: list[Path], threads: int) -> float:
+    """Every file as one multipart upload of PART-sized parts with CRC32 checksums (what the
+    transfer manager asks for by default), the parts of all files `threads` at a time; returns the
+    seconds spent in CompleteMultipartUpload, the step that a single put_object does not have."""
+    uploads = {
+        f: client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/{f.name}", ChecksumAlgorithm="CRC32")[
+            "UploadId"
+        ]
+        for f in files
+    }
+    pieces = [(f, number) for f in files for number in range(1, -(-f.stat().st_size // PART) + 1)]
+
+    def put_part(piece: tuple[Path, int]) -> dict[str, Any]:
+        f, number = piece
+        with open(f, "rb") as handle:
+            handle.seek((number - 1) * PART)
+            body = handle.read(PART)
+        answer = client.upload_part(
+            Bucket=bucket,
+            Key=f"{prefix}/{f.name}",
+            UploadId=uploads[f],
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]}
+
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(put_part, pieces))
+    started = time.perf_counter()
+    for f in files:
+        mine = [part for (owner, _), part in zip(pieces, parts) if owner == f]
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=f"{prefix}/{f.name}", UploadId=uploads[f], MultipartUpload={"Parts": mine}
+        )
+    return time.perf_counter() - started
 
 
 # --- parent ---------------------------------------------------------------------------------
@@ -119,12 +173,18 @@ class Engines:
         self.api = api
         api.init()
         api.context("bench")
-        self.names = ["disdat_luigi", "boto3 transfer manager", "raw capacity (best of 4/10/32 threads)"]
+        self.names = [OURS, TRANSFER_MANAGER, RAW, RAW_MULTIPART]
         self.legacy_python = None
         if legacy:
             self.legacy_python = ensure_venv(HERE / ".venv-disdat-1.2.0", "disdat==1.2.0")
             (root / "disdat-home" / ".config").mkdir(parents=True)
-            self.names.append("Disdat 1.2.0")
+            self.names.append(LEGACY)
+
+    def names_for(self, source: Path) -> list[str]:
+        """The engines that apply to a shape: multipart only where every file is large enough."""
+        files = [p for p in source.rglob("*") if p.is_file()]
+        large = all(f.stat().st_size >= PART for f in files)
+        return [name for name in self.names if name != RAW_MULTIPART or large]
 
     def prepare(self, source: Path, round_: int) -> None:
         """Every engine's input for one round and shape: a copy of the files (a distinct key set)
@@ -143,7 +203,7 @@ class Engines:
     def _copy(self, source: Path, round_: int) -> Path:
         return self.root / f"r{round_}" / source.name
 
-    def measure(self, name: str, source: Path, round_: int) -> tuple[Measure, Measure]:
+    def measure(self, name: str, source: Path, round_: int) -> tuple[Measure, Measure | None]:
         copy = self._copy(source, round_)
         with moto_server() as endpoint:
             self.env["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"] = endpoint
@@ -160,25 +220,27 @@ class Engines:
         time.sleep(SETTLE_SECONDS)
         return result
 
-    def _measure(self, name: str, copy: Path, round_: int) -> tuple[Measure, Measure]:
-        if name == "disdat_luigi":
+    def _measure(self, name: str, copy: Path, round_: int) -> tuple[Measure, Measure | None]:
+        if name == OURS:
             return self._ours(copy, round_)
-        if name == "Disdat 1.2.0":
+        if name == LEGACY:
             return self._legacy(copy, round_)
-        engine = "transfer_manager" if name.startswith("boto3") else "raw"
-        if engine == "raw":
-            pushes, pulls = [], []
-            # more threads than files is the same measurement again: take it once, so that
-            # raw capacity is not the best of more samples than the other engines get
-            files = sum(1 for p in copy.rglob("*") if p.is_file())
-            for threads in sorted({min(t, files) for t in RAW_THREADS}):
-                argv = ["--child", "raw", "push", str(copy), "bench", str(threads)]
-                pushes.append(run_child([__file__, *argv], self.env))
+        if name == TRANSFER_MANAGER:
+            push = run_child([__file__, "--child", "transfer_manager", "push", str(copy), "bench"], self.env)
+            return push, run_child([__file__, "--child", "transfer_manager", "pull", str(copy), "bench"], self.env)
+        multipart = name == RAW_MULTIPART
+        files = [p for p in copy.rglob("*") if p.is_file()]
+        # more threads than items (files; parts when multipart) is the same measurement again:
+        # take it once, so that raw capacity is not the best of more samples than the others get
+        items = sum(-(-f.stat().st_size // PART) for f in files) if multipart else len(files)
+        pushes, pulls = [], []
+        for threads in sorted({min(t, items) for t in RAW_THREADS}):
+            argv = ["--child", "raw_multipart" if multipart else "raw", "push", str(copy), "bench", str(threads)]
+            pushes.append(run_child([__file__, *argv], self.env))
+            if not multipart:  # a multipart upload is read back like any object: raw pull covers it
                 pulls.append(run_child([__file__, *argv[:2], "pull", *argv[3:]], self.env))
-                _empty_bucket()
-            return min(pushes, key=lambda m: m.seconds), min(pulls, key=lambda m: m.seconds)
-        push = run_child([__file__, "--child", engine, "push", str(copy), "bench"], self.env)
-        return push, run_child([__file__, "--child", engine, "pull", str(copy), "bench"], self.env)
+            _empty_bucket()
+        return _fastest(pushes), _fastest(pulls) if pulls else None
 
     def _ours(self, copy: Path, round_: int) -> tuple[Measure, Measure]:
         api = self.api
@@ -201,6 +263,10 @@ class Engines:
 
     def _legacy_env(self) -> dict[str, str]:
         return {**self.env, "HOME": str(self.root / "disdat-home")}
+
+
+def _fastest(measures: list[Measure]) -> Measure:
+    return min(measures, key=lambda m: m.seconds)
 
 
 def _bundle_name(copy: Path) -> str:
@@ -241,6 +307,81 @@ def _empty_bucket() -> None:
             client.delete_objects(Bucket="bench", Delete={"Objects": keys})
 
 
+Best = dict[tuple[str, str], tuple[Measure, Measure | None]]  # (engine, shape) -> fastest push, pull
+
+
+def _run_rounds(engines: Engines, data: dict[str, Path], rounds: int) -> Best:
+    best: Best = {}
+    for round_ in range(rounds):
+        for shape, source in data.items():
+            names = engines.names_for(source)
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            if round_ % 2:
+                order.reverse()
+            # rotated each round so no engine always goes first, reversed every other round so
+            # no engine always follows the same one (and pays for what that one left behind)
+            for name in order:
+                push, pull = engines.measure(name, source, round_)
+                complete = f" (complete {push.detail['complete']:.2f})" if "complete" in push.detail else ""
+                pulled = f" pull {pull.seconds:.2f}" if pull is not None else ""
+                print(f"round {round_} {shape} {name}: push {push.seconds:.2f}{complete}{pulled}", file=sys.stderr)
+                old = best.get((name, shape))
+                if old is not None:
+                    push = _fastest([push, old[0]])
+                    pull = _fastest([pull, old[1]]) if pull is not None and old[1] is not None else pull
+                best[(name, shape)] = (push, pull)
+    return best
+
+
+def _result_rows(best: Best, names: list[str], shapes: list[str]) -> list[list[str]]:
+    rows = []
+    for shape in shapes:
+        ours_push, ours_pull = best[(OURS, shape)]
+        assert ours_pull is not None
+        for name in names:
+            if (name, shape) not in best:
+                continue
+            push, pull = best[(name, shape)]
+            push_text = f"{push.seconds:.2f}"
+            if "complete" in push.detail:
+                push_text += f" ({push.detail['complete']:.2f} completing)"
+            rows.append(
+                [
+                    shape,
+                    name,
+                    push_text,
+                    f"{pull.seconds:.2f}" if pull is not None else "-",
+                    f"{push.seconds / ours_push.seconds:.2f}x",
+                    f"{pull.seconds / ours_pull.seconds:.2f}x" if pull is not None else "-",
+                    f"{max(push.peak_rss_mb, pull.peak_rss_mb if pull is not None else 0):.0f}",
+                ]
+            )
+    return rows
+
+
+def _target_rows(best: Best, shapes: list[str]) -> list[list[str]]:
+    """Each target of the issue: at least as fast as the transfer manager, within 1.25x of the
+    raw capacity, faster than Disdat (push and pull, every shape); peak RSS under 200 MB."""
+    rows = []
+    for shape in shapes:
+        ours = best[(OURS, shape)]
+        for other, limit, strict in TARGETS:
+            if (other, shape) not in best:
+                continue
+            for op, mine, theirs in zip(("push", "pull"), ours, best[(other, shape)]):
+                assert mine is not None and theirs is not None
+                ratio = mine.seconds / theirs.seconds
+                met = ratio < limit if strict else ratio <= limit
+                target = f"{op} {'<' if strict else '<='} {limit:.2f}x {other}"
+                rows.append([shape, target, f"{ratio:.2f}x", "yes" if met else "NO"])
+        if (RAW_MULTIPART, shape) in best:  # no target: shows how much of raw capacity is multipart's own cost
+            ratio = ours[0].seconds / best[(RAW_MULTIPART, shape)][0].seconds
+            rows.append([shape, f"(push vs {RAW_MULTIPART})", f"{ratio:.2f}x", "-"])
+    peak = max(m.peak_rss_mb for shape in shapes for m in best[(OURS, shape)] if m is not None)
+    rows.append(["all", "peak RSS < 200 MB", f"{peak:.0f} MB", "yes" if peak < 200 else "NO"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -264,46 +405,18 @@ def main() -> None:
                 engines.prepare(source, round_)
         os.sync()
         time.sleep(SETTLE_SECONDS)
-        best: dict[tuple[str, str], tuple[Measure, Measure]] = {}
-        for round_ in range(args.rounds):
-            for shape, source in data.items():
-                order = engines.names[round_ % len(engines.names) :] + engines.names[: round_ % len(engines.names)]
-                if round_ % 2:
-                    order.reverse()
-                # rotated each round so no engine always goes first, reversed every other round so
-                # no engine always follows the same one (and pays for what that one left behind)
-                for name in order:
-                    push, pull = engines.measure(name, source, round_)
-                    print(
-                        f"round {round_} {shape} {name}: push {push.seconds:.2f} pull {pull.seconds:.2f}",
-                        file=sys.stderr,
-                    )
-                    old = best.get((name, shape))
-                    if old is not None:
-                        push = min(push, old[0], key=lambda m: m.seconds)
-                        pull = min(pull, old[1], key=lambda m: m.seconds)
-                    best[(name, shape)] = (push, pull)
-        rows = []
-        for shape in data:
-            ours_push, ours_pull = best[("disdat_luigi", shape)]
-            for name in engines.names:
-                push, pull = best[(name, shape)]
-                rows.append(
-                    [
-                        shape,
-                        name,
-                        f"{push.seconds:.2f}",
-                        f"{pull.seconds:.2f}",
-                        f"{push.seconds / ours_push.seconds:.2f}x",
-                        f"{pull.seconds / ours_pull.seconds:.2f}x",
-                        f"{max(push.peak_rss_mb, pull.peak_rss_mb):.0f}",
-                    ]
-                )
+        best = _run_rounds(engines, data, args.rounds)
         print_table(
             f"S3 push/pull against moto, best of {args.rounds} round-robin runs "
             "(ratio = engine time / disdat_luigi time: >1x means disdat_luigi is faster)",
             ["shape", "engine", "push s", "pull s", "push vs ours", "pull vs ours", "peak RSS MB"],
-            rows,
+            _result_rows(best, engines.names, list(data)),
+        )
+        print()
+        print_table(
+            "The remote issue's targets (ratio = disdat_luigi time / the other's time)",
+            ["shape", "target", "measured", "met"],
+            _target_rows(best, list(data)),
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
