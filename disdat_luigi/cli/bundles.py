@@ -10,6 +10,9 @@ from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_date, parse_tags
 from disdat_luigi.store.queries import LineageRecord
 
+# the columns of `ls -v`, as _ls_line fills them
+LS_HEADER = f"{'NAME':<24} {'PROCESSING NAME':<32} {'OWNER':<10} {'CREATED':<19} {'STATE':<9} UUID"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     add_p = subparsers.add_parser("add", help="make a bundle from a file or a directory tree")
@@ -102,6 +105,8 @@ def _ls(args: argparse.Namespace) -> int:
     if args.latest_by_date:
         seen: set[str] = set()
         bundles = [b for b in bundles if not (b.name in seen or seen.add(b.name))]  # type: ignore[func-returns-value]
+    if args.verbose and bundles:
+        print(LS_HEADER)
     for bundle in bundles:
         line = _ls_line(bundle, args.verbose)
         if args.print_tags:

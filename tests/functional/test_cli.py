@@ -44,14 +44,16 @@ def test_add_ls_cat_commit_rm(dsdt, ctx: str, tmp_path: Path) -> None:  # type: 
     assert added.code == 0
     uuid = added.out.strip()
     assert dsdt("ls").out.splitlines() == ["greeting"]
-    verbose = dsdt("ls", "-v", "-p").out
-    assert uuid in verbose and '{"lang": "en"}' in verbose
+    verbose = dsdt("ls", "-v", "-p").out.splitlines()
+    assert verbose[0].split() == ["NAME", "PROCESSING", "NAME", "OWNER", "CREATED", "STATE", "UUID"]
+    assert len(verbose) == 2 and uuid in verbose[1] and '{"lang": "en"}' in verbose[1]
     assert dsdt("ls", "-t", "lang:fr").out == ""
     assert dsdt("ls", "--uncommitted").out.splitlines() == ["greeting"]
     printed = dsdt("cat", "greeting").out.strip()
     assert Path(printed).read_text() == "hello"
     assert dsdt("commit", "greeting").code == 0
     assert dsdt("ls", "-c").out.splitlines() == ["greeting"]
+    assert dsdt("ls", "-v").out.splitlines()[1].split()[-2:] == ["committed", uuid]
     assert dsdt("ls", "--uncommitted").out == ""
     assert dsdt("ls", "-u", uuid).out.splitlines() == ["greeting"]
     assert dsdt("rm", "greeting").out.strip() == "removed 1 bundle(s)"
