@@ -7,23 +7,25 @@ exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.config import init_config, load_settings
 from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
-from disdat_luigi.errors import BundleNotFound, BundleStateError, PathNotFound
+from disdat_luigi.errors import BundleNotFound, BundleStateError, PathNotFound, RemoteOnlyData, UnsupportedValue
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.fsutil import collect_files, special_kind
 from disdat_luigi.store.index import BundleQuery
-from disdat_luigi.store.manifest import BundleManifest
+from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.queries import LineageRecord
 from disdat_luigi.store.resolve import open_store
 from disdat_luigi.store.store import LocalStore
-from disdat_luigi.store.verify import VerifyReport
+from disdat_luigi.store.verify import Problem, VerifyReport
 from disdat_luigi.store.verify import verify as _verify
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from disdat_luigi.dockerize.dockerizer import ImageResult
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
-    from disdat_luigi.store.remote.sync import PushResult, RemoteSync
+    from disdat_luigi.store.remote.sync import PushResult, RemoteRef, RemoteSync
 
 __all__ = [
     "Bundle",
@@ -54,6 +56,7 @@ __all__ = [
     "pull",
     "push",
     "remote",
+    "remote_usage",
     "rm",
     "rmr",
     "run",
@@ -99,15 +102,52 @@ def delete_context(context_name: str, remote: bool = False, force: bool = False)
     store.delete_context(context_name)
 
 
-def remote(local_context: str, remote_context: str, remote_url: str) -> None:
-    """Bind a context to `s3://bucket/prefix` (the bucket must exist; the prefix need not)."""
+def remote(local_context: str, remote_context: str, remote_url: str, force: bool = False) -> None:
+    """Bind a context to `s3://bucket/prefix` (the bucket must exist; the prefix need not).
+    Moving a context to another remote would strand the bundles whose files only the old remote
+    holds: that is refused unless `force`."""
     from disdat_luigi.store.remote.location import RemoteLocation
     from disdat_luigi.store.remote.s3 import S3
 
     ctx = _context(local_context)
     location = RemoteLocation.parse(remote_url, remote_context)
     S3(load_settings().remote).check_bucket(location.bucket)
+    if ctx.meta.remote_url and not force and RemoteLocation.of(ctx) != location:
+        stranded = ctx.remote_only_uuids()
+        if stranded:
+            raise RemoteOnlyData(
+                f"{len(stranded)} bundle(s) of context {ctx.name!r} keep their files only on its current remote "
+                f"{ctx.meta.remote_url}; binding it elsewhere would make them unreadable",
+                hint="localize them first (`dsdt pull -l`), or pass --force (force=True) to rebind anyway",
+            )
     ctx.bind_remote(location.context, remote_url)
+
+
+@dataclass(frozen=True)
+class RemoteUsage:
+    """What deleting a remote context would destroy: its bundles, and per local context bound to
+    it the bundles that would become unreadable (their files are only there)."""
+
+    url: str
+    bundles: int
+    unreadable: dict[str, int]
+
+
+def remote_usage(local_context: str) -> RemoteUsage:
+    """Count the bundles of the context's remote and the local bundles that depend on it."""
+    from disdat_luigi.store.remote.location import RemoteLocation
+
+    store = _store()
+    ctx = store.context(local_context)
+    location = RemoteLocation.of(ctx)
+    unreadable = {}
+    for name in store.list_contexts():
+        other = store.context(name)
+        if other.meta.remote_url and RemoteLocation.of(other) == location:
+            stranded = other.remote_only_uuids()
+            if stranded:
+                unreadable[name] = len(stranded)
+    return RemoteUsage(location.url(location.root), len(_sync(ctx).remote_uuids()), unreadable)
 
 
 def _sync(ctx: LocalContext, progress: Progress | None = None) -> RemoteSync:
@@ -152,8 +192,10 @@ def rmr(
     tags: dict[str, str] | None = None,
     rm_all: bool = False,
     dry_run: bool = False,
-) -> list[BundleManifest]:
-    """Delete bundles from the remote, with the rules of `rm`; `dry_run` only says which."""
+    force: bool = False,
+) -> list[RemoteRef]:
+    """Delete bundles from the remote, with the rules of `rm`; `dry_run` only says which. Bundles
+    whose files this context has only on the remote are kept unless `force`."""
     from disdat_luigi.store.remote.sync import bundles_to_remove
 
     if bundle_name is None and uuid is None and not rm_all:
@@ -161,8 +203,16 @@ def rmr(
             "rmr without a bundle name or uuid would remove every bundle on the remote",
             hint="name a bundle or a uuid, or ask for everything explicitly (`dsdt rmr --all`, rm_all=True)",
         )
-    sync = _sync(_context(local_context))
+    ctx = _context(local_context)
+    sync = _sync(ctx)
     doomed = bundles_to_remove(sync, bundle_name, uuid, check_tags(tags), rm_all)
+    stranded = set(ctx.remote_only_uuids()) & {m.uuid for m in doomed}
+    if stranded and not force:
+        raise RemoteOnlyData(
+            f"{len(stranded)} of the {len(doomed)} bundle(s) to delete keep their files only on the remote; "
+            f"context {ctx.name!r} could no longer read them",
+            hint="localize them first (`dsdt pull -l NAME`), or pass --force (force=True)",
+        )
     if not dry_run:
         sync.remove(doomed)
     return doomed
@@ -232,24 +282,38 @@ def rm(
     ctx = _context(local_context)
     rows = queries.removal_set(ctx, bundle_name, uuid, check_tags(tags), rm_all, rm_old_only)
     uuids = [row.uuid for row in rows]
+    if uuid is not None and not uuids and is_uuid(uuid) and ctx.bundle_dir(uuid).is_dir():
+        uuids = [uuid]  # a damaged bundle the index does not list: removable all the same
     ctx.remove(uuids)
     return uuids
 
 
-def add(local_context: str, bundle_name: str, path: str | Path, tags: dict[str, str] | None = None) -> Bundle:
+def add(
+    local_context: str,
+    bundle_name: str,
+    path: str | Path,
+    tags: dict[str, str] | None = None,
+    follow_links: bool = False,
+) -> Bundle:
     """A new bundle from a file (data: its path) or a directory tree (data: the list of its file
-    paths, relative layout kept)."""
+    paths, relative layout kept). Symbolic links leading out of the tree are refused unless
+    `follow_links`; FIFOs, sockets and devices are always refused."""
     source = Path(path).expanduser()
     if not source.exists():
         raise PathNotFound(f"no file or directory at {source}")
+    if source.is_dir():
+        files = collect_files(source, follow_links)
+    elif source.is_file():
+        files = [(source, source.name)]
+    else:
+        raise UnsupportedValue(
+            f"{source} is {special_kind(source.stat().st_mode)}; `add` takes a regular file or a directory",
+            hint="copy what you need into a regular file first",
+        )
     ctx = _context(local_context)
     with Bundle(ctx, name=check_name(bundle_name), tags=tags) as bundle:
-        if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.is_file())
-            copies = [_copy_into(bundle, f, f.relative_to(source).as_posix()) for f in files]
-            bundle.add_data(copies)
-        else:
-            bundle.add_data(_copy_into(bundle, source, source.name))
+        copies = [_copy_into(bundle, file, rel) for file, rel in files]
+        bundle.add_data(copies if source.is_dir() else copies[0])
     return bundle
 
 
@@ -460,4 +524,12 @@ def run(
 
 def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:
     """Check every bundle against its manifest and repair the index (rebuild it with `rebuild`)."""
-    return _verify(_context(local_context), rebuild=rebuild, check_hashes=check_hashes)
+    ctx = _context(local_context)
+    report = _verify(ctx, rebuild=rebuild, check_hashes=check_hashes)
+    stranded = ctx.remote_only_uuids()
+    if stranded and ctx.meta.remote_url:
+        for uuid in _sync(ctx).missing(stranded):
+            report.problems.append(
+                Problem(uuid, "its files are only on the remote, and the remote no longer has this bundle")
+            )
+    return report

@@ -5,11 +5,13 @@ DisdatError
 ├── InvalidName               a context, bundle or tag name that is empty or escapes a directory
 ├── ContextError
 │   ├── ContextNotFound
-│   └── NoCurrentContext
+│   ├── NoCurrentContext
+│   └── IndexDamaged          the sqlite index is not a database (rebuilt by `dsdt verify --rebuild`)
 ├── BundleError
 │   ├── BundleNotFound
 │   ├── PathNotFound          a file or directory given to `add` that does not exist
 │   ├── BundleStateError      an open bundle read, or a closed bundle written
+│   │   └── BundleExists      a bundle of that uuid is already in the context
 │   ├── UnsupportedValue      a value the codecs cannot store, named by type
 │   ├── BundleCorrupt         files missing or not matching the manifest
 │   └── NotCommitted
@@ -17,7 +19,9 @@ DisdatError
 │   ├── RemoteNotConfigured
 │   ├── BucketNotFound
 │   ├── CredentialsError
-│   ├── ManifestRejected      a remote manifest that is malformed or hostile
+│   ├── ManifestRejected      a manifest (remote or local) that is malformed or hostile
+│   ├── UuidConflict          the remote holds a different bundle under the same uuid
+│   ├── RemoteOnlyData        the action would leave bundles whose files only the remote has unreadable
 │   └── TransferError
 ├── PipelineError
 │   ├── PipeClassNotFound
@@ -72,6 +76,10 @@ class NoCurrentContext(ContextError):
     default_hint = "create a context with `dsdt context NAME` and select it with `dsdt switch NAME`"
 
 
+class IndexDamaged(ContextError):
+    default_hint = "run `dsdt verify --rebuild` to rebuild the index from the bundles"
+
+
 class BundleError(DisdatError):
     pass
 
@@ -86,6 +94,10 @@ class PathNotFound(BundleError):
 
 class BundleStateError(BundleError):
     pass
+
+
+class BundleExists(BundleStateError):
+    default_hint = "leave the uuid out to get a fresh one"
 
 
 class UnsupportedValue(BundleError):
@@ -121,6 +133,14 @@ class CredentialsError(RemoteError):
 
 class ManifestRejected(RemoteError):
     default_hint = "the remote copy is damaged or hostile; remove it with `dsdt rmr -u UUID`"
+
+
+class UuidConflict(RemoteError):
+    pass
+
+
+class RemoteOnlyData(RemoteError):
+    pass
 
 
 class TransferError(RemoteError):

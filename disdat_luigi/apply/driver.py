@@ -16,7 +16,8 @@ from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
 from disdat_luigi.apply.scheduling import SchedulerFactory
 from disdat_luigi.config import Settings, load_settings
-from disdat_luigi.errors import ApplyError, DependencyNotFound, ParameterError
+from disdat_luigi.errors import ApplyError, DependencyNotFound, InvalidName, ParameterError
+from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.store import LocalStore
 
@@ -54,6 +55,11 @@ def prepare(request: ApplyRequest, settings: Settings | None = None) -> Prepared
     cls = load_pipe_class(request.transform)
     params = coerce_params(cls, request.params)
     output_bundle = None if request.output_bundle in (None, "-") else check_name(request.output_bundle)
+    if request.output_bundle_uuid is not None and not is_uuid(request.output_bundle_uuid):
+        raise InvalidName(
+            f"output_bundle_uuid {request.output_bundle_uuid!r} is not a lower-case uuid",
+            hint="use str(uuid.uuid4()), or leave it out",
+        )
     try:
         root_id = cls(**params).task_id
     except luigi.parameter.MissingParameterException as err:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from disdat_luigi.apply.codeversion import CodeVersion, capture
 from disdat_luigi.apply.identity import class_path, processing_name, typed_params
 from disdat_luigi.apply.options import ApplyOptions
-from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound
+from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound, ManifestRejected
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery, IndexRow
 
@@ -161,7 +161,7 @@ class Planner:
             return "no bundle yet"
         try:
             manifest = self.context.load_manifest(previous[0].uuid)
-        except (BundleNotFound, BundleCorrupt):
+        except (BundleNotFound, BundleCorrupt, ManifestRejected):
             return "no bundle yet"
         if manifest.code_ref != class_path(type(task)):
             return "no bundle yet"

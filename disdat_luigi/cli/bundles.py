@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_p.add_argument("bundle", help="name of the new bundle")
     add_p.add_argument("path", help="a file, or a directory (every file below it, layout kept)")
     add_tag_option(add_p, "tag the new bundle")
+    add_p.add_argument(
+        "--follow-links", action="store_true", help="copy what symbolic links point to, even outside the directory"
+    )
     add_p.set_defaults(func=_add)
 
     ls_p = subparsers.add_parser("ls", help="list bundles, newest first")
@@ -80,7 +83,9 @@ def _select_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    bundle = api.add(current_context(), args.bundle, args.path, tags=parse_tags(args.tag))
+    bundle = api.add(
+        current_context(), args.bundle, args.path, tags=parse_tags(args.tag), follow_links=args.follow_links
+    )
     print(bundle.uuid)
     return 0
 
@@ -155,6 +160,9 @@ def _rm(args: argparse.Namespace) -> int:
         rm_all=args.all,
         rm_old_only=args.old,
     )
+    if not removed and not args.old:
+        what = f"uuid {args.uuid}" if args.uuid else f"name {args.bundle!r}" if args.bundle else "those tags"
+        raise api.BundleNotFound(f"no bundle matches {what} in context {current_context()!r}; nothing removed")
     print(f"removed {len(removed)} bundle(s)")
     return 0
 
@@ -202,6 +210,8 @@ def _dot_escape(text: str) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     report = api.verify(current_context(), rebuild=args.rebuild, check_hashes=not args.no_hash)
+    if report.moved_index is not None:
+        print(f"the index was damaged: moved it to {report.moved_index} and rebuilt it")
     for problem in report.problems:
         print(f"DAMAGED {problem.uuid}: {problem.detail}")
     print(

@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ctx_p.add_argument("context", nargs="?", help="<local context> or <remote context>/<local context>")
     ctx_p.add_argument("-d", "--delete", action="store_true", help="delete the local context")
     ctx_p.add_argument("-f", "--force", action="store_true", help="delete even with uncommitted bundles")
-    ctx_p.add_argument("-r", "--remote", action="store_true", help="with -d: delete its remote objects too")
+    ctx_p.add_argument(
+        "-r", "--remote", action="store_true", help="with -d: delete its remote context too (asks for --yes)"
+    )
+    ctx_p.add_argument(
+        "--yes", action="store_true", help="with -d -r: confirm deleting the remote context, shared or not"
+    )
     ctx_p.set_defaults(func=_context)
 
     switch_p = subparsers.add_parser("switch", help="make a context the current one")
@@ -42,6 +47,18 @@ def _context(args: argparse.Namespace) -> int:
             print(f"{'*' if name == current else ' '} {name}")
         return 0
     if args.delete:
+        if args.remote:
+            usage = api.remote_usage(args.context)
+            others = {k: v for k, v in usage.unreadable.items() if k != args.context.rpartition("/")[2]}
+            stranded = "".join(f"; {n} bundle(s) of context {k!r} would become unreadable" for k, n in others.items())
+            print(
+                f"deleting {usage.url} removes {usage.bundles} bundle(s) that every context sharing it uses{stranded}"
+            )
+            if not args.yes:
+                raise api.RemoteOnlyData(
+                    "not deleted: deleting a remote context needs confirmation",
+                    hint=f"run `dsdt context -d -r --yes {args.context}` to delete it",
+                )
         api.delete_context(args.context, remote=args.remote, force=args.force)
         print(f"deleted context {args.context}")
     else:

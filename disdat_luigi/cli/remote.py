@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remote_p = subparsers.add_parser("remote", help="bind the current context to an S3 remote")
     remote_p.add_argument("context", help="name of the remote context")
     remote_p.add_argument("s3_url", help="s3://bucket/prefix (the bucket must exist)")
+    remote_p.add_argument(
+        "--force", action="store_true", help="rebind even when bundles keep their files only on the old remote"
+    )
     remote_p.set_defaults(func=_remote)
 
     push_p = subparsers.add_parser(
@@ -87,12 +90,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tag_option(rmr_p)
     rmr_p.add_argument("--all", action="store_true", help="every matching version (required without a name)")
     rmr_p.add_argument("--dryrun", action="store_true", help="print what would be deleted, delete nothing")
+    rmr_p.add_argument(
+        "--force", action="store_true", help="delete even bundles whose files this context has only on the remote"
+    )
     rmr_p.set_defaults(func=_rmr)
 
 
 def _remote(args: argparse.Namespace) -> int:
     context = current_context()
-    api.remote(context, args.context, args.s3_url)
+    api.remote(context, args.context, args.s3_url, force=args.force)
     print(f"context {context} now shares remote context {args.context} at {args.s3_url}")
     return 0
 
@@ -131,9 +137,13 @@ def _rmr(args: argparse.Namespace) -> int:
         tags=parse_tags(args.tag),
         rm_all=args.all,
         dry_run=args.dryrun,
+        force=args.force,
     )
+    if not doomed:
+        what = f"uuid {args.uuid}" if args.uuid else f"name {args.bundle!r}" if args.bundle else "those tags"
+        raise api.BundleNotFound(f"no bundle on the remote matches {what}; nothing deleted")
     verb = "would delete" if args.dryrun else "deleted"
-    for manifest in doomed:
-        print(f"{verb} {manifest.name} {manifest.uuid}")
+    for ref in doomed:
+        print(f"{verb} {ref.name or '(damaged manifest)'} {ref.uuid}")
     print(f"{verb} {len(doomed)} bundle(s) from the remote")
     return 0

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disdat_luigi.errors import BundleStateError, InvalidName, UnsupportedValue
+from disdat_luigi.errors import BundleCorrupt, BundleStateError, InvalidName, UnsupportedValue
 from disdat_luigi.store import codec, fsutil
 from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
@@ -114,6 +114,7 @@ class Bundle:
             raise
         try:
             plan.write()
+            fsutil.freeze_links(draft.path)
             remote_files = self._sync().adopt(draft.uuid, plan.remote) if plan.remote else []
             manifest = BundleManifest(
                 uuid=draft.uuid,
@@ -383,7 +384,9 @@ class Bundle:
 
     def rmr(self) -> None:
         """Delete this bundle from the remote (the local copy stays)."""
-        self._sync().remove([self.manifest])
+        from disdat_luigi.store.remote.sync import RemoteRef
+
+        self._sync().remove([RemoteRef(self.uuid, self.name)])
 
     def localize(self, path: str) -> str:
         """Download one file of the bundle (given as its s3:// URL or local path); return the local path."""
@@ -437,16 +440,28 @@ class _LocalSource:
         self.root = Path(bundle.local_dir)
 
     def file_path(self, rel: str) -> str:
-        local = self.root / rel
+        local = self._inside(rel)
         if local.exists() or not self.bundle.context.is_remote_only(self.bundle.uuid):
             return str(local)
         remote = self.bundle.remote_dir
         return f"{remote}/{rel}" if remote else str(local)
 
     def value_path(self, rel: str) -> Path:
-        local = self.root / rel
+        local = self._inside(rel)
         if not local.exists() and self.bundle.context.is_remote_only(self.bundle.uuid):
             self.bundle._sync().localize(self.bundle, [rel])
+            local = self._inside(rel)
+        return local
+
+    def _inside(self, rel: str) -> Path:
+        """`rel` below the bundle directory, refused when it (or a symlink on its way) leads out."""
+        local = self.root / rel
+        root = self.root.resolve()
+        if not local.resolve().is_relative_to(root):
+            raise BundleCorrupt(
+                f"{rel} of bundle {self.bundle.uuid} leads outside its bundle directory; not read",
+                hint=f"remove the damaged bundle with `dsdt rm -u {self.bundle.uuid}`",
+            )
         return local
 
 

@@ -24,6 +24,8 @@ DATA_DIR = "data"
 VALUES_DIR = "values"
 INLINE_BYTES_LIMIT = 4096
 INLINE_JSON_LIMIT = 64 * 1024
+MAX_DEPTH = 200  # nested containers; manifests refuse deeper trees (valuetree.MAX_DEPTH)
+PSEUDO_FS = {("proc",), ("sys",), ("dev",)}  # paths there are never copied in as files
 
 
 class ValueSource(Protocol):
@@ -164,6 +166,8 @@ class _Planner:
         self.writes: list[Callable[[], object]] = []
         self.externals: list[tuple[dict[str, Any], Path]] = []
         self.count = 0
+        self._depth = 0
+        self._in_key = 0
 
     def encode(self, value: Any, where: str) -> Any:
         if value is None:
@@ -176,27 +180,47 @@ class _Planner:
             return {"t": "float", "v": repr(value)}
         if type(value).__module__ == "numpy":  # before str/bytes: np.str_ and np.bytes_ subclass them
             return self._encode_numpy(value, where)
-        if isinstance(value, str):
-            return self._encode_str(str(value), where)
-        if isinstance(value, bytes):
+        if type(value) is str:
+            return {"t": "str", "v": value} if self._in_key else self._encode_str(value, where)
+        if type(value) is bytes:
             return self._encode_bytes(value)
-        if isinstance(value, (list, dict)) and self.bundle_dir is not None and _is_plain_json(value):
-            return self._encode_json(value)
-        if isinstance(value, list):
-            return {"t": "list", "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
-        if isinstance(value, tuple):
-            return {"t": "tuple", "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
-        if isinstance(value, dict):
-            return {
-                "t": "dict",
-                "items": [
-                    [self.encode(k, f"{where} key {k!r}"), self.encode(v, f"{where}[{k!r}]")] for k, v in value.items()
-                ],
-            }
+        if type(value) in (list, tuple, dict):
+            return self._encode_container(value, where)
+        if isinstance(value, (str, bytes, list, tuple, dict)):
+            # Enum members, namedtuples, OrderedDict, defaultdict, Counter would come back as the
+            # plain base type: refused rather than silently changed
+            raise UnsupportedValue(
+                f"cannot store {where}: {_type_name(value)} would come back as a plain "
+                f"{_base_name(value)}, not the same type",
+                hint=f"convert it first, e.g. {_base_name(value)}(value)",
+            )
         encoded = self._encode_time(value)
         if encoded is not None:
             return encoded
         return self._encode_scientific(value, where)
+
+    def _encode_container(self, value: list[Any] | tuple[Any, ...] | dict[Any, Any], where: str) -> Any:
+        if not isinstance(value, tuple) and self.bundle_dir is not None and _is_plain_json(value):
+            return self._encode_json(value)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise UnsupportedValue(f"cannot store {where}: containers nest deeper than {MAX_DEPTH} levels")
+        try:
+            if isinstance(value, dict):
+                return {"t": "dict", "items": [[self._encode_key(k, where), self.encode(v, f"{where}[{k!r}]")]
+                                               for k, v in value.items()]}  # fmt: skip
+            kind = "list" if isinstance(value, list) else "tuple"
+            return {"t": kind, "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        finally:
+            self._depth -= 1
+
+    def _encode_key(self, key: Any, where: str) -> Any:
+        """Dict keys are never files: a key that names a path stays that string."""
+        self._in_key += 1
+        try:
+            return self.encode(key, f"{where} key {key!r}")
+        finally:
+            self._in_key -= 1
 
     @functools.cached_property
     def data_dir(self) -> Path:
@@ -211,21 +235,27 @@ class _Planner:
         path = _local_path(text)
         if path is None:
             return {"t": "str", "v": text}
-        resolved = path.resolve()
-        if resolved.is_relative_to(self.data_dir):
-            if not resolved.exists():
-                raise BundleError(
-                    f"{where} is the bundle file {text} but nothing was written there",
-                    hint="write the file before returning its path",
-                )
-            assert self.bundle_dir is not None
-            rel = resolved.relative_to(self.bundle_dir.resolve()).as_posix()
-            return {"t": "dir" if resolved.is_dir() else "file", "path": rel}
-        if resolved.is_file():
-            leaf: dict[str, Any] = {"t": "file", "path": None}
-            self.externals.append((leaf, resolved))
-            return leaf
-        return {"t": "str", "v": text}
+        try:
+            # inside the bundle by its own name (a link there is frozen at close), else by its target
+            absolute = Path(os.path.normpath(path))
+            lexical = absolute.parent.resolve() / absolute.name
+            resolved = lexical if lexical.is_relative_to(self.data_dir) else absolute.resolve()
+            if resolved.is_relative_to(self.data_dir):
+                if not resolved.exists():
+                    raise BundleError(
+                        f"{where} is the bundle file {text} but nothing was written there",
+                        hint="write the file before returning its path",
+                    )
+                assert self.bundle_dir is not None
+                rel = resolved.relative_to(self.bundle_dir.resolve()).as_posix()
+                return {"t": "dir" if resolved.is_dir() else "file", "path": rel}
+            if resolved.parts[1:2] in PSEUDO_FS or not resolved.is_file():
+                return {"t": "str", "v": text}
+        except OSError:  # too long, under an unreadable directory, ...: a string, not a file
+            return {"t": "str", "v": text}
+        leaf: dict[str, Any] = {"t": "file", "path": None}
+        self.externals.append((leaf, resolved))
+        return leaf
 
     @property
     def remote_dir(self) -> str | None:
@@ -407,6 +437,10 @@ def _is_plain_json(value: Any, depth: int = 0) -> bool:
     if type(value) is str:
         return _local_path(value) is None and not value.startswith("s3://")
     return False
+
+
+def _base_name(value: Any) -> str:
+    return next(t.__name__ for t in (str, bytes, list, tuple, dict) if isinstance(value, t))
 
 
 def _type_name(value: Any) -> str:

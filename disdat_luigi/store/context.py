@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from disdat_luigi.errors import BundleCorrupt, BundleNotFound, ManifestRejected
+from disdat_luigi.errors import BundleExists, BundleNotFound, InvalidName, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
-from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 
+log = logging.getLogger(__name__)
+INDEX_NAME = "index.sqlite"
 COMMITTED_MARKER = ".committed"
 REMOTE_ONLY_MARKER = ".remote"  # some data files live only on the remote
 CONTEXT_META = "context.json"
@@ -60,8 +63,11 @@ class LocalContext:
         self.durable = durable
         self.objects_dir = path / "objects"
         self.tmp_dir = path / "tmp"
-        self.index = BundleIndex(path / "index.sqlite")
+        self.index = BundleIndex(path / INDEX_NAME)
         self._cleaned = False
+        if not self.index.path.exists() and (path / CONTEXT_META).exists():
+            count = self.rebuild_index()
+            log.warning("context %s had no index; rebuilt it from %d bundle manifest(s)", self.name, count)
 
     def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "durable": self.durable}
@@ -89,18 +95,55 @@ class LocalContext:
     # --- writing ---------------------------------------------------------------------------
 
     def begin_bundle(self, uuid: str) -> BundleDraft:
-        """Reserve tmp/<uuid>/ for a new bundle; the held lock tells cleaners it is alive."""
+        """Reserve tmp/<uuid>/ for a new bundle. The writer holds tmp/<uuid>.lock for as long as
+        the draft lives: a second writer of the same uuid waits for it, then finds the bundle
+        published (BundleExists) or the draft abandoned (and takes over); cleaners leave drafts
+        with a held lock alone."""
+        if not is_uuid(uuid):
+            raise InvalidName(
+                f"bundle uuid {uuid!r} is not a lower-case uuid", hint="use str(uuid.uuid4()), or leave it out"
+            )
         if not self._cleaned:
             self.clean_leftovers()
-        # Lock under a private name, then rename: a lock file visible to cleaners is always held
-        # by a live writer or by nobody, and a draft directory always has its lock beside it.
-        staging = self.tmp_dir / f".{uuid}.lock.new"
-        fd = os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(staging, self.tmp_dir / f"{uuid}.lock")
-        path = self.tmp_dir / uuid
-        path.mkdir()
+        fd = self._lock(self.tmp_dir / f"{uuid}.lock")
+        try:
+            if (self.bundle_dir(uuid) / MANIFEST_NAME).exists():
+                raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}")
+            path = self.tmp_dir / uuid
+            fsutil.remove_tree(path)  # left by a writer that died: we hold its lock now
+            path.mkdir()
+        except BaseException:
+            self._unlock(self.tmp_dir / f"{uuid}.lock", fd)
+            raise
         return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
+
+    @staticmethod
+    def _lock(lock_path: Path, wait: bool = True) -> int:
+        """Open and flock `lock_path`; the lock counts only while that very file is still at the
+        path (a cleaner may unlink it between our open and our lock): otherwise try again.
+        Without `wait`, -1 when another process holds it."""
+        while True:
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return -1
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+            if not wait:
+                return -1
+
+    @staticmethod
+    def _unlock(lock_path: Path, fd: int) -> None:
+        """Unlink while still holding the lock, so nobody takes a lock on a file about to go."""
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
 
     def publish(
         self,
@@ -127,7 +170,13 @@ class LocalContext:
         # row, synchronous=NORMAL) may be lost together, leaving an orphan draft that cleanup
         # removes; never a half bundle. Durability of the last bundles is traded for speed.
         os.rename(draft.path, target)
-        self.index.insert(manifest, committed=committed)
+        try:
+            self.index.insert(manifest, committed=committed)
+        except BaseException:
+            # not published after all: back into the draft, which the caller abandons; a crash
+            # right here instead leaves it for clean_leftovers, which indexes it (it is complete)
+            os.rename(target, draft.path)
+            raise
         self._release(draft)
 
     def abandon(self, draft: BundleDraft) -> None:
@@ -135,8 +184,7 @@ class LocalContext:
         self._release(draft)
 
     def _release(self, draft: BundleDraft) -> None:
-        (self.tmp_dir / f"{draft.uuid}.lock").unlink(missing_ok=True)
-        os.close(draft.lock_fd)
+        self._unlock(self.tmp_dir / f"{draft.uuid}.lock", draft.lock_fd)
 
     def commit(self, uuid: str) -> None:
         marker = self.bundle_dir(uuid) / COMMITTED_MARKER
@@ -175,13 +223,23 @@ class LocalContext:
         try:
             return BundleManifest.from_json(raw, source=str(path))
         except ManifestRejected as err:
-            raise BundleCorrupt(str(err)) from err
+            raise ManifestRejected(
+                err.message, hint=f"remove the damaged bundle with `dsdt rm -u {uuid}` (`dsdt verify` lists them)"
+            ) from err
 
     def is_committed(self, uuid: str) -> bool:
         return (self.bundle_dir(uuid) / COMMITTED_MARKER).exists()
 
     def is_remote_only(self, uuid: str) -> bool:
         return (self.bundle_dir(uuid) / REMOTE_ONLY_MARKER).exists()
+
+    def remote_only_uuids(self) -> list[str]:
+        """Bundles some of whose files only the remote holds (unreadable without it)."""
+        try:
+            entries = os.listdir(self.objects_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(u for u in entries if (self.objects_dir / u / REMOTE_ONLY_MARKER).exists())
 
     def set_remote_only(self, uuid: str, remote_only: bool) -> None:
         marker = self.bundle_dir(uuid) / REMOTE_ONLY_MARKER
@@ -195,6 +253,18 @@ class LocalContext:
 
     # --- repair ----------------------------------------------------------------------------
 
+    def rebuild_index(self) -> int:
+        """Replace the index with what the bundle directories hold (damaged manifests are left
+        out: `dsdt verify` reports them); the number of bundles indexed."""
+        entries = []
+        for uuid in sorted(os.listdir(self.objects_dir)) if self.objects_dir.is_dir() else []:
+            try:
+                entries.append((self.load_manifest(uuid), self.is_committed(uuid)))
+            except (BundleNotFound, ManifestRejected):
+                continue
+        self.index.replace_all(entries)
+        return len(entries)
+
     def clean_leftovers(self) -> list[str]:
         """Remove drafts of dead writers; index bundles a writer published but died before indexing."""
         self._cleaned = True
@@ -205,32 +275,23 @@ class LocalContext:
             if entry.name.startswith("trash-"):
                 fsutil.remove_tree(entry)
                 cleaned.append(entry.name)
-            elif entry.name.endswith(".lock.new") and self._owner_is_dead(entry):
+            elif entry.name.endswith(".lock.new"):  # written by releases before 0.2; never held now
                 entry.unlink(missing_ok=True)
             elif entry.is_dir() and not entry.name.startswith(".") and f"{entry.name}.lock" not in locks:
                 if not (self.tmp_dir / f"{entry.name}.lock").exists():  # a listing may miss new entries
                     fsutil.remove_tree(entry)  # a draft whose lock is gone: its writer finished or died
                     cleaned.append(entry.name)
-            elif entry.suffix == ".lock" and self._owner_is_dead(entry):
+            elif entry.suffix == ".lock":
+                fd = self._lock(entry, wait=False)
+                if fd < 0:
+                    continue  # a live writer
                 uuid = entry.stem
-                fsutil.remove_tree(self.tmp_dir / uuid)
-                published = self.bundle_dir(uuid) / MANIFEST_NAME
-                if published.exists() and uuid not in self.index.uuids():
-                    self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
-                entry.unlink(missing_ok=True)
+                try:  # we hold the dead writer's lock: nobody else can start this uuid meanwhile
+                    fsutil.remove_tree(self.tmp_dir / uuid)
+                    published = self.bundle_dir(uuid) / MANIFEST_NAME
+                    if published.exists() and uuid not in self.index.uuids():
+                        self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+                finally:
+                    self._unlock(entry, fd)
                 cleaned.append(uuid)
         return cleaned
-
-    @staticmethod
-    def _owner_is_dead(lock_path: Path) -> bool:
-        try:
-            fd = os.open(lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)

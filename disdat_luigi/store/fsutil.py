@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
+
+from disdat_luigi.errors import UnsupportedValue
 
 CHUNK = 1024 * 1024
 
@@ -66,3 +69,83 @@ def copy_file(src: Path, dst: Path) -> None:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def freeze_links(root: Path) -> None:
+    """Replace every symlink to a regular file below `root` by a copy of its content, so what a
+    bundle holds can no longer change through the link; links to directories, FIFOs, sockets and
+    devices are refused by name."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                if not path.is_file():
+                    raise UnsupportedValue(
+                        f"{path.relative_to(root)} is a symbolic link to {os.readlink(path)}, not to a regular file",
+                        hint="copy the directory's files into the bundle instead of linking it",
+                    )
+                copy = path.with_name(f".{name}.frozen")
+                shutil.copyfile(path, copy)
+                os.replace(copy, path)
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise UnsupportedValue(
+                    f"{path.relative_to(root)} is {special_kind(mode)}, not a regular file",
+                    hint="bundles hold regular files and directories only",
+                )
+
+
+def special_kind(mode: int) -> str:
+    """'a FIFO', 'a socket', 'a device', ... for a file mode that is not a regular file."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def collect_files(root: Path, follow_links: bool = False) -> list[tuple[Path, str]]:
+    """Every regular file below `root` with its relative path, sorted. Without `follow_links` a
+    symbolic link is refused unless it is a link to a file inside `root` (its content is taken);
+    FIFOs, sockets and devices are always refused by name, never silently skipped."""
+    real_root = root.resolve()
+    found: list[tuple[Path, str]] = []
+    seen_dirs = {real_root}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+        for name in list(dirnames):
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                _check_link(path, root, real_root, follow_links, directory=True)
+                if path.resolve() in seen_dirs:  # a link back up the tree: walk it once
+                    dirnames.remove(name)
+            seen_dirs.add(path.resolve())
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                _check_link(path, root, real_root, follow_links, directory=False)
+            mode = path.stat().st_mode if path.exists() else path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                raise UnsupportedValue(
+                    f"{path} is {special_kind(mode)}; a bundle holds regular files only",
+                    hint="copy what you need into a regular file, or leave it out of the directory",
+                )
+            found.append((path, path.relative_to(root).as_posix()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _check_link(path: Path, root: Path, real_root: Path, follow: bool, directory: bool) -> None:
+    target = path.resolve()
+    if follow and target.exists():
+        return
+    if not target.exists():
+        raise UnsupportedValue(f"{path} is a broken symbolic link (to {os.readlink(path)})", hint="remove or fix it")
+    if directory or not target.is_relative_to(real_root):
+        where = "a directory" if directory else "outside " + str(root)
+        raise UnsupportedValue(
+            f"{path} is a symbolic link to {target} ({where})",
+            hint="pass --follow-links (follow_links=True) to copy what links point to",
+        )

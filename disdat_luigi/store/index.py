@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from disdat_luigi.errors import IndexDamaged
 from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.names import is_glob
 
@@ -107,17 +108,47 @@ class BundleIndex:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            try:
+                conn = self._open()
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError) and not _read_only(err):
+                    raise
+                if not _read_only(err):
+                    raise IndexDamaged(
+                        f"the index {self.path} is damaged ({err})",
+                        hint="run `dsdt verify --rebuild`: it moves the file aside and rebuilds it from the bundles",
+                    ) from err
+                # a read-only store (mount, snapshot): nobody can change it, so read it as immutable
+                conn = sqlite3.connect(
+                    f"file:{self.path}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+                )
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
             _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA busy_timeout=60000")  # waits out other writers' transactions
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 with _transaction(conn):
                     for statement in _statements(SCHEMA):
                         conn.execute(statement)
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def move_aside(self) -> Path:
+        """Rename a damaged index file out of the way (kept for inspection); its new path."""
+        self.close()
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        return aside
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -248,6 +279,11 @@ def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool)
         "INSERT INTO dependencies VALUES (?, ?, ?, ?)",
         [(manifest.uuid, d.uuid, d.name, d.arg_name) for d in manifest.dependencies],
     )
+
+
+def _read_only(err: sqlite3.DatabaseError) -> bool:
+    text = str(err)
+    return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from disdat_luigi.errors import ManifestRejected
+from disdat_luigi.store.names import has_control
+from disdat_luigi.store.valuetree import check_tree
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -79,6 +81,8 @@ class BundleManifest:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise ManifestRejected(f"manifest {source} is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise ManifestRejected(f"manifest {source} nests JSON too deeply to be a bundle manifest") from err
         if not isinstance(doc, dict):
             raise ManifestRejected(f"manifest {source} is not a JSON object")
         schema = doc.get("schema")
@@ -103,15 +107,21 @@ class BundleManifest:
                 isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
             ):
                 raise ManifestRejected(f"manifest {source} has tags that are not str -> str")
+            for key, value in tags.items():
+                _text(key, "tag key", source)
+                _text(value, f"value of tag {key!r}", source)
             created = datetime.fromisoformat(doc["creation_date"])
             if created.tzinfo is None:
                 created = created.replace(tzinfo=timezone.utc)
             timing = doc.get("timing") or [0.0, 0.0]
+            check_tree(doc.get("data"), {e.path for e in entries}, source)
+            if doc.get("params") is not None:
+                check_tree(doc["params"], (), source, allow_paths=False)
             return cls(
                 uuid=_uuid(doc["uuid"], source),
-                name=str(doc["name"]),
-                processing_name=str(doc["processing_name"]),
-                owner=str(doc.get("owner") or ""),
+                name=_text(doc["name"], "name", source),
+                processing_name=_text(doc["processing_name"], "processing name", source),
+                owner=_text(doc.get("owner") or "", "owner", source),
                 creation_date=created,
                 data=doc.get("data"),
                 files=entries,
@@ -152,8 +162,22 @@ def _file_entry(raw: Any, source: str) -> FileEntry:
     return FileEntry(path=safe_relpath(raw.get("path"), source), size=size, sha256=digest)
 
 
+def _text(value: Any, what: str, source: str) -> str:
+    """A name shown in listings: a string without control characters (they could forge lines)."""
+    if not isinstance(value, str):
+        raise ManifestRejected(f"manifest {source} has a {what} that is not a string")
+    if has_control(value):
+        raise ManifestRejected(f"manifest {source} has a {what} with control characters: {value[:80]!r}")
+    return value
+
+
 def _uuid(value: Any, source: str) -> str:
     text = str(value)
-    if not text or not all(c in "0123456789abcdef-" for c in text) or len(text) > 64:
+    if not is_uuid(text):
         raise ManifestRejected(f"manifest {source} has an invalid uuid {text[:80]!r}")
     return text
+
+
+def is_uuid(text: str) -> bool:
+    """Lower-case hex and dashes, as the store writes them (and as directory names compare)."""
+    return bool(text) and len(text) <= 64 and all(c in "0123456789abcdef-" for c in text)

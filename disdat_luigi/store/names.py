@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 
 from disdat_luigi.errors import InvalidName
@@ -18,6 +19,8 @@ def check_name(name: object, what: str = "bundle name") -> str:
         raise InvalidName(f"{what} is empty")
     if "\x00" in name:
         raise InvalidName(f"{what} {name!r} contains a NUL character")
+    if has_control(name):
+        raise InvalidName(f"{what} {name!r} contains a control character (newline, escape, ...)")
     if "/" in name or "\\" in name:
         raise InvalidName(f"{what} {name!r} contains a path separator")
     if name in (".", "..") or ".." in name:
@@ -42,8 +45,16 @@ def check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
             raise InvalidName(f"tag {key!r} must have a string value, not {type(value).__name__}")
         if "\x00" in value:
             raise InvalidName(f"tag {key!r} has a value containing a NUL character")
+        if has_control(value):
+            raise InvalidName(f"tag {key!r} has a value {value!r} containing a control character")
         checked[key] = value
     return checked
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control character (newline, tab, ANSI escape, DEL, C1 codes), which
+    could forge lines or colours in a terminal listing."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def is_glob(pattern: str) -> bool:

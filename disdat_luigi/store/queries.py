@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from disdat_luigi.errors import BundleCorrupt, BundleNotFound
+from disdat_luigi.errors import BundleCorrupt, BundleNotFound, ManifestRejected
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery, IndexRow
@@ -103,7 +103,7 @@ def lineage(context: LocalContext, uuid: str, max_depth: int | None = None) -> l
         seen.add(current)
         try:
             manifest = context.load_manifest(current) if context.search(BundleQuery(uuid=current)) else None
-        except (BundleNotFound, BundleCorrupt):
+        except (BundleNotFound, BundleCorrupt, ManifestRejected):
             manifest = None
         if manifest is None:
             records.append(LineageRecord(uuid=current, name=name, depth=depth, found=False))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from disdat_luigi.errors import ManifestRejected
+from disdat_luigi.errors import IndexDamaged, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest
@@ -24,6 +25,7 @@ class VerifyReport:
     indexed: list[str] = field(default_factory=list)
     unindexed: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
+    moved_index: Path | None = None  # a damaged index file, moved here before the rebuild
 
     @property
     def ok(self) -> bool:
@@ -35,7 +37,13 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
 
     Bundles on disk but missing from the index are added; index rows without a directory are
     dropped; damaged bundles are reported, never deleted."""
-    report = VerifyReport(cleaned=context.clean_leftovers())
+    damaged_index = None
+    if rebuild:
+        try:
+            context.index.uuids()
+        except IndexDamaged:
+            damaged_index = context.index.move_aside()
+    report = VerifyReport(cleaned=context.clean_leftovers(), moved_index=damaged_index)
     manifests: list[tuple[BundleManifest, bool]] = []
     for entry in sorted(os.listdir(context.objects_dir)):
         bundle_dir = context.objects_dir / entry
@@ -45,7 +53,7 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
             report.problems.append(Problem(entry, "no manifest.json"))
             continue
         except ManifestRejected as err:
-            report.problems.append(Problem(entry, str(err)))
+            report.problems.append(Problem(entry, f"{err} (remove it with `dsdt rm -u {entry}`)"))
             continue
         report.checked += 1
         if manifest.uuid != entry:

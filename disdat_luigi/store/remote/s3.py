@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 
 from disdat_luigi.config import RemoteSettings
-from disdat_luigi.errors import BucketNotFound, CredentialsError, RemoteError, TransferError
+from disdat_luigi.errors import BucketNotFound, BundleCorrupt, CredentialsError, RemoteError, TransferError
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -74,15 +74,43 @@ class S3:
     def upload(
         self, path: Path, bucket: str, key: str, sha256: str, size: int, moved: Callable[[int], None] | None = None
     ) -> None:
-        """Upload a file; a large one multipart, telling `moved` about its bytes as they go."""
-        with _translate(f"s3://{bucket}/{key}"):
-            if size >= MULTIPART_THRESHOLD:
-                self.client.upload_file(
-                    str(path), bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config, Callback=moved
-                )
-            else:
-                with open(path, "rb") as body:
+        """Upload a file that must have `size` bytes and digest `sha256`, hashing it while it is
+        read: a small one is read, checked, then sent; a large one goes multipart and, when its
+        bytes turn out not to match, the object is deleted again. A mismatch raises BundleCorrupt
+        and nothing stays at `key`; a failed multipart upload is aborted."""
+        url = f"s3://{bucket}/{key}"
+        with open(path, "rb") as handle:
+            if size < MULTIPART_THRESHOLD:
+                body = handle.read(size + 1)
+                _check_content(url, path, len(body), hashlib.sha256(body).hexdigest(), size, sha256)
+                with _translate(url):
                     self.client.put_object(Bucket=bucket, Key=key, Body=body, **self._extra(sha256))
+                return
+            reader = _HashingReader(handle)
+            try:
+                with _translate(url):
+                    self.client.upload_fileobj(
+                        reader, bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config, Callback=moved
+                    )
+            except BaseException:
+                self.abort_uploads(bucket, key)
+                raise
+        try:
+            _check_content(url, path, reader.size, reader.digest.hexdigest(), size, sha256)
+        except BundleCorrupt:
+            self.delete(bucket, [key])
+            raise
+
+    def abort_uploads(self, bucket: str, key: str) -> int:
+        """Abort every unfinished multipart upload of `key` (their parts cost storage); a count."""
+        aborted = 0
+        with contextlib.suppress(_NotFound, RemoteError), _translate(f"s3://{bucket}/{key}"):
+            listed = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+            for upload in listed:
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
 
     def put_bytes(self, bucket: str, key: str, data: bytes, create_only: bool = False) -> bool:
         """Write a small object; with `create_only` an existing object is kept and False returned."""
@@ -189,6 +217,38 @@ class S3:
                 if response.get("Errors"):
                     first = response["Errors"][0]
                     raise TransferError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
+
+
+class _HashingReader:
+    """A file read once, front to back, hashed as it goes. It says it cannot seek, so the
+    transfer manager reads it in order (and retries parts from its own buffers)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk: bytes = self._handle.read(amount)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _check_content(url: str, path: Path, size: int, digest: str, want_size: int, want_sha256: str) -> None:
+    if size != want_size or digest != want_sha256:
+        raise BundleCorrupt(
+            f"{path} no longer matches its bundle's manifest ({size} bytes, sha256 {digest[:12]}; "
+            f"the manifest says {want_size} bytes, {want_sha256[:12]}); not published to {url}",
+            hint="the file changed after its bundle was closed: `dsdt verify` lists such bundles; "
+            "make a new bundle from the new content",
+        )
 
 
 class _Hasher:

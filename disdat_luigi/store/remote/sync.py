@@ -14,18 +14,20 @@ from typing import TypeVar
 from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import (
     BundleCorrupt,
+    BundleExists,
     BundleNotFound,
     ManifestRejected,
     NotCommitted,
     PathNotFound,
     RemoteNotConfigured,
     TransferError,
+    UuidConflict,
 )
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
 from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.index import BundleQuery
-from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
 from disdat_luigi.store.remote import transfer
 from disdat_luigi.store.remote.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
@@ -88,6 +90,9 @@ class RemoteSync:
                 result.already_remote.append(bundle.uuid)
             else:
                 todo.append(bundle)
+        # a manifest found by listing may be another bundle's under the same uuid (a forced uuid
+        # reused elsewhere); one the catalog lists by this name was published by this protocol
+        self._map(self._check_same, healed)
         self._map(lambda b: self._write_catalog(b.manifest), healed)
         jobs: list[FileTransfer] = []
         absent: set[str] = set()
@@ -157,11 +162,21 @@ class RemoteSync:
         key = self.location.catalog_key(manifest.name, manifest.uuid)
         self.s3.put_bytes(self.location.bucket, key, b"", create_only=True)
 
+    def _check_same(self, bundle: Bundle) -> None:
+        """The remote holds this very bundle under its uuid (same manifest bytes), else UuidConflict."""
+        raw = self.s3.get_bytes(self.location.bucket, self.location.manifest_key(bundle.uuid), MAX_MANIFEST_BYTES)
+        local = (Path(bundle.local_dir) / MANIFEST_NAME).read_bytes()
+        if raw is None:
+            raise TransferError(f"bundle {bundle.name} {bundle.uuid} is not on the remote; push it first")
+        if raw != local:
+            raise UuidConflict(
+                f"the remote holds a different bundle under uuid {bundle.uuid} "
+                f"(not this {bundle.name!r}); nothing was pushed or dropped for it",
+                hint="bundles made with a forced uuid must not reuse it; make a new bundle with a fresh uuid",
+            )
+
     def _listed_sizes(self, uuid: str) -> dict[str, int]:
         return {o.key: o.size for o in self.s3.list_objects(self.location.bucket, self.location.bundle_prefix(uuid))}
-
-    def _is_present(self, uuid: str) -> bool:
-        return self.s3.head(self.location.bucket, self.location.manifest_key(uuid)) is not None
 
     def adopt(self, uuid: str, leaves: Iterable[RemoteLeaf]) -> list[FileEntry]:
         """Make s3:// files of a closing bundle part of it: copy outside ones into its remote
@@ -205,6 +220,12 @@ class RemoteSync:
             prefix = self.location.catalog_prefix(name)
             return [o.key[len(prefix) :] for o in self.s3.list_objects(self.location.bucket, prefix)]
         return list(self.s3.list_dirs(self.location.bucket, self.location.objects))
+
+    def missing(self, uuids: Sequence[str]) -> list[str]:
+        """Those of `uuids` the remote does not hold (no manifest)."""
+        bucket = self.location.bucket
+        found = self._map(lambda u: self.s3.head(bucket, self.location.manifest_key(u)) is not None, uuids)
+        return [u for u, present in zip(uuids, found) if not present]
 
     def fetch(self, uuid: str) -> RemoteBundle | None:
         """The remote manifest of `uuid`, validated; None when the bundle is not (completely) there."""
@@ -263,7 +284,11 @@ class RemoteSync:
             for item in items:
                 if item.manifest.uuid in known:
                     continue
-                draft = self.context.begin_bundle(item.manifest.uuid)
+                try:
+                    draft = self.context.begin_bundle(item.manifest.uuid)
+                except BundleExists:  # another writer (a concurrent pull) brought it meanwhile
+                    known.add(item.manifest.uuid)
+                    continue
                 drafts.append((draft, item.manifest))
                 if localize:
                     jobs.extend(self._file_jobs(draft.path, item.manifest.uuid, item.manifest.files))
@@ -313,29 +338,44 @@ class RemoteSync:
             self.context.set_remote_only(bundle.uuid, False)
 
     def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
-        """Drop local copies of files the remote verifiably holds (same size)."""
+        """Drop local copies of files the remote verifiably holds: the remote manifest is this
+        bundle's, and each object has the size and the sha256 recorded when its content was
+        hashed on upload (every file is checked before any is dropped)."""
         wanted = set(rels) if rels is not None else None
         entries = [e for e in bundle.files if wanted is None or e.path in wanted]
-        listed = self._listed_sizes(bundle.uuid)
-        if not self._is_present(bundle.uuid):
-            raise TransferError(f"bundle {bundle.uuid} is not on the remote; push it before delocalizing")
-        for entry in entries:
-            if listed.get(self.location.file_key(bundle.uuid, entry.path)) != entry.size:
-                raise TransferError(f"the remote copy of {entry.path} of bundle {bundle.uuid} is missing or incomplete")
-        self.context.set_remote_only(bundle.uuid, True)
+        self._check_same(bundle)
         local_dir = Path(bundle.local_dir)
-        for entry in entries:
+        local = [e for e in entries if (local_dir / e.path).exists()]
+        self._map(lambda e: self._check_remote_copy(bundle.uuid, e), local)
+        self.context.set_remote_only(bundle.uuid, True)
+        for entry in local:
             (local_dir / entry.path).unlink(missing_ok=True)
+
+    def _check_remote_copy(self, uuid: str, entry: FileEntry) -> None:
+        head = self.s3.head(self.location.bucket, self.location.file_key(uuid, entry.path))
+        if head is None or head.get("ContentLength") != entry.size:
+            raise TransferError(f"the remote copy of {entry.path} of bundle {uuid} is missing or incomplete")
+        if head.get("Metadata", {}).get("sha256") != entry.sha256:
+            raise TransferError(
+                f"the remote copy of {entry.path} of bundle {uuid} does not carry its sha256; the local copy is kept",
+                hint="push the bundle again to replace the remote copy",
+            )
 
     # --- removal ---------------------------------------------------------------------------
 
-    def remove(self, bundles: Iterable[BundleManifest]) -> None:
-        """Catalog entry first, then the manifest (the bundle is gone), then its data objects."""
-        for manifest in bundles:
-            bucket = self.location.bucket
-            self.s3.delete(bucket, [self.location.catalog_key(manifest.name, manifest.uuid)])
-            self.s3.delete(bucket, [self.location.manifest_key(manifest.uuid)])
-            rest = [o.key for o in self.s3.list_objects(bucket, self.location.bundle_prefix(manifest.uuid))]
+    def remove(self, bundles: Iterable[RemoteRef]) -> None:
+        """Catalog entry first, then the manifest (the bundle is gone), then its data objects.
+        A bundle whose manifest is unreadable (no name) loses every catalog entry naming its uuid."""
+        bucket = self.location.bucket
+        for ref in bundles:
+            if ref.name is not None:
+                catalog = [self.location.catalog_key(ref.name, ref.uuid)]
+            else:
+                listed = self.s3.list_objects(bucket, self.location.catalog_prefix())
+                catalog = [o.key for o in listed if o.key.endswith("/" + ref.uuid)]
+            self.s3.delete(bucket, catalog)
+            self.s3.delete(bucket, [self.location.manifest_key(ref.uuid)])
+            rest = [o.key for o in self.s3.list_objects(bucket, self.location.bundle_prefix(ref.uuid))]
             self.s3.delete(bucket, rest)
 
     def delete_everything(self) -> int:
@@ -368,13 +408,27 @@ def bundles_to_push(context: LocalContext, name: str | None, uuid: str | None, t
     return [bundle]
 
 
+@dataclass(frozen=True)
+class RemoteRef:
+    """A remote bundle to delete: its uuid, and its name (None when its manifest is unreadable)."""
+
+    uuid: str
+    name: str | None
+
+
 def bundles_to_remove(
     sync: RemoteSync, name: str | None, uuid: str | None, tags: dict[str, str], rm_all: bool
-) -> list[BundleManifest]:
+) -> list[RemoteRef]:
     """Remote bundles `rmr` deletes, with the same rules as `rm`: by name the newest (all with
-    rm_all); without name or uuid only with rm_all."""
-    found = [b.manifest for b in sync.find(name, uuid)]
+    rm_all); without name or uuid only with rm_all. By uuid even a bundle whose manifest is
+    unreadable can go (that is how a damaged remote copy is cleaned up)."""
+    try:
+        found = [b.manifest for b in sync.find(name, uuid)]
+    except ManifestRejected:
+        if uuid is None or not is_uuid(uuid):
+            raise
+        return [RemoteRef(uuid, None)]
     found = [m for m in found if all(m.tags.get(k) == v for k, v in tags.items())]
-    if uuid is not None or rm_all:
-        return found
-    return found[:1]
+    if uuid is None and not rm_all:
+        found = found[:1]
+    return [RemoteRef(m.uuid, m.name) for m in found]

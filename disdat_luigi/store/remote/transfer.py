@@ -122,8 +122,6 @@ def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer, Moved], bool]:
                 and existing.get("Metadata", {}).get("sha256") == job.sha256
             ):
                 return False
-        if job.local.stat().st_size != job.size:
-            raise BundleCorrupt(f"{job.local} changed since its bundle was closed", hint="run `dsdt verify`")
         s3.upload(job.local, job.bucket, job.key, job.sha256, job.size, moved)
         return True
 
