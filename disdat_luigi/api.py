@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.config import init_config, load_settings
 from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
-from disdat_luigi.errors import BundleNotFound, BundleStateError, PathNotFound, RemoteOnlyData, UnsupportedValue
+from disdat_luigi.errors import (
+    BundleNotFound,
+    BundleStateError,
+    PartialPull,
+    PathNotFound,
+    RemoteOnlyData,
+    UnsupportedValue,
+)
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
@@ -29,12 +36,12 @@ from disdat_luigi.store.verify import Problem, VerifyReport
 from disdat_luigi.store.verify import verify as _verify
 
 if TYPE_CHECKING:
-    from disdat_luigi.apply.driver import ApplyRequest
+    from disdat_luigi.apply.driver import ApplyOutcome, ApplyRequest
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.dockerizer import ImageResult
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
-    from disdat_luigi.store.remote.sync import PushResult, RemoteRef, RemoteSync
+    from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteRef, RemoteSync
 
 __all__ = [
     "Bundle",
@@ -42,6 +49,7 @@ __all__ = [
     "VerifyReport",
     "add",
     "apply",
+    "apply_outcome",
     "cat",
     "commit",
     "context",
@@ -179,10 +187,20 @@ def pull(
     uuid: str | None = None,
     localize: bool = False,
     progress: Progress | None = None,
-) -> list[Bundle]:
+) -> PullResult:
     """Fetch bundle metadata from the remote (and the files, verified, with `localize`): by uuid
-    one bundle, by name every version of it, with neither every bundle."""
-    return _sync(_context(local_context), progress).pull(bundle_name, uuid, localize)
+    one bundle, by name every version of it, with neither every bundle. The list returned also
+    says what was actually fetched (`.fetched`). Remote bundles with a rejected manifest do not
+    stop the others: they are pulled around, then PartialPull (a ManifestRejected) names them."""
+    result = _sync(_context(local_context), progress).pull(bundle_name, uuid, localize)
+    if result.skipped:
+        first_uuid, reason = result.skipped[0]
+        raise PartialPull(
+            f"{len(result.skipped)} remote bundle(s) were skipped as damaged, e.g. {first_uuid}: {reason}",
+            result,
+            hint=f"delete a damaged remote copy with `dsdt rmr -u {first_uuid}`",
+        )
+    return result
 
 
 def rmr(
@@ -361,7 +379,40 @@ def apply(
     bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
     `.result`) when a task fails. `input_tags` select the newest bundle carrying them as the
     root's `pipeline_input`."""
-    from disdat_luigi.apply.driver import apply as run_apply
+    return apply_outcome(
+        local_context,
+        transform,
+        output_bundle=output_bundle,
+        input_tags=input_tags,
+        output_tags=output_tags,
+        force=force,
+        force_all=force_all,
+        params=params,
+        output_bundle_uuid=output_bundle_uuid,
+        central_scheduler=central_scheduler,
+        workers=workers,
+        incremental_push=incremental_push,
+        incremental_pull=incremental_pull,
+    ).as_result()
+
+
+def apply_outcome(
+    local_context: str,
+    transform: Any,
+    output_bundle: str = "-",
+    input_tags: dict[str, str] | None = None,
+    output_tags: dict[str, str] | None = None,
+    force: bool = False,
+    force_all: bool = False,
+    params: dict[str, Any] | None = None,
+    output_bundle_uuid: str | None = None,
+    central_scheduler: bool = False,
+    workers: int = 1,
+    incremental_push: bool = False,
+    incremental_pull: bool = False,
+) -> ApplyOutcome:
+    """`apply`, returning also the root's bundle name and uuid (made now or reused)."""
+    from disdat_luigi.apply.driver import apply_outcome as run_apply
 
     return run_apply(
         _apply_request(

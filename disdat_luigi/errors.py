@@ -20,6 +20,7 @@ DisdatError
 │   ├── BucketNotFound
 │   ├── CredentialsError
 │   ├── ManifestRejected      a manifest (remote or local) that is malformed or hostile
+│   │   └── PartialPull       a pull that skipped damaged remote bundles (carries the result)
 │   ├── UuidConflict          the remote holds a different bundle under the same uuid
 │   ├── RemoteOnlyData        the action would leave bundles whose files only the remote has unreadable
 │   └── TransferError
@@ -32,6 +33,7 @@ DisdatError
 │   ├── DockerUnavailable
 │   ├── ImageNotFound
 │   └── BuildError
+├── LocalDiskError            the local disk refused a read or write (full, read-only, permissions)
 └── RunError
     ├── QueueNotFound
     └── JobFailed
@@ -39,6 +41,7 @@ DisdatError
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -135,6 +138,15 @@ class ManifestRejected(RemoteError):
     default_hint = "the remote copy is damaged or hostile; remove it with `dsdt rmr -u UUID`"
 
 
+class PartialPull(ManifestRejected):
+    """A pull that brought every readable bundle but skipped some damaged ones; `result` is the
+    pull's result (the bundles it did bring)."""
+
+    def __init__(self, message: str, result: Any, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
 class UuidConflict(RemoteError):
     pass
 
@@ -197,3 +209,28 @@ class QueueNotFound(RunError):
 
 class JobFailed(RunError):
     pass
+
+
+class LocalDiskError(DisdatError):
+    """The local disk refused a read or write: full, read-only, permissions, a missing directory."""
+
+    default_hint = "check the path, its permissions and free space (`df -h`)"
+
+
+def describe_os_error(err: BaseException) -> str:
+    """One line for a disk or index failure: what happened and to which path."""
+    if isinstance(err, OSError):
+        what = err.strerror or type(err).__name__
+        if err.errno == errno.ENOSPC:
+            what = "no space left on device"
+        path = err.filename if err.filename is not None else ""
+        return f"{what.lower()}: {path}" if path else what.lower()
+    text = str(err)
+    if "disk is full" in text or "disk I/O" in text:
+        return f"the bundle index cannot be written ({text}); no space left on device?"
+    return f"the bundle index failed: {text}"
+
+
+def disk_error(err: OSError, where: str) -> LocalDiskError:
+    """Wrap a local OSError met while doing `where` (e.g. 'writing bundle X')."""
+    return LocalDiskError(f"{where}: {describe_os_error(err)}")

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ls_p = subparsers.add_parser("ls", help="list bundles, newest first")
     ls_p.add_argument("bundle", nargs="?", help="only bundles of this name ('*' and '?' glob)")
-    ls_p.add_argument("-v", "--verbose", action="store_true", help="one row per bundle with details")
+    ls_p.add_argument("-v", "--verbose", dest="long", action="store_true", help="one row per bundle with details")
     ls_p.add_argument("-p", "--print-tags", action="store_true", help="print each bundle's tags")
     ls_p.add_argument("-a", "--print-args", action="store_true", help="print the parameters that made it")
     ls_p.add_argument("-i", "--intermediates", action="store_true", help="only intermediate outputs")
@@ -110,10 +110,10 @@ def _ls(args: argparse.Namespace) -> int:
     if args.latest_by_date:
         seen: set[str] = set()
         bundles = [b for b in bundles if not (b.name in seen or seen.add(b.name))]  # type: ignore[func-returns-value]
-    if args.verbose and bundles:
+    if args.long and bundles:
         print(LS_HEADER)
     for bundle in bundles:
-        line = _ls_line(bundle, args.verbose)
+        line = _ls_line(bundle, args.long)
         if args.print_tags:
             line += f"  tags={json.dumps(bundle.tags, sort_keys=True)}"
         if args.print_args:

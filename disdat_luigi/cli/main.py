@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
 
 from disdat_luigi import __version__
-from disdat_luigi.errors import DisdatError
+from disdat_luigi.errors import DisdatError, describe_os_error
 
 COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
 
@@ -49,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`dsdt ls | head -1`): what it wanted was written; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (OSError, sqlite3.Error) as err:  # the local disk or the index, outside any bundle operation
+        if args.verbose:
+            traceback.print_exc()
+        print(f"dsdt {args.command}: {describe_os_error(err)}", file=sys.stderr)
+        print("hint: check the path, its permissions and free space; --verbose shows the traceback", file=sys.stderr)
+        return 1
     except Exception as err:  # a bug or an unwrapped third-party failure: still one clear line
         if args.verbose:
             traceback.print_exc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import current_context, parse_tags
@@ -49,7 +50,9 @@ def _apply(args: argparse.Namespace) -> int:
         ):
             print(decision)
         return 0
-    result = api.apply(
+    if not args.verbose:  # the error line says what failed; luigi's tracebacks only with --verbose
+        logging.getLogger("luigi-interface").addFilter(_without_traceback)
+    outcome = api.apply_outcome(
         context,
         cls,
         output_bundle=args.output_bundle,
@@ -62,5 +65,12 @@ def _apply(args: argparse.Namespace) -> int:
         incremental_push=args.incremental_push,
         incremental_pull=args.incremental_pull,
     )
-    print("done: new bundles made" if result["did_work"] else "done: everything was up to date, nothing ran")
+    what = "new bundles made" if outcome.did_work else "everything was up to date, nothing ran"
+    print(f"done: {what}; the output is {outcome.root_name} {outcome.root_uuid}")
     return 0
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True

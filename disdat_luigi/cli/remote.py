@@ -120,12 +120,23 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    bundles = api.pull(
-        current_context(), args.bundle, uuid=args.uuid, localize=args.localize, progress=BarProgress("pull")
-    )
-    for bundle in bundles:
-        print(f"{bundle.name} {bundle.uuid}")
-    print(f"pulled {len(bundles)} bundle(s){' with their files' if args.localize else ''}")
+    context = current_context()
+    try:
+        result = api.pull(context, args.bundle, uuid=args.uuid, localize=args.localize, progress=BarProgress("pull"))
+        partial = None
+    except api.PartialPull as err:
+        result, partial = err.result, err
+    fetched = set(result.fetched)
+    for bundle in result:
+        print(f"{bundle.name} {bundle.uuid}{'' if bundle.uuid in fetched else ' (already here)'}")
+    for uuid, reason in result.skipped:
+        print(f"skipped {uuid}: {reason}", file=sys.stderr)
+    if not result and not result.skipped and args.bundle:
+        raise api.BundleNotFound(f"no bundle named {args.bundle!r} on the remote of context {context!r}")
+    files = " with their files" if args.localize else ""
+    print(f"{len(result) - len(fetched)} already here, {len(fetched)} pulled{files}")
+    if partial is not None:
+        raise partial
     return 0
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 import getpass
 import os
 import posixpath
+import sqlite3
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disdat_luigi.errors import BundleCorrupt, BundleStateError, InvalidName, UnsupportedValue
+from disdat_luigi.errors import (
+    BundleCorrupt,
+    BundleStateError,
+    InvalidName,
+    LocalDiskError,
+    UnsupportedValue,
+    describe_os_error,
+)
 from disdat_luigi.store import codec, fsutil
 from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
@@ -133,6 +141,9 @@ class Bundle:
                 root_task=self._root_task,
             )
             self._context.publish(draft, manifest, remote_only=bool(remote_files))
+        except (OSError, sqlite3.Error) as err:
+            self.abandon()
+            raise LocalDiskError(f"bundle {draft.uuid} was not made: {describe_os_error(err)}") from err
         except BaseException:
             self.abandon()
             raise

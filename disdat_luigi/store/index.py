@@ -246,7 +246,9 @@ def _where(query: BundleQuery) -> tuple[list[str], list[object]]:
     if query.roots:
         where.append("root_task = 1")
     if query.intermediates:
-        where.append("root_task = 0")
+        # made by a task that was not the root: `add` and hand-made bundles (processing name =
+        # name) are nobody's intermediates
+        where.append("root_task = 0 AND processing_name != name")
     if query.before is not None:
         where.append("created_us <= ?")
         args.append(to_us(query.before))

@@ -506,7 +506,7 @@ def test_cli_remote_push_pull_rmr(dsdt, ctx: str, bucket: str) -> None:  # type:
     assert dsdt("context", "other").code == 0 and dsdt("switch", "other").code == 0
     assert dsdt("remote", "shared", f"s3://{bucket}/team").code == 0
     pulled = dsdt("pull", "cli", "-l")
-    assert pulled.code == 0 and "pulled 1 bundle(s) with their files" in pulled.out
+    assert pulled.code == 0 and "0 already here, 1 pulled with their files" in pulled.out
     assert dsdt("cat", "cli").out.strip() == "[1, 2]"
     dry = dsdt("rmr", "cli", "--dryrun")
     assert dry.out.startswith("would delete cli ")

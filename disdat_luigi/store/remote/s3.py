@@ -7,6 +7,7 @@ credentials come from the standard AWS configuration (AWS_PROFILE, AWS_ENDPOINT_
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import ipaddress
@@ -31,9 +32,18 @@ from botocore.exceptions import (
 )
 
 from disdat_luigi.config import RemoteSettings
-from disdat_luigi.errors import BucketNotFound, BundleCorrupt, CredentialsError, RemoteError, TransferError
+from disdat_luigi.errors import (
+    BucketNotFound,
+    BundleCorrupt,
+    CredentialsError,
+    LocalDiskError,
+    RemoteError,
+    TransferError,
+    describe_os_error,
+)
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+LOCAL_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EPERM}
 CHUNK = 1024 * 1024
 WRITEBACK_STEP = 32 * 1024 * 1024
 
@@ -131,8 +141,14 @@ class S3:
         One streaming GET rather than parallel ranged GETs: it hashes on the fly, and servers
         that serve ranges by copying the object (moto) make ranged downloads many times slower.
         A large object is hashed and written back to disk in two more threads while it arrives."""
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                response = self.client.get_object(Bucket=bucket, Key=key)
+        except _NotFound as err:
+            raise BundleCorrupt(
+                f"s3://{bucket}/{key} is missing from the remote", hint="push the bundle again from a copy that has it"
+            ) from err
         with _translate(f"s3://{bucket}/{key}"):
-            response = self.client.get_object(Bucket=bucket, Key=key)
             large = response["ContentLength"] >= MULTIPART_THRESHOLD
             hasher = _Hasher(threaded=large)
             try:
@@ -407,5 +423,7 @@ class _translate:
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccessDenied", "403"):
                 raise CredentialsError(f"access to {self.what} was denied ({code})") from exc
             raise TransferError(f"S3 error on {self.what}: {code}: {exc}") from exc
+        if isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRNOS:
+            raise LocalDiskError(f"while transferring {self.what}: {describe_os_error(exc)}") from exc
         if isinstance(exc, (BotoCoreError, OSError)) and not isinstance(exc, FileNotFoundError):
             raise TransferError(f"transfer of {self.what} failed: {exc}") from exc

@@ -49,6 +49,16 @@ class PushResult:
     bytes: int = 0
 
 
+class PullResult(list[Bundle]):
+    """The bundles a pull matched (a list, as before), plus the uuids it actually brought here
+    (metadata or files) and the (uuid, reason) of remote bundles it skipped as damaged."""
+
+    def __init__(self, skipped: list[tuple[str, str]] | None = None) -> None:
+        super().__init__()
+        self.fetched: list[str] = []
+        self.skipped: list[tuple[str, str]] = skipped or []
+
+
 @dataclass(frozen=True)
 class RemoteBundle:
     """A bundle as the remote has it."""
@@ -248,23 +258,41 @@ class RemoteSync:
 
     # --- pull ------------------------------------------------------------------------------
 
-    def pull(self, name: str | None = None, uuid: str | None = None, localize: bool = False) -> list[Bundle]:
-        """Bring bundles' metadata (and with `localize` their files, verified) into the context."""
-        remote = self.find(name, uuid)
+    def pull(self, name: str | None = None, uuid: str | None = None, localize: bool = False) -> PullResult:
+        """Bring bundles' metadata (and with `localize` their files, verified) into the context.
+        Pulling more than one uuid, a bundle whose remote manifest is rejected is skipped (and
+        named in the result's `skipped`) rather than stopping everyone else's."""
+        skipped: list[tuple[str, str]] = []
+        remote = self._find_all(name, skipped) if uuid is None else self.find(name, uuid)
         if uuid is not None and not remote:
             raise BundleNotFound(f"bundle {uuid} is not on the remote {self.location.url(self.location.root)}")
         progress = self.progress or NoProgress()
         if localize:
             wanted = [e for item in remote for e in self._not_here(item)]
             progress.start(len(wanted), sum(e.size for e in wanted))
-        pulled: list[Bundle] = []
+        pulled = PullResult(skipped=skipped)
         try:
             for start in range(0, len(remote), PULL_BATCH):
-                pulled.extend(self._pull_batch(remote[start : start + PULL_BATCH], localize, Part(progress)))
+                self._pull_batch(remote[start : start + PULL_BATCH], localize, Part(progress), pulled)
         finally:
             if localize:
                 progress.close()
         return pulled
+
+    def _find_all(self, name: str | None, skipped: list[tuple[str, str]]) -> list[RemoteBundle]:
+        """`find` by name or all, leaving out (into `skipped`) bundles whose manifest is rejected."""
+
+        def fetch(uuid: str) -> RemoteBundle | None:
+            try:
+                return self.fetch(uuid)
+            except ManifestRejected as err:
+                skipped.append((uuid, err.message))
+                return None
+
+        found = [b for b in self._map(fetch, self.remote_uuids(name)) if b is not None]
+        if name is not None:
+            found = [b for b in found if b.manifest.name == name]
+        return sorted(found, key=lambda b: b.manifest.creation_date, reverse=True)
 
     def _not_here(self, item: RemoteBundle) -> list[FileEntry]:
         """Files of a remote bundle this context lacks (all of them when the bundle is new)."""
@@ -274,7 +302,9 @@ class RemoteSync:
         local_dir = self.context.bundle_dir(uuid)
         return [e for e in item.manifest.files if not (local_dir / e.path).exists()]
 
-    def _pull_batch(self, items: Sequence[RemoteBundle], localize: bool, progress: Progress) -> list[Bundle]:
+    def _pull_batch(
+        self, items: Sequence[RemoteBundle], localize: bool, progress: Progress, pulled: PullResult
+    ) -> None:
         """Pull a few bundles at once: the new ones get a draft each, all their files go through
         one transfer pool, and each draft is published only when every file of the batch is in."""
         known = {u for u in (i.manifest.uuid for i in items) if self.context.search(BundleQuery(uuid=u))}
@@ -302,17 +332,16 @@ class RemoteSync:
         finally:
             for draft, _ in drafts:
                 self.context.abandon(draft)
-        pulled = []
         for item in items:
             uuid = item.manifest.uuid
             if uuid in known:
                 bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
-                if localize:
-                    self.localize(bundle, progress=progress)
+                if localize and self.localize(bundle, progress=progress):
+                    pulled.fetched.append(uuid)
             else:
                 bundle = Bundle._from_manifest(self.context, item.manifest, True)
+                pulled.fetched.append(uuid)
             pulled.append(bundle)
-        return pulled
 
     def _file_jobs(self, root: Path, uuid: str, entries: Iterable[FileEntry]) -> list[FileTransfer]:
         bucket = self.location.bucket
@@ -322,8 +351,9 @@ class RemoteSync:
 
     # --- local copies ----------------------------------------------------------------------
 
-    def localize(self, bundle: Bundle, rels: Iterable[str] | None = None, progress: Progress | None = None) -> None:
-        """Download the bundle's missing files (all, or `rels`), each verified before it appears."""
+    def localize(self, bundle: Bundle, rels: Iterable[str] | None = None, progress: Progress | None = None) -> int:
+        """Download the bundle's missing files (all, or `rels`), each verified before it appears;
+        how many were downloaded."""
         wanted = set(rels) if rels is not None else None
         local_dir = Path(bundle.local_dir)
         missing = [
@@ -336,6 +366,7 @@ class RemoteSync:
             )
         if all((local_dir / e.path).exists() for e in bundle.files):
             self.context.set_remote_only(bundle.uuid, False)
+        return len(jobs)
 
     def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
         """Drop local copies of files the remote verifiably holds: the remote manifest is this
