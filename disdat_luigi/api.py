@@ -6,6 +6,7 @@ exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteRef, RemoteSync
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Bundle",
     "LineageRecord",
@@ -70,6 +73,7 @@ __all__ = [
     "run",
     "search",
     "switch",
+    "uncommitted_count",
     "verify",
 ]
 
@@ -95,19 +99,24 @@ def context(context_name: str) -> None:
 
 
 def delete_context(context_name: str, remote: bool = False, force: bool = False) -> None:
-    """Delete a local context. It refuses while the context holds uncommitted bundles (which exist
-    nowhere else) unless `force`; with `remote=True` the remote objects go too."""
+    """Delete a local context, as Disdat does, even while it holds uncommitted bundles (which
+    exist nowhere else): a warning counts them. With `remote=True` the remote objects go too.
+    (`force` is accepted for compatibility; the CLI asks for `-f` instead of warning.)"""
     store = _store()
     ctx = store.context(context_name)
-    uncommitted = ctx.search(BundleQuery(committed=False, limit=1))
-    if uncommitted and not force:
-        raise BundleStateError(
-            f"context {ctx.name!r} holds uncommitted bundles that exist nowhere else",
-            hint="commit and push them, or pass force=True (`dsdt context -d -f NAME`)",
+    uncommitted = len(ctx.search(BundleQuery(committed=False)))
+    if uncommitted:
+        log.warning(
+            "deleting context %s with %d uncommitted bundle(s); they existed nowhere else", ctx.name, uncommitted
         )
     if remote:
         _sync(ctx).delete_everything()
     store.delete_context(context_name)
+
+
+def uncommitted_count(local_context: str) -> int:
+    """How many bundles of the context are not committed (they exist nowhere else)."""
+    return len(_context(local_context).search(BundleQuery(committed=False)))
 
 
 def remote(local_context: str, remote_context: str, remote_url: str, force: bool = False) -> None:

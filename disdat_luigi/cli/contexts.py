@@ -47,6 +47,12 @@ def _context(args: argparse.Namespace) -> int:
             print(f"{'*' if name == current else ' '} {name}")
         return 0
     if args.delete:
+        uncommitted = api.uncommitted_count(args.context)
+        if uncommitted and not args.force:
+            raise api.BundleStateError(
+                f"context {args.context!r} holds {uncommitted} uncommitted bundle(s) that exist nowhere else",
+                hint=f"commit and push them, or delete anyway with `dsdt context -d -f {args.context}`",
+            )
         if args.remote:
             usage = api.remote_usage(args.context)
             others = {k: v for k, v in usage.unreadable.items() if k != args.context.rpartition("/")[2]}

@@ -23,7 +23,7 @@ from disdat_luigi.errors import (
 from disdat_luigi.store import codec, fsutil
 from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
-from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.names import check_name, check_tags, has_control
 from disdat_luigi.store.resolve import resolve_context
 
 
@@ -291,15 +291,39 @@ class Bundle:
 
     @property
     def name(self) -> str:
+        if self._manifest is None and self._draft is not None and self._name is not None:
+            return self._name
         return self.manifest.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        """Assignable while the bundle is open, as in Disdat."""
+        self._need_open("set the name")
+        self._name = check_name(value)
 
     @property
     def processing_name(self) -> str:
+        if self._manifest is None and self._draft is not None and self._processing_name is not None:
+            return self._processing_name
         return self.manifest.processing_name
+
+    @processing_name.setter
+    def processing_name(self, value: str) -> None:
+        self._need_open("set the processing name")
+        self._processing_name = check_name(value, "processing name")
 
     @property
     def owner(self) -> str:
+        if self._manifest is None and self._draft is not None and self._owner is not None:
+            return self._owner
         return self.manifest.owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._need_open("set the owner")
+        if not isinstance(value, str) or has_control(value):
+            raise InvalidName(f"owner {value!r} must be a string without control characters")
+        self._owner = value
 
     @property
     def creation_date(self) -> datetime:

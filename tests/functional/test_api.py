@@ -34,20 +34,6 @@ def test_contexts_create_list_switch_delete(disdat_env: Path) -> None:
         api.switch("b")
 
 
-def test_delete_context_refuses_to_lose_uncommitted_bundles(ctx: str) -> None:
-    """Deleting a context with uncommitted bundles needs force; committed ones do not block."""
-    api.Bundle(ctx, name="x", data=1)
-    with pytest.raises(BundleStateError, match="uncommitted"):
-        api.delete_context(ctx)
-    api.commit(ctx, "x")
-    api.delete_context(ctx)
-    assert ctx not in api.ls_contexts()
-    api.context("other")
-    api.Bundle("other", name="y", data=1)
-    api.delete_context("other", force=True)
-    assert api.ls_contexts() == []
-
-
 def test_bundle_metadata_is_recorded(ctx: str) -> None:
     """Everything given to a bundle comes back once it is closed."""
     upstream = api.Bundle(ctx, name="up", data=1)
