@@ -28,6 +28,7 @@ DisdatError
 │   ├── PipeClassNotFound
 │   ├── ParameterError
 │   ├── DependencyNotFound
+│   ├── RequiresFailed        user code raised while the DAG was planned (pipe_requires)
 │   └── ApplyError            carries the apply result
 ├── DockerError
 │   ├── DockerUnavailable
@@ -173,6 +174,10 @@ class ParameterError(PipelineError):
 
 class DependencyNotFound(PipelineError):
     pass
+
+
+class RequiresFailed(PipelineError):
+    default_hint = "fix the task's pipe_requires; nothing was run"
 
 
 class ApplyError(PipelineError):

@@ -23,7 +23,7 @@ from disdat_luigi.apply.identity import class_path, typed_params
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
-from disdat_luigi.errors import BundleStateError, PipelineError
+from disdat_luigi.errors import BundleStateError, DisdatError, PipelineError, RequiresFailed
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
@@ -314,8 +314,10 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             self.__dict__["_pipe_in_requires"] = True
             try:
                 self.pipe_requires()
-            except BaseException:
+            except BaseException as err:
                 del self.__dict__["_pipe_declaration_cache"]
+                if isinstance(err, Exception) and not isinstance(err, DisdatError):
+                    raise RequiresFailed(f"{self}: pipe_requires raised {type(err).__name__}: {err}") from err
                 raise
             finally:
                 self.__dict__["_pipe_in_requires"] = False

@@ -16,7 +16,7 @@ from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
 from disdat_luigi.apply.scheduling import SchedulerFactory
 from disdat_luigi.config import Settings, load_settings
-from disdat_luigi.errors import ApplyError, DependencyNotFound, InvalidName, ParameterError
+from disdat_luigi.errors import ApplyError, DependencyNotFound, InvalidName, ParameterError, RequiresFailed
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.store import LocalStore
@@ -110,7 +110,7 @@ def apply_outcome(request: ApplyRequest) -> ApplyOutcome:
     prepared = prepare(request)
     try:
         decisions = prepared.planner.plan(prepared.root)
-    except DependencyNotFound as err:
+    except (DependencyNotFound, RequiresFailed) as err:
         raise ApplyError(str(err), {"success": False, "did_work": False}, hint=err.hint) from err
     root = decisions[-1]
     if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi

@@ -234,3 +234,14 @@ class UsesTransient(PipeTask):
 
     def pipe_run(self, t):
         return t + "!"
+
+
+class AssertsInRequires(PipeTask):
+    """Disdat's idiom: assert on what add_external_dependency returned (None when not found)."""
+
+    def pipe_requires(self):
+        found = self.add_external_dependency("data", Source, {"n": 99})
+        assert found is not None, "no Source(n=99) bundle"
+
+    def pipe_run(self, data):
+        return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.errors import BundleStateError
+from disdat_luigi.errors import ApplyError, BundleStateError
 
 
 def test_bundle_attributes_are_assignable_while_open(ctx: str) -> None:
@@ -39,3 +39,12 @@ def test_delete_context_deletes_with_uncommitted_bundles(ctx: str, caplog: pytes
     assert ctx not in api.ls_contexts()
     assert "2 uncommitted bundle(s)" in caplog.text
     assert dsdt("context", "-d", "-f", "other").code == 0 and api.ls_contexts() == []
+
+
+def test_exception_in_pipe_requires_is_a_failed_apply(ctx: str) -> None:
+    """An assert in pipe_requires fails the apply with ApplyError naming the task; nothing is made
+    and the external task is not run to satisfy the lookup."""
+    with pytest.raises(ApplyError, match=r"AssertsInRequires\(\): pipe_requires raised AssertionError") as caught:
+        api.apply(ctx, "tests.functional.pipelines.AssertsInRequires")
+    assert caught.value.result == {"success": False, "did_work": False}
+    assert api.search(ctx) == []
