@@ -19,7 +19,7 @@ import luigi
 from luigi.parameter import ParameterVisibility
 from luigi.task_register import Register
 
-from disdat_luigi.apply.identity import class_path, typed_params
+from disdat_luigi.apply.identity import class_path, luigi_params, typed_params
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
@@ -50,14 +50,6 @@ class Declaration:
     tags: dict[str, str] = field(default_factory=dict)
     force: bool = False
     transient: bool = False
-
-
-@dataclass(frozen=True)
-class DynamicDependency:
-    """What `yield_dependency` returns; `pipe_run` yields it (or a list of them)."""
-
-    task: PipeTask
-    arg_name: str
 
 
 class _PipeRegister(Register):
@@ -185,11 +177,20 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
     def get_bundle_uuid(self, param_name: str) -> str:
         return self._pipe_input_bundle(param_name).uuid
 
-    def yield_dependency(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> DynamicDependency:
-        """A dependency decided while running: `data = yield self.yield_dependency(Cls, params)`."""
+    def yield_dependency(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
+        """A dependency decided while running. As in Disdat it returns the task:
+        `t = self.yield_dependency(Cls, params); yield t; t.pipe_output` (or yield a list of
+        them); `data = yield self.yield_dependency(Cls, params)` works too."""
         count = self.__dict__.setdefault("_pipe_dynamic_count", [0])
         count[0] += 1
-        return DynamicDependency(self._pipe_make(pipe_class, params), f"{pipe_class.__name__}_{count[0]}")
+        task = self._pipe_make(pipe_class, params)
+        self.__dict__.setdefault("_pipe_dynamic_args", {})[task.task_id] = f"{pipe_class.__name__}_{count[0]}"
+        return task
+
+    @property
+    def pipe_output(self) -> Any:
+        """This task's output data, once its bundle exists (e.g. after yielding the task)."""
+        return self._pipe_newest(self).data
 
     # --- luigi ---------------------------------------------------------------------------
 
@@ -230,13 +231,15 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             name=decision.bundle_name,
             processing_name=decision.processing_name,
             tags=self._pipe_output_tags(),
-            params=typed_params(self),
+            params=luigi_params(self),
             code_method=class_path(type(self)),
             vc_info=decision.git_info,
+            typed_params=typed_params(self),
         )
         bundle.open(force_uuid=options.output_bundle_uuid if self._pipe_is_root() else None)
         self.__dict__["_pipe_bundle"] = bundle
         self.__dict__["_pipe_dynamic_count"] = [0]
+        self.__dict__["_pipe_dynamic_args"] = {}
         journal = Journal(options.journal)
         try:
             result = self.pipe_run(**kwargs)
@@ -272,11 +275,12 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             except StopIteration as stop:
                 return stop.value
             wanted = request if isinstance(request, (list, tuple)) else [request]
-            if not all(isinstance(w, DynamicDependency) for w in wanted):
+            args = self.__dict__.get("_pipe_dynamic_args", {})
+            if not all(isinstance(w, PipeTask) and w.task_id in args for w in wanted):
                 raise PipelineError(f"{self}.pipe_run yielded {request!r}; yield self.yield_dependency(...)")
-            yield [w.task for w in wanted]
-            bundles = [self._pipe_newest(w.task) for w in wanted]
-            inputs.update({w.arg_name: b for w, b in zip(wanted, bundles)})
+            yield list(wanted)
+            bundles = [self._pipe_newest(w) for w in wanted]
+            inputs.update({args[w.task_id]: b for w, b in zip(wanted, bundles)})
             data = [b.data for b in bundles]
             value = data if isinstance(request, (list, tuple)) else data[0]
 

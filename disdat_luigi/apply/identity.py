@@ -25,6 +25,12 @@ def typed_params(task: luigi.Task) -> dict[str, Any]:
     return {name: _thaw(getattr(task, name)) for name, _param in _params_of(type(task))}
 
 
+def luigi_params(task: luigi.Task) -> dict[str, str]:
+    """Every parameter (inherited ones too) as luigi serializes it: what Disdat records in a
+    bundle's params, so `Cls.param.parse(text)` gives the value back."""
+    return {name: param.serialize(getattr(task, name)) for name, param in _params_of(type(task))}
+
+
 def serialized_params(task: luigi.Task) -> dict[str, str]:
     """Significant parameters as luigi serializes them: stable text for hashing."""
     return {name: param.serialize(getattr(task, name)) for name, param in _params_of(type(task)) if param.significant}

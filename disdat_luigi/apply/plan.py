@@ -167,7 +167,8 @@ class Planner:
             return "no bundle yet"
         from disdat_luigi.store import codec
 
-        before = codec.decode(manifest.params) if manifest.params is not None else {}
+        recorded = manifest.typed_params if manifest.typed_params is not None else manifest.params
+        before = codec.decode(recorded) if recorded is not None else {}
         now = typed_params(task)
         changed = [f"{k}={before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
         return f"new parameters: {', '.join(changed)}" if changed else "upstream recipe changed"

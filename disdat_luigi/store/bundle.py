@@ -56,6 +56,7 @@ class Bundle:
         vc_info: Any = None,
         start_time: float = 0,
         stop_time: float = 0,
+        typed_params: Mapping[str, Any] | None = None,
     ) -> None:
         self._context = resolve_context(local_context)
         self._manifest: BundleManifest | None = None
@@ -72,6 +73,7 @@ class Bundle:
         self._timing = (float(start_time), float(stop_time))
         self._data: Any = _NO_DATA
         self._root_task = False
+        self._typed_params = dict(typed_params) if typed_params is not None else None
         if params:
             self._params.update(params)
         if dependencies:
@@ -117,6 +119,7 @@ class Bundle:
             value = None if self._data is _NO_DATA else self._data
             plan = codec.plan_value(value, draft.path, self._remote_dir_if_bound)
             params = codec.encode_inline(self._params, "params")
+            typed = None if self._typed_params is None else codec.encode_inline(self._typed_params, "typed params")
         except BaseException:
             self.abandon()
             raise
@@ -139,6 +142,7 @@ class Bundle:
                 git_info=self._git_info,
                 timing=self._timing,
                 root_task=self._root_task,
+                typed_params=typed,
             )
             self._context.publish(draft, manifest, remote_only=bool(remote_files))
         except (OSError, sqlite3.Error) as err:
@@ -335,8 +339,17 @@ class Bundle:
 
     @property
     def params(self) -> dict[str, Any]:
+        """The parameters as given; for a task's bundle each is luigi's serialized string, as in
+        Disdat, so `Cls.param.parse(bundle.params[name])` returns the value."""
         decoded = codec.decode(self.manifest.params) if self.manifest.params is not None else {}
         return dict(decoded)
+
+    @property
+    def typed_params(self) -> dict[str, Any]:
+        """A task's parameters as Python values (ints, lists, dates, ...); `params` otherwise."""
+        if self.manifest.typed_params is None:
+            return self.params
+        return dict(codec.decode(self.manifest.typed_params))
 
     @property
     def dependencies(self) -> tuple[Dependency, ...]:

@@ -52,6 +52,7 @@ class BundleManifest:
     git_info: Mapping[str, Any] | None = None
     timing: tuple[float, float] = (0.0, 0.0)
     root_task: bool = False
+    typed_params: Any = None  # a task's parameters as Python values (params holds luigi's strings)
 
     def to_json(self) -> bytes:
         doc = {
@@ -69,6 +70,7 @@ class BundleManifest:
             "timing": list(self.timing),
             "root_task": self.root_task,
             "data": self.data,
+            **({"typed_params": self.typed_params} if self.typed_params is not None else {}),
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
         }
         # compact: an indent would make json fall back from its C encoder to the Python one
@@ -115,8 +117,9 @@ class BundleManifest:
                 created = created.replace(tzinfo=timezone.utc)
             timing = doc.get("timing") or [0.0, 0.0]
             check_tree(doc.get("data"), {e.path for e in entries}, source)
-            if doc.get("params") is not None:
-                check_tree(doc["params"], (), source, allow_paths=False)
+            for key in ("params", "typed_params"):
+                if doc.get(key) is not None:
+                    check_tree(doc[key], (), source, allow_paths=False)
             return cls(
                 uuid=_uuid(doc["uuid"], source),
                 name=_text(doc["name"], "name", source),
@@ -132,6 +135,7 @@ class BundleManifest:
                 git_info=doc.get("git_info"),
                 timing=(float(timing[0]), float(timing[1])),
                 root_task=bool(doc.get("root_task", False)),
+                typed_params=doc.get("typed_params"),
             )
         except ManifestRejected:
             raise

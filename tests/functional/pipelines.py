@@ -245,3 +245,26 @@ class AssertsInRequires(PipeTask):
 
     def pipe_run(self, data):
         return data
+
+
+class YieldsTasks(PipeTask):
+    """Disdat's idiom: yield_dependency returns the task; after yielding it, read pipe_output."""
+
+    offset = luigi.IntParameter(default=0)
+
+    def pipe_requires(self):
+        self.add_dependency("base", Source, {"n": 2})
+
+    def pipe_run(self, base):
+        one = self.yield_dependency(Source, {"n": 3 + self.offset})
+        yield one
+        many = [self.yield_dependency(Source, {"n": n}) for n in (4, 5)]
+        yield many
+        inner = self.yield_dependency(Dynamic, {"sizes": [1]})
+        yield inner
+        return {
+            "base": len(base),
+            "one": len(one.pipe_output),
+            "many": sum(len(t.pipe_output) for t in many),
+            "inner": inner.pipe_output["sums"],
+        }

@@ -38,7 +38,7 @@ def test_new_parameters_rerun_with_reason(ctx: str) -> None:
     ]
     api.apply(ctx, p.Double, params={"n": 3, "label": "other"})
     assert api.get(ctx, "Double").data["label"] == "other"
-    assert api.get(ctx, "Double").params == {"label": "other", "n": 3}
+    assert api.get(ctx, "Double").typed_params == {"label": "other", "n": 3}
     assert _decisions(ctx, p.Double, params={"n": 4})[0] == ("Source(n=4)", "new parameters: n=3 -> 4")
 
 
@@ -297,7 +297,7 @@ def test_typed_parameters_from_the_cli(dsdt, ctx: str) -> None:  # type: ignore[
         "count": 3, "ratio": 1.5, "flag": True, "day": dt.date(2021, 2, 3),
         "items": [1, 2], "mapping": {"k": "v"}, "name": "hello",
     }  # fmt: skip
-    assert api.get(ctx, "Typed").params["day"] == dt.date(2021, 2, 3)
+    assert api.get(ctx, "Typed").typed_params["day"] == dt.date(2021, 2, 3)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from disdat_luigi import api
@@ -48,3 +50,30 @@ def test_exception_in_pipe_requires_is_a_failed_apply(ctx: str) -> None:
         api.apply(ctx, "tests.functional.pipelines.AssertsInRequires")
     assert caught.value.result == {"success": False, "did_work": False}
     assert api.search(ctx) == []
+
+
+def test_task_params_are_luigi_strings(ctx: str) -> None:
+    """As in Disdat, a task bundle's params are luigi's serialized strings: `Cls.param.parse`
+    gives every value back; the Python values are under `typed_params`."""
+    from tests.functional import pipelines as p
+
+    api.apply(ctx, p.Typed, params={"count": 3, "day": dt.date(2021, 2, 3), "items": [1, 2], "mapping": {"k": "v"}})
+    bundle = api.get(ctx, "Typed")
+    assert bundle is not None
+    assert all(isinstance(v, str) for v in bundle.params.values())
+    for name, value in (("count", 3), ("day", dt.date(2021, 2, 3)), ("ratio", 0.5), ("flag", False)):
+        assert getattr(p.Typed, name).parse(bundle.params[name]) == value
+    assert list(p.Typed.items.parse(bundle.params["items"])) == [1, 2]
+    assert dict(p.Typed.mapping.parse(bundle.params["mapping"])) == {"k": "v"}
+    assert bundle.typed_params["day"] == dt.date(2021, 2, 3) and bundle.typed_params["items"] == (1, 2)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_yield_dependency_returns_the_task(ctx: str, workers: int) -> None:
+    """`t = self.yield_dependency(...); yield t; t.pipe_output` works for one task, a list, a
+    task that itself yields, next to static dependencies, with one worker or several."""
+    from tests.functional import pipelines as p
+
+    assert api.apply(ctx, p.YieldsTasks, workers=workers) == {"success": True, "did_work": True}
+    assert api.get(ctx, "YieldsTasks").data == {"base": 2, "one": 3, "many": 9, "inner": [0]}
+    assert api.apply(ctx, p.YieldsTasks, workers=workers)["did_work"] is False
