@@ -95,10 +95,11 @@ class LocalContext:
     # --- writing ---------------------------------------------------------------------------
 
     def begin_bundle(self, uuid: str) -> BundleDraft:
-        """Reserve tmp/<uuid>/ for a new bundle. The writer holds tmp/<uuid>.lock for as long as
-        the draft lives: a second writer of the same uuid waits for it, then finds the bundle
-        published (BundleExists) or the draft abandoned (and takes over); cleaners leave drafts
-        with a held lock alone."""
+        """Reserve objects/<uuid>/ for a new bundle, written in place (so paths handed out while
+        it is open stay valid after close) and invisible until its manifest appears. The writer
+        holds tmp/<uuid>.lock for as long as the draft lives: a second writer of the same uuid
+        waits for it, then finds the bundle published (BundleExists) or the draft abandoned (and
+        takes over); cleaners leave drafts with a held lock alone."""
         if not is_uuid(uuid):
             raise InvalidName(
                 f"bundle uuid {uuid!r} is not a lower-case uuid", hint="use str(uuid.uuid4()), or leave it out"
@@ -107,9 +108,9 @@ class LocalContext:
             self.clean_leftovers()
         fd = self._lock(self.tmp_dir / f"{uuid}.lock")
         try:
-            if (self.bundle_dir(uuid) / MANIFEST_NAME).exists():
+            path = self.bundle_dir(uuid)
+            if (path / MANIFEST_NAME).exists():
                 raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}")
-            path = self.tmp_dir / uuid
             fsutil.remove_tree(path)  # left by a writer that died: we hold its lock now
             path.mkdir()
         except BaseException:
@@ -153,29 +154,25 @@ class LocalContext:
         remote_only: bool = False,
         files_synced: bool = False,
     ) -> None:
-        """Make the draft a visible bundle: manifest last, fsync, one rename, then one index insert.
-        `files_synced` says the writer already flushed every data file (only directories remain)."""
+        """Make the draft a visible bundle: every file flushed, then the manifest appears under
+        its name in one rename (the commit point), then one index insert. `files_synced` says
+        the writer already flushed every data file (only directories remain)."""
         if committed:
             (draft.path / COMMITTED_MARKER).touch()
         if remote_only:
             (draft.path / REMOTE_ONLY_MARKER).touch()
-        if self.durable:  # data files and subdirectories first; the draft directory itself last
+        if self.durable:  # data files and subdirectories first; the bundle directory itself last
             fsutil.fsync_tree(draft.path, directories_only=files_synced, include_root=False)
-        # the draft is private until the rename below, so the manifest needs no temporary name
-        fsutil.write_file(draft.path / MANIFEST_NAME, manifest.to_json(), self.durable)
-        if self.durable:
-            fsutil.fsync_path(draft.path)
-        target = self.bundle_dir(manifest.uuid)
-        # No fsync of objects/ after the rename: after a power loss the rename (and the WAL index
-        # row, synchronous=NORMAL) may be lost together, leaving an orphan draft that cleanup
-        # removes; never a half bundle. Durability of the last bundles is traded for speed.
-        os.rename(draft.path, target)
+        # No fsync of objects/ afterwards: after a power loss the manifest (and the WAL index row,
+        # synchronous=NORMAL) may be lost together, leaving a draft that cleanup removes; never a
+        # half bundle. Durability of the last bundles is traded for speed.
+        fsutil.write_atomic(draft.path / MANIFEST_NAME, manifest.to_json(), self.durable)
         try:
             self.index.insert(manifest, committed=committed)
         except BaseException:
-            # not published after all: back into the draft, which the caller abandons; a crash
-            # right here instead leaves it for clean_leftovers, which indexes it (it is complete)
-            os.rename(target, draft.path)
+            # not published after all: a draft again, which the caller abandons; a crash right
+            # here instead leaves it for clean_leftovers, which indexes it (it is complete)
+            (draft.path / MANIFEST_NAME).unlink(missing_ok=True)
             raise
         self._release(draft)
 
@@ -253,6 +250,17 @@ class LocalContext:
 
     # --- repair ----------------------------------------------------------------------------
 
+    def is_draft(self, uuid: str) -> bool:
+        """Whether objects/<uuid>/ is a bundle still being written (its writer holds the lock)."""
+        lock = self.tmp_dir / f"{uuid}.lock"
+        if not lock.exists():
+            return False
+        fd = self._lock(lock, wait=False)
+        if fd < 0:
+            return True
+        self._unlock(lock, fd)
+        return False
+
     def rebuild_index(self) -> int:
         """Replace the index with what the bundle directories hold (damaged manifests are left
         out: `dsdt verify` reports them); the number of bundles indexed."""
@@ -287,10 +295,12 @@ class LocalContext:
                     continue  # a live writer
                 uuid = entry.stem
                 try:  # we hold the dead writer's lock: nobody else can start this uuid meanwhile
-                    fsutil.remove_tree(self.tmp_dir / uuid)
-                    published = self.bundle_dir(uuid) / MANIFEST_NAME
-                    if published.exists() and uuid not in self.index.uuids():
-                        self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+                    fsutil.remove_tree(self.tmp_dir / uuid)  # a draft of a release before 0.2
+                    if (self.bundle_dir(uuid) / MANIFEST_NAME).exists():
+                        if uuid not in self.index.uuids():
+                            self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+                    else:
+                        fsutil.remove_tree(self.bundle_dir(uuid))  # a draft that never got its manifest
                 finally:
                     self._unlock(entry, fd)
                 cleaned.append(uuid)

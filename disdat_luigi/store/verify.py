@@ -50,7 +50,9 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
         try:
             manifest = BundleManifest.from_json((bundle_dir / MANIFEST_NAME).read_bytes(), str(bundle_dir))
         except FileNotFoundError:
-            report.problems.append(Problem(entry, "no manifest.json"))
+            if not context.is_draft(entry):  # a draft whose writer died without a trace of its lock
+                fsutil.remove_tree(bundle_dir)
+                report.cleaned.append(entry)
             continue
         except ManifestRejected as err:
             report.problems.append(Problem(entry, f"{err} (remove it with `dsdt rm -u {entry}`)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,19 @@ def test_yield_dependency_returns_the_task(ctx: str, workers: int) -> None:
     assert api.apply(ctx, p.YieldsTasks, workers=workers) == {"success": True, "did_work": True}
     assert api.get(ctx, "YieldsTasks").data == {"base": 2, "one": 3, "many": 9, "inner": [0]}
     assert api.apply(ctx, p.YieldsTasks, workers=workers)["did_work"] is False
+
+
+def test_managed_paths_stay_valid_after_close(ctx: str) -> None:
+    """Disdat hands out the bundle's final paths: a file written at get_file's path, added as
+    data, can be read back at that same path after the with block."""
+    with api.Bundle(ctx, name="files") as bundle:
+        path = bundle.get_file("model.txt")
+        directory = bundle.get_directory("parts")
+        with open(path, "w") as handle:
+            handle.write("weights")
+        (Path(directory) / "p0").write_text("part")
+        bundle.add_data({"model": path, "parts": directory})
+    with open(path) as handle:
+        assert handle.read() == "weights"
+    assert (Path(directory) / "p0").read_text() == "part"
+    assert api.get(ctx, "files").data == {"model": path, "parts": directory}

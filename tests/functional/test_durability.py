@@ -132,13 +132,20 @@ def test_verify_reports_missing_files(ctx: str) -> None:
 
 
 def test_draft_without_its_lock_is_removed(ctx: str, disdat_env: Path) -> None:
-    """A draft left without a lock (a rename lost to a power cut) is removed by the next open."""
-    tmp_dir = disdat_env / "home/context" / ctx / "tmp"
-    orphan = tmp_dir / "0f0f0f0f-0000-0000-0000-000000000000"
+    """Drafts left without a lock (a lock unlink that outlived a lost manifest after a power cut;
+    or a draft of an older release in tmp/) are removed; a live writer's draft survives."""
+    root = disdat_env / "home/context" / ctx
+    legacy = root / "tmp" / "0f0f0f0f-0000-0000-0000-000000000000"
+    (legacy / "data").mkdir(parents=True)
+    orphan = root / "objects" / "0e0e0e0e-0000-0000-0000-000000000000"
     (orphan / "data").mkdir(parents=True)
-    (orphan / "manifest.json").write_text("{}")
     live = api.Bundle(ctx, name="live").open()  # a live writer's draft keeps its lock and survives
     api.Bundle(ctx, name="next", data=1)
-    assert not orphan.exists()
-    assert (tmp_dir / live.uuid).exists() and (tmp_dir / f"{live.uuid}.lock").exists()
+    assert not legacy.exists()
+    report = api.verify(ctx)
+    assert report.ok and orphan.name in report.cleaned and not orphan.exists()
+    draft = Path(live.local_dir)
+    assert draft.exists() and (root / "tmp" / f"{live.uuid}.lock").exists()
+    assert [b.name for b in api.search(ctx)] == ["next"]
     live.abandon()
+    assert not draft.exists()

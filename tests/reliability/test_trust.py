@@ -375,8 +375,10 @@ def test_two_pulls_of_one_bundle_and_a_third_writer(
     failures: list[str] = []
     api.Bundle("second", name="third", data=1)  # a third writer: cleans leftovers on its first bundle
     home = Path(os.environ["DISDAT_HOME"])
-    if not (home / "context" / "second" / "tmp" / made.uuid).is_dir():
+    if not (home / "context" / "second" / "objects" / made.uuid).is_dir():
         failures.append("the third writer removed the live draft")
+    if api.get("second", "shared") is not None:
+        failures.append("the draft was visible before it was complete")
     release.set()
     first.join(60)
     second.join(60)
