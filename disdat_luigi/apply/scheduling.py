@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.queues
+import os
 import queue
+import threading
 import time
 from typing import Any
 
@@ -74,10 +77,23 @@ class _ResultQueue(queue.Queue):  # type: ignore[type-arg]
         pass
 
 
+@functools.cache
+def _release_fork_lock_in_children() -> None:
+    """luigi forks each task process while holding its module's `fork_lock`, so a child starts
+    with that lock held by a thread it does not have: a nested apply with several workers inside
+    such a task would wait on it forever. Give every forked child a fresh, free lock."""
+
+    def fresh_lock() -> None:
+        luigi.worker.fork_lock = threading.Lock()
+
+    os.register_at_fork(after_in_child=fresh_lock)
+
+
 class Worker(luigi.worker.Worker):
     """luigi's worker; when it runs tasks in its own process, results skip the process pipe."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _release_fork_lock_in_children()
         super().__init__(*args, **kwargs)
         in_process = not (self._config.force_multiprocessing or self.worker_processes > 1)
         if in_process and isinstance(getattr(self, "_task_result_queue", None), multiprocessing.queues.Queue):

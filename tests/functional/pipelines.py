@@ -268,3 +268,14 @@ class YieldsTasks(PipeTask):
             "many": sum(len(t.pipe_output) for t in many),
             "inner": inner.pipe_output["sums"],
         }
+
+
+class NestedWorkers(PipeTask):
+    """Runs another apply, with several workers, from inside pipe_run."""
+
+    context_name = luigi.Parameter()
+    inner_workers = luigi.IntParameter(default=3)
+
+    def pipe_run(self):
+        result = api.apply(self.context_name, FanIn, params={"width": 4}, workers=self.inner_workers)
+        return {"inner": result, "data": api.get(self.context_name, "FanIn").data}

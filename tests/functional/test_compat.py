@@ -94,3 +94,17 @@ def test_managed_paths_stay_valid_after_close(ctx: str) -> None:
         assert handle.read() == "weights"
     assert (Path(directory) / "p0").read_text() == "part"
     assert api.get(ctx, "files").data == {"model": path, "parts": directory}
+
+
+@pytest.mark.parametrize(("inner", "outer"), [(1, 1), (3, 1), (1, 3), (3, 3)])
+def test_nested_apply_with_several_workers(ctx: str, inner: int, outer: int) -> None:
+    """A pipe_run that calls api.apply(..., workers=3) inside an apply with several workers
+    finishes with the right result (luigi's fork lock no longer follows a task into its process)."""
+    from tests.functional import pipelines as p
+
+    result = api.apply(ctx, p.NestedWorkers, params={"context_name": ctx, "inner_workers": inner}, workers=outer)
+    assert result == {"success": True, "did_work": True}
+    assert api.get(ctx, "NestedWorkers").data == {
+        "inner": {"success": True, "did_work": True},
+        "data": [0, 1, 2, 3],
+    }
