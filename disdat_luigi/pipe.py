@@ -158,7 +158,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         """luigi S3Targets under this task's bundle's remote directory."""
         from luigi.contrib.s3 import S3Target
 
-        bundle = self._pipe_open_bundle("create_remote_output_file")
+        bundle = self._pipe_remote_bundle("create_remote_output_file")
         return _map_names(names, lambda name: S3Target(bundle.get_remote_file(name)))
 
     def create_output_dir(self, name: str) -> str:
@@ -168,7 +168,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         return str(Path(self._pipe_open_bundle("get_output_dir").local_dir) / "data")
 
     def get_remote_output_dir(self) -> str:
-        bundle = self._pipe_open_bundle("get_remote_output_dir")
+        bundle = self._pipe_remote_bundle("get_remote_output_dir")
         return bundle.get_remote_directory(".").rstrip("/.")
 
     def get_tags(self, param_name: str) -> dict[str, str]:
@@ -377,6 +377,16 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         if param_name in declaration.externals and declaration.externals[param_name].bundle is not None:
             return declaration.externals[param_name].bundle  # type: ignore[return-value]
         raise PipelineError(f"{self} has no input named {param_name!r}")
+
+    def _pipe_remote_bundle(self, action: str) -> Bundle:
+        """The open bundle, for files written straight to its remote directory: only an
+        incremental-push apply publishes the bundle that accounts for them."""
+        if not self._pipe_options().incremental_push:
+            raise PipelineError(
+                f"{action} writes into the bundle's remote directory, which only an incremental push publishes",
+                hint="apply with incremental_push=True (`dsdt apply --incremental-push`) on a context with a remote",
+            )
+        return self._pipe_open_bundle(action)
 
     def _pipe_open_bundle(self, action: str) -> Bundle:
         bundle = self.__dict__.get("_pipe_bundle")

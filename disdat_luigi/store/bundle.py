@@ -126,7 +126,7 @@ class Bundle:
         try:
             plan.write()
             fsutil.freeze_links(draft.path)
-            remote_files = self._sync().adopt(draft.uuid, plan.remote) if plan.remote else []
+            remote_files = self._copy_in(draft.uuid, draft.path, plan.remote) if plan.remote else []
             manifest = BundleManifest(
                 uuid=draft.uuid,
                 name=self._name or self._processing_name or draft.uuid,
@@ -403,6 +403,18 @@ class Bundle:
         self._context.remove([self.manifest.uuid])
 
     # --- the remote ------------------------------------------------------------------------
+
+    def _copy_in(self, uuid: str, root: Path, leaves: list[codec.RemoteLeaf]) -> list[FileEntry]:
+        """s3:// files of the value: adopted into the bundle's remote directory (entries for the
+        manifest), or downloaded into the bundle when the context has no remote."""
+        local = [leaf for leaf in leaves if leaf.local]
+        if local:
+            from disdat_luigi.config import load_settings
+            from disdat_luigi.store.remote.sync import download_into
+
+            download_into(root, local, load_settings().remote)
+        remote = [leaf for leaf in leaves if not leaf.local]
+        return list(self._sync().adopt(uuid, remote)) if remote else []
 
     def _sync(self) -> Any:
         from disdat_luigi.config import load_settings

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from disdat_luigi.errors import BundleError, RemoteNotConfigured, UnsupportedValue
+from disdat_luigi.errors import BundleError, UnsupportedValue
 
 DATA_DIR = "data"
 VALUES_DIR = "values"
@@ -39,10 +39,12 @@ class ValueSource(Protocol):
 @dataclass(frozen=True)
 class RemoteLeaf:
     """An s3:// file or directory in a value: `rel` is its place in the bundle; `source` is the
-    URL to copy it from when it lives outside the bundle's own remote directory."""
+    URL to copy it from when it lives outside the bundle's own remote directory. `local` leaves
+    (the context has no remote) are downloaded into the bundle directory instead."""
 
     rel: str
     source: str | None
+    local: bool = False
 
 
 @dataclass
@@ -265,17 +267,14 @@ class _Planner:
         return self._resolved_remote_dir
 
     def _encode_s3(self, url: str, where: str) -> Any:
-        if self.remote_dir is None:
-            raise RemoteNotConfigured(
-                f"{where} is the S3 path {url}, but the bundle's context has no remote to keep it in"
-            )
         leaf: dict[str, Any] = {"t": "file", "path": None}
         self.remote_leaves.append((leaf, url.rstrip("/")))
         return leaf
 
     def place_remote_files(self) -> list[RemoteLeaf]:
         """Give s3:// leaves their bundle paths: inside the bundle's remote directory they stay
-        put; outside ones are copied to data/ below their common parent."""
+        put; outside ones are copied to data/ below their common parent (into the bundle's
+        remote directory, or, in a context without a remote, downloaded into the bundle)."""
         placed: dict[str, RemoteLeaf] = {}
         if not self.remote_leaves:
             return []
@@ -290,7 +289,7 @@ class _Planner:
             if posixpath.normpath(rel) != rel or rel.startswith("../") or "/../" in rel:
                 raise UnsupportedValue(f"the S3 path {url} has '.' or '..' segments", hint="give a plain s3:// path")
             leaf["path"] = rel
-            placed.setdefault(rel, RemoteLeaf(rel, source))
+            placed.setdefault(rel, RemoteLeaf(rel, source, local=self.remote_dir is None))
         return list(placed.values())
 
     def _is_own(self, url: str) -> bool:

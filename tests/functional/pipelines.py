@@ -279,3 +279,22 @@ class NestedWorkers(PipeTask):
     def pipe_run(self):
         result = api.apply(self.context_name, FanIn, params={"width": 4}, workers=self.inner_workers)
         return {"inner": result, "data": api.get(self.context_name, "FanIn").data}
+
+
+class RemoteOutput(PipeTask):
+    """Writes straight into its bundle's remote directory."""
+
+    def pipe_run(self):
+        target = self.create_remote_output_file("model.txt")
+        with target.open("w") as handle:
+            handle.write("remote weights")
+        return target.path
+
+
+class ReturnsS3Path(PipeTask):
+    """Returns an existing s3:// object's URL as its data."""
+
+    url = luigi.Parameter()
+
+    def pipe_run(self):
+        return {"model": self.url}

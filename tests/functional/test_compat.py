@@ -108,3 +108,71 @@ def test_nested_apply_with_several_workers(ctx: str, inner: int, outer: int) -> 
         "inner": {"success": True, "did_work": True},
         "data": [0, 1, 2, 3],
     }
+
+
+def test_incremental_pull_localizes_reused_inputs(remote_ctx: str, bucket: str) -> None:
+    """Bundles pulled as metadata only: a task that must run gets the files of the upstream
+    bundles it reuses downloaded first; what it did not need stays remote; nothing is re-made."""
+    from tests.functional import pipelines as p
+
+    api.apply(remote_ctx, p.Files, incremental_push=True)
+    api.apply(remote_ctx, p.Double, incremental_push=True)
+    api.context("fresh")
+    api.remote("fresh", "shared", f"s3://{bucket}/team")
+    api.pull("fresh")  # metadata only
+    files = api.get("fresh", "Files")
+    unrelated = api.get("fresh", "Double")
+    assert files is not None and unrelated is not None
+    assert files.data["one"].startswith("s3://")
+    assert api.apply("fresh", p.ReadsFiles, incremental_pull=True) == {"success": True, "did_work": True}
+    assert api.get("fresh", "ReadsFiles").data == "oneb"
+    reused = api.get("fresh", "Files")
+    assert reused.uuid == files.uuid and Path(reused.data["one"]).read_text() == "one"
+    assert Path(reused.data["many"]["b"]).exists()
+    assert len(api.search("fresh", "Files")) == 1
+    made = api.get("fresh", "ReadsFiles")
+    assert not made.data.startswith("s3://") and Path(made.local_dir).is_dir()
+    assert api.get("fresh", "Double").uuid == unrelated.uuid
+    from disdat_luigi.store.resolve import open_store
+
+    assert open_store().context("fresh").is_remote_only(unrelated.uuid) or not unrelated.files
+    # a context that never pulled: incremental_pull finds the inputs on the remote, then localizes them
+    api.context("fresh2")
+    api.remote("fresh2", "shared", f"s3://{bucket}/team")
+    assert api.apply("fresh2", p.ReadsFiles, incremental_pull=True)["did_work"] is True
+    assert api.get("fresh2", "Files").uuid == files.uuid and api.get("fresh2", "ReadsFiles").data == "oneb"
+    assert Path(api.get("fresh2", "Files").data["one"]).read_text() == "one"
+
+
+def test_managed_remote_outputs_need_incremental_push(remote_ctx: str) -> None:
+    """create_remote_output_file without incremental push fails the apply, saying to use it, and
+    leaves no bundle; with it, the bundle accounts for the S3 object."""
+    from tests.functional import pipelines as p
+
+    with pytest.raises(ApplyError, match="incremental push") as caught:
+        api.apply(remote_ctx, p.RemoteOutput)
+    assert caught.value.result["success"] is False and api.search(remote_ctx) == []
+    assert api.apply(remote_ctx, p.RemoteOutput, incremental_push=True)["success"] is True
+    bundle = api.get(remote_ctx, "RemoteOutput")
+    assert bundle.data.startswith("s3://") and [f.path for f in bundle.files] == ["data/model.txt"]
+    assert Path(bundle.localize(bundle.data)).read_text() == "remote weights"
+
+
+def test_s3_files_are_copied_in_without_a_remote(ctx: str, bucket: str) -> None:
+    """In a context with no remote, an s3:// file or directory in a bundle's data is downloaded
+    into the bundle (Disdat's copy-in), from a Bundle and from a PipeTask's return value."""
+    import boto3
+
+    from tests.functional import pipelines as p
+
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key="in/model.bin", Body=b"weights")
+    client.put_object(Bucket=bucket, Key="in/dir/a.txt", Body=b"a")
+    client.put_object(Bucket=bucket, Key="in/dir/sub/b.txt", Body=b"b")
+    bundle = api.Bundle(ctx, name="copied", data=[f"s3://{bucket}/in/model.bin", f"s3://{bucket}/in/dir"])
+    model, directory = bundle.data
+    assert Path(model).read_bytes() == b"weights" and model.startswith(bundle.local_dir)
+    assert (Path(directory) / "sub" / "b.txt").read_bytes() == b"b"
+    assert sorted(f.path for f in bundle.files) == ["data/dir/a.txt", "data/dir/sub/b.txt", "data/model.bin"]
+    api.apply(ctx, p.ReturnsS3Path, params={"url": f"s3://{bucket}/in/model.bin"})
+    assert Path(api.get(ctx, "ReturnsS3Path").data["model"]).read_bytes() == b"weights"

@@ -549,15 +549,16 @@ def test_outside_s3_files_are_copied_in(remote_ctx: str, bucket: str) -> None:
     assert Path(bundle.data[0]).read_bytes() == b"a"
 
 
-def test_s3_values_need_a_remote_and_an_existing_object(ctx: str, remote_ctx: str, bucket: str) -> None:
-    """An s3:// value without a remote, or one that does not exist, fails and leaves no bundle."""
+def test_s3_values_need_an_existing_object(ctx: str, remote_ctx: str, bucket: str) -> None:
+    """An s3:// value that does not exist fails and leaves no bundle, with or without a remote;
+    a managed remote path needs a remote."""
     api.context("lonely")
-    with pytest.raises(RemoteNotConfigured, match="no remote"):
+    from disdat_luigi.errors import PathNotFound
+
+    with pytest.raises(PathNotFound, match="does not exist"):
         api.Bundle("lonely", name="x", data=f"s3://{bucket}/whatever")
     with pytest.raises(RemoteNotConfigured):
         api.Bundle("lonely", name="y").open().get_remote_file("f")
-    from disdat_luigi.errors import PathNotFound
-
     with pytest.raises(PathNotFound, match="does not exist"):
         api.Bundle(remote_ctx, name="x", data=f"s3://{bucket}/missing/object")
     assert api.search(remote_ctx) == [] and api.search("lonely") == []
