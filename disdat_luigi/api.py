@@ -7,6 +7,7 @@ exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.fsutil import collect_files, special_kind
-from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.index import BundleQuery, parse_date
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.queries import LineageRecord
@@ -72,6 +73,7 @@ __all__ = [
     "rmr",
     "run",
     "search",
+    "set_aws_profile",
     "switch",
     "uncommitted_count",
     "verify",
@@ -245,6 +247,11 @@ def rmr(
     return doomed
 
 
+def set_aws_profile(aws_profile: str) -> None:
+    """Use this AWS profile from now on in this process (Disdat's call; `--profile` on the CLI)."""
+    os.environ["AWS_PROFILE"] = aws_profile
+
+
 def ls_contexts() -> list[str]:
     return _store().list_contexts()
 
@@ -266,10 +273,12 @@ def search(
     is_committed: bool | None = None,
     find_intermediates: bool = False,
     find_roots: bool = False,
-    before: datetime | None = None,
-    after: datetime | None = None,
+    before: datetime | str | None = None,
+    after: datetime | str | None = None,
 ) -> list[Bundle]:
-    """Closed bundles, newest first. Names match exactly; a name with '*' or '?' is a glob."""
+    """Closed bundles, newest first. Names match exactly; a name with '*' or '?' is a glob.
+    `before`/`after` are datetimes or, as in Disdat, strings ('12-1-2009', '12-1-2009 12:13:42',
+    or ISO 8601)."""
     query = BundleQuery(
         name=human_name,
         processing_name=processing_name,
@@ -277,8 +286,8 @@ def search(
         committed=is_committed,
         intermediates=find_intermediates,
         roots=find_roots,
-        before=before,
-        after=after,
+        before=parse_date(before) if before is not None else None,
+        after=parse_date(after) if after is not None else None,
     )
     return queries.find(_context(local_context), query)
 

@@ -143,9 +143,23 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
     def mark_force(self) -> None:
         self._pipe_declaring("mark_force").force = True
 
-    def mark_transient(self) -> None:
-        """Never push this task's output (it stays in the local context)."""
+    def mark_transient(self, push_meta: bool = True) -> None:
+        """Never push this task's output (it stays in the local context). Disdat's `push_meta`
+        (push the metadata without the data) is accepted and ignored: a bundle on the remote is
+        always a whole one here."""
         self._pipe_declaring("mark_transient").transient = True
+
+    def processing_id(self) -> str:
+        """This task's processing name (class, parameters and upstream recipes), as in Disdat."""
+        return Planner(self._pipe_options(), self._pipe_context()).plan(self)[-1].processing_name
+
+    def human_id(self) -> str:
+        """The name of this task's output bundle."""
+        return self._pipe_output_name()
+
+    def input_bundles(self) -> dict[str, Bundle]:
+        """The bundles this task reads, by argument name (upstream outputs and external inputs)."""
+        return self._pipe_inputs()
 
     # --- helpers inside pipe_run ---------------------------------------------------------
 
@@ -163,6 +177,10 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
 
     def create_output_dir(self, name: str) -> str:
         return self._pipe_open_bundle("create_output_dir").get_directory(name)
+
+    def create_remote_output_dir(self, name: str) -> str:
+        """An s3:// directory inside this task's bundle's remote directory (needs incremental push)."""
+        return f"{self.get_remote_output_dir()}/{name}"
 
     def get_output_dir(self) -> str:
         return str(Path(self._pipe_open_bundle("get_output_dir").local_dir) / "data")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from disdat_luigi import api
-from disdat_luigi.cli.common import add_tag_option, current_context, parse_date, parse_tags
+from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
 from disdat_luigi.store.queries import LineageRecord
 
 # the columns of `ls -v`, as _ls_line fills them
@@ -104,8 +104,8 @@ def _ls(args: argparse.Namespace) -> int:
             is_committed=committed,
             find_intermediates=args.intermediates,
             find_roots=args.roots,
-            before=parse_date(args.before) if args.before else None,
-            after=parse_date(args.after) if args.after else None,
+            before=args.before,
+            after=args.after,
         )
     if args.latest_by_date:
         seen: set[str] = set()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
-from disdat_luigi.errors import DisdatError, InvalidName
-
-DATE_FORMATS = ("%m-%d-%Y", "%m-%d-%Y %H:%M:%S")
+from disdat_luigi.errors import InvalidName
 
 
 def add_tag_option(parser: argparse.ArgumentParser, help_text: str = "only bundles with this tag") -> None:
@@ -24,20 +21,6 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
             raise InvalidName(f"tag {pair!r} is not KEY:VALUE", hint="write tags as -t key:value")
         tags[key] = value
     return tags
-
-
-def parse_date(text: str) -> datetime:
-    """ISO 8601, or Disdat's '12-31-2020' / '12-31-2020 13:40:30' (local time when no zone)."""
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    for fmt in DATE_FORMATS:
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    raise DisdatError(f"cannot read the date {text!r}", hint="use 2020-12-31, '2020-12-31 13:40:30' or 12-31-2020")
 
 
 def current_context() -> str:

@@ -284,6 +284,11 @@ class Bundle:
         return self._manifest is not None
 
     @property
+    def is_presentable(self) -> bool:
+        """Disdat's flag for bundles with a Python value: every closed bundle here has one."""
+        return self.closed
+
+    @property
     def context(self) -> LocalContext:
         return self._context
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disdat_luigi.errors import IndexDamaged
+from disdat_luigi.errors import IndexDamaged, InvalidName
 from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.names import is_glob
 
@@ -82,6 +82,27 @@ class IndexRow:
     def of(cls, row: tuple[Any, ...]) -> IndexRow:
         code_version = None if row[6] is None else str(row[6])
         return cls(str(row[0]), str(row[1]), str(row[2]), int(row[3]), bool(row[4]), bool(row[5]), code_version)
+
+
+DATE_FORMATS = ("%m-%d-%Y", "%m-%d-%Y %H:%M:%S")
+
+
+def parse_date(text: str | datetime) -> datetime:
+    """ISO 8601, or Disdat's '12-31-2020' / '12-31-2020 13:40:30' (local time when no zone)."""
+    if isinstance(text, datetime):
+        return text
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        pass
+    for fmt in DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except (TypeError, ValueError):
+            continue
+    raise InvalidName(
+        f"cannot read the date {text!r}", hint="use 2020-12-31, '2020-12-31 13:40:30' or Disdat's 12-31-2020"
+    )
 
 
 def to_us(moment: datetime) -> int:

@@ -298,3 +298,19 @@ class ReturnsS3Path(PipeTask):
 
     def pipe_run(self):
         return {"model": self.url}
+
+
+class DisdatHelpers(PipeTask):
+    """Uses the rest of Disdat's PipeTask helpers."""
+
+    def pipe_requires(self):
+        self.add_dependency("nums", Source, {"n": 2})
+        self.mark_transient(push_meta=False)
+
+    def pipe_run(self, nums):
+        inputs = self.input_bundles()
+        return {
+            "inputs": {arg: bundle.name for arg, bundle in inputs.items()},
+            "processing_id": self.processing_id(),
+            "human_id": self.human_id(),
+        }

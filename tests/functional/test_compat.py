@@ -176,3 +176,25 @@ def test_s3_files_are_copied_in_without_a_remote(ctx: str, bucket: str) -> None:
     assert sorted(f.path for f in bundle.files) == ["data/dir/a.txt", "data/dir/sub/b.txt", "data/model.bin"]
     api.apply(ctx, p.ReturnsS3Path, params={"url": f"s3://{bucket}/in/model.bin"})
     assert Path(api.get(ctx, "ReturnsS3Path").data["model"]).read_bytes() == b"weights"
+
+
+def test_the_rest_of_disdats_surface(ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disdat's search by date strings, set_aws_profile, is_presentable and the PipeTask helpers
+    processing_id, human_id, input_bundles and mark_transient(push_meta=...) work as there."""
+    from tests.functional import pipelines as p
+
+    bundle = api.Bundle(ctx, name="dated", data=1)
+    assert bundle.is_presentable
+    assert [b.uuid for b in api.search(ctx, "dated", after="01-01-2000")] == [bundle.uuid]
+    assert api.search(ctx, "dated", before="01-01-2000 00:00:00") == []
+    assert [b.uuid for b in api.search(ctx, "dated", after="2000-01-01")] == [bundle.uuid]
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    api.set_aws_profile("research")
+    import os
+
+    assert os.environ["AWS_PROFILE"] == "research"
+    monkeypatch.delenv("AWS_PROFILE")
+    api.apply(ctx, p.DisdatHelpers)
+    made = api.get(ctx, "DisdatHelpers")
+    assert made.data["inputs"] == {"nums": "Source"} and made.data["human_id"] == "DisdatHelpers"
+    assert made.data["processing_id"] == made.processing_name
