@@ -22,9 +22,12 @@ class RemoteSettings:
     sse_kms_key_id: str | None = None
 
 
+ECR_REGISTRY = "*ECR*"  # [docker] registry value meaning "the account's ECR registry"
+
+
 @dataclass(frozen=True)
 class DockerSettings:
-    registry: str | None = None
+    registry: str | None = None  # host[:port], or ECR_REGISTRY
     repository_prefix: str | None = None
     network_mode: str | None = None
 

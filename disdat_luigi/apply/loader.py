@@ -17,7 +17,7 @@ from disdat_luigi.errors import ParameterError, PipeClassNotFound
 def load_pipe_class(transform: Any) -> type:
     """`transform` may be the class itself or `package.module.ClassName` (importable from the
     current directory or the installed packages)."""
-    from disdat_luigi.pipe import PipeTask
+    from disdat_luigi.apply.task import PipeTask
 
     if isinstance(transform, type):
         cls = transform

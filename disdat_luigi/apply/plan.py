@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from disdat_luigi.apply.codeversion import CodeVersion, capture
 from disdat_luigi.apply.identity import class_path, processing_name, typed_params
 from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.apply.state import declaration_of, is_root, output_name, output_tags, set_decision
 from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound, ManifestRejected
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery, IndexRow
+from disdat_luigi.util.codeversion import CodeVersion, capture
 
 if TYPE_CHECKING:
-    from disdat_luigi.pipe import PipeTask
+    from disdat_luigi.apply.task import PipeTask
 
 RUN = "run"
 REUSE = "reuse"
@@ -60,14 +61,14 @@ class Planner:
 
     def plan(self, root: PipeTask) -> list[Decision]:
         """Decisions for `root` and everything it statically requires, upstream first."""
-        order = _post_order(root)
+        order = post_order(root)
         names: dict[str, str] = {}
         for task in order:  # upstream first, so every upstream name is known
             names[task.task_id] = self.processing_name(task, names)
         if self.options.incremental_pull:
-            self._pull_metadata({t._pipe_output_name() for t in order})
+            self._pull_metadata({output_name(t) for t in order})
         rows = self.context.index.newest_by_recipe(set(names.values()))
-        candidates = {t.task_id: rows.get((names[t.task_id], t._pipe_output_name())) for t in order}
+        candidates = {t.task_id: rows.get((names[t.task_id], output_name(t))) for t in order}
         uuids = [r.uuid for r in candidates.values() if r is not None]
         recorded = self.context.index.dependencies_of_many(uuids)
         tags = self.context.index.tags_of_many(uuids)
@@ -77,11 +78,18 @@ class Planner:
                 task, names[task.task_id], candidates[task.task_id], rows, recorded, tags, decisions
             )
             decisions[task.task_id] = decision
-            task._pipe_set_decision(decision)
+            set_decision(task, decision)
         return [decisions[t.task_id] for t in order]
 
+    def upstream_names(self, task: PipeTask) -> dict[str, str]:
+        """The processing name of every task `task` statically requires, by task id."""
+        names: dict[str, str] = {}
+        for upstream in post_order(task)[:-1]:
+            names[upstream.task_id] = self.processing_name(upstream, names)
+        return names
+
     def processing_name(self, task: PipeTask, upstream_names: dict[str, str]) -> str:
-        declaration = task._pipe_declaration()
+        declaration = declaration_of(task)
         upstream = {arg: upstream_names[dep.task_id] for arg, dep in declaration.deps.items()}
         for arg, external in declaration.externals.items():
             if external.bundle is None:
@@ -90,7 +98,7 @@ class Planner:
                     hint="make or pull that bundle first, or fix the name/uuid/parameters it is looked up by",
                 )
             upstream[arg] = f"bundle:{external.bundle.uuid}"
-        pipeline_input = self.options.input_bundle_uuid if task._pipe_is_root() else None
+        pipeline_input = self.options.input_bundle_uuid if is_root(task) else None
         return processing_name(task, upstream, pipeline_input)
 
     def code_version(self, task: PipeTask) -> CodeVersion | None:
@@ -112,8 +120,8 @@ class Planner:
         tags: dict[str, dict[str, str]],
         decisions: dict[str, Decision],
     ) -> Decision:
-        declaration = task._pipe_declaration()
-        name = task._pipe_output_name()
+        declaration = declaration_of(task)
+        name = output_name(task)
         code = self.code_version(task)
         git_info = code.as_git_info() if code else None
 
@@ -122,7 +130,7 @@ class Planner:
 
         if self.options.force_all:
             return run("forced (--force-all)")
-        if self.options.force and task._pipe_is_root():
+        if self.options.force and is_root(task):
             return run("forced (--force)")
         if declaration.force:
             return run("forced (mark_force)")
@@ -137,13 +145,13 @@ class Planner:
         code_checked = code is not None and row.code_version and not self.options.ignore_code_version
         if code_checked and row.code_version != code.version:  # type: ignore[union-attr]
             return run(f"code changed: {row.code_version[:12]} -> {code.version[:12]}")  # type: ignore[union-attr,index]
-        wanted_tags = task._pipe_output_tags()
+        wanted_tags = output_tags(task)
         have_tags = tags.get(row.uuid, {})
         if any(have_tags.get(k) != v for k, v in wanted_tags.items()):
             return run("output tags changed")
         expected = {arg: decisions[dep.task_id].uuid for arg, dep in declaration.deps.items()}
         expected.update({arg: ext.bundle.uuid for arg, ext in declaration.externals.items() if ext.bundle})
-        if task._pipe_is_root() and self.options.input_bundle_uuid:
+        if is_root(task) and self.options.input_bundle_uuid:
             expected["pipeline_input"] = self.options.input_bundle_uuid
         used = recorded.get(row.uuid, {})
         for arg, uuid in expected.items():
@@ -190,7 +198,7 @@ class Planner:
             sync.pull(name)
 
 
-def _post_order(root: PipeTask) -> list[PipeTask]:
+def post_order(root: PipeTask) -> list[PipeTask]:
     """Every statically required task once, each after all of its upstream tasks."""
     order: list[PipeTask] = []
     seen: set[str] = set()
@@ -204,7 +212,7 @@ def _post_order(root: PipeTask) -> list[PipeTask]:
             continue
         seen.add(task.task_id)
         stack.append((task, True))
-        for dep in reversed(list(task._pipe_declaration().deps.values())):
+        for dep in reversed(list(declaration_of(task).deps.values())):
             if dep.task_id not in seen:
                 stack.append((dep, False))
     return order

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import disdat_luigi
-from disdat_luigi.apply.codeversion import CodeVersion
 from disdat_luigi.errors import BuildError, DisdatError
+from disdat_luigi.util.codeversion import CodeVersion
 
 SKIP = {"__pycache__", ".git", ".venv", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".demo"}
 BUILD_TOOLS = ["setuptools>=61", "wheel"]

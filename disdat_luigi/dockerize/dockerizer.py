@@ -7,14 +7,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from disdat_luigi.apply.codeversion import capture
-from disdat_luigi.config import Settings
+from disdat_luigi.config import ECR_REGISTRY, Settings
 from disdat_luigi.dockerize import engine
 from disdat_luigi.dockerize.context import assemble, default_base_image
 from disdat_luigi.dockerize.naming import check_pipe_class, image_name, pipeline_modules
 from disdat_luigi.errors import BuildError, DisdatError, ImageNotFound, PipeClassNotFound
-
-ECR = "*ECR*"
+from disdat_luigi.util.codeversion import capture
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def _push(client: object, name: str, content_tag: str, settings: Settings, log: 
     if not registry:
         raise DisdatError("--push needs a registry", hint="set [docker] registry in disdat.cfg (host:port or *ECR*)")
     auth = None
-    if registry == ECR:
+    if registry == ECR_REGISTRY:
         registry, auth = engine.ecr_login(name)
     repository = f"{registry}/{name}"
     for tag_name in (content_tag, "latest"):

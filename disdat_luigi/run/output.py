@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from disdat_luigi.run.entrypoint import OUTPUT_MARKER
+OUTPUT_MARKER = "DISDAT_OUTPUT_BUNDLE"  # the container's last line: MARKER name uuid
 
 
 def output_of(lines: Iterable[str]) -> tuple[str | None, str | None]:
@@ -14,3 +14,7 @@ def output_of(lines: Iterable[str]) -> tuple[str | None, str | None]:
         if len(parts) == 3 and parts[0] == OUTPUT_MARKER:
             found = (parts[1], parts[2])
     return found
+
+
+def output_line(name: str, uuid: str) -> str:
+    return f"{OUTPUT_MARKER} {name} {uuid}"

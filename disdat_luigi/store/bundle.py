@@ -261,7 +261,9 @@ class Bundle:
             raise InvalidName(f"bundle file name {name!r} leaves the bundle directory")
         return draft.path / codec.DATA_DIR / norm
 
-    def _mark_root(self) -> None:
+    def mark_root(self) -> None:
+        """Record (while open) that a pipeline's root task made this bundle (`dsdt ls -r`)."""
+        self._need_open("mark_root")
         self._root_task = True
 
     def _need_open(self, action: str) -> BundleDraft:

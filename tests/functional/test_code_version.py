@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.apply.codeversion import capture
+from disdat_luigi.util.codeversion import capture
 
 MODULE = """
 import luigi

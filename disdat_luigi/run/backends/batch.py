@@ -7,8 +7,8 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+from disdat_luigi.config import ECR_REGISTRY
 from disdat_luigi.dockerize import engine
-from disdat_luigi.dockerize.dockerizer import ECR
 from disdat_luigi.errors import ImageNotFound, JobFailed, RunError
 from disdat_luigi.run import aws
 from disdat_luigi.run.backends.base import Backend
@@ -38,7 +38,7 @@ class BatchBackend(Backend):
         content_tag = (local.labels or {}).get("disdat.content-tag")
         if not content_tag:
             raise ImageNotFound(f"{image_name}:latest was not built by dsdt dockerize")
-        if registry == ECR:
+        if registry == ECR_REGISTRY:
             registry, _auth = engine.ecr_login(image_name)
         reference = f"{registry}/{image_name}:{content_tag}"
         if not engine.image_exists(client, reference):

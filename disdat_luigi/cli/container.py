@@ -1,4 +1,5 @@
-"""The image's entry point: run one pipeline against the S3 remote, inside the container.
+"""The image's entry point (`python -m disdat_luigi.cli.container`): run one pipeline against
+the S3 remote, inside the container.
 
 A fresh context bound to the remote; the input bundle's metadata pulled; apply with every new
 bundle committed and pushed as soon as it closes (so a later failure loses nothing), upstream
@@ -14,8 +15,6 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-
-OUTPUT_MARKER = "DISDAT_OUTPUT_BUNDLE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
     from disdat_luigi.cli.common import parse_tags
     from disdat_luigi.errors import DisdatError
+    from disdat_luigi.run.output import output_line
 
     work = Path(os.environ.get("DISDAT_WORK_DIR") or tempfile.mkdtemp(prefix="disdat-run-"))
     os.environ["DISDAT_HOME"] = str(work / "store")
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hint: {err.hint}", file=sys.stderr, flush=True)
         return 1
     # a reused root came from the remote (incremental pull); a new one was pushed as it closed
-    print(f"{OUTPUT_MARKER} {outcome.root_name} {outcome.root_uuid}", flush=True)
+    print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
     return 0
 
 

@@ -1,0 +1,386 @@
+"""`PipeTask`: a luigi Task whose output is a versioned bundle (public as `disdat_luigi.pipe.PipeTask`).
+
+Users declare luigi Parameters and implement `pipe_requires` and `pipe_run`; `requires`,
+`complete` and `run` are provided here and are not meant to be overridden.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import time
+from collections.abc import Generator, Mapping
+from pathlib import Path
+from typing import Any
+
+import luigi
+from luigi.parameter import ParameterVisibility
+from luigi.task_register import Register
+
+from disdat_luigi.apply.identity import class_path, luigi_params, typed_params
+from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.plan import Planner
+from disdat_luigi.apply.state import (
+    Declaration,
+    External,
+    decision_of,
+    declaration_of,
+    is_root,
+    options_of,
+    output_name,
+    output_tags,
+    state_of,
+)
+from disdat_luigi.errors import BundleStateError, PipelineError
+from disdat_luigi.store import queries
+from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.names import check_name, check_tags
+from disdat_luigi.store.store import LocalStore
+
+
+class _PipeRegister(Register):
+    """luigi's task metaclass, also forgetting a class's remembered parameters (see
+    `PipeTask.get_params`) when a parameter is set on or deleted from it or a base class."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, luigi.Parameter):
+            _forget_params(cls)
+
+    def __delattr__(cls, name: str) -> None:
+        super().__delattr__(name)
+        _forget_params(cls)
+
+
+def _forget_params(cls: type) -> None:
+    for klass in (cls, *_all_subclasses(cls)):
+        if "_pipe_params" in klass.__dict__:
+            type.__delattr__(klass, "_pipe_params")
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    subclasses: list[type] = type.__subclasses__(cls)
+    for sub in subclasses:
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+class PipeTask(luigi.Task, metaclass=_PipeRegister):
+    """A luigi Task that reads its inputs from, and writes its output to, bundles."""
+
+    # HIDDEN, not PRIVATE: luigi re-creates dynamic dependencies from their non-private parameters
+    disdat_apply = luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
+
+    # --- what users implement --------------------------------------------------------------
+
+    def pipe_requires(self) -> None:
+        """Declare inputs with add_dependency / add_external_dependency (default: none)."""
+
+    def pipe_run(self, **inputs: Any) -> Any:
+        """Compute the output from `inputs` (one keyword per dependency); return it."""
+        return None
+
+    # --- declaring (inside pipe_requires) --------------------------------------------------
+
+    def add_dependency(self, param_name: str, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> None:
+        self._pipe_declaring("add_dependency").deps[check_name(param_name, "dependency name")] = self._pipe_make(
+            pipe_class, params
+        )
+
+    def add_external_dependency(
+        self,
+        param_name: str,
+        pipe_class: type[PipeTask] | None,
+        params: Mapping[str, Any] | None,
+        human_name: str | None = None,
+        uuid: str | None = None,
+    ) -> Bundle | None:
+        """Use an existing bundle as input, found by uuid, by human name (newest), or as the newest
+        bundle `pipe_class(**params)` made. Returns it, or None (apply then fails naming it)."""
+        declaration = self._pipe_declaring("add_external_dependency")
+        context = self._pipe_context()
+        if uuid is not None:
+            bundle, how = queries.newest(context, None, uuid=uuid), f"no bundle with uuid {uuid}"
+        elif human_name is not None:
+            bundle, how = queries.newest(context, human_name), f"no bundle named {human_name!r}"
+        elif pipe_class is not None:
+            task = self._pipe_make(pipe_class, params or {})
+            planner = Planner(options_of(self), context)
+            pname = planner.processing_name(task, planner.upstream_names(task))
+            rows = context.search(BundleQuery(processing_name=pname, limit=1))
+            bundle = queries.load(context, rows[0]) if rows else None
+            how = f"no bundle made by {task}"
+        else:
+            raise PipelineError(f"add_external_dependency({param_name!r}) needs a uuid, a human_name or a class")
+        declaration.externals[check_name(param_name, "dependency name")] = External(bundle, how)
+        return bundle
+
+    def set_bundle_name(self, name: str) -> None:
+        self._pipe_declaring("set_bundle_name").bundle_name = check_name(name)
+
+    def add_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag this task's output bundle (in pipe_requires, or in pipe_run)."""
+        bundle = state_of(self).bundle
+        if bundle is not None:
+            bundle.add_tags(tags)
+        else:
+            self._pipe_declaring("add_tags").tags.update(check_tags(tags))
+
+    def mark_force(self) -> None:
+        self._pipe_declaring("mark_force").force = True
+
+    def mark_transient(self, push_meta: bool = True) -> None:
+        """Never push this task's output (it stays in the local context). Disdat's `push_meta`
+        (push the metadata without the data) is accepted and ignored: a bundle on the remote is
+        always a whole one here."""
+        self._pipe_declaring("mark_transient").transient = True
+
+    def processing_id(self) -> str:
+        """This task's processing name (class, parameters and upstream recipes), as in Disdat."""
+        return Planner(options_of(self), self._pipe_context()).plan(self)[-1].processing_name
+
+    def human_id(self) -> str:
+        """The name of this task's output bundle."""
+        return output_name(self)
+
+    def input_bundles(self) -> dict[str, Bundle]:
+        """The bundles this task reads, by argument name (upstream outputs and external inputs)."""
+        return self._pipe_inputs()
+
+    # --- helpers inside pipe_run ---------------------------------------------------------
+
+    def create_output_file(self, names: Any) -> Any:
+        """luigi LocalTargets inside this task's bundle, for a name, a list or a dict of names."""
+        bundle = self._pipe_open_bundle("create_output_file")
+        return _map_names(names, lambda name: luigi.LocalTarget(bundle.get_file(name)))
+
+    def create_remote_output_file(self, names: Any) -> Any:
+        """luigi S3Targets under this task's bundle's remote directory."""
+        from luigi.contrib.s3 import S3Target
+
+        bundle = self._pipe_remote_bundle("create_remote_output_file")
+        return _map_names(names, lambda name: S3Target(bundle.get_remote_file(name)))
+
+    def create_output_dir(self, name: str) -> str:
+        return self._pipe_open_bundle("create_output_dir").get_directory(name)
+
+    def create_remote_output_dir(self, name: str) -> str:
+        """An s3:// directory inside this task's bundle's remote directory (needs incremental push)."""
+        return f"{self.get_remote_output_dir()}/{name}"
+
+    def get_output_dir(self) -> str:
+        return str(Path(self._pipe_open_bundle("get_output_dir").local_dir) / "data")
+
+    def get_remote_output_dir(self) -> str:
+        bundle = self._pipe_remote_bundle("get_remote_output_dir")
+        return bundle.get_remote_directory(".").rstrip("/.")
+
+    def get_tags(self, param_name: str) -> dict[str, str]:
+        return self._pipe_input_bundle(param_name).tags
+
+    def get_bundle_uuid(self, param_name: str) -> str:
+        return self._pipe_input_bundle(param_name).uuid
+
+    def yield_dependency(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
+        """A dependency decided while running. As in Disdat it returns the task:
+        `t = self.yield_dependency(Cls, params); yield t; t.pipe_output` (or yield a list of
+        them); `data = yield self.yield_dependency(Cls, params)` works too."""
+        state = state_of(self)
+        state.dynamic_count += 1
+        task = self._pipe_make(pipe_class, params)
+        state.dynamic_args[task.task_id] = f"{pipe_class.__name__}_{state.dynamic_count}"
+        return task
+
+    @property
+    def pipe_output(self) -> Any:
+        """This task's output data, once its bundle exists (e.g. after yielding the task)."""
+        return self._pipe_newest(self).data
+
+    # --- luigi ---------------------------------------------------------------------------
+
+    @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        """luigi's list, remembered per class: luigi walks dir(cls) on each of the ~10 calls a
+        task makes while it is created, scheduled, logged and run."""
+        remembered = cls.__dict__.get("_pipe_params")
+        if remembered is None:
+            remembered = tuple(super().get_params())
+            type.__setattr__(cls, "_pipe_params", remembered)  # not a Parameter: no hook needed
+        return list(remembered)
+
+    def requires(self) -> dict[str, PipeTask]:
+        return dict(declaration_of(self).deps)
+
+    def complete(self) -> bool:
+        decision = decision_of(self)
+        if decision is None:  # a dynamic dependency: plan it (and its upstream) now
+            decision = Planner(options_of(self), self._pipe_context()).plan(self)[-1]
+        if decision.reuse or state_of(self).produced:
+            return True
+        journal = Journal(options_of(self).journal)
+        return any(e.processing_name == decision.processing_name for e in journal.entries() if e.kind == "produced")
+
+    def run(self) -> Generator[Any, Any, None]:
+        options = options_of(self)
+        state = state_of(self)
+        decision = state.decision or Planner(options, self._pipe_context()).plan(self)[-1]
+        inputs = self._pipe_inputs()
+        if options.incremental_pull:
+            _localize_all(self._pipe_context(), inputs.values())
+        kwargs = {arg: bundle.data for arg, bundle in inputs.items() if arg != "pipeline_input"}
+        if "pipeline_input" in inputs and _accepts(self.pipe_run, "pipeline_input"):
+            kwargs["pipeline_input"] = inputs["pipeline_input"].data
+        started = time.time()
+        bundle = Bundle(
+            self._pipe_context(),
+            name=decision.bundle_name,
+            processing_name=decision.processing_name,
+            tags=output_tags(self),
+            params=luigi_params(self),
+            code_method=class_path(type(self)),
+            vc_info=decision.git_info,
+            typed_params=typed_params(self),
+        )
+        bundle.open(force_uuid=options.output_bundle_uuid if is_root(self) else None)
+        state.bundle, state.dynamic_count, state.dynamic_args = bundle, 0, {}
+        journal = Journal(options.journal)
+        try:
+            result = self.pipe_run(**kwargs)
+            if inspect.isgenerator(result):
+                result = yield from self._pipe_drive(result, inputs)
+            names = list(inputs)
+            bundle.add_dependencies([inputs[n] for n in names], names)
+            bundle.add_data(result)
+            bundle.add_timing(started, time.time())
+            if is_root(self):
+                bundle.mark_root()
+            bundle.close()
+        except Exception as err:
+            bundle.abandon()
+            journal.failed(str(self), f"{type(err).__name__}: {err}")
+            raise
+        except BaseException:  # luigi abandoned the generator to schedule dynamic dependencies
+            bundle.abandon()
+            raise
+        finally:
+            state.bundle = None
+        state.produced = bundle.uuid
+        journal.produced(str(self), decision.processing_name, bundle.uuid)
+        if options.incremental_push and not declaration_of(self).transient:
+            bundle.commit().push()
+
+    def _pipe_drive(self, generator: Generator[Any, Any, Any], inputs: dict[str, Bundle]) -> Generator[Any, Any, Any]:
+        """Run a generator pipe_run: hand its yielded dependencies to luigi, send back their data."""
+        value = None
+        while True:
+            try:
+                request = generator.send(value)
+            except StopIteration as stop:
+                return stop.value
+            wanted = request if isinstance(request, (list, tuple)) else [request]
+            args = state_of(self).dynamic_args
+            if not all(isinstance(w, PipeTask) and w.task_id in args for w in wanted):
+                raise PipelineError(f"{self}.pipe_run yielded {request!r}; yield self.yield_dependency(...)")
+            yield list(wanted)
+            bundles = [self._pipe_newest(w) for w in wanted]
+            inputs.update({args[w.task_id]: b for w, b in zip(wanted, bundles)})
+            data = [b.data for b in bundles]
+            value = data if isinstance(request, (list, tuple)) else data[0]
+
+    # --- internals (prefixed to stay out of users' way) ------------------------------------
+
+    def _pipe_context(self) -> LocalContext:
+        options = options_of(self)
+        return _open_context(options.home, options.context, os.getpid())
+
+    def _pipe_make(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
+        if not (isinstance(pipe_class, type) and issubclass(pipe_class, PipeTask)):
+            raise PipelineError(f"{self}: dependency class {pipe_class!r} is not a PipeTask subclass")
+        return pipe_class(**dict(params), disdat_apply=self.disdat_apply)
+
+    def _pipe_declaring(self, action: str) -> Declaration:
+        state = state_of(self)
+        if state.declaration is None or not state.declaring:
+            raise PipelineError(f"{action} belongs in pipe_requires (of {self})")
+        return state.declaration
+
+    def _pipe_newest(self, task: PipeTask) -> Bundle:
+        """The current bundle of an upstream task (the one it just made or the one it reuses)."""
+        decision = decision_of(task)
+        context = self._pipe_context()
+        if decision is not None and decision.reuse and decision.uuid:
+            return queries.require(context, None, decision.uuid)
+        pname = (
+            decision.processing_name if decision else Planner(options_of(self), context).plan(task)[-1].processing_name
+        )
+        rows = context.search(BundleQuery(processing_name=pname, name=output_name(task), limit=1))
+        if not rows:
+            raise PipelineError(f"{task} finished but its bundle is not in context {context.name!r}")
+        return queries.load(context, rows[0])
+
+    def _pipe_inputs(self) -> dict[str, Bundle]:
+        declaration = declaration_of(self)
+        inputs = {arg: self._pipe_newest(dep) for arg, dep in declaration.deps.items()}
+        inputs.update({arg: ext.bundle for arg, ext in declaration.externals.items() if ext.bundle is not None})
+        options = options_of(self)
+        if is_root(self) and options.input_bundle_uuid:
+            inputs["pipeline_input"] = queries.require(self._pipe_context(), None, options.input_bundle_uuid)
+        return inputs
+
+    def _pipe_input_bundle(self, param_name: str) -> Bundle:
+        declaration = declaration_of(self)
+        if param_name in declaration.deps:
+            return self._pipe_newest(declaration.deps[param_name])
+        if param_name in declaration.externals and declaration.externals[param_name].bundle is not None:
+            return declaration.externals[param_name].bundle  # type: ignore[return-value]
+        raise PipelineError(f"{self} has no input named {param_name!r}")
+
+    def _pipe_remote_bundle(self, action: str) -> Bundle:
+        """The open bundle, for files written straight to its remote directory: only an
+        incremental-push apply publishes the bundle that accounts for them."""
+        if not options_of(self).incremental_push:
+            raise PipelineError(
+                f"{action} writes into the bundle's remote directory, which only an incremental push publishes",
+                hint="apply with incremental_push=True (`dsdt apply --incremental-push`) on a context with a remote",
+            )
+        return self._pipe_open_bundle(action)
+
+    def _pipe_open_bundle(self, action: str) -> Bundle:
+        bundle = state_of(self).bundle
+        if bundle is None:
+            raise BundleStateError(f"{action} works inside pipe_run, while the output bundle is open")
+        return bundle
+
+
+@functools.lru_cache(maxsize=32)
+def _open_context(home: str, name: str, pid: int) -> LocalContext:
+    """One LocalContext (one sqlite connection) per store, context and process, shared by its tasks."""
+    return LocalStore(Path(home)).context(name)
+
+
+def _map_names(names: Any, make: Any) -> Any:
+    if isinstance(names, str):
+        return make(names)
+    if isinstance(names, Mapping):
+        return {key: make(name) for key, name in names.items()}
+    return [make(name) for name in names]
+
+
+def _accepts(function: Any, keyword: str) -> bool:
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _localize_all(context: LocalContext, bundles: Any) -> None:
+    from disdat_luigi.config import load_settings
+    from disdat_luigi.store.remote.sync import RemoteSync
+
+    remote_only = [b for b in bundles if context.is_remote_only(b.uuid)]
+    if remote_only:
+        sync = RemoteSync(context, load_settings().remote)
+        for bundle in remote_only:
+            sync.localize(bundle)
