@@ -25,25 +25,25 @@ from disdat_luigi.errors import (
     UnsupportedValue,
 )
 from disdat_luigi.store import queries
-from disdat_luigi.store.bundle import Bundle
+from disdat_luigi.store.bundle import Bundle as StoreBundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.fsutil import collect_files, special_kind
 from disdat_luigi.store.index import BundleQuery, parse_date
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.queries import LineageRecord
-from disdat_luigi.store.resolve import open_store
 from disdat_luigi.store.store import LocalStore
 from disdat_luigi.store.verify import Problem, VerifyReport
 from disdat_luigi.store.verify import verify as _verify
 
 if TYPE_CHECKING:
-    from disdat_luigi.apply.driver import ApplyOutcome, ApplyRequest
+    from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.dockerizer import ImageResult
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
-    from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteRef, RemoteSync
+    from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
+    from disdat_luigi.store.transfers import RemoteRef
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ __all__ = [
     "get",
     "init",
     "lineage",
+    "parse_pipeline",
     "ls_contexts",
     "pull",
     "push",
@@ -81,7 +82,25 @@ __all__ = [
 
 
 def _store() -> LocalStore:
-    return open_store(load_settings())
+    settings = load_settings()
+    return LocalStore(settings.root, remote_settings=settings.remote)
+
+
+class _AnyStoreBundle(type):
+    """Makes every store bundle an instance of `api.Bundle` (they differ only in construction)."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, StoreBundle)
+
+
+class Bundle(StoreBundle, metaclass=_AnyStoreBundle):
+    """Disdat's `api.Bundle`: the store's bundle whose first argument may also be a context name
+    (`Bundle("mydata", name="x", data=...)`). Bundles handed out by `search`, `get`, `pull` and
+    the rest are instances of it as well."""
+
+    def __init__(self, local_context: str | LocalContext, *args: Any, **kwargs: Any) -> None:
+        context = _context(local_context) if isinstance(local_context, str) else local_context
+        super().__init__(context, *args, **kwargs)
 
 
 def _context(local_context: str) -> LocalContext:
@@ -125,7 +144,7 @@ def remote(local_context: str, remote_context: str, remote_url: str, force: bool
     """Bind a context to `s3://bucket/prefix` (the bucket must exist; the prefix need not).
     Moving a context to another remote would strand the bundles whose files only the old remote
     holds: that is refused unless `force`."""
-    from disdat_luigi.store.remote.location import RemoteLocation
+    from disdat_luigi.store.location import RemoteLocation
     from disdat_luigi.store.remote.s3 import S3
 
     ctx = _context(local_context)
@@ -154,7 +173,7 @@ class RemoteUsage:
 
 def remote_usage(local_context: str) -> RemoteUsage:
     """Count the bundles of the context's remote and the local bundles that depend on it."""
-    from disdat_luigi.store.remote.location import RemoteLocation
+    from disdat_luigi.store.location import RemoteLocation
 
     store = _store()
     ctx = store.context(local_context)
@@ -275,7 +294,7 @@ def search(
     find_roots: bool = False,
     before: datetime | str | None = None,
     after: datetime | str | None = None,
-) -> list[Bundle]:
+) -> list[StoreBundle]:
     """Closed bundles, newest first. Names match exactly; a name with '*' or '?' is a glob.
     `before`/`after` are datetimes or, as in Disdat, strings ('12-1-2009', '12-1-2009 12:13:42',
     or ISO 8601)."""
@@ -294,7 +313,7 @@ def search(
 
 def get(
     local_context: str, bundle_name: str | None, uuid: str | None = None, tags: dict[str, str] | None = None
-) -> Bundle | None:
+) -> StoreBundle | None:
     """The newest bundle called `bundle_name` (with `tags`), or the one `uuid` names; else None."""
     return queries.newest(_context(local_context), bundle_name, uuid, check_tags(tags))
 
@@ -330,7 +349,7 @@ def add(
     path: str | Path,
     tags: dict[str, str] | None = None,
     follow_links: bool = False,
-) -> Bundle:
+) -> StoreBundle:
     """A new bundle from a file (data: its path) or a directory tree (data: the list of its file
     paths, relative layout kept). Symbolic links leading out of the tree are refused unless
     `follow_links`; FIFOs, sockets and devices are always refused."""
@@ -353,7 +372,7 @@ def add(
     return bundle
 
 
-def _copy_into(bundle: Bundle, source: Path, rel: str) -> str:
+def _copy_into(bundle: StoreBundle, source: Path, rel: str) -> str:
     target = bundle.get_file(rel)
     shutil.copyfile(source, target)
     return target
@@ -368,7 +387,7 @@ def cat(
 
 def commit(
     local_context: str, bundle_name: str | None, tags: dict[str, str] | None = None, uuid: str | None = None
-) -> Bundle:
+) -> StoreBundle:
     """Mark the newest matching bundle committed (only committed bundles are pushed)."""
     return queries.require(_context(local_context), bundle_name, uuid, check_tags(tags)).commit()
 
@@ -430,25 +449,34 @@ def apply_outcome(
     incremental_pull: bool = False,
 ) -> ApplyOutcome:
     """`apply`, returning also the root's bundle name and uuid (made now or reused)."""
+    from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import apply_outcome as run_apply
 
-    return run_apply(
-        _apply_request(
-            local_context,
-            transform,
-            output_bundle,
-            input_tags,
-            output_tags,
-            force,
-            force_all,
-            params,
-            output_bundle_uuid,
-            central_scheduler,
-            workers,
-            incremental_push,
-            incremental_pull,
-        )
+    request = ApplyRequest(
+        context=local_context,
+        transform=transform,
+        params=params,
+        output_bundle=output_bundle,
+        output_tags=output_tags,
+        force=force,
+        force_all=force_all,
+        output_bundle_uuid=output_bundle_uuid,
+        input_bundle_uuid=_input_uuid(local_context, input_tags),
+        workers=workers,
+        central_scheduler=central_scheduler,
+        incremental_push=incremental_push,
+        incremental_pull=incremental_pull,
     )
+    return run_apply(request, load_settings())
+
+
+def parse_pipeline(pipe_cls: str | type, pipe_args: list[str]) -> tuple[type, dict[str, Any]]:
+    """The PipeTask class `pipe_cls` names and its parameters from `['--name', 'value', ...]`,
+    each parsed by its luigi Parameter (what `dsdt apply` and `dsdt run` take)."""
+    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
+
+    cls = load_pipe_class(pipe_cls)
+    return cls, parse_cli_params(cls, pipe_args)
 
 
 def explain(
@@ -461,39 +489,10 @@ def explain(
     params: dict[str, Any] | None = None,
 ) -> list[Decision]:
     """What apply would do with each task (reuse which bundle, or run and why); runs nothing."""
+    from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import explain as run_explain
 
-    return run_explain(
-        _apply_request(local_context, transform, output_bundle, None, output_tags, force, force_all, params)
-    )
-
-
-def _apply_request(
-    local_context: str,
-    transform: Any,
-    output_bundle: str,
-    input_tags: dict[str, str] | None,
-    output_tags: dict[str, str] | None,
-    force: bool,
-    force_all: bool,
-    params: dict[str, Any] | None,
-    output_bundle_uuid: str | None = None,
-    central_scheduler: bool = False,
-    workers: int = 1,
-    incremental_push: bool = False,
-    incremental_pull: bool = False,
-) -> ApplyRequest:
-    from disdat_luigi.apply.driver import ApplyRequest
-
-    input_uuid = None
-    if input_tags:
-        found = queries.newest(_context(local_context), None, tags=check_tags(input_tags))
-        if found is None:
-            raise BundleNotFound(
-                f"no bundle with tags {input_tags} in context {local_context!r} for the pipeline input"
-            )
-        input_uuid = found.uuid
-    return ApplyRequest(
+    request = ApplyRequest(
         context=local_context,
         transform=transform,
         params=params,
@@ -501,13 +500,18 @@ def _apply_request(
         output_tags=output_tags,
         force=force,
         force_all=force_all,
-        output_bundle_uuid=output_bundle_uuid,
-        input_bundle_uuid=input_uuid,
-        workers=workers,
-        central_scheduler=central_scheduler,
-        incremental_push=incremental_push,
-        incremental_pull=incremental_pull,
     )
+    return run_explain(request, load_settings())
+
+
+def _input_uuid(local_context: str, input_tags: dict[str, str] | None) -> str | None:
+    """The newest bundle carrying `input_tags`, the root's pipeline input (None without tags)."""
+    if not input_tags:
+        return None
+    found = queries.newest(_context(local_context), None, tags=check_tags(input_tags))
+    if found is None:
+        raise BundleNotFound(f"no bundle with tags {input_tags} in context {local_context!r} for the pipeline input")
+    return found.uuid
 
 
 def dockerize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import luigi
@@ -15,7 +15,7 @@ from disdat_luigi.apply.loader import coerce_params, load_pipe_class
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner
 from disdat_luigi.apply.scheduling import SchedulerFactory
-from disdat_luigi.config import Settings, load_settings
+from disdat_luigi.config import Settings
 from disdat_luigi.errors import ApplyError, DependencyNotFound, InvalidName, ParameterError, RequiresFailed
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
@@ -49,9 +49,8 @@ class Prepared:
     planner: Planner
 
 
-def prepare(request: ApplyRequest, settings: Settings | None = None) -> Prepared:
-    settings = settings or load_settings()
-    context = LocalStore(settings.root).context(request.context)
+def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
+    context = LocalStore(settings.root, remote_settings=settings.remote).context(request.context)
     cls = load_pipe_class(request.transform)
     params = coerce_params(cls, request.params)
     output_bundle = None if request.output_bundle in (None, "-") else check_name(request.output_bundle)
@@ -78,14 +77,15 @@ def prepare(request: ApplyRequest, settings: Settings | None = None) -> Prepared
         incremental_push=request.incremental_push,
         incremental_pull=request.incremental_pull,
         ignore_code_version=settings.ignore_code_version,
+        remote=asdict(settings.remote),
     )
     root = cls(**params, disdat_apply=options.to_json())
     return Prepared(root=root, options=options, planner=Planner(options, context))
 
 
-def explain(request: ApplyRequest) -> list[Decision]:
+def explain(request: ApplyRequest, settings: Settings) -> list[Decision]:
     """What apply would do with every task of the static DAG, upstream first; runs nothing."""
-    prepared = prepare(request)
+    prepared = prepare(request, settings)
     return prepared.planner.plan(prepared.root)
 
 
@@ -100,14 +100,14 @@ class ApplyOutcome:
         return {"success": self.success, "did_work": self.did_work}
 
 
-def apply(request: ApplyRequest) -> dict[str, bool]:
+def apply(request: ApplyRequest, settings: Settings) -> dict[str, bool]:
     """Run the pipeline; {'success': True, 'did_work': ...}, or ApplyError carrying that result."""
-    return apply_outcome(request).as_result()
+    return apply_outcome(request, settings).as_result()
 
 
-def apply_outcome(request: ApplyRequest) -> ApplyOutcome:
+def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
     """`apply`, also naming the root's bundle (made now or reused)."""
-    prepared = prepare(request)
+    prepared = prepare(request, settings)
     try:
         decisions = prepared.planner.plan(prepared.root)
     except (DependencyNotFound, RequiresFailed) as err:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from disdat_luigi.config import RemoteSettings
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class ApplyOptions:
     incremental_push: bool = False
     incremental_pull: bool = False
     ignore_code_version: bool = False
+    remote: dict[str, Any] = field(default_factory=dict)  # the host's RemoteSettings, as a dict
+
+    @property
+    def remote_settings(self) -> RemoteSettings:
+        return RemoteSettings(**self.remote)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

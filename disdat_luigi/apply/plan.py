@@ -190,10 +190,9 @@ class Planner:
         return newest is not None and newest.uuid == uuid
 
     def _pull_metadata(self, names: set[str]) -> None:
-        from disdat_luigi.config import load_settings
         from disdat_luigi.store.remote.sync import RemoteSync
 
-        sync = RemoteSync(self.context, load_settings().remote)
+        sync = RemoteSync(self.context, self.context.remote_settings)
         for name in sorted(names):
             sync.pull(name)
 

@@ -32,6 +32,7 @@ from disdat_luigi.apply.state import (
     output_tags,
     state_of,
 )
+from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import BundleStateError, PipelineError
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
@@ -295,7 +296,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
 
     def _pipe_context(self) -> LocalContext:
         options = options_of(self)
-        return _open_context(options.home, options.context, os.getpid())
+        return _open_context(options.home, options.context, os.getpid(), options.remote_settings)
 
     def _pipe_make(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
         if not (isinstance(pipe_class, type) and issubclass(pipe_class, PipeTask)):
@@ -357,9 +358,9 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
 
 
 @functools.lru_cache(maxsize=32)
-def _open_context(home: str, name: str, pid: int) -> LocalContext:
+def _open_context(home: str, name: str, pid: int, remote_settings: RemoteSettings) -> LocalContext:
     """One LocalContext (one sqlite connection) per store, context and process, shared by its tasks."""
-    return LocalStore(Path(home)).context(name)
+    return LocalStore(Path(home), remote_settings=remote_settings).context(name)
 
 
 def _map_names(names: Any, make: Any) -> Any:
@@ -376,11 +377,10 @@ def _accepts(function: Any, keyword: str) -> bool:
 
 
 def _localize_all(context: LocalContext, bundles: Any) -> None:
-    from disdat_luigi.config import load_settings
     from disdat_luigi.store.remote.sync import RemoteSync
 
     remote_only = [b for b in bundles if context.is_remote_only(b.uuid)]
     if remote_only:
-        sync = RemoteSync(context, load_settings().remote)
+        sync = RemoteSync(context, context.remote_settings)
         for bundle in remote_only:
             sync.localize(bundle)

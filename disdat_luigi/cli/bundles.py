@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
-from disdat_luigi.store.queries import LineageRecord
+
+if TYPE_CHECKING:
+    from disdat_luigi.store.bundle import Bundle as StoreBundle
 
 # the columns of `ls -v`, as _ls_line fills them
 LS_HEADER = f"{'NAME':<24} {'PROCESSING NAME':<32} {'OWNER':<10} {'CREATED':<19} {'STATE':<9} UUID"
@@ -122,7 +124,7 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ls_line(bundle: api.Bundle, verbose: bool) -> str:
+def _ls_line(bundle: StoreBundle, verbose: bool) -> str:
     if not verbose:
         return bundle.name
     created = bundle.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -177,7 +179,7 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text(records: list[LineageRecord]) -> str:
+def _text(records: list[api.LineageRecord]) -> str:
     lines = []
     for record in records:
         pad = "  " * record.depth
@@ -190,7 +192,7 @@ def _text(records: list[LineageRecord]) -> str:
     return "\n".join(lines)
 
 
-def _dot(records: list[LineageRecord]) -> str:
+def _dot(records: list[api.LineageRecord]) -> str:
     lines = ["digraph lineage {", "  rankdir=BT;", "  node [shape=box];"]
     for record in records:
         style = "" if record.found else ", style=dashed"

@@ -25,6 +25,13 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
 
 def current_context() -> str:
     """The current context's name, or NoCurrentContext with a hint."""
-    from disdat_luigi.store.resolve import open_store
+    from disdat_luigi import api
 
-    return open_store().current_context().name
+    name = api.current_context()
+    if name is None:
+        raise api.NoCurrentContext("no current context is selected")
+    if name not in api.ls_contexts():
+        raise api.ContextError(
+            f"the current context {name!r} no longer exists", hint="select another one with `dsdt switch NAME`"
+        )
+    return name

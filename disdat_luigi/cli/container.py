@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from disdat_luigi import api
     from disdat_luigi.apply.driver import ApplyRequest, apply_outcome
-    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
     from disdat_luigi.cli.common import parse_tags
+    from disdat_luigi.config import load_settings
     from disdat_luigi.errors import DisdatError
     from disdat_luigi.run.output import output_line
 
@@ -60,12 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_uuid = None if args.input_bundle in ("-", "") else args.input_bundle
         if input_uuid:
             api.pull("run", uuid=input_uuid)
-        cls = load_pipe_class(args.pipe_cls)
+        cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
         outcome = apply_outcome(
             ApplyRequest(
                 context="run",
                 transform=cls,
-                params=parse_cli_params(cls, args.pipe_args),
+                params=params,
                 output_bundle=args.output_bundle,
                 output_tags=parse_tags(args.output_tag),
                 force=args.force,
@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 incremental_push=True,
                 incremental_pull=True,
-            )
+            ),
+            load_settings(),
         )
     except DisdatError as err:
         if args.verbose:

@@ -33,11 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
-
     context = current_context()
-    cls = load_pipe_class(args.pipe_cls)
-    params = parse_cli_params(cls, args.pipe_args)
+    cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
     if args.explain:
         for decision in api.explain(
             context,

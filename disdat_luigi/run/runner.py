@@ -13,7 +13,7 @@ from disdat_luigi.run.backends.base import LogSink
 from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
-from disdat_luigi.store.remote.location import RemoteLocation
+from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.remote.sync import RemoteSync
 from disdat_luigi.store.store import LocalStore
 

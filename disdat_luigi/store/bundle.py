@@ -22,9 +22,10 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store import codec, fsutil
 from disdat_luigi.store.context import BundleDraft, LocalContext
+from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
 from disdat_luigi.store.names import check_name, check_tags, has_control
-from disdat_luigi.store.resolve import resolve_context
+from disdat_luigi.store.transfers import Remote, RemoteRef, copy_in, open_remote
 
 
 class _NoData:
@@ -44,7 +45,7 @@ class Bundle:
 
     def __init__(
         self,
-        local_context: str | LocalContext,
+        local_context: LocalContext,
         name: str | None = None,
         data: Any = _NO_DATA,
         processing_name: str | None = None,
@@ -58,7 +59,12 @@ class Bundle:
         stop_time: float = 0,
         typed_params: Mapping[str, Any] | None = None,
     ) -> None:
-        self._context = resolve_context(local_context)
+        if not isinstance(local_context, LocalContext):
+            raise InvalidName(
+                f"the store's Bundle takes an open LocalContext, not {local_context!r}",
+                hint="use disdat_luigi.api.Bundle, which also takes a context name",
+            )
+        self._context = local_context
         self._manifest: BundleManifest | None = None
         self._draft: BundleDraft | None = None
         self._committed = False
@@ -85,7 +91,8 @@ class Bundle:
                 self.add_data(data)
 
     @classmethod
-    def _from_manifest(cls, context: LocalContext, manifest: BundleManifest, committed: bool) -> Bundle:
+    def from_manifest(cls, context: LocalContext, manifest: BundleManifest, committed: bool) -> Bundle:
+        """A closed bundle from its manifest (how the store and the remote hand out bundles)."""
         bundle = cls.__new__(cls)
         bundle._context = context
         bundle._manifest = manifest
@@ -244,10 +251,8 @@ class Bundle:
     def _remote_dir_if_bound(self) -> str | None:
         if not self._context.meta.remote_url:  # checked first: keeps the S3 stack unimported
             return None
-        from disdat_luigi.store.remote.sync import file_url
-
-        url = file_url(self._context, self.uuid, "")
-        return url.rstrip("/") if url else None
+        location = RemoteLocation.of(self._context)
+        return location.url(location.file_key(self.uuid, "")).rstrip("/")
 
     def _managed_rel(self, name: str) -> str:
         return self._managed_path(name).relative_to(self._need_open("get_file").path).as_posix()
@@ -416,18 +421,12 @@ class Bundle:
         manifest), or downloaded into the bundle when the context has no remote."""
         local = [leaf for leaf in leaves if leaf.local]
         if local:
-            from disdat_luigi.config import load_settings
-            from disdat_luigi.store.remote.sync import download_into
-
-            download_into(root, local, load_settings().remote)
+            copy_in(root, local, self._context.remote_settings)
         remote = [leaf for leaf in leaves if not leaf.local]
         return list(self._sync().adopt(uuid, remote)) if remote else []
 
-    def _sync(self) -> Any:
-        from disdat_luigi.config import load_settings
-        from disdat_luigi.store.remote.sync import RemoteSync
-
-        return RemoteSync(self._context, load_settings().remote)
+    def _sync(self) -> Remote:
+        return open_remote(self._context)
 
     @property
     def remote_dir(self) -> str | None:
@@ -451,8 +450,6 @@ class Bundle:
 
     def rmr(self) -> None:
         """Delete this bundle from the remote (the local copy stays)."""
-        from disdat_luigi.store.remote.sync import RemoteRef
-
         self._sync().remove([RemoteRef(self.uuid, self.name)])
 
     def localize(self, path: str) -> str:
@@ -484,7 +481,7 @@ class Bundle:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         manifest = BundleManifest.from_json(state["manifest"], source="pickle")
-        self.__dict__.update(Bundle._from_manifest(state["context"], manifest, state["committed"]).__dict__)
+        self.__dict__.update(Bundle.from_manifest(state["context"], manifest, state["committed"]).__dict__)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bundle) and other.closed and self.closed and other.uuid == self.uuid

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import BundleExists, BundleNotFound, InvalidName, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
@@ -58,9 +59,10 @@ class BundleDraft:
 class LocalContext:
     """A directory holding `objects/<uuid>/` bundle directories, `tmp/` drafts and `index.sqlite`."""
 
-    def __init__(self, path: Path, durable: bool = True) -> None:
+    def __init__(self, path: Path, durable: bool = True, remote_settings: RemoteSettings | None = None) -> None:
         self.path = path
         self.durable = durable
+        self.remote_settings = remote_settings or RemoteSettings()  # how its remote is reached
         self.objects_dir = path / "objects"
         self.tmp_dir = path / "tmp"
         self.index = BundleIndex(path / INDEX_NAME)
@@ -70,10 +72,10 @@ class LocalContext:
             log.warning("context %s had no index; rebuilt it from %d bundle manifest(s)", self.name, count)
 
     def __getstate__(self) -> dict[str, object]:
-        return {"path": self.path, "durable": self.durable}
+        return {"path": self.path, "durable": self.durable, "remote_settings": self.remote_settings}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["path"], state["durable"])  # type: ignore[misc, arg-type]
+        self.__init__(state["path"], state["durable"], state.get("remote_settings"))  # type: ignore[misc, arg-type]
 
     def __repr__(self) -> str:
         return f"LocalContext({self.name!r})"

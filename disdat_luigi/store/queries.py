@@ -15,7 +15,7 @@ from disdat_luigi.store.manifest import Dependency
 
 
 def load(context: LocalContext, row: IndexRow) -> Bundle:
-    return Bundle._from_manifest(context, context.load_manifest(row.uuid), row.committed)
+    return Bundle.from_manifest(context, context.load_manifest(row.uuid), row.committed)
 
 
 def find(context: LocalContext, query: BundleQuery) -> list[Bundle]:

@@ -6,6 +6,7 @@ import os
 import uuid as uuidlib
 from pathlib import Path
 
+from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import ContextError, ContextNotFound, NoCurrentContext
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import CONTEXT_META, ContextMeta, LocalContext
@@ -17,9 +18,10 @@ CURRENT_CONTEXT_FILE = "current_context"
 class LocalStore:
     """`<root>/context/<name>/` per context, plus `<root>/current_context`."""
 
-    def __init__(self, root: Path, durable: bool = True) -> None:
+    def __init__(self, root: Path, durable: bool = True, remote_settings: RemoteSettings | None = None) -> None:
         self.root = root
         self.durable = durable
+        self.remote_settings = remote_settings
         self.contexts_dir = root / "context"
 
     def create_context(self, context_name: str) -> LocalContext:
@@ -32,7 +34,7 @@ class LocalStore:
         staging = self.contexts_dir / f".new-{local}-{uuidlib.uuid4().hex}"
         (staging / "objects").mkdir(parents=True)
         (staging / "tmp").mkdir()
-        context = LocalContext(staging, self.durable)
+        context = LocalContext(staging, self.durable, self.remote_settings)
         context.write_meta(ContextMeta(name=local, remote_context=remote_context))
         _ = context.index.conn  # create the index (WAL, schema) before the context is visible
         context.index.close()
@@ -52,7 +54,7 @@ class LocalStore:
         return self._open(path)
 
     def _open(self, path: Path) -> LocalContext:
-        return LocalContext(path, self.durable)
+        return LocalContext(path, self.durable, self.remote_settings)
 
     def list_contexts(self) -> list[str]:
         if not self.contexts_dir.is_dir():

@@ -275,12 +275,13 @@ def test_central_scheduler(ctx: str, tmp_path: Path) -> None:
     try:
         wait_for_port(port)
         from disdat_luigi.apply.driver import ApplyRequest, apply
+        from disdat_luigi.config import load_settings
 
         request = ApplyRequest(
             context=ctx, transform=p.Double, central_scheduler=True,
             luigi_options={"scheduler_host": "127.0.0.1", "scheduler_port": port},
         )  # fmt: skip
-        assert apply(request) == {"success": True, "did_work": True}
+        assert apply(request, load_settings()) == {"success": True, "did_work": True}
     finally:
         luigid.terminate()
         luigid.wait()

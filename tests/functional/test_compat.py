@@ -133,9 +133,7 @@ def test_incremental_pull_localizes_reused_inputs(remote_ctx: str, bucket: str) 
     made = api.get("fresh", "ReadsFiles")
     assert not made.data.startswith("s3://") and Path(made.local_dir).is_dir()
     assert api.get("fresh", "Double").uuid == unrelated.uuid
-    from disdat_luigi.store.resolve import open_store
-
-    assert open_store().context("fresh").is_remote_only(unrelated.uuid) or not unrelated.files
+    assert unrelated.context.is_remote_only(unrelated.uuid) or not unrelated.files
     # a context that never pulled: incremental_pull finds the inputs on the remote, then localizes them
     api.context("fresh2")
     api.remote("fresh2", "shared", f"s3://{bucket}/team")

@@ -19,7 +19,6 @@ from disdat_luigi.errors import (
     ManifestRejected,
     NotCommitted,
     PathNotFound,
-    RemoteNotConfigured,
     TransferError,
     UuidConflict,
 )
@@ -27,12 +26,13 @@ from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
 from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
 from disdat_luigi.store.remote import transfer
-from disdat_luigi.store.remote.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
+from disdat_luigi.store.transfers import RemoteRef
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 PULL_BATCH = 64  # bundles pulled together: one transfer pool for all their files, one draft each
@@ -335,11 +335,11 @@ class RemoteSync:
         for item in items:
             uuid = item.manifest.uuid
             if uuid in known:
-                bundle = Bundle._from_manifest(self.context, self.context.load_manifest(uuid), True)
+                bundle = Bundle.from_manifest(self.context, self.context.load_manifest(uuid), True)
                 if localize and self.localize(bundle, progress=progress):
                     pulled.fetched.append(uuid)
             else:
-                bundle = Bundle._from_manifest(self.context, item.manifest, True)
+                bundle = Bundle.from_manifest(self.context, item.manifest, True)
                 pulled.fetched.append(uuid)
             pulled.append(bundle)
 
@@ -435,15 +435,6 @@ def download_into(root: Path, leaves: Iterable[RemoteLeaf], settings: RemoteSett
         s3.download(bucket, key, target)
 
 
-def file_url(context: LocalContext, uuid: str, rel: str) -> str | None:
-    """The s3:// URL of a bundle file when the context has a remote, else None."""
-    try:
-        location = RemoteLocation.of(context)
-    except RemoteNotConfigured:
-        return None
-    return location.url(location.file_key(uuid, rel))
-
-
 def bundles_to_push(context: LocalContext, name: str | None, uuid: str | None, tags: dict[str, str]) -> list[Bundle]:
     """By uuid or name the newest match (which must be committed); else every committed match."""
     from disdat_luigi.store import queries
@@ -457,14 +448,6 @@ def bundles_to_push(context: LocalContext, name: str | None, uuid: str | None, t
             hint=f"commit it first: `dsdt commit {bundle.name}` (or -u {bundle.uuid})",
         )
     return [bundle]
-
-
-@dataclass(frozen=True)
-class RemoteRef:
-    """A remote bundle to delete: its uuid, and its name (None when its manifest is unreadable)."""
-
-    uuid: str
-    name: str | None
 
 
 def bundles_to_remove(
