@@ -4,6 +4,8 @@ from setuptools import find_packages, setup
 
 version = {}
 exec(Path("disdat_luigi/__init__.py").read_text().split("def __getattr__")[0], version)
+layout = {}  # packages, package data and entry points: shared with the image build's setup.py
+exec(Path("disdat_luigi/packaging.py").read_text(), layout)
 
 setup(
     name="disdat_luigi",
@@ -12,8 +14,8 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["disdat_luigi", "disdat_luigi.*"]),
-    package_data={"disdat_luigi": ["disdat.cfg.example", "dockerizer/*", "dockerizer/**/*"]},
+    packages=find_packages(include=layout["PACKAGES_INCLUDE"]),
+    package_data=layout["PACKAGE_DATA"],
     include_package_data=True,
     install_requires=[
         "luigi>=3.5",
@@ -26,7 +28,14 @@ setup(
         'tomli>=2; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "moto[server]>=5.0", "ruff>=0.5", "mypy>=1.10"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "pytest-cov>=5",
+            "moto[server]>=5.0",
+            "ruff>=0.5",
+            "mypy>=1.10",
+        ],
     },
-    entry_points={"console_scripts": ["dsdt = disdat_luigi.cli.main:run"]},
+    entry_points=layout["ENTRY_POINTS"],
 )

@@ -29,7 +29,7 @@ def main() -> None:
         os.environ.update(DISDAT_HOME=str(work / "store"), DISDAT_CONFIG=str(work / "disdat.cfg"))
         from disdat_luigi import api
         from disdat_luigi.config import load_settings
-        from disdat_luigi.dockerize.dockerizer import DockerizeRequest, dockerize
+        from disdat_luigi.dockerize.images import DockerizeRequest, dockerize
 
         api.init()
         cfg = work / "disdat.cfg"

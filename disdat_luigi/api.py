@@ -24,6 +24,7 @@ from disdat_luigi.errors import (
     RemoteOnlyData,
     UnsupportedValue,
 )
+from disdat_luigi.run.request import BackendName, RunStatus
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle as StoreBundle
 from disdat_luigi.store.context import LocalContext
@@ -39,7 +40,7 @@ from disdat_luigi.store.verify import verify as _verify
 if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
-    from disdat_luigi.dockerize.dockerizer import ImageResult
+    from disdat_luigi.dockerize.images import ImageResult
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BackendName",
     "Bundle",
+    "RunStatus",
     "LineageRecord",
     "VerifyReport",
     "add",
@@ -527,8 +530,8 @@ def dockerize(
 ) -> list[ImageResult]:
     """Build the image `disdat-module-submodule` of `pipe_cls`'s module (of every pipeline module
     without it) from the project at `pipe_root`; `log` receives build output lines."""
-    from disdat_luigi.dockerize.dockerizer import DockerizeRequest
-    from disdat_luigi.dockerize.dockerizer import dockerize as run_dockerize
+    from disdat_luigi.dockerize.images import DockerizeRequest
+    from disdat_luigi.dockerize.images import dockerize as run_dockerize
 
     request = DockerizeRequest(
         pipe_root=Path(pipe_root),
@@ -549,7 +552,7 @@ def run(
     output_bundle: str,
     pipe_cls: str,
     pipeline_params: dict[str, Any] | None = None,
-    backend: str = "Local",
+    backend: str | BackendName = BackendName.LOCAL,
     input_tags: dict[str, str] | None = None,
     output_tags: dict[str, str] | None = None,
     force: bool = False,
@@ -569,6 +572,7 @@ def run(
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
     come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
     the container's output lines."""
+    from disdat_luigi.run.backends import backend_name
     from disdat_luigi.run.request import RunRequest, params_to_args
     from disdat_luigi.run.runner import run as run_container
 
@@ -578,7 +582,7 @@ def run(
         output_bundle=output_bundle,
         pipe_cls=pipe_cls,
         pipe_args=params_to_args(pipeline_params) + tuple(pipe_args or ()),
-        backend=backend,
+        backend=backend_name(backend),
         force=force,
         force_all=force_all,
         no_push_input=no_push_input,

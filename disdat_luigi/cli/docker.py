@@ -86,9 +86,9 @@ def _run(args: argparse.Namespace) -> int:
         job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
         pipe_args=args.pipe_args, log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
-    if result.status == "prepared":
+    if result.status is api.RunStatus.PREPARED:
         print(json.dumps(result.job_definition, indent=2, sort_keys=True, default=str))
-    elif result.status == "submitted":
+    elif result.status is api.RunStatus.SUBMITTED:
         print(result.job_id)
         name = args.output_bundle if args.output_bundle != "-" else ""
         print(f"submitted; when the job finishes: dsdt pull {name}".rstrip(), file=sys.stderr)

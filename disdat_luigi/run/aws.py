@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -9,13 +11,21 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from disdat_luigi.errors import CredentialsError, QueueNotFound, RunError
+from disdat_luigi.store.remote.s3 import aws_environment
 
 LOG_GROUP = "/aws/batch/job"
 
 
 def _client(service: str) -> Any:
+    """One client per service, AWS environment and process (boto3 clients are thread-safe)."""
+    return _cached_client(service, aws_environment(), os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_client(service: str, environment: tuple[tuple[str, str | None], ...], pid: int) -> Any:
     try:
-        return boto3.session.Session().client(service)
+        session = boto3.session.Session(profile_name=dict(environment).get("AWS_PROFILE"))
+        return session.client(service)
     except BotoCoreError as err:  # ProfileNotFound, no region...
         raise CredentialsError(
             f"cannot use the AWS configuration: {err}", hint="check --profile / AWS_PROFILE"

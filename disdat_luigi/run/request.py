@@ -4,17 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+
+class BackendName(str, Enum):
+    """Where `dsdt run` starts the container (values as the CLI spells them)."""
+
+    LOCAL = "Local"
+    AWS_BATCH = "AWSBatch"
+
+
+class RunStatus(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUBMITTED = "submitted"  # AWS Batch, not waited for
+    PREPARED = "prepared"  # --no-submit: the job definition only
 
 
 @dataclass(frozen=True)
 class RunRequest:
+    """Everything `dsdt run` was asked; built with keywords by `api.run` and the CLI."""
+
     context: str
     input_bundle: str
     output_bundle: str
     pipe_cls: str
     pipe_args: tuple[str, ...] = ()
-    backend: str = "Local"
+    backend: BackendName = BackendName.LOCAL
     force: bool = False
     force_all: bool = False
     no_push_input: bool = False
@@ -36,16 +53,13 @@ class ContainerJob:
     image: str
     image_name: str
     command: tuple[str, ...]
-    environment: Mapping[str, str]
-    secret_environment: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str]  # no secrets: a backend adds its own (see Backend.secret_environment)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """`status`: succeeded, failed, submitted (Batch, not waited for) or prepared (--no-submit)."""
-
-    backend: str
-    status: str
+    backend: BackendName
+    status: RunStatus
     output_name: str | None = None
     output_uuid: str | None = None
     job_id: str | None = None

@@ -10,7 +10,7 @@ from disdat_luigi.dockerize.naming import image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted
 from disdat_luigi.run.backends import load_backend
 from disdat_luigi.run.backends.base import LogSink
-from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
+from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
@@ -19,7 +19,7 @@ from disdat_luigi.store.store import LocalStore
 
 
 def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
-    context = LocalStore(settings.root).context(request.context)
+    context = LocalStore(settings.root, remote_settings=settings.remote).context(request.context)
     location = RemoteLocation.of(context)
     module, _cls = module_of(request.pipe_cls)
     name = image_name(module, settings.docker.repository_prefix)
@@ -39,15 +39,14 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         image_name=name,
         command=command,
         environment=_aws_environment(),
-        secret_environment=_aws_credentials() if request.backend == "Local" else {},
     )
     result = backend.launch(request, job)
-    if result.status == "failed":
+    if result.status is RunStatus.FAILED:
         raise JobFailed(
             f"{request.pipe_cls} failed in its container ({request.backend})",
             hint="last log lines:\n" + "\n".join(result.log_tail),
         )
-    if result.status == "succeeded":
+    if result.status is RunStatus.SUCCEEDED:
         _pull_output(context, sync, result, request)
     return result
 
@@ -96,20 +95,6 @@ def _aws_environment() -> dict[str, str]:
     region = boto3.session.Session().region_name
     if region:
         env["AWS_DEFAULT_REGION"] = region
-    return env
-
-
-def _aws_credentials() -> dict[str, str]:
-    """The host's resolved credentials (from any profile or chain), for a local container only."""
-    import boto3
-
-    credentials = boto3.session.Session().get_credentials()
-    if credentials is None:
-        return {}
-    frozen = credentials.get_frozen_credentials()
-    env = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
-    if frozen.token:
-        env["AWS_SESSION_TOKEN"] = frozen.token
     return env
 
 

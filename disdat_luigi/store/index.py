@@ -64,7 +64,6 @@ class BundleQuery:
     roots: bool = False
     before: datetime | None = None
     after: datetime | None = None
-    latest_per_name: bool = False
     limit: int | None = None
 
 
@@ -239,11 +238,6 @@ class BundleIndex:
         sql = f"SELECT {COLUMNS} FROM bundles b"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        if query.latest_per_name:
-            sql = (
-                f"SELECT * FROM ({sql}) x WHERE created_us = "
-                "(SELECT MAX(created_us) FROM bundles y WHERE y.name = x.name)"
-            )
         sql += " ORDER BY created_us DESC, uuid DESC"
         if query.limit is not None:
             sql += " LIMIT ?"

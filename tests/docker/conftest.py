@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.dockerize.dockerizer import ImageResult
+from disdat_luigi.dockerize.images import ImageResult
 from tests.conftest import REPO, free_port, wait_for_port
 
 BASE_IMAGE = "disdat-test-base:bookworm"

@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.dockerize.dockerizer import ImageResult
+from disdat_luigi.dockerize.images import ImageResult
 from disdat_luigi.errors import BuildError, DockerUnavailable, ImageNotFound, PipeClassNotFound
 
 MODULES = {"etl.ingest", "etl.clean", "etl.summarize", "ml.train", "ml.evaluate"}

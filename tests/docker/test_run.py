@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.dockerize.dockerizer import ImageResult
+from disdat_luigi.dockerize.images import ImageResult
 from disdat_luigi.errors import (
     BundleNotFound,
     DockerUnavailable,

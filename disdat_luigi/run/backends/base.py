@@ -6,13 +6,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from disdat_luigi.config import Settings
-from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult
 
 LogSink = Callable[[str], None]
 
 
 class Backend(ABC):
-    name = ""
+    name: BackendName
 
     def __init__(self, settings: Settings, log: LogSink) -> None:
         self.settings = settings
@@ -21,6 +21,10 @@ class Backend(ABC):
     @abstractmethod
     def image_reference(self, image_name: str) -> str:
         """The exact image this backend will run for `image_name` (raises ImageNotFound)."""
+
+    def secret_environment(self) -> dict[str, str]:
+        """Credentials the container gets from this backend (none unless the backend says so)."""
+        return {}
 
     @abstractmethod
     def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:

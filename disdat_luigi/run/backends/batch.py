@@ -13,7 +13,7 @@ from disdat_luigi.errors import ImageNotFound, JobFailed, RunError
 from disdat_luigi.run import aws
 from disdat_luigi.run.backends.base import Backend
 from disdat_luigi.run.output import output_of
-from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 
 POLL_SECONDS = 2.0
 FINAL = ("SUCCEEDED", "FAILED")
@@ -24,7 +24,7 @@ def job_definition_name(image_name: str) -> str:
 
 
 class BatchBackend(Backend):
-    name = "AWSBatch"
+    name = BackendName.AWS_BATCH
 
     def image_reference(self, image_name: str) -> str:
         """The registry copy of the exact image built locally (its content tag, never 'latest')."""
@@ -72,7 +72,7 @@ class BatchBackend(Backend):
         queue = self.settings.run.aws_batch_queue
         if request.no_submit:
             definition = self.job_definition(request, job)
-            return RunResult(self.name, "prepared", job_definition=definition)
+            return RunResult(self.name, RunStatus.PREPARED, job_definition=definition)
         if not queue:
             raise RunError("no AWS Batch queue is configured", hint="set [run] aws_batch_queue in disdat.cfg")
         aws.check_queue(queue)
@@ -89,7 +89,7 @@ class BatchBackend(Backend):
         job_id = aws.submit_job(job_name, queue, definition["jobDefinitionArn"], overrides)
         self.log(f"submitted AWS Batch job {job_id} ({job_name}) to queue {queue}")
         if not request.wait:
-            return RunResult(self.name, "submitted", job_id=job_id, job_definition=definition)
+            return RunResult(self.name, RunStatus.SUBMITTED, job_id=job_id, job_definition=definition)
         return self._follow(job_id, definition)
 
     def _follow(self, job_id: str, definition: Mapping[str, Any]) -> RunResult:
@@ -121,7 +121,15 @@ class BatchBackend(Backend):
                 hint="last log lines:\n" + "\n".join(lines[-15:]) if lines else "the job left no log",
             )
         name, uuid = output_of(lines)
-        return RunResult(self.name, "succeeded", name, uuid, job_id, definition, tuple(lines[-20:]))
+        return RunResult(
+            backend=self.name,
+            status=RunStatus.SUCCEEDED,
+            output_name=name,
+            output_uuid=uuid,
+            job_id=job_id,
+            job_definition=definition,
+            log_tail=tuple(lines[-20:]),
+        )
 
 
 def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

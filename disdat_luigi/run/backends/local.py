@@ -6,11 +6,25 @@ from disdat_luigi.dockerize import engine
 from disdat_luigi.errors import ImageNotFound
 from disdat_luigi.run.backends.base import Backend
 from disdat_luigi.run.output import output_of
-from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 
 
 class LocalBackend(Backend):
-    name = "Local"
+    name = BackendName.LOCAL
+
+    def secret_environment(self) -> dict[str, str]:
+        """The host's resolved credentials (from any profile or chain): a container on this
+        machine acts as the user who started it. Never given to AWS Batch jobs."""
+        import boto3
+
+        credentials = boto3.session.Session().get_credentials()
+        if credentials is None:
+            return {}
+        frozen = credentials.get_frozen_credentials()
+        env = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+        return env
 
     def image_reference(self, image_name: str) -> str:
         client = engine.connect()
@@ -25,7 +39,7 @@ class LocalBackend(Backend):
         container = client.containers.run(
             job.image,
             command=list(job.command),
-            environment={**job.environment, **job.secret_environment},
+            environment={**job.environment, **self.secret_environment()},
             network_mode=self.settings.docker.network_mode,
             detach=True,
         )
@@ -39,6 +53,8 @@ class LocalBackend(Backend):
         finally:
             container.remove(force=True)
         if status.get("StatusCode", 1) != 0:
-            return RunResult(self.name, "failed", log_tail=tuple(lines[-20:]))
+            return RunResult(self.name, RunStatus.FAILED, log_tail=tuple(lines[-20:]))
         name, uuid = output_of(lines)
-        return RunResult(self.name, "succeeded", output_name=name, output_uuid=uuid, log_tail=tuple(lines[-20:]))
+        return RunResult(
+            self.name, RunStatus.SUCCEEDED, output_name=name, output_uuid=uuid, log_tail=tuple(lines[-20:])
+        )

@@ -59,7 +59,7 @@ class S3:
 
     def __init__(self, settings: RemoteSettings) -> None:
         self.settings = settings
-        self.client = _client(_aws_environment(), settings.transfer_threads, os.getpid())
+        self.client = _client(aws_environment(), settings.transfer_threads, os.getpid())
         self.transfer_config = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_THRESHOLD,
@@ -349,7 +349,8 @@ AWS_VARIABLES = (
 )
 
 
-def _aws_environment() -> tuple[tuple[str, str | None], ...]:
+def aws_environment() -> tuple[tuple[str, str | None], ...]:
+    """The AWS variables a client depends on: clients are cached per value of these."""
     return tuple((name, os.environ.get(name)) for name in AWS_VARIABLES)
 
 

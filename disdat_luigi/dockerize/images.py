@@ -9,7 +9,7 @@ from pathlib import Path
 
 from disdat_luigi.config import ECR_REGISTRY, Settings
 from disdat_luigi.dockerize import engine
-from disdat_luigi.dockerize.context import assemble, default_base_image
+from disdat_luigi.dockerize.buildcontext import assemble, default_base_image
 from disdat_luigi.dockerize.naming import check_pipe_class, image_name, pipeline_modules
 from disdat_luigi.errors import BuildError, DisdatError, ImageNotFound, PipeClassNotFound
 from disdat_luigi.util.codeversion import capture

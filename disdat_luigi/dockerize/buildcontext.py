@@ -16,14 +16,19 @@ from disdat_luigi.util.codeversion import CodeVersion
 
 SKIP = {"__pycache__", ".git", ".venv", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".demo"}
 BUILD_TOOLS = ["setuptools>=61", "wheel"]
-SETUP_PY = """from setuptools import find_packages, setup
+# the copy's setup.py reads the same layout file as the repository's (disdat_luigi/packaging.py)
+SETUP_PY = """from pathlib import Path
 
+from setuptools import find_packages, setup
+
+layout = {{}}
+exec(Path("disdat_luigi/packaging.py").read_text(), layout)
 setup(
     name="disdat_luigi",
     version="{version}",
-    packages=find_packages(include=["disdat_luigi", "disdat_luigi.*"]),
-    package_data={{"disdat_luigi": ["disdat.cfg.example", "dockerizer/*"]}},
-    entry_points={{"console_scripts": ["dsdt = disdat_luigi.cli.main:run"]}},
+    packages=find_packages(include=layout["PACKAGES_INCLUDE"]),
+    package_data=layout["PACKAGE_DATA"],
+    entry_points=layout["ENTRY_POINTS"],
 )
 """
 
