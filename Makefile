@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := $(CURDIR)/.demo
 
-.PHONY: demo test setup lint bench reliability clean
+.PHONY: demo test unit-coverage setup lint bench reliability clean
 
 $(BIN)/dsdt: setup.py pyproject.toml pipes/setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ demo: setup
 		bash pipes/demo.sh
 
 test: setup
+	$(MAKE) --no-print-directory unit-coverage
 	bash tests/infra/stack.sh up
 	$(BIN)/python -m pytest tests
+
+# run/ and dockerize/ are tested without Docker, AWS or a registry: tests/unit alone covers them
+unit-coverage: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit --cov=disdat_luigi/run --cov=disdat_luigi/dockerize \
+		--cov-report=term --cov-fail-under=70
 
 reliability: setup
 	bash tests/infra/stack.sh up

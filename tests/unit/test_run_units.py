@@ -1,0 +1,400 @@
+"""run/ without Docker or AWS: requests and arguments, the output marker, the backend registry,
+the Batch backend and the AWS wrappers against stubbed clients, the Local backend against a
+stubbed docker client, and the host side of `dsdt run` with a stubbed backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
+
+from disdat_luigi.config import DockerSettings, RemoteSettings, RunSettings, Settings
+from disdat_luigi.dockerize import engine
+from disdat_luigi.errors import (
+    CredentialsError,
+    ImageNotFound,
+    JobFailed,
+    NotCommitted,
+    QueueNotFound,
+    RunError,
+)
+from disdat_luigi.run import aws, runner
+from disdat_luigi.run.backends import BACKENDS, backend_name, load_backend
+from disdat_luigi.run.backends.batch import BatchBackend, job_definition_name
+from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.output import OUTPUT_MARKER, output_line, output_of
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus, params_to_args
+
+
+def _settings(tmp_path: Path, **run: Any) -> Settings:
+    return Settings(
+        config_path=tmp_path / "cfg",
+        root=tmp_path / "home",
+        docker=DockerSettings(registry="127.0.0.1:5999", network_mode="host"),
+        run=RunSettings(**{"aws_batch_queue": "q", "vcpus": 2, "memory": 4096, **run}),
+    )
+
+
+def _request(**fields: Any) -> RunRequest:
+    return RunRequest(**{"context": "c", "input_bundle": "-", "output_bundle": "-", "pipe_cls": "etl.x.X", **fields})
+
+
+JOB = ContainerJob(image="reg/disdat-etl-x:c1", image_name="disdat-etl-x", command=("--a", "b"), environment={"E": "1"})
+
+
+# --- values ------------------------------------------------------------------------------------------
+
+
+def test_parameters_become_the_text_the_entry_point_parses() -> None:
+    """Strings stay, dates are ISO, everything else JSON; names get dashes."""
+    args = params_to_args({"name": "x", "day": dt.date(2021, 2, 3), "items": [1, 2], "my_flag": True})
+    assert args == ("--name", "x", "--day", "2021-02-03", "--items", "[1, 2]", "--my-flag", "true")
+    assert params_to_args(None) == ()
+
+
+def test_the_output_marker_is_the_last_one_printed() -> None:
+    lines = ["noise", output_line("first", "u1"), f"{OUTPUT_MARKER} broken", output_line("out", "u2"), "tail"]
+    assert output_of(lines) == ("out", "u2") and output_of(["nothing"]) == (None, None)
+
+
+def test_backends_by_name() -> None:
+    """The registry maps each BackendName to its class; unknown names are a RunError naming the choices."""
+    assert load_backend("Local") is LocalBackend and load_backend(BackendName.AWS_BATCH) is BatchBackend
+    assert set(BACKENDS) == set(BackendName)
+    assert backend_name("AWSBatch") is BackendName.AWS_BATCH
+    with pytest.raises(RunError, match="unknown backend 'Kubernetes'") as caught:
+        backend_name("Kubernetes")
+    assert caught.value.hint == "choose one of Local, AWSBatch"
+    assert RunStatus.SUCCEEDED == "succeeded"
+
+
+# --- the Batch backend ----------------------------------------------------------------------------------
+
+
+class StubBatch:
+    """The aws module's functions, recorded; jobs advance through `states`."""
+
+    def __init__(self, states: list[dict[str, Any]], log: list[str], definitions: list[dict[str, Any]] | None = None):
+        self.states = states
+        self.log = log
+        self.definitions = definitions or []
+        self.submitted: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.registered: list[dict[str, Any]] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(aws, "check_queue", lambda queue: None)
+        monkeypatch.setattr(
+            aws, "active_job_definition", lambda name: self.definitions[-1] if self.definitions else None
+        )
+        monkeypatch.setattr(aws, "register_job_definition", self.register)
+        monkeypatch.setattr(aws, "submit_job", self.submit)
+        monkeypatch.setattr(
+            aws, "describe_job", lambda job_id: self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        )
+        monkeypatch.setattr(aws, "log_lines", lambda stream, start: iter(list(enumerate(self.log))[start:]))
+        monkeypatch.setattr(aws, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
+        monkeypatch.setattr("disdat_luigi.run.backends.batch.POLL_SECONDS", 0.0)
+
+    def register(self, name: str, properties: dict[str, Any]) -> dict[str, Any]:
+        definition = {
+            "jobDefinitionName": name,
+            "jobDefinitionArn": f"arn:{name}:{len(self.definitions) + 1}",
+            "containerProperties": properties,
+        }
+        self.registered.append(properties)
+        self.definitions.append(definition)
+        return definition
+
+    def submit(self, name: str, queue: str, arn: str, overrides: dict[str, Any]) -> str:
+        self.submitted.append((name, queue, arn, overrides))
+        return "job-1"
+
+
+def test_batch_job_definitions_are_reused_when_they_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image, vCPUs, memory and role decide; the same request reuses the revision, another registers."""
+    stub = StubBatch([{"status": "SUCCEEDED"}], [])
+    stub.install(monkeypatch)
+    backend = BatchBackend(_settings(tmp_path, job_role_arn="arn:role"), lambda _line: None)
+    first = backend.job_definition(_request(), JOB)
+    assert backend.job_definition(_request(), JOB) is first and len(stub.registered) == 1
+    assert first["containerProperties"]["resourceRequirements"] == [
+        {"type": "VCPU", "value": "2"},
+        {"type": "MEMORY", "value": "4096"},
+    ]
+    assert first["containerProperties"]["jobRoleArn"] == "arn:role"
+    backend.job_definition(_request(vcpus=8), JOB)
+    assert len(stub.registered) == 2 and job_definition_name("team/disdat-x") == "team-disdat-x-job-definition"
+
+
+def test_batch_launch_submits_follows_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-submit only prepares; a job is submitted with its command and environment (session
+    credentials only without a role); followed, its log is streamed and its output read."""
+    stub = StubBatch(
+        [{"status": "RUNNABLE"}, {"status": "RUNNING"}, {"status": "SUCCEEDED", "container": {"logStreamName": "s"}}],
+        ["hello", output_line("out", "u1")],
+    )
+    stub.install(monkeypatch)
+    lines: list[str] = []
+    backend = BatchBackend(_settings(tmp_path), lines.append)
+    prepared = backend.launch(_request(no_submit=True), JOB)
+    assert prepared.status is RunStatus.PREPARED and not stub.submitted
+    submitted = backend.launch(_request(use_aws_session_token=900), JOB)
+    assert submitted.status is RunStatus.SUBMITTED and submitted.job_id == "job-1"
+    name, queue, _arn, overrides = stub.submitted[0]
+    assert name.startswith("disdat-etl-x-") and queue == "q" and overrides["command"] == ["--a", "b"]
+    assert {"name": "AWS_SESSION_TOKEN", "value": "tok900"} in overrides["environment"]
+    followed = backend.launch(_request(wait=True), JOB)
+    assert (followed.status, followed.output_name, followed.output_uuid) == (RunStatus.SUCCEEDED, "out", "u1")
+    assert "hello" in lines
+
+
+def test_batch_failures_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed job names its reason and log tail; no queue configured is a RunError."""
+    StubBatch([{"status": "FAILED", "statusReason": "Essential container exited"}], ["Traceback", "boom"]).install(
+        monkeypatch
+    )
+    backend = BatchBackend(_settings(tmp_path), lambda _line: None)
+    with pytest.raises(JobFailed, match="Essential container exited") as caught:
+        backend.launch(_request(wait=True), JOB)
+    assert "boom" in (caught.value.hint or "")
+    with pytest.raises(RunError, match="no AWS Batch queue"):
+        BatchBackend(_settings(tmp_path, aws_batch_queue=None), lambda _line: None).launch(_request(), JOB)
+
+
+def test_batch_runs_the_pushed_content_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry copy of the local image's content tag; no registry, an image not built by
+    dockerize, or one never pushed are clear errors."""
+    labels = {"disdat.content-tag": "c123"}
+    known = {"disdat-etl-x:latest", "127.0.0.1:5999/disdat-etl-x:c123", "123.ecr/disdat-etl-x:c123"}
+    monkeypatch.setattr(engine, "connect", lambda: "client")
+    monkeypatch.setattr(engine, "get_image", lambda _c, ref: SimpleNamespace(labels=labels if ref in known else {}))
+    monkeypatch.setattr(engine, "image_exists", lambda _c, ref: ref in known)
+    monkeypatch.setattr(engine, "ecr_login", lambda name: ("123.ecr", {}))
+    backend = BatchBackend(_settings(tmp_path), lambda _line: None)
+    assert backend.image_reference("disdat-etl-x") == "127.0.0.1:5999/disdat-etl-x:c123"
+    ecr = Settings(config_path=tmp_path, root=tmp_path, docker=DockerSettings(registry="*ECR*"))
+    assert BatchBackend(ecr, lambda _l: None).image_reference("disdat-etl-x") == "123.ecr/disdat-etl-x:c123"
+    known.add("disdat-etl-y:latest")  # built locally, never pushed
+    with pytest.raises(ImageNotFound, match="never pushed"):
+        backend.image_reference("disdat-etl-y")
+    with pytest.raises(RunError, match="from a registry"):
+        BatchBackend(Settings(config_path=tmp_path, root=tmp_path), lambda _l: None).image_reference("x")
+    labels.clear()
+    with pytest.raises(ImageNotFound, match="not built by dsdt dockerize"):
+        backend.image_reference("disdat-etl-x")
+
+
+# --- the AWS wrappers ---------------------------------------------------------------------------------
+
+
+class FakeClient:
+    """Answers the calls run/aws.py makes; `fail` maps a method name to the error it raises."""
+
+    def __init__(self, fail: dict[str, Exception] | None = None) -> None:
+        self.fail = fail or {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+        class NotFound(Exception):
+            pass
+
+        self.exceptions = SimpleNamespace(ResourceNotFoundException=NotFound)
+
+    def __getattr__(self, name: str) -> Any:
+        answers = {
+            "describe_job_queues": {"jobQueues": []},
+            "register_job_definition": {},
+            "submit_job": {"jobId": "j-9"},
+            "describe_jobs": {"jobs": []},
+            "get_session_token": {"Credentials": {"AccessKeyId": "A", "SecretAccessKey": "S", "SessionToken": "T"}},
+            "get_log_events": {"events": [{"message": "one\ntwo"}, {"message": "three"}]},
+        }
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            if name in self.fail:
+                raise self.fail[name]
+            return answers[name]
+
+        return call
+
+    def get_paginator(self, name: str) -> Any:
+        pages = [{"jobDefinitions": [{"revision": 1}, {"revision": 3}]}, {"jobDefinitions": [{"revision": 2}]}]
+        return SimpleNamespace(paginate=lambda **kwargs: iter(pages))
+
+
+def test_aws_wrappers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queues, job definitions (newest active revision), submission, job lookup, session tokens
+    and log reading, each translated into disdat errors."""
+    client = FakeClient()
+    monkeypatch.setattr(aws, "_client", lambda service: client)
+    with pytest.raises(QueueNotFound):
+        aws.check_queue("q")
+    assert aws.active_job_definition("d") == {"revision": 3}
+    assert aws.register_job_definition("d", {"image": "i"}) == {"revision": 3}
+    assert aws.submit_job("n", "q", "arn", {"command": []}) == "j-9"
+    with pytest.raises(RunError, match="knows no job"):
+        aws.describe_job("j-9")
+    assert aws.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
+    assert list(aws.log_lines("s", start=1)) == [(1, "three")]
+    assert list(aws.log_lines("s")) == [(0, "one"), (0, "two"), (1, "three")]
+    missing = FakeClient()
+    missing.fail["get_log_events"] = missing.exceptions.ResourceNotFoundException()
+    monkeypatch.setattr(aws, "_client", lambda service: missing)
+    assert list(aws.log_lines("s")) == []
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SubmitJob")
+    monkeypatch.setattr(
+        aws, "_client", lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()})
+    )
+    with pytest.raises(RunError, match="submit_job failed"):
+        aws.submit_job("n", "q", "arn", {})
+    with pytest.raises(CredentialsError):
+        aws.session_credentials(900)
+
+
+def test_one_aws_client_per_service_and_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients are cached per service and AWS environment; an unknown profile is CredentialsError."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    assert aws._client("batch") is aws._client("batch")
+    assert aws._client("batch") is not aws._client("logs")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile-anywhere")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(CredentialsError, match="AWS configuration"):
+        aws._client("batch")
+
+
+# --- the Local backend ---------------------------------------------------------------------------
+
+
+class FakeContainer:
+    def __init__(self, output: list[bytes], code: int) -> None:
+        self.output, self.code, self.removed = output, code, False
+
+    def logs(self, stream: bool, follow: bool) -> Iterator[bytes]:
+        return iter(self.output)
+
+    def wait(self) -> dict[str, int]:
+        return {"StatusCode": self.code}
+
+    def remove(self, force: bool) -> None:
+        self.removed = True
+
+
+def test_local_backend_runs_with_host_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker run with the configured network, the host's credentials added by the backend, the
+    log streamed, the container removed, the output read; a non-zero exit is a failed result."""
+    started: list[dict[str, Any]] = []
+    container = FakeContainer([b"hello\n", output_line("out", "u1").encode() + b"\n"], 0)
+
+    def run(image: str, **kwargs: Any) -> FakeContainer:
+        started.append({"image": image, **kwargs})
+        return container
+
+    client = SimpleNamespace(containers=SimpleNamespace(run=run))
+    monkeypatch.setattr(engine, "connect", lambda: client)
+    monkeypatch.setattr(engine, "image_exists", lambda _c, ref: ref == "disdat-etl-x:latest")
+    monkeypatch.setattr(LocalBackend, "secret_environment", lambda self: {"AWS_ACCESS_KEY_ID": "host"})
+    lines: list[str] = []
+    backend = LocalBackend(_settings(tmp_path), lines.append)
+    assert backend.image_reference("disdat-etl-x") == "disdat-etl-x:latest"
+    with pytest.raises(ImageNotFound):
+        backend.image_reference("disdat-etl-y")
+    result = backend.launch(_request(), JOB)
+    assert (result.status, result.output_name, result.output_uuid) == (RunStatus.SUCCEEDED, "out", "u1")
+    assert started[0]["network_mode"] == "host" and started[0]["environment"] == {"E": "1", "AWS_ACCESS_KEY_ID": "host"}
+    assert container.removed and lines[0] == "hello"
+    container.code = 3
+    assert backend.launch(_request(), JOB).status is RunStatus.FAILED
+
+
+def test_local_credentials_come_from_the_credential_chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
+    env = LocalBackend(_settings(tmp_path), lambda _l: None).secret_environment()
+    assert env == {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+    assert BatchBackend(_settings(tmp_path), lambda _l: None).secret_environment() == {}
+
+
+# --- the host side of dsdt run ---------------------------------------------------------------------
+
+
+class FakeBackend:
+    name = BackendName.LOCAL
+
+    def __init__(self, settings: Settings, log: Any, status: RunStatus = RunStatus.SUCCEEDED) -> None:
+        self.jobs: list[ContainerJob] = []
+        self.status = status
+
+    def image_reference(self, image_name: str) -> str:
+        if image_name != "disdat-etl-x":
+            raise ImageNotFound(f"no local image {image_name}:latest")
+        return f"{image_name}:latest"
+
+    def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
+        self.jobs.append(job)
+        if self.status is RunStatus.FAILED:
+            return RunResult(self.name, RunStatus.FAILED, log_tail=("boom",))
+        return RunResult(self.name, self.status, output_name="out", output_uuid="u-out")
+
+
+class FakeSync:
+    def __init__(self) -> None:
+        self.pushed: list[Any] = []
+        self.pulls: list[dict[str, Any]] = []
+
+    def push(self, bundles: list[Any]) -> None:
+        self.pushed.extend(bundles)
+
+    def pull(self, name: str | None = None, uuid: str | None = None, localize: bool = False) -> list[Any]:
+        self.pulls.append({"name": name, "uuid": uuid, "localize": localize})
+        deps = {"u-out": [SimpleNamespace(uuid="u-up")], "u-up": []}
+        if uuid not in deps:
+            from disdat_luigi.errors import BundleNotFound
+
+            raise BundleNotFound(uuid or "")
+        return [SimpleNamespace(uuid=uuid, dependencies=deps[uuid])]
+
+
+def test_run_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input is checked (committed) and pushed, the container gets the remote and the run's
+    options as arguments (no credentials in its environment), and the output comes back with
+    its lineage; a failed container and a missing image are clear errors."""
+    from disdat_luigi.store.store import LocalStore
+
+    store = LocalStore(tmp_path / "home", remote_settings=RemoteSettings(server_side_encryption="AES256"))
+    context = store.create_context("c")
+    context.bind_remote("shared", "s3://bucket/team")
+    from disdat_luigi.store.bundle import Bundle
+
+    raw = Bundle(context, name="raw", data=1)
+    sync = FakeSync()
+    backend = FakeBackend(None, None)  # type: ignore[arg-type]
+    monkeypatch.setattr(runner, "RemoteSync", lambda *_args: sync)
+    monkeypatch.setattr(runner, "load_backend", lambda name: lambda settings, log: backend)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", remote=store.remote_settings)  # type: ignore[arg-type]
+    with pytest.raises(NotCommitted):
+        runner.run(_request(input_bundle="raw"), settings, lambda _l: None)
+    raw.commit()
+    request = _request(input_bundle="raw", output_tags={"k": "v"}, force=True, workers=3, pipe_args=("--n", "2"))
+    result = runner.run(request, settings, lambda _l: None)
+    assert result.output_uuid == "u-out" and sync.pushed[0].uuid == raw.uuid
+    command = backend.jobs[0].command
+    assert command[:4] == ("--remote-context", "shared", "--remote-url", "s3://bucket/team")
+    assert ("--input-bundle", raw.uuid) == command[4:6] and "--force" in command and "--output-tag" in command
+    assert command[-3:] == ("etl.x.X", "--n", "2") and command[10:12] == ("--server-side-encryption", "AES256")
+    assert backend.jobs[0].environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+    assert not any("SECRET" in k for k in backend.jobs[0].environment)
+    assert [p["uuid"] for p in sync.pulls] == ["u-out", "u-up"] and sync.pulls[0]["localize"]
+    backend.status = RunStatus.FAILED
+    with pytest.raises(JobFailed, match="failed in its container"):
+        runner.run(_request(), settings, lambda _l: None)
+    with pytest.raises(ImageNotFound, match="the image of etl.y.Y") as missing:
+        runner.run(_request(pipe_cls="etl.y.Y"), settings, lambda _l: None)
+    assert "dsdt dockerize" in (missing.value.hint or "")
