@@ -13,7 +13,7 @@ setup(
     description="Data-versioned luigi pipelines that run the same on a laptop, in Docker and on AWS Batch",
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=layout["PACKAGES_INCLUDE"]),
     package_data=layout["PACKAGE_DATA"],
     include_package_data=True,

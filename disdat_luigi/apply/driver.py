@@ -22,7 +22,7 @@ from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.store import LocalStore
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApplyRequest:
     """Everything `apply` was asked to do."""
 
@@ -89,7 +89,7 @@ def explain(request: ApplyRequest, settings: Settings) -> list[Decision]:
     return prepared.planner.plan(prepared.root)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApplyOutcome:
     success: bool
     did_work: bool
@@ -114,7 +114,7 @@ def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
         raise ApplyError(str(err), {"success": False, "did_work": False}, hint=err.hint) from err
     root = decisions[-1]
     if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
-        return ApplyOutcome(True, False, root.uuid or "", root.bundle_name)
+        return ApplyOutcome(success=True, did_work=False, root_uuid=root.uuid or "", root_name=root.bundle_name)
     journal = Journal(prepared.options.journal)
     try:
         outcome = luigi.build(
@@ -145,4 +145,5 @@ def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
             hint="bundles of the tasks that finished are kept; fix the error and apply again to resume",
         )
     made = [e.uuid for e in entries if e.kind == "produced" and e.processing_name == root.processing_name]
-    return ApplyOutcome(True, did_work, made[-1] if made else "", root.bundle_name)
+    root_uuid = made[-1] if made else ""
+    return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)

@@ -9,7 +9,7 @@ from typing import Any
 from disdat_luigi.config import RemoteSettings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApplyOptions:
     home: str
     context: str

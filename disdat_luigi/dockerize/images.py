@@ -15,7 +15,7 @@ from disdat_luigi.errors import BuildError, DisdatError, ImageNotFound, PipeClas
 from disdat_luigi.util.codeversion import capture
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DockerizeRequest:
     pipe_root: Path
     pipe_cls: str | None = None
@@ -28,7 +28,7 @@ class DockerizeRequest:
     no_cache: bool = False  # build every layer anew (benchmarks of cold builds)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageResult:
     """One image: its name, immutable content tag, whether it was built now, where it was pushed."""
 
@@ -101,7 +101,9 @@ def dockerize(
                 built = True
             engine.tag(client, reference, name, "latest")
             pushed = _push(client, name, context.content_tag, settings, log) if request.push else ()
-            results.append(ImageResult(name, module, context.content_tag, built, pushed))
+            results.append(
+                ImageResult(name=name, module=module, content_tag=context.content_tag, built=built, pushed=pushed)
+            )
         return results
 
 

@@ -22,7 +22,7 @@ class RunStatus(str, Enum):
     PREPARED = "prepared"  # --no-submit: the job definition only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunRequest:
     """Everything `dsdt run` was asked; built with keywords by `api.run` and the CLI."""
 
@@ -46,7 +46,7 @@ class RunRequest:
     wait: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainerJob:
     """The image to start and exactly what to start it with (entry point arguments, environment)."""
 
@@ -56,7 +56,7 @@ class ContainerJob:
     environment: Mapping[str, str]  # no secrets: a backend adds its own (see Backend.secret_environment)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunResult:
     backend: BackendName
     status: RunStatus

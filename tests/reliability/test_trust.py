@@ -538,4 +538,10 @@ def test_read_only_store_answers(ledger, ctx: str, disdat_env: Path, tmp_path: P
             failures.append(f"ls | head -1 was not quiet: {piped.stderr}")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
-    _record(ledger, "read-only store", failures, 5, "ls, cat, lineage answer; a write is one line; ls piped into head ends quietly")
+    _record(
+        ledger,
+        "read-only store",
+        failures,
+        5,
+        "ls, cat, lineage answer; a write is one line; ls piped into head ends quietly",
+    )

@@ -339,8 +339,8 @@ class FakeBackend:
     def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
         self.jobs.append(job)
         if self.status is RunStatus.FAILED:
-            return RunResult(self.name, RunStatus.FAILED, log_tail=("boom",))
-        return RunResult(self.name, self.status, output_name="out", output_uuid="u-out")
+            return RunResult(backend=self.name, status=RunStatus.FAILED, log_tail=("boom",))
+        return RunResult(backend=self.name, status=self.status, output_name="out", output_uuid="u-out")
 
 
 class FakeSync:

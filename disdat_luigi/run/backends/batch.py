@@ -72,7 +72,7 @@ class BatchBackend(Backend):
         queue = self.settings.run.aws_batch_queue
         if request.no_submit:
             definition = self.job_definition(request, job)
-            return RunResult(self.name, RunStatus.PREPARED, job_definition=definition)
+            return RunResult(backend=self.name, status=RunStatus.PREPARED, job_definition=definition)
         if not queue:
             raise RunError("no AWS Batch queue is configured", hint="set [run] aws_batch_queue in disdat.cfg")
         aws.check_queue(queue)
@@ -89,7 +89,7 @@ class BatchBackend(Backend):
         job_id = aws.submit_job(job_name, queue, definition["jobDefinitionArn"], overrides)
         self.log(f"submitted AWS Batch job {job_id} ({job_name}) to queue {queue}")
         if not request.wait:
-            return RunResult(self.name, RunStatus.SUBMITTED, job_id=job_id, job_definition=definition)
+            return RunResult(backend=self.name, status=RunStatus.SUBMITTED, job_id=job_id, job_definition=definition)
         return self._follow(job_id, definition)
 
     def _follow(self, job_id: str, definition: Mapping[str, Any]) -> RunResult:

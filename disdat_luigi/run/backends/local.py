@@ -53,8 +53,12 @@ class LocalBackend(Backend):
         finally:
             container.remove(force=True)
         if status.get("StatusCode", 1) != 0:
-            return RunResult(self.name, RunStatus.FAILED, log_tail=tuple(lines[-20:]))
+            return RunResult(backend=self.name, status=RunStatus.FAILED, log_tail=tuple(lines[-20:]))
         name, uuid = output_of(lines)
         return RunResult(
-            self.name, RunStatus.SUCCEEDED, output_name=name, output_uuid=uuid, log_tail=tuple(lines[-20:])
+            backend=self.name,
+            status=RunStatus.SUCCEEDED,
+            output_name=name,
+            output_uuid=uuid,
+            log_tail=tuple(lines[-20:]),
         )
