@@ -152,7 +152,7 @@ def remote(local_context: str, remote_context: str, remote_url: str, force: bool
 
     ctx = _context(local_context)
     location = RemoteLocation.parse(remote_url, remote_context)
-    S3(load_settings().remote).check_bucket(location.bucket)
+    S3(ctx.remote_settings).check_bucket(location.bucket)
     if ctx.meta.remote_url and not force and RemoteLocation.of(ctx) != location:
         stranded = ctx.remote_only_uuids()
         if stranded:
@@ -194,7 +194,7 @@ def remote_usage(local_context: str) -> RemoteUsage:
 def _sync(ctx: LocalContext, progress: Progress | None = None) -> RemoteSync:
     from disdat_luigi.store.remote.sync import RemoteSync
 
-    return RemoteSync(ctx, load_settings().remote, progress)
+    return RemoteSync(ctx, ctx.remote_settings, progress)  # settings came with the context
 
 
 def push(
