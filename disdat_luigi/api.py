@@ -19,6 +19,7 @@ from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this
 from disdat_luigi.errors import (
     BundleNotFound,
     BundleStateError,
+    JobFailed,
     PartialPull,
     PathNotFound,
     RemoteOnlyData,
@@ -56,6 +57,7 @@ __all__ = [
     "VerifyReport",
     "add",
     "apply",
+    "cancel",
     "apply_outcome",
     "cat",
     "commit",
@@ -66,6 +68,8 @@ __all__ = [
     "explain",
     "get",
     "init",
+    "jobs",
+    "logs",
     "lineage",
     "parse_pipeline",
     "ls_contexts",
@@ -81,6 +85,7 @@ __all__ = [
     "switch",
     "uncommitted_count",
     "verify",
+    "wait",
 ]
 
 
@@ -567,6 +572,12 @@ def run(
     wait: bool = False,
     pipe_args: list[str] | None = None,
     log: Any = None,
+    gpus: int | None = None,
+    timeout: int | None = None,
+    retries: int | None = None,
+    job_tags: dict[str, str] | None = None,
+    queue: str | None = None,
+    detach: bool = False,
 ) -> RunResult:
     """Run `pipe_cls` in the image of its module (`dsdt run`), on the local Docker engine or AWS
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
@@ -591,12 +602,54 @@ def run(
         output_tags=check_tags(output_tags),
         vcpus=vcpus,
         memory=memory,
+        gpus=gpus,
+        timeout=timeout,
+        retries=retries,
+        tags=check_tags(job_tags),
+        queue=queue,
         job_role_arn=job_role_arn,
         workers=workers,
         no_submit=no_submit,
         wait=wait,
+        detach=detach,
     )
     return run_container(request, load_settings(), log or (lambda _line: None))
+
+
+def jobs(local_context: str) -> list[dict[str, Any]]:
+    """The AWS Batch jobs this context submitted, newest first: id, pipeline class, output name,
+    status, started (epoch seconds) and duration."""
+    from disdat_luigi.run.runner import list_jobs
+
+    return list_jobs(_context(local_context))
+
+
+def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> dict[str, Any]:
+    """Send a job's log lines to `log` (with `follow`, until the job ends); its description."""
+    from disdat_luigi.run.runner import job_log
+
+    return dict(job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None)))
+
+
+def wait(local_context: str, job_id: str, log: Any = None) -> RunResult:
+    """Follow a submitted job to its end and pull its output, files included (JobFailed if it failed)."""
+    from disdat_luigi.run.runner import wait_job
+
+    return wait_job(_context(local_context), job_id, load_settings(), log or (lambda _line: None))
+
+
+def cancel(local_context: str, job_id: str) -> None:
+    """Terminate a job this context submitted."""
+    from disdat_luigi.run.runner import cancel_job
+
+    cancel_job(_context(local_context), job_id)
+
+
+def failed_job_for(local_context: str, bundle_name: str) -> JobFailed | None:
+    """The error of the job that was to make `bundle_name`, when that job failed."""
+    from disdat_luigi.run.runner import failed_job_for as find_failure
+
+    return find_failure(_context(local_context), bundle_name)
 
 
 def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True) -> VerifyReport:

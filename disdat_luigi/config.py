@@ -46,6 +46,13 @@ class RunSettings:
     job_role_arn: str | None = None
     vcpus: int = 1
     memory: int = 2048
+    gpus: int = 0
+    timeout: int = 0  # seconds per attempt; 0: none
+    retries: int = 0
+    tags: tuple[tuple[str, str], ...] = ()
+    memory_retry_factor: float = 0.0  # > 1: an out-of-memory kill is retried once with this much more
+    runnable_warning_seconds: int = 600
+    poll_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             job_role_arn=reader.text("run", "job_role_arn"),
             vcpus=reader.integer("run", "vcpus", 1),
             memory=reader.integer("run", "memory", 2048),
+            gpus=reader.integer("run", "gpus", 0, minimum=0),
+            timeout=reader.integer("run", "timeout", 0, minimum=0),
+            retries=reader.integer("run", "retries", 0, minimum=0),
+            tags=reader.pairs("run", "tags"),
+            memory_retry_factor=reader.number("run", "memory_retry_factor", 0.0),
+            runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
+            poll_seconds=reader.number("run", "poll_seconds", 5.0),
         ),
     )
 
@@ -154,7 +168,7 @@ class _Reader:
                 f"{self.path}: [{section}] {key} must be true or false, not {self.parser.get(section, key)!r}"
             ) from err
 
-    def integer(self, section: str, key: str, default: int) -> int:
+    def integer(self, section: str, key: str, default: int, minimum: int = 1) -> int:
         raw = self.text(section, key)
         if raw is None:
             return default
@@ -162,6 +176,31 @@ class _Reader:
             value = int(raw)
         except ValueError as err:
             raise ConfigError(f"{self.path}: [{section}] {key} must be a whole number, not {raw!r}") from err
-        if value < 1:
-            raise ConfigError(f"{self.path}: [{section}] {key} must be at least 1, not {value}")
+        if value < minimum:
+            raise ConfigError(f"{self.path}: [{section}] {key} must be at least {minimum}, not {value}")
         return value
+
+    def number(self, section: str, key: str, default: float) -> float:
+        raw = self.text(section, key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError as err:
+            raise ConfigError(f"{self.path}: [{section}] {key} must be a number, not {raw!r}") from err
+        if value < 0:
+            raise ConfigError(f"{self.path}: [{section}] {key} must not be negative, not {value}")
+        return value
+
+    def pairs(self, section: str, key: str) -> tuple[tuple[str, str], ...]:
+        """`k:v, k2:v2` as pairs (tags)."""
+        raw = self.text(section, key)
+        if raw is None:
+            return ()
+        found = []
+        for item in raw.split(","):
+            name, sep, value = item.strip().partition(":")
+            if not sep or not name.strip():
+                raise ConfigError(f"{self.path}: [{section}] {key}: {item.strip()!r} is not key:value")
+            found.append((name.strip(), value.strip()))
+        return tuple(found)

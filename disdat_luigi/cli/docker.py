@@ -39,21 +39,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_p.add_argument("--force-all", action="store_true", help="re-run every task")
     run_p.add_argument("--no-push-input", action="store_true", help="the input is already on the remote")
     run_p.add_argument(
-        "--use-aws-session-token", type=int, metavar="SECONDS", help="give the job temporary credentials"
+        "--use-aws-session-token",
+        type=int,
+        metavar="SECONDS",
+        help="give a job without a role temporary STS credentials; they sit in the job's overrides, "
+        "readable by anyone who can describe jobs: prefer a job role ([run] job_role_arn)",
     )
     run_p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE", help="select the input")
     run_p.add_argument("-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE", help="tag the output")
-    run_p.add_argument("--vcpus", type=int, help="AWS Batch vCPUs (default [run] vcpus)")
-    run_p.add_argument("--memory", type=int, metavar="MiB", help="AWS Batch memory (default [run] memory)")
+    run_p.add_argument("--vcpus", type=int, help="vCPUs (Batch: default [run] vcpus; Local: docker's CPU limit)")
+    run_p.add_argument(
+        "--memory", type=int, metavar="MiB", help="memory (Batch: default [run] memory; Local: docker's limit)"
+    )
+    run_p.add_argument("--gpus", type=int, help="AWSBatch: GPUs (default [run] gpus)")
+    run_p.add_argument("--timeout", type=int, metavar="SECONDS", help="AWSBatch: seconds per attempt (>= 60)")
+    run_p.add_argument("--retries", type=int, help="AWSBatch: attempts after host failures (spot reclaims)")
+    run_p.add_argument("--tag", action="append", default=[], metavar="KEY:VALUE", help="AWSBatch: tag the job")
+    run_p.add_argument("--queue", help="AWSBatch: job queue (default [run] aws_batch_queue)")
     run_p.add_argument("--job-role-arn", help="IAM role of the AWS Batch job")
     run_p.add_argument("--workers", type=int, default=1, help="luigi workers inside the container")
-    run_p.add_argument("--no-submit", action="store_true", help="AWSBatch: only prepare and print the job definition")
-    run_p.add_argument("--wait", action="store_true", help="AWSBatch: follow the job and pull its output")
+    run_p.add_argument(
+        "--no-submit",
+        action="store_true",
+        help="AWSBatch: change nothing; print the job definition and the exact submission as JSON",
+    )
+    run_p.add_argument(
+        "--wait", action="store_true", help="AWSBatch: follow the job (Ctrl-C terminates it) and pull its output"
+    )
+    run_p.add_argument("--detach", action="store_true", help="AWSBatch: submit and return (see `dsdt wait JOB`)")
     run_p.add_argument("input_bundle", help="committed input bundle name, or -")
     run_p.add_argument("output_bundle", help="output bundle name, or - for the default")
     run_p.add_argument("pipe_cls", help="module.submodule.ClassName")
     run_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     run_p.set_defaults(func=_run)
+
+    jobs_p = subparsers.add_parser("jobs", help="list the AWS Batch jobs this context submitted")
+    jobs_p.set_defaults(func=_jobs)
+    logs_p = subparsers.add_parser("logs", help="print a job's log (-f: follow it to the end)")
+    logs_p.add_argument("job_id")
+    logs_p.add_argument("-f", "--follow", action="store_true")
+    logs_p.set_defaults(func=_logs)
+    wait_p = subparsers.add_parser("wait", help="follow a submitted job to its end and pull its output")
+    wait_p.add_argument("job_id")
+    wait_p.set_defaults(func=_wait)
+    cancel_p = subparsers.add_parser("cancel", help="terminate a job this context submitted")
+    cancel_p.add_argument("job_id")
+    cancel_p.set_defaults(func=_cancel)
 
 
 def _dockerize(args: argparse.Namespace) -> int:
@@ -84,14 +115,59 @@ def _run(args: argparse.Namespace) -> int:
         force_all=args.force_all, no_push_input=args.no_push_input,
         use_aws_session_token=args.use_aws_session_token, vcpus=args.vcpus, memory=args.memory,
         job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
-        pipe_args=args.pipe_args, log=lambda line: print(line, file=sys.stderr, flush=True),
+        pipe_args=args.pipe_args, log=_stderr, gpus=args.gpus, timeout=args.timeout, retries=args.retries,
+        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach,
     )  # fmt: skip
     if result.status is api.RunStatus.PREPARED:
-        print(json.dumps(result.job_definition, indent=2, sort_keys=True, default=str))
+        shown = {"job_definition": result.job_definition, "submission": result.submission}
+        print(json.dumps(shown, indent=2, sort_keys=True, default=str))
     elif result.status is api.RunStatus.SUBMITTED:
         print(result.job_id)
-        name = args.output_bundle if args.output_bundle != "-" else ""
-        print(f"submitted; when the job finishes: dsdt pull {name}".rstrip(), file=sys.stderr)
+        print(
+            f"submitted; collect the output with `dsdt wait {result.job_id}` (`dsdt logs -f` to watch)", file=sys.stderr
+        )
     else:
         print(f"{result.output_name} {result.output_uuid}")
+    return 0
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    import time
+
+    from disdat_luigi.cli.common import current_context
+
+    rows = api.jobs(current_context())
+    print(f"{'JOB ID':<38} {'PIPELINE':<32} {'OUTPUT':<20} {'STATUS':<10} {'STARTED':<19} DURATION")
+    for row in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])) if row["started"] else "-"
+        duration = f"{row['duration']:.0f} s" if row["duration"] is not None else "-"
+        print(f"{row['job_id']:<38} {row['pipe_cls'][-32:]:<32} {row['output'][:20]:<20} {row['status']:<10} "
+              f"{started:<19} {duration}")  # fmt: skip
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from disdat_luigi.cli.common import current_context
+
+    job = api.logs(current_context(), args.job_id, follow=args.follow, log=print)
+    return 1 if job.get("status") == "FAILED" else 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from disdat_luigi.cli.common import current_context
+
+    result = api.wait(current_context(), args.job_id, log=_stderr)
+    print(f"{result.output_name} {result.output_uuid}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from disdat_luigi.cli.common import current_context
+
+    api.cancel(current_context(), args.job_id)
+    print(f"terminated {args.job_id}")
     return 0

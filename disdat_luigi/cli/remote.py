@@ -132,6 +132,9 @@ def _pull(args: argparse.Namespace) -> int:
     for uuid, reason in result.skipped:
         print(f"skipped {uuid}: {reason}", file=sys.stderr)
     if not result and not result.skipped and args.bundle:
+        failed = api.failed_job_for(context, args.bundle)
+        if failed is not None:  # the job that was to make it failed: say so, and why
+            raise failed
         raise api.BundleNotFound(f"no bundle named {args.bundle!r} on the remote of context {context!r}")
     files = " with their files" if args.localize else ""
     print(f"{len(result) - len(fetched)} already here, {len(fetched)} pulled{files}")

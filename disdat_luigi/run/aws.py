@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -47,40 +48,106 @@ def check_queue(queue: str) -> None:
         raise QueueNotFound(f"AWS Batch job queue {queue!r} does not exist")
 
 
-def active_job_definition(name: str) -> Mapping[str, Any] | None:
-    """The newest ACTIVE revision of job definition `name`, or None."""
+def active_job_definitions(name: str) -> list[Mapping[str, Any]]:
+    """Every ACTIVE revision of job definition `name`, newest first."""
     pages = _client("batch").get_paginator("describe_job_definitions").paginate(jobDefinitionName=name, status="ACTIVE")
     definitions = [d for page in pages for d in page.get("jobDefinitions", [])]
-    return max(definitions, key=lambda d: d["revision"]) if definitions else None
+    return sorted(definitions, key=lambda d: d["revision"], reverse=True)
 
 
 def register_job_definition(name: str, container_properties: Mapping[str, Any]) -> Mapping[str, Any]:
     batch = _client("batch")
-    _call("register_job_definition", batch.register_job_definition,
-          jobDefinitionName=name, type="container", containerProperties=dict(container_properties))  # fmt: skip
-    definition = active_job_definition(name)
-    assert definition is not None
-    return definition
-
-
-def submit_job(name: str, queue: str, definition_arn: str, overrides: Mapping[str, Any]) -> str:
-    batch = _client("batch")
-    response = _call(
-        "submit_job",
-        batch.submit_job,
-        jobName=name,
-        jobQueue=queue,
-        jobDefinition=definition_arn,
-        containerOverrides=dict(overrides),
+    answer = _call(
+        "register_job_definition",
+        batch.register_job_definition,
+        jobDefinitionName=name,
+        type="container",
+        containerProperties=dict(container_properties),
     )
+    for definition in active_job_definitions(name):
+        if definition.get("revision") == answer.get("revision"):
+            return definition
+    return {**answer, "containerProperties": dict(container_properties)}
+
+
+def submit_job(**submission: Any) -> str:
+    """submit_job with the arguments a JobSpec gives; the job id."""
+    response = _call("submit_job", _client("batch").submit_job, **submission)
     return str(response["jobId"])
 
 
 def describe_job(job_id: str) -> Mapping[str, Any]:
-    jobs = _call("describe_jobs", _client("batch").describe_jobs, jobs=[job_id]).get("jobs", [])
+    jobs = describe_jobs([job_id])
     if not jobs:
         raise RunError(f"AWS Batch knows no job {job_id}")
-    return jobs[0]  # type: ignore[no-any-return]
+    return jobs[0]
+
+
+def describe_jobs(job_ids: list[str]) -> list[Mapping[str, Any]]:
+    """One describe_jobs call (at most 100 ids: see jobs.describe_many)."""
+    return list(_call("describe_jobs", _client("batch").describe_jobs, jobs=job_ids).get("jobs", []))
+
+
+def terminate_job(job_id: str, reason: str) -> None:
+    _call("terminate_job", _client("batch").terminate_job, jobId=job_id, reason=reason)
+
+
+def compute_environments(queue: str) -> list[Mapping[str, Any]]:
+    """The compute environments a queue sends jobs to, described."""
+    queues = _call("describe_job_queues", _client("batch").describe_job_queues, jobQueues=[queue]).get("jobQueues", [])
+    if not queues:
+        raise QueueNotFound(f"AWS Batch job queue {queue!r} does not exist")
+    names = [c["computeEnvironment"] for c in queues[0].get("computeEnvironmentOrder", [])]
+    if not names:
+        return []
+    found = _call(
+        "describe_compute_environments",
+        _client("batch").describe_compute_environments,
+        computeEnvironments=names,
+    )
+    return list(found.get("computeEnvironments", []))
+
+
+def instance_sizes(instance_types: list[str]) -> dict[str, tuple[int, int, int]]:
+    """(vCPUs, MiB, GPUs) of each named EC2 instance type; families ('m5', 'optimal') are skipped."""
+    exact = [t for t in instance_types if "." in t]
+    if not exact:
+        return {}
+    try:
+        answer = _client("ec2").describe_instance_types(InstanceTypes=exact)
+    except (ClientError, BotoCoreError):
+        return {}  # sizes only sharpen the diagnosis; without them it still names the environments
+    sizes = {}
+    for info in answer.get("InstanceTypes", []):
+        gpus = sum(g.get("Count", 0) for g in info.get("GpuInfo", {}).get("Gpus", []))
+        sizes[info["InstanceType"]] = (
+            int(info["VCpuInfo"]["DefaultVCpus"]),
+            int(info["MemoryInfo"]["SizeInMiB"]),
+            int(gpus),
+        )
+    return sizes
+
+
+def log_page(stream: str, token: str | None) -> tuple[list[Mapping[str, Any]], str | None] | None:
+    """One page of a job's CloudWatch log from `token` on (from the top without one): (events,
+    nextForwardToken); None while the stream does not exist. Throttling is waited out."""
+    logs = _client("logs")
+    kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+    if token is not None:
+        kwargs["nextToken"] = token
+    for attempt in range(8):
+        try:
+            answer = logs.get_log_events(**kwargs)
+            return list(answer.get("events", [])), answer.get("nextForwardToken")
+        except logs.exceptions.ResourceNotFoundException:
+            return None
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "ThrottlingException" or attempt == 7:
+                raise RunError(f"reading the job log {stream} failed: {err}") from err
+            time.sleep(min(2**attempt * 0.2, 5))
+        except BotoCoreError as err:
+            raise RunError(f"reading the job log {stream} failed: {err}") from err
+    return None
 
 
 def session_credentials(seconds: int) -> dict[str, str]:
@@ -91,18 +158,3 @@ def session_credentials(seconds: int) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": token["SecretAccessKey"],
         "AWS_SESSION_TOKEN": token["SessionToken"],
     }
-
-
-def log_lines(stream: str, start: int = 0) -> Iterator[tuple[int, str]]:
-    """(index, message) of a job's CloudWatch log from `start` on; nothing while the stream is absent."""
-    logs = _client("logs")
-    try:
-        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True)["events"]
-    except logs.exceptions.ResourceNotFoundException:
-        return
-    except (ClientError, BotoCoreError) as err:
-        raise RunError(f"reading the job log {stream} failed: {err}") from err
-    for index, event in enumerate(events):
-        if index >= start:
-            for line in str(event["message"]).splitlines():
-                yield index, line

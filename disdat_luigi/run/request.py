@@ -40,10 +40,16 @@ class RunRequest:
     output_tags: Mapping[str, str] = field(default_factory=dict)
     vcpus: int | None = None
     memory: int | None = None
+    gpus: int | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    queue: str | None = None
     job_role_arn: str | None = None
     workers: int = 1
     no_submit: bool = False
     wait: bool = False
+    detach: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +70,7 @@ class RunResult:
     output_uuid: str | None = None
     job_id: str | None = None
     job_definition: Mapping[str, Any] | None = None
+    submission: Mapping[str, Any] | None = None  # what was (or, with --no-submit, would be) submitted
     log_tail: tuple[str, ...] = ()
 
 

@@ -4,13 +4,17 @@ backend, and bring the output bundle (with its lineage) back into the local cont
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from disdat_luigi.config import Settings
 from disdat_luigi.dockerize.naming import image_name, module_of
-from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted
+from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
+from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends import load_backend
 from disdat_luigi.run.backends.base import LogSink
-from disdat_luigi.run.request import ContainerJob, RunRequest, RunResult, RunStatus
+from disdat_luigi.run.output import output_of
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
@@ -41,6 +45,20 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         environment=_aws_environment(),
     )
     result = backend.launch(request, job)
+    if result.job_id and result.submission is not None:
+        journal.remember(
+            context.path,
+            journal.JobRecord(
+                job_id=result.job_id,
+                job_name=str(result.submission.get("jobName", "")),
+                pipe_cls=request.pipe_cls,
+                output_bundle=result.output_name or request.output_bundle,
+                queue=str(result.submission.get("jobQueue", "")),
+                definition=str((result.job_definition or {}).get("jobDefinitionName", "")),
+                memory=_memory_of(result.submission),
+                submitted=journal.now(),
+            ),
+        )
     if result.status is RunStatus.FAILED:
         raise JobFailed(
             f"{request.pipe_cls} failed in its container ({request.backend})",
@@ -49,6 +67,13 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if result.status is RunStatus.SUCCEEDED:
         _pull_output(context, sync, result, request)
     return result
+
+
+def _memory_of(submission: Mapping[str, Any]) -> int:
+    for requirement in submission.get("containerOverrides", {}).get("resourceRequirements", []):
+        if requirement.get("type") == "MEMORY":
+            return int(requirement["value"])
+    return 0
 
 
 def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest) -> str | None:
@@ -60,7 +85,7 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
             f"input bundle {bundle.name} {bundle.uuid} is not committed",
             hint=f"commit it first: `dsdt commit {bundle.name}`",
         )
-    if not request.no_push_input:
+    if not request.no_push_input and not request.no_submit:  # --no-submit changes nothing
         sync.push([bundle])
     return bundle.uuid
 
@@ -119,3 +144,82 @@ def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, req
         except BundleNotFound:
             continue  # transient or external inputs that were never pushed
         pending.extend(d.uuid for d in upstream.dependencies)
+
+
+# --- jobs submitted earlier: dsdt jobs / logs / wait / cancel -------------------------------------
+
+
+def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
+    """The jobs this context submitted, newest first, with their status (one describe_jobs call
+    per 100 jobs)."""
+    records = journal.records(context.path)
+    described = jobs.describe_many([r.job_id for r in records], aws.describe_jobs) if records else {}
+    return [journal.describe(r, described.get(r.job_id)) for r in reversed(records)]
+
+
+def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
+    record = journal.find(context.path, job_id)
+    if record is None:
+        raise RunError(
+            f"context {context.name!r} submitted no job {job_id}", hint="`dsdt jobs` lists the jobs it submitted"
+        )
+    return record
+
+
+def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> Mapping[str, Any]:
+    """Print a job's log (with `follow`: until the job ends); its last description."""
+    record = _record(context, job_id)
+    stream = f"{record.definition}/default/{job_id}"
+    if follow:
+        return jobs.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
+    job = aws.describe_job(job_id)
+    for line in jobs.LogFollower(job.get("container", {}).get("logStreamName") or stream).read():
+        log(line)
+    return job
+
+
+def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
+    """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
+    record = _record(context, job_id)
+    followed = jobs.follow(
+        job_id,
+        f"{record.definition}/default/{job_id}",
+        log,
+        poll_seconds=settings.run.poll_seconds,
+        runnable_warning_seconds=settings.run.runnable_warning_seconds,
+    )
+    if followed.job["status"] == "FAILED":
+        raise jobs.failure(followed.job, followed.lines, record.memory)
+    name, uuid = output_of(followed.lines)
+    result = RunResult(
+        backend=BackendName.AWS_BATCH,
+        status=RunStatus.SUCCEEDED,
+        output_name=name,
+        output_uuid=uuid,
+        job_id=job_id,
+        log_tail=tuple(followed.lines[-20:]),
+    )
+    _pull_output(context, RemoteSync(context, settings.remote), result, _request_for(record))
+    return result
+
+
+def cancel_job(context: LocalContext, job_id: str) -> None:
+    _record(context, job_id)
+    aws.terminate_job(job_id, "cancelled with dsdt cancel")
+
+
+def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:
+    """Why there is no bundle `output_bundle`: the job that was to make it failed (None otherwise)."""
+    record = journal.for_output(context.path, output_bundle)
+    if record is None:
+        return None
+    job = jobs.describe_many([record.job_id], aws.describe_jobs).get(record.job_id)
+    if job is None or job.get("status") != "FAILED":
+        return None
+    stream = job.get("container", {}).get("logStreamName") or f"{record.definition}/default/{record.job_id}"
+    lines = jobs.LogFollower(stream).read()
+    return jobs.failure(job, lines, record.memory)
+
+
+def _request_for(record: journal.JobRecord) -> RunRequest:
+    return RunRequest(context="", input_bundle="-", output_bundle=record.output_bundle, pipe_cls=record.pipe_cls)

@@ -186,12 +186,11 @@ def test_the_rest_of_disdats_surface(ctx: str, monkeypatch: pytest.MonkeyPatch) 
     assert [b.uuid for b in api.search(ctx, "dated", after="01-01-2000")] == [bundle.uuid]
     assert api.search(ctx, "dated", before="01-01-2000 00:00:00") == []
     assert [b.uuid for b in api.search(ctx, "dated", after="2000-01-01")] == [bundle.uuid]
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "placeholder")  # so the variable is put back as it was afterwards
     api.set_aws_profile("research")
     import os
 
     assert os.environ["AWS_PROFILE"] == "research"
-    monkeypatch.delenv("AWS_PROFILE")
     api.apply(ctx, p.DisdatHelpers)
     made = api.get(ctx, "DisdatHelpers")
     assert made.data["inputs"] == {"nums": "Source"} and made.data["human_id"] == "DisdatHelpers"

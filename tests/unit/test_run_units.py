@@ -77,49 +77,63 @@ def test_backends_by_name() -> None:
 
 
 class StubBatch:
-    """The aws module's functions, recorded; jobs advance through `states`."""
+    """The aws module's functions, recorded; the job goes through `states`, printing `log`."""
 
     def __init__(self, states: list[dict[str, Any]], log: list[str], definitions: list[dict[str, Any]] | None = None):
         self.states = states
         self.log = log
         self.definitions = definitions or []
-        self.submitted: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.submitted: list[dict[str, Any]] = []
         self.registered: list[dict[str, Any]] = []
+        self.terminated: list[str] = []
+        self.environments: list[dict[str, Any]] = [  # an unmanaged environment: no limits known
+            {"computeEnvironmentName": "own", "state": "ENABLED", "status": "VALID"}
+        ]
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(aws, "check_queue", lambda queue: None)
         monkeypatch.setattr(
-            aws, "active_job_definition", lambda name: self.definitions[-1] if self.definitions else None
+            aws, "active_job_definitions", lambda name: sorted(self.definitions, key=lambda d: -d["revision"])
         )
         monkeypatch.setattr(aws, "register_job_definition", self.register)
         monkeypatch.setattr(aws, "submit_job", self.submit)
-        monkeypatch.setattr(
-            aws, "describe_job", lambda job_id: self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        )
-        monkeypatch.setattr(aws, "log_lines", lambda stream, start: iter(list(enumerate(self.log))[start:]))
+        monkeypatch.setattr(aws, "describe_jobs", self.describe)
+        monkeypatch.setattr(aws, "log_page", lambda stream, token: (
+            [{"message": m} for m in self.log[int(token or 0):]], str(len(self.log))))  # fmt: skip
         monkeypatch.setattr(aws, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
-        monkeypatch.setattr("disdat_luigi.run.backends.batch.POLL_SECONDS", 0.0)
+        monkeypatch.setattr(aws, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
+        monkeypatch.setattr(aws, "compute_environments", lambda queue: self.environments)
+        monkeypatch.setattr(aws, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
+
+    def describe(self, ids: list[str]) -> list[dict[str, Any]]:
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return [{"jobId": ids[0], "jobName": "n", **state}]
 
     def register(self, name: str, properties: dict[str, Any]) -> dict[str, Any]:
         definition = {
             "jobDefinitionName": name,
             "jobDefinitionArn": f"arn:{name}:{len(self.definitions) + 1}",
+            "revision": len(self.definitions) + 1,
             "containerProperties": properties,
         }
         self.registered.append(properties)
         self.definitions.append(definition)
         return definition
 
-    def submit(self, name: str, queue: str, arn: str, overrides: dict[str, Any]) -> str:
-        self.submitted.append((name, queue, arn, overrides))
-        return "job-1"
+    def submit(self, **submission: Any) -> str:
+        self.submitted.append(submission)
+        return f"job-{len(self.submitted)}"
+
+
+def _batch(tmp_path: Path, log: Any = None, **run: Any) -> BatchBackend:
+    return BatchBackend(_settings(tmp_path, poll_seconds=0.0, **run), log or (lambda _line: None))
 
 
 def test_batch_job_definitions_are_reused_when_they_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Image, vCPUs, memory and role decide; the same request reuses the revision, another registers."""
+    """Image, vCPUs, memory and role decide; any matching active revision is reused (going back
+    to earlier resources registers nothing new)."""
     stub = StubBatch([{"status": "SUCCEEDED"}], [])
     stub.install(monkeypatch)
-    backend = BatchBackend(_settings(tmp_path, job_role_arn="arn:role"), lambda _line: None)
+    backend = _batch(tmp_path, job_role_arn="arn:role")
     first = backend.job_definition(_request(), JOB)
     assert backend.job_definition(_request(), JOB) is first and len(stub.registered) == 1
     assert first["containerProperties"]["resourceRequirements"] == [
@@ -128,42 +142,115 @@ def test_batch_job_definitions_are_reused_when_they_match(tmp_path: Path, monkey
     ]
     assert first["containerProperties"]["jobRoleArn"] == "arn:role"
     backend.job_definition(_request(vcpus=8), JOB)
-    assert len(stub.registered) == 2 and job_definition_name("team/disdat-x") == "team-disdat-x-job-definition"
+    assert len(stub.registered) == 2
+    assert backend.job_definition(_request(), JOB) is first and len(stub.registered) == 2
+    assert job_definition_name("team/disdat-x") == "team-disdat-x-job-definition"
+
+
+def test_batch_no_submit_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-submit registers and submits nothing; it shows the definition and the exact submission
+    (timeout, retry strategy, tags, GPU), with secrets masked."""
+    stub = StubBatch([{"status": "SUCCEEDED"}], [])
+    stub.install(monkeypatch)
+    result = _batch(tmp_path, tags=(("team", "ml"),)).launch(
+        _request(no_submit=True, gpus=1, timeout=3600, retries=2, tags={"run": "7"}, queue="gpu-q"), JOB
+    )
+    assert result.status is RunStatus.PREPARED and not stub.registered and not stub.submitted
+    shown = result.submission
+    assert shown is not None and shown["jobQueue"] == "gpu-q" and shown["timeout"] == {"attemptDurationSeconds": 3600}
+    assert shown["retryStrategy"]["attempts"] == 3
+    assert shown["tags"] == {"team": "ml", "run": "7", "disdat:pipe": "etl.x.X"} and shown["propagateTags"]
+    assert {"type": "GPU", "value": "1"} in shown["containerOverrides"]["resourceRequirements"]
+    assert shown["jobName"].startswith("X-")
 
 
 def test_batch_launch_submits_follows_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--no-submit only prepares; a job is submitted with its command and environment (session
-    credentials only without a role); followed, its log is streamed and its output read."""
+    """A job is submitted with its command and environment (session credentials only without a
+    role, with a warning); followed, its status changes and log are told and its output read;
+    --detach returns at once."""
     stub = StubBatch(
         [{"status": "RUNNABLE"}, {"status": "RUNNING"}, {"status": "SUCCEEDED", "container": {"logStreamName": "s"}}],
         ["hello", output_line("out", "u1")],
     )
     stub.install(monkeypatch)
     lines: list[str] = []
-    backend = BatchBackend(_settings(tmp_path), lines.append)
-    prepared = backend.launch(_request(no_submit=True), JOB)
-    assert prepared.status is RunStatus.PREPARED and not stub.submitted
+    backend = _batch(tmp_path, lines.append)
     submitted = backend.launch(_request(use_aws_session_token=900), JOB)
     assert submitted.status is RunStatus.SUBMITTED and submitted.job_id == "job-1"
-    name, queue, _arn, overrides = stub.submitted[0]
-    assert name.startswith("disdat-etl-x-") and queue == "q" and overrides["command"] == ["--a", "b"]
+    overrides = stub.submitted[0]["containerOverrides"]
+    assert stub.submitted[0]["jobQueue"] == "q" and overrides["command"] == ["--a", "b"]
     assert {"name": "AWS_SESSION_TOKEN", "value": "tok900"} in overrides["environment"]
+    assert any("readable by anyone who can describe jobs" in line for line in lines)
+    assert {"name": "AWS_SESSION_TOKEN", "value": "***"} in (submitted.submission or {})["containerOverrides"][
+        "environment"
+    ]
+    assert backend.launch(_request(wait=True, detach=True), JOB).status is RunStatus.SUBMITTED
     followed = backend.launch(_request(wait=True), JOB)
     assert (followed.status, followed.output_name, followed.output_uuid) == (RunStatus.SUCCEEDED, "out", "u1")
-    assert "hello" in lines
+    assert "hello" in lines and any(line.startswith("job job-3: RUNNABLE") for line in lines)
+    assert any(line.startswith("job job-3: SUCCEEDED") for line in lines)
 
 
 def test_batch_failures_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failed job names its reason and log tail; no queue configured is a RunError."""
-    StubBatch([{"status": "FAILED", "statusReason": "Essential container exited"}], ["Traceback", "boom"]).install(
-        monkeypatch
-    )
-    backend = BatchBackend(_settings(tmp_path), lambda _line: None)
-    with pytest.raises(JobFailed, match="Essential container exited") as caught:
+    """A failed job names its reason, exit code and log tail; exit 137 is called out of memory
+    and, with memory_retry_factor, retried once with more memory (capped by the queue)."""
+    killed = {"status": "FAILED", "statusReason": "Essential container in task exited", "container": {"exitCode": 137}}
+    stub = StubBatch([killed], ["Traceback", "boom"])
+    stub.install(monkeypatch)
+    backend = _batch(tmp_path)
+    with pytest.raises(JobFailed, match="exit code 137") as caught:
         backend.launch(_request(wait=True), JOB)
-    assert "boom" in (caught.value.hint or "")
+    assert "out of memory: it asked for 4096 MiB" in caught.value.message and "boom" in (caught.value.hint or "")
+    stub.environments = [
+        {"computeEnvironmentName": "ce", "state": "ENABLED", "status": "VALID",
+         "computeResources": {"maxvCpus": 16, "instanceTypes": ["m5.large"]}}
+    ]  # fmt: skip
+    stub.states = [killed, {"status": "SUCCEEDED"}]
+    stub.log = ["", output_line("out", "u2")]
+    retried = _batch(tmp_path, memory_retry_factor=4.0).launch(_request(wait=True), JOB)
+    assert retried.output_uuid == "u2"
+    memories = [
+        next(r["value"] for r in s["containerOverrides"]["resourceRequirements"] if r["type"] == "MEMORY")
+        for s in stub.submitted[-2:]
+    ]
+    assert memories == ["4096", "8192"]  # 4x asked, the largest instance (m5.large) gives 8192
     with pytest.raises(RunError, match="no AWS Batch queue"):
-        BatchBackend(_settings(tmp_path, aws_batch_queue=None), lambda _line: None).launch(_request(), JOB)
+        _batch(tmp_path, aws_batch_queue=None).launch(_request(), JOB)
+
+
+def test_batch_refuses_jobs_no_compute_environment_can_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before submission: more vCPUs than any compute environment allows, or a disabled
+    environment, are refused with the numbers; --vcpus 0 is an error."""
+    stub = StubBatch([{"status": "SUCCEEDED"}], [])
+    stub.install(monkeypatch)
+    stub.environments = [
+        {"computeEnvironmentName": "ce", "state": "ENABLED", "status": "VALID",
+         "computeResources": {"maxvCpus": 16, "instanceTypes": ["m5.large"]}}
+    ]  # fmt: skip
+    with pytest.raises(RunError, match="can give 64 vCPUs; the largest allows 16"):
+        _batch(tmp_path).launch(_request(vcpus=64), JOB)
+    with pytest.raises(RunError, match="at least 1 vCPU"):
+        _batch(tmp_path).launch(_request(vcpus=0), JOB)
+    stub.environments[0]["state"] = "DISABLED"
+    with pytest.raises(RunError, match="no compute environment of queue q is enabled"):
+        _batch(tmp_path).launch(_request(), JOB)
+    assert not stub.submitted
+
+
+def test_ctrl_c_terminates_the_followed_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stub = StubBatch([{"status": "RUNNING"}], [])
+    stub.install(monkeypatch)
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    import time
+
+    monkeypatch.setattr("disdat_luigi.run.jobs.time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic))
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        _batch(tmp_path, lines.append).launch(_request(wait=True), JOB)
+    assert stub.terminated == ["job-1"] and "terminated AWS Batch job job-1" in lines
 
 
 def test_batch_runs_the_pushed_content_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,12 +294,16 @@ class FakeClient:
     def __getattr__(self, name: str) -> Any:
         answers = {
             "describe_job_queues": {"jobQueues": []},
-            "register_job_definition": {},
+            "register_job_definition": {"revision": 3},
             "submit_job": {"jobId": "j-9"},
             "describe_jobs": {"jobs": []},
+            "terminate_job": {},
             "get_session_token": {"Credentials": {"AccessKeyId": "A", "SecretAccessKey": "S", "SessionToken": "T"}},
-            "get_log_events": {"events": [{"message": "one\ntwo"}, {"message": "three"}]},
-        }
+            "get_log_events": {"events": [{"message": "one\ntwo"}], "nextForwardToken": "f/1"},
+            "describe_instance_types": {"InstanceTypes": [
+                {"InstanceType": "p3.2xlarge", "VCpuInfo": {"DefaultVCpus": 8}, "MemoryInfo": {"SizeInMiB": 62464},
+                 "GpuInfo": {"Gpus": [{"Count": 1}]}}]},
+        }  # fmt: skip
 
         def call(**kwargs: Any) -> Any:
             self.calls.append((name, kwargs))
@@ -228,44 +319,46 @@ class FakeClient:
 
 
 def test_aws_wrappers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Queues, job definitions (newest active revision), submission, job lookup, session tokens
-    and log reading, each translated into disdat errors."""
+    """Queues, job definitions (every active revision, newest first), submission, job lookup,
+    termination, session tokens, instance sizes and log pages, translated into disdat errors."""
     client = FakeClient()
     monkeypatch.setattr(aws, "_client", lambda service: client)
     with pytest.raises(QueueNotFound):
         aws.check_queue("q")
-    assert aws.active_job_definition("d") == {"revision": 3}
+    with pytest.raises(QueueNotFound):
+        aws.compute_environments("q")
+    assert [d["revision"] for d in aws.active_job_definitions("d")] == [3, 2, 1]
     assert aws.register_job_definition("d", {"image": "i"}) == {"revision": 3}
-    assert aws.submit_job("n", "q", "arn", {"command": []}) == "j-9"
+    assert aws.submit_job(jobName="n", jobQueue="q") == "j-9"
     with pytest.raises(RunError, match="knows no job"):
         aws.describe_job("j-9")
+    aws.terminate_job("j-9", "why")
+    assert ("terminate_job", {"jobId": "j-9", "reason": "why"}) in client.calls
     assert aws.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
-    assert list(aws.log_lines("s", start=1)) == [(1, "three")]
-    assert list(aws.log_lines("s")) == [(0, "one"), (0, "two"), (1, "three")]
+    assert aws.instance_sizes(["p3.2xlarge", "optimal"]) == {"p3.2xlarge": (8, 62464, 1)}
+    assert aws.instance_sizes(["m5"]) == {}
+    assert aws.log_page("s", None) == ([{"message": "one\ntwo"}], "f/1")
+    assert client.calls[-1][1] == {"logGroupName": aws.LOG_GROUP, "logStreamName": "s", "startFromHead": True}
+    aws.log_page("s", "f/1")
+    assert client.calls[-1][1]["nextToken"] == "f/1"
     missing = FakeClient()
     missing.fail["get_log_events"] = missing.exceptions.ResourceNotFoundException()
     monkeypatch.setattr(aws, "_client", lambda service: missing)
-    assert list(aws.log_lines("s")) == []
+    assert aws.log_page("s", None) is None
+    throttled = FakeClient({"get_log_events": ClientError({"Error": {"Code": "ThrottlingException"}}, "GetLogEvents")})
+    monkeypatch.setattr(aws, "_client", lambda service: throttled)
+    monkeypatch.setattr(aws.time, "sleep", lambda _s: None)
+    with pytest.raises(RunError, match="reading the job log"):
+        aws.log_page("s", None)
+    assert len(throttled.calls) == 8  # backed off and retried before giving up
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SubmitJob")
     monkeypatch.setattr(
         aws, "_client", lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()})
     )
     with pytest.raises(RunError, match="submit_job failed"):
-        aws.submit_job("n", "q", "arn", {})
+        aws.submit_job(jobName="n")
     with pytest.raises(CredentialsError):
         aws.session_credentials(900)
-
-
-def test_one_aws_client_per_service_and_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Clients are cached per service and AWS environment; an unknown profile is CredentialsError."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    assert aws._client("batch") is aws._client("batch")
-    assert aws._client("batch") is not aws._client("logs")
-    monkeypatch.setenv("AWS_PROFILE", "no-such-profile-anywhere")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    with pytest.raises(CredentialsError, match="AWS configuration"):
-        aws._client("batch")
 
 
 # --- the Local backend ---------------------------------------------------------------------------
@@ -313,6 +406,7 @@ def test_local_backend_runs_with_host_credentials(tmp_path: Path, monkeypatch: p
 
 
 def test_local_credentials_come_from_the_credential_chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
@@ -378,6 +472,7 @@ def test_run_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(runner, "RemoteSync", lambda *_args: sync)
     monkeypatch.setattr(runner, "load_backend", lambda name: lambda settings, log: backend)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", remote=store.remote_settings)  # type: ignore[arg-type]
     with pytest.raises(NotCommitted):
         runner.run(_request(input_bundle="raw"), settings, lambda _l: None)

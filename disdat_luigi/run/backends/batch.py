@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
 from disdat_luigi.config import ECR_REGISTRY
 from disdat_luigi.dockerize import engine
-from disdat_luigi.errors import ImageNotFound, JobFailed, RunError
-from disdat_luigi.run import aws
+from disdat_luigi.errors import ImageNotFound, RunError
+from disdat_luigi.run import aws, jobs
 from disdat_luigi.run.backends.base import Backend
+from disdat_luigi.run.jobs import JobSpec, Resources
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
-
-POLL_SECONDS = 2.0
-FINAL = ("SUCCEEDED", "FAILED")
 
 
 def job_definition_name(image_name: str) -> str:
@@ -47,80 +44,117 @@ class BatchBackend(Backend):
             )
         return reference
 
+    def resources(self, request: RunRequest, memory: int | None = None) -> Resources:
+        run = self.settings.run
+        vcpus = run.vcpus if request.vcpus is None else request.vcpus
+        gpus = run.gpus if request.gpus is None else request.gpus
+        chosen = Resources(vcpus=vcpus, memory=memory or request.memory or run.memory, gpus=gpus)
+        if chosen.vcpus < 1 or chosen.memory < 1 or chosen.gpus < 0:
+            raise RunError(
+                f"a job needs at least 1 vCPU and 1 MiB of memory, not {chosen.vcpus} and {chosen.memory}",
+                hint="check --vcpus, --memory and [run] vcpus/memory",
+            )
+        return chosen
+
     def container_properties(self, request: RunRequest, image: str) -> dict[str, Any]:
-        vcpus = request.vcpus or self.settings.run.vcpus
-        memory = request.memory or self.settings.run.memory
-        properties: dict[str, Any] = {
-            "image": image,
-            "resourceRequirements": [{"type": "VCPU", "value": str(vcpus)}, {"type": "MEMORY", "value": str(memory)}],
-        }
+        properties: dict[str, Any] = {"image": image, "resourceRequirements": self.resources(request).requirements()}
         role = request.job_role_arn or self.settings.run.job_role_arn
         if role:
             properties["jobRoleArn"] = role
         return properties
 
-    def job_definition(self, request: RunRequest, job: ContainerJob) -> Mapping[str, Any]:
-        """Reuse the newest active revision when image, resources and role match; else register one."""
+    def job_definition(self, request: RunRequest, job: ContainerJob, register: bool = True) -> Mapping[str, Any]:
+        """Any active revision whose image, resources and role match (not only the newest); a new
+        revision only when none does (without `register`: the definition that would be registered)."""
         name = job_definition_name(job.image_name)
         wanted = self.container_properties(request, job.image)
-        current = aws.active_job_definition(name)
-        if current is not None and _matches(current.get("containerProperties", {}), wanted):
-            return current
+        for current in aws.active_job_definitions(name):
+            if _matches(current.get("containerProperties", {}), wanted):
+                return current
+        if not register:
+            return {"jobDefinitionName": name, "type": "container", "containerProperties": wanted}
         return aws.register_job_definition(name, wanted)
 
-    def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
-        queue = self.settings.run.aws_batch_queue
-        if request.no_submit:
-            definition = self.job_definition(request, job)
-            return RunResult(backend=self.name, status=RunStatus.PREPARED, job_definition=definition)
-        if not queue:
-            raise RunError("no AWS Batch queue is configured", hint="set [run] aws_batch_queue in disdat.cfg")
-        aws.check_queue(queue)
-        definition = self.job_definition(request, job)
+    def spec(
+        self, request: RunRequest, job: ContainerJob, definition: Mapping[str, Any], memory: int | None = None
+    ) -> JobSpec:
+        run = self.settings.run
         environment = dict(job.environment)
-        role = request.job_role_arn or self.settings.run.job_role_arn
-        if request.use_aws_session_token and not role:
-            environment.update(aws.session_credentials(request.use_aws_session_token))
-        overrides = {
-            "command": list(job.command),
-            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-        }
-        job_name = f"{job_definition_name(job.image_name)[: -len('-job-definition')]}-{uuidlib.uuid4().hex[:8]}"
-        job_id = aws.submit_job(job_name, queue, definition["jobDefinitionArn"], overrides)
-        self.log(f"submitted AWS Batch job {job_id} ({job_name}) to queue {queue}")
-        if not request.wait:
-            return RunResult(backend=self.name, status=RunStatus.SUBMITTED, job_id=job_id, job_definition=definition)
-        return self._follow(job_id, definition)
-
-    def _follow(self, job_id: str, definition: Mapping[str, Any]) -> RunResult:
-        stream = f"{definition['jobDefinitionName']}/default/{job_id}"
-        seen = 0
-        lines: list[str] = []
-        while True:
-            state = aws.describe_job(job_id)
-            stream = state.get("container", {}).get("logStreamName") or stream
-            for index, line in aws.log_lines(stream, seen):
-                lines.append(line)
-                self.log(line)
-                seen = index + 1
-            if state["status"] in FINAL:
-                break
-            time.sleep(POLL_SECONDS)
-        for _attempt in range(10):  # the log may be written only after the container exits
-            if lines:
-                break
-            time.sleep(POLL_SECONDS / 2)
-            for index, line in aws.log_lines(stream, seen):
-                lines.append(line)
-                self.log(line)
-                seen = index + 1
-        if state["status"] == "FAILED":
-            reason = state.get("statusReason") or "no reason given"
-            raise JobFailed(
-                f"AWS Batch job {job_id} failed: {reason}",
-                hint="last log lines:\n" + "\n".join(lines[-15:]) if lines else "the job left no log",
+        secrets: frozenset[str] = frozenset()
+        role = request.job_role_arn or run.job_role_arn
+        if request.use_aws_session_token and not role and not request.no_submit:
+            self.log(
+                "warning: --use-aws-session-token puts temporary AWS keys in the job's overrides, readable by "
+                "anyone who can describe jobs; give the job a role instead ([run] job_role_arn)"
             )
-        name, uuid = output_of(lines)
+            credentials = aws.session_credentials(request.use_aws_session_token)
+            environment.update(credentials)
+            secrets = frozenset(credentials)
+        cls_name = request.pipe_cls.rpartition(".")[2]
+        return JobSpec(
+            name=f"{cls_name}-{uuidlib.uuid4().hex[:8]}"[:128],
+            queue=self.queue(request),
+            definition_arn=str(definition.get("jobDefinitionArn", definition.get("jobDefinitionName"))),
+            command=job.command,
+            environment=environment,
+            resources=self.resources(request, memory),
+            timeout=run.timeout if request.timeout is None else request.timeout,
+            retries=run.retries if request.retries is None else request.retries,
+            tags={**dict(run.tags), **dict(request.tags), "disdat:pipe": request.pipe_cls},
+            secret_names=secrets,
+        )
+
+    def queue(self, request: RunRequest) -> str:
+        queue = request.queue or self.settings.run.aws_batch_queue
+        if not queue:
+            raise RunError("no AWS Batch queue is configured", hint="set [run] aws_batch_queue or pass --queue")
+        return queue
+
+    def check(self, request: RunRequest) -> None:
+        """Before anything is submitted: the queue exists and one of its compute environments can
+        ever place a job of these resources."""
+        queue = self.queue(request)
+        problems = jobs.placement_problems(self.resources(request), queue, jobs.capacities(queue))
+        if problems:
+            raise RunError("; ".join(problems), hint="ask for fewer resources, or use a queue that can give them")
+
+    def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
+        if request.no_submit:  # nothing registered, nothing submitted: say what would be
+            definition = self.job_definition(request, job, register=False)
+            shown = self.spec(request, job, definition).shown()
+            return RunResult(backend=self.name, status=RunStatus.PREPARED, job_definition=definition, submission=shown)
+        self.check(request)
+        definition = self.job_definition(request, job)
+        spec = self.spec(request, job, definition)
+        job_id = aws.submit_job(**spec.submission())
+        self.log(f"submitted AWS Batch job {job_id} ({spec.name}) to queue {spec.queue}")
+        if not request.wait or request.detach:
+            return RunResult(
+                backend=self.name,
+                status=RunStatus.SUBMITTED,
+                job_id=job_id,
+                job_definition=definition,
+                submission=spec.shown(),
+            )
+        return self.wait(job_id, spec, definition, request, job)
+
+    def wait(
+        self, job_id: str, spec: JobSpec, definition: Mapping[str, Any], request: RunRequest, job: ContainerJob
+    ) -> RunResult:
+        """Follow the job to its end (Ctrl-C terminates it); an out-of-memory kill is retried once
+        with more memory when [run] memory_retry_factor asks for it."""
+        followed = self.follow(job_id, spec, definition)
+        factor = self.settings.run.memory_retry_factor
+        if followed.job["status"] == "FAILED" and jobs.is_out_of_memory(followed.job) and factor > 1:
+            more = jobs.escalated_memory(spec.resources.memory, factor, jobs.capacities(spec.queue))
+            if more is not None:
+                self.log(f"job {job_id} ran out of memory with {spec.resources.memory} MiB; retrying with {more} MiB")
+                spec = self.spec(request, job, definition, memory=more)
+                job_id = aws.submit_job(**spec.submission())
+                followed = self.follow(job_id, spec, definition)
+        if followed.job["status"] == "FAILED":
+            raise jobs.failure(followed.job, followed.lines, spec.resources.memory)
+        name, uuid = output_of(followed.lines)
         return RunResult(
             backend=self.name,
             status=RunStatus.SUCCEEDED,
@@ -128,8 +162,25 @@ class BatchBackend(Backend):
             output_uuid=uuid,
             job_id=job_id,
             job_definition=definition,
-            log_tail=tuple(lines[-20:]),
+            submission=spec.shown(),
+            log_tail=tuple(followed.lines[-20:]),
         )
+
+    def follow(self, job_id: str, spec: JobSpec, definition: Mapping[str, Any]) -> jobs.Followed:
+        stream = f"{definition['jobDefinitionName']}/default/{job_id}"
+        try:
+            return jobs.follow(
+                job_id,
+                stream,
+                self.log,
+                poll_seconds=self.settings.run.poll_seconds,
+                runnable_warning_seconds=self.settings.run.runnable_warning_seconds,
+                diagnose_runnable=lambda described: jobs.runnable_diagnosis(described, spec.resources, spec.queue),
+            )
+        except KeyboardInterrupt:
+            aws.terminate_job(job_id, "interrupted (Ctrl-C) by the user following it with dsdt")
+            self.log(f"terminated AWS Batch job {job_id}")
+            raise
 
 
 def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

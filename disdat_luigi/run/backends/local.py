@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from disdat_luigi.dockerize import engine
-from disdat_luigi.errors import ImageNotFound
+from disdat_luigi.errors import ImageNotFound, RunError
 from disdat_luigi.run.backends.base import Backend
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
@@ -33,6 +35,22 @@ class LocalBackend(Backend):
             raise ImageNotFound(f"no local image {reference}")
         return reference
 
+    @staticmethod
+    def limits(request: RunRequest) -> dict[str, Any]:
+        """--vcpus and --memory as docker's CPU and memory limits (never silently ignored)."""
+        limits: dict[str, Any] = {}
+        if request.vcpus is not None:
+            if request.vcpus < 1:
+                raise RunError(f"--vcpus {request.vcpus}: a container needs at least 1 CPU")
+            limits["nano_cpus"] = int(request.vcpus * 1e9)
+        if request.memory is not None:
+            if request.memory < 6:
+                raise RunError(f"--memory {request.memory}: docker needs at least 6 MiB")
+            limits["mem_limit"] = f"{request.memory}m"
+        if request.gpus:
+            raise RunError("--gpus is for AWS Batch; the Local backend does not pass GPUs to the container")
+        return limits
+
     def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
         """docker run with the configured network mode; the host store is never mounted."""
         client = engine.connect()
@@ -42,6 +60,7 @@ class LocalBackend(Backend):
             environment={**job.environment, **self.secret_environment()},
             network_mode=self.settings.docker.network_mode,
             detach=True,
+            **self.limits(request),
         )
         lines: list[str] = []
         try:
