@@ -88,6 +88,26 @@ def describe_jobs(job_ids: list[str]) -> list[Mapping[str, Any]]:
     return list(_call("describe_jobs", _client("batch").describe_jobs, jobs=job_ids).get("jobs", []))
 
 
+def with_exit_code(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The job with `container.exitCode` filled in when describe_jobs left it out: from its last
+    attempt, else from the queue's list of failed jobs (which some Batch implementations, moto
+    among them, are the only ones to report it in)."""
+    container = dict(job.get("container") or {})
+    if container.get("exitCode") is not None or job.get("status") != "FAILED":
+        return job
+    attempts = job.get("attempts") or []
+    code = (attempts[-1].get("container") or {}).get("exitCode") if attempts else None
+    if code is None and job.get("jobQueue"):
+        listed = _call("list_jobs", _client("batch").list_jobs, jobQueue=job["jobQueue"], jobStatus="FAILED").get(
+            "jobSummaryList", []
+        )
+        code = next((j.get("container", {}).get("exitCode") for j in listed if j.get("jobId") == job["jobId"]), None)
+    if code is None:
+        return job
+    container["exitCode"] = code
+    return {**job, "container": container}
+
+
 def terminate_job(job_id: str, reason: str) -> None:
     _call("terminate_job", _client("batch").terminate_job, jobId=job_id, reason=reason)
 

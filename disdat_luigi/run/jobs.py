@@ -263,7 +263,7 @@ def placement_problems(resources: Resources, queue: str, found: Sequence[Capacit
     """Why no compute environment of `queue` can ever place a job of `resources` (empty: one can)."""
     if not found:
         return [f"queue {queue} has no compute environment"]
-    usable = [c for c in found if c.state == "ENABLED" and c.status in ("VALID", "?")]
+    usable = [c for c in found if c.state in ("ENABLED", "?") and c.status in ("VALID", "?")]  # ?: not reported
     if not usable:
         states = ", ".join(f"{c.name} is {c.state}/{c.status} {c.status_reason}".strip() for c in found)
         return [f"no compute environment of queue {queue} is enabled and valid ({states})"]

@@ -44,21 +44,24 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         command=command,
         environment=_aws_environment(),
     )
-    result = backend.launch(request, job)
-    if result.job_id and result.submission is not None:
+
+    def remember(job_id: str, submission: Mapping[str, Any], definition: Mapping[str, Any]) -> None:
         journal.remember(
             context.path,
             journal.JobRecord(
-                job_id=result.job_id,
-                job_name=str(result.submission.get("jobName", "")),
+                job_id=job_id,
+                job_name=str(submission.get("jobName", "")),
                 pipe_cls=request.pipe_cls,
-                output_bundle=result.output_name or request.output_bundle,
-                queue=str(result.submission.get("jobQueue", "")),
-                definition=str((result.job_definition or {}).get("jobDefinitionName", "")),
-                memory=_memory_of(result.submission),
+                output_bundle=request.output_bundle,
+                queue=str(submission.get("jobQueue", "")),
+                definition=str(definition.get("jobDefinitionName", "")),
+                memory=_memory_of(submission),
                 submitted=journal.now(),
             ),
         )
+
+    backend.on_submitted = remember
+    result = backend.launch(request, job)
     if result.status is RunStatus.FAILED:
         raise JobFailed(
             f"{request.pipe_cls} failed in its container ({request.backend})",
@@ -189,7 +192,7 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
         runnable_warning_seconds=settings.run.runnable_warning_seconds,
     )
     if followed.job["status"] == "FAILED":
-        raise jobs.failure(followed.job, followed.lines, record.memory)
+        raise jobs.failure(aws.with_exit_code(followed.job), followed.lines, record.memory)
     name, uuid = output_of(followed.lines)
     result = RunResult(
         backend=BackendName.AWS_BATCH,
@@ -216,6 +219,7 @@ def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | Non
     job = jobs.describe_many([record.job_id], aws.describe_jobs).get(record.job_id)
     if job is None or job.get("status") != "FAILED":
         return None
+    job = aws.with_exit_code(job)
     stream = job.get("container", {}).get("logStreamName") or f"{record.definition}/default/{record.job_id}"
     lines = jobs.LogFollower(stream).read()
     return jobs.failure(job, lines, record.memory)

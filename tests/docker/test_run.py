@@ -159,30 +159,48 @@ def test_batch_credentials_are_temporary_and_only_in_overrides(batch_queue: str,
     assert wait_for_batch_job(result.job_id) == "SUCCEEDED"  # the temporary credentials work in the job
 
 
-def test_batch_job_definition_reuse(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
-    """--no-submit prints the job definition; it is reused while image, resources and role match."""
-    first = json.loads(dsdt("run", "--backend", "AWSBatch", "--no-submit", "-", "-", "etl.summarize.Summarize").out)
-    assert first["jobDefinitionName"] == "disdat-etl-summarize-job-definition"
-    assert {r["type"]: r["value"] for r in first["containerProperties"]["resourceRequirements"]} == {
-        "VCPU": "1",
-        "MEMORY": "2048",
-    }
-    again = json.loads(dsdt("run", "--backend", "AWSBatch", "--no-submit", "-", "-", "etl.summarize.Summarize").out)
-    assert again["revision"] == first["revision"]
-    bigger = dsdt(
-        "run",
-        "--backend",
-        "AWSBatch",
-        "--no-submit",
-        "--vcpus",
-        "2",
-        "--memory",
-        "4096",
-        "-",
-        "-",
-        "etl.summarize.Summarize",
-    )
-    assert json.loads(bigger.out)["revision"] == first["revision"] + 1
+def test_batch_no_submit_changes_nothing_and_definitions_are_reused(
+    batch_queue: str, run_env: str, dsdt, bucket: str
+) -> None:  # type: ignore[no-untyped-def]
+    """--no-submit pushes, registers and submits nothing and prints the job definition and the
+    exact submission; job definitions are reused while image, resources and role match, any
+    matching revision (going back to the default resources registers nothing new)."""
+    batch = boto3.client("batch")
+    name = "disdat-etl-summarize-job-definition"
+
+    def revisions() -> list[int]:
+        found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+        return sorted(d["revision"] for d in found)
+
+    def remote_keys() -> list[str]:
+        listed = boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted(o["Key"] for o in listed)
+
+    before_keys, before_revisions = remote_keys(), revisions()
+    shown = json.loads(
+        dsdt("run", "--backend", "AWSBatch", "--no-submit", "--gpus", "1", "--timeout", "120", "--retries", "2",
+             "--tag", "team:ml", "readings_in", "-", "etl.summarize.Summarize").out
+    )  # fmt: skip
+    assert remote_keys() == before_keys and revisions() == before_revisions
+    assert shown["job_definition"]["jobDefinitionName"] == name
+    submission = shown["submission"]
+    assert submission["jobQueue"] == batch_queue and submission["timeout"] == {"attemptDurationSeconds": 120}
+    assert submission["retryStrategy"]["attempts"] == 3 and submission["tags"]["team"] == "ml"
+    assert {"type": "GPU", "value": "1"} in submission["containerOverrides"]["resourceRequirements"]
+    assert submission["containerOverrides"]["command"][-1] == "etl.summarize.Summarize"
+
+    def submitted_definition(*extra: str) -> str:
+        result = _summary_run(dsdt, "--backend", "AWSBatch", *extra, output="defs")
+        assert result.code == 0, result.err
+        job_id = result.out.strip()
+        wait_for_batch_job(job_id)
+        return str(batch.describe_jobs(jobs=[job_id])["jobs"][0]["jobDefinition"])
+
+    first = submitted_definition()
+    assert submitted_definition() == first
+    bigger = submitted_definition("--vcpus", "2", "--memory", "4096")
+    assert bigger != first
+    assert submitted_definition() == first and len(revisions()) == len(before_revisions) + 2
 
 
 def test_batch_failure_shows_reason_and_log(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
@@ -244,3 +262,91 @@ def test_batch_needs_a_pushed_image(run_env: str, docker_env: Path, pipes_copy: 
     api.dockerize(root, "etl.clean.Clean")
     with pytest.raises(ImageNotFound, match="was never pushed"):
         api.run(run_env, "-", "-", "etl.clean.Clean", backend="AWSBatch", no_submit=True)
+
+
+JOBS = """
+import os
+import signal
+import sys
+import time
+
+import luigi
+from disdat_luigi.pipe import PipeTask
+
+
+class Chatty(PipeTask):
+    lines = luigi.IntParameter(default=3)
+
+    def pipe_run(self):
+        for i in range(self.lines):
+            print(f"chatty line {i}", file=sys.stderr)
+        return self.lines
+
+
+class Killed(PipeTask):
+    def pipe_run(self):
+        # the container's status after the kernel's OOM killer sends SIGKILL: 128 + 9. (Inside the
+        # container this process is PID 1, which ignores a SIGKILL sent from its own namespace.)
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGKILL)
+
+
+class Sleeper(PipeTask):
+    def pipe_run(self):
+        time.sleep(300)
+        return 1
+"""
+
+
+TOKEN = ("--use-aws-session-token", "900")  # moto gives jobs no credentials of their own
+
+
+@pytest.fixture
+def jobs_root(batch_queue: str, docker_env: Path, tmp_path: Path) -> Path:
+    """A pipe root of small job shapes, built and pushed; status polled every second."""
+    root = tmp_path / "jobs"
+    (root / "shapes").mkdir(parents=True)
+    (root / "shapes" / "__init__.py").write_text("")
+    (root / "shapes" / "tasks.py").write_text(JOBS + f"\n# {uuid.uuid4().hex}\n")  # a fresh image per run
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='shapes', packages=['shapes'])\n")
+    api.dockerize(root, "shapes.tasks.Chatty", push=True)
+    cfg = docker_env / "config" / "disdat.cfg"
+    cfg.write_text(cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n"))
+    return root
+
+
+def test_batch_jobs_followed_explained_found_again(jobs_root: Path, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """A 12,000-line job is followed to its last line; a task killed with SIGKILL (exit 137) is
+    explained as out of memory, also to `dsdt pull` of its output; a detached job is found again
+    with `dsdt jobs`, read with `dsdt logs`, and cancelled; `dsdt wait` pulls a detached output."""
+    long = dsdt(
+        "run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "long", "shapes.tasks.Chatty", "--lines", "12000"
+    )
+    assert long.code == 0, long.err[-2000:]
+    assert "chatty line 11999" in long.err and "DISDAT_OUTPUT_BUNDLE long" in long.err
+    assert "RUNNING" in long.err or "SUCCEEDED" in long.err
+    assert api.get(run_env, "long").data == 12000
+
+    killed = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "killed", "shapes.tasks.Killed")
+    assert killed.code == 1 and "exit code 137" in killed.err and "out of memory" in killed.err
+    assert "--memory 4096" in killed.err
+    pulled = dsdt("pull", "killed")
+    assert pulled.code == 1 and "exit code 137" in pulled.err
+
+    detached = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--detach", "-", "later", "shapes.tasks.Chatty")
+    assert detached.code == 0 and "dsdt wait" in detached.err
+    job_id = detached.out.strip()
+    waited = dsdt("wait", job_id)
+    assert waited.code == 0, waited.err and waited.out.split()[0] == "later"
+    assert api.get(run_env, "later").data == 3
+    assert "chatty line 2" in dsdt("logs", job_id).out
+
+    sleeping = dsdt("run", "--backend", "AWSBatch", *TOKEN, "-", "never", "shapes.tasks.Sleeper")
+    sleeper = sleeping.out.strip()
+    assert dsdt("cancel", sleeper).code == 0
+    assert wait_for_batch_job(sleeper) == "FAILED"
+    listed = dsdt("jobs").out
+    assert "JOB ID" in listed and job_id in listed and sleeper in listed
+    rows = {line.split()[0]: line for line in listed.splitlines()[1:]}
+    assert "SUCCEEDED" in rows[job_id] and "FAILED" in rows[sleeper] and "shapes.tasks.Chatty" in rows[job_id]
+    assert dsdt("cancel", "no-such-job").code == 1

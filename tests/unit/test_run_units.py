@@ -101,6 +101,7 @@ class StubBatch:
             [{"message": m} for m in self.log[int(token or 0):]], str(len(self.log))))  # fmt: skip
         monkeypatch.setattr(aws, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
         monkeypatch.setattr(aws, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
+        monkeypatch.setattr(aws, "with_exit_code", lambda job: job)
         monkeypatch.setattr(aws, "compute_environments", lambda queue: self.environments)
         monkeypatch.setattr(aws, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
 

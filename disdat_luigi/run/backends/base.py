@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from disdat_luigi.config import Settings
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult
@@ -17,6 +18,9 @@ class Backend(ABC):
     def __init__(self, settings: Settings, log: LogSink) -> None:
         self.settings = settings
         self.log = log
+        # told of every job as soon as it is submitted (so it can be found again, even when the
+        # process following it fails or is interrupted): (job id, submission, job definition)
+        self.on_submitted: Callable[[str, Mapping[str, Any], Mapping[str, Any]], None] = lambda *_: None
 
     @abstractmethod
     def image_reference(self, image_name: str) -> str:

@@ -127,6 +127,7 @@ class BatchBackend(Backend):
         definition = self.job_definition(request, job)
         spec = self.spec(request, job, definition)
         job_id = aws.submit_job(**spec.submission())
+        self.on_submitted(job_id, spec.shown(), definition)
         self.log(f"submitted AWS Batch job {job_id} ({spec.name}) to queue {spec.queue}")
         if not request.wait or request.detach:
             return RunResult(
@@ -144,6 +145,7 @@ class BatchBackend(Backend):
         """Follow the job to its end (Ctrl-C terminates it); an out-of-memory kill is retried once
         with more memory when [run] memory_retry_factor asks for it."""
         followed = self.follow(job_id, spec, definition)
+        followed.job = aws.with_exit_code(followed.job)
         factor = self.settings.run.memory_retry_factor
         if followed.job["status"] == "FAILED" and jobs.is_out_of_memory(followed.job) and factor > 1:
             more = jobs.escalated_memory(spec.resources.memory, factor, jobs.capacities(spec.queue))
@@ -151,9 +153,10 @@ class BatchBackend(Backend):
                 self.log(f"job {job_id} ran out of memory with {spec.resources.memory} MiB; retrying with {more} MiB")
                 spec = self.spec(request, job, definition, memory=more)
                 job_id = aws.submit_job(**spec.submission())
+                self.on_submitted(job_id, spec.shown(), definition)
                 followed = self.follow(job_id, spec, definition)
         if followed.job["status"] == "FAILED":
-            raise jobs.failure(followed.job, followed.lines, spec.resources.memory)
+            raise jobs.failure(aws.with_exit_code(followed.job), followed.lines, spec.resources.memory)
         name, uuid = output_of(followed.lines)
         return RunResult(
             backend=self.name,
