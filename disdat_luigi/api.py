@@ -419,6 +419,7 @@ def apply(
     workers: int = 1,
     incremental_push: bool = False,
     incremental_pull: bool = False,
+    input_bundle: str | None = None,
 ) -> dict[str, bool]:
     """Run the PipeTask `transform` (a class or 'module.Class') with `params`, reusing every
     bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
@@ -438,6 +439,7 @@ def apply(
         workers=workers,
         incremental_push=incremental_push,
         incremental_pull=incremental_pull,
+        input_bundle=input_bundle,
     ).as_result()
 
 
@@ -455,6 +457,7 @@ def apply_outcome(
     workers: int = 1,
     incremental_push: bool = False,
     incremental_pull: bool = False,
+    input_bundle: str | None = None,
 ) -> ApplyOutcome:
     """`apply`, returning also the root's bundle name and uuid (made now or reused)."""
     from disdat_luigi.apply.driver import ApplyRequest
@@ -469,7 +472,7 @@ def apply_outcome(
         force=force,
         force_all=force_all,
         output_bundle_uuid=output_bundle_uuid,
-        input_bundle_uuid=_input_uuid(local_context, input_tags),
+        input_bundle_uuid=_input_uuid(local_context, input_bundle, input_tags),
         workers=workers,
         central_scheduler=central_scheduler,
         incremental_push=incremental_push,
@@ -512,13 +515,20 @@ def explain(
     return run_explain(request, load_settings())
 
 
-def _input_uuid(local_context: str, input_tags: dict[str, str] | None) -> str | None:
-    """The newest bundle carrying `input_tags`, the root's pipeline input (None without tags)."""
-    if not input_tags:
+def _input_uuid(local_context: str, name: str | None, input_tags: dict[str, str] | None) -> str | None:
+    """The root's pipeline input: the newest bundle called `name` (with `input_tags`), or the
+    newest carrying `input_tags`; None without either (as `dsdt run`'s input_bundle and -it)."""
+    if name in (None, "-", "") and not input_tags:
         return None
-    found = queries.newest(_context(local_context), None, tags=check_tags(input_tags))
+    name = None if name in ("-", "") else name
+    found = queries.newest(_context(local_context), name, tags=check_tags(input_tags))
     if found is None:
-        raise BundleNotFound(f"no bundle with tags {input_tags} in context {local_context!r} for the pipeline input")
+        what = (
+            f"named {name!r}" + (f" with tags {input_tags}" if input_tags else "")
+            if name
+            else f"with tags {input_tags}"
+        )
+        raise BundleNotFound(f"no bundle {what} in context {local_context!r} for the pipeline input")
     return found.uuid
 
 

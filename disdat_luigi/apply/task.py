@@ -104,6 +104,8 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         bundle `pipe_class(**params)` made. Returns it, or None (apply then fails naming it)."""
         declaration = self._pipe_declaring("add_external_dependency")
         context = self._pipe_context()
+        if options_of(self).incremental_pull and (uuid is not None or human_name is not None):
+            _pull_metadata(context, human_name, uuid)  # the remote may hold it (inside `dsdt run`)
         if uuid is not None:
             bundle, how = queries.newest(context, None, uuid=uuid), f"no bundle with uuid {uuid}"
         elif human_name is not None:
@@ -112,6 +114,8 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             task = self._pipe_make(pipe_class, params or {})
             planner = Planner(options_of(self), context)
             pname = planner.processing_name(task, planner.upstream_names(task))
+            if options_of(self).incremental_pull:
+                _pull_metadata(context, output_name(task), None)
             rows = context.search(BundleQuery(processing_name=pname, limit=1))
             bundle = queries.load(context, rows[0]) if rows else None
             how = f"no bundle made by {task}"
@@ -233,8 +237,20 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         if options.incremental_pull:
             _localize_all(self._pipe_context(), inputs.values())
         kwargs = {arg: bundle.data for arg, bundle in inputs.items() if arg != "pipeline_input"}
-        if "pipeline_input" in inputs and _accepts(self.pipe_run, "pipeline_input"):
-            kwargs["pipeline_input"] = inputs["pipeline_input"].data
+        if "pipeline_input" in inputs:
+            if _accepts(self.pipe_run, "pipeline_input"):
+                kwargs["pipeline_input"] = inputs["pipeline_input"].data
+            else:  # lineage names the input only on the task that received it
+                del inputs["pipeline_input"]
+        elif _requires(self.pipe_run, "pipeline_input"):
+            why = "this run was given no input bundle" if is_root(self) else "only the root task of a run receives it"
+            error = PipelineError(
+                f"{self}.pipe_run requires pipeline_input, but {why}",
+                hint="give the input with `dsdt run INPUT ...` / `dsdt apply -i INPUT`, or default it: "
+                "pipe_run(self, pipeline_input=None)",
+            )
+            Journal(options.journal).failed(str(self), f"{type(error).__name__}: {error}")
+            raise error
         started = time.time()
         bundle = Bundle(
             self._pipe_context(),
@@ -371,9 +387,28 @@ def _map_names(names: Any, make: Any) -> Any:
     return [make(name) for name in names]
 
 
+def _requires(function: Any, keyword: str) -> bool:
+    parameter = inspect.signature(function).parameters.get(keyword)
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
 def _accepts(function: Any, keyword: str) -> bool:
     parameters = inspect.signature(function).parameters.values()
     return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _pull_metadata(context: LocalContext, name: str | None, uuid: str | None) -> None:
+    """Bring the remote's bundles of that name (or that uuid) into the context, metadata only;
+    nothing when the context has no remote or the remote lacks them."""
+    from disdat_luigi.errors import BundleNotFound, RemoteNotConfigured
+    from disdat_luigi.store.remote.sync import RemoteSync
+
+    if not context.meta.remote_url:
+        return
+    try:
+        RemoteSync(context, context.remote_settings).pull(name=name if uuid is None else None, uuid=uuid)
+    except (BundleNotFound, RemoteNotConfigured):
+        return
 
 
 def _localize_all(context: LocalContext, bundles: Any) -> None:

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     apply_p.add_argument(
         "-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE", help="tag the root bundle"
     )
+    apply_p.add_argument(
+        "-i", "--input", metavar="NAME", help="the root's pipeline_input: the newest bundle of this name (as dsdt run)"
+    )
+    apply_p.add_argument(
+        "-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE", help="select the input by tags"
+    )
     apply_p.add_argument("--explain", action="store_true", help="print reuse/run and why for every task; run nothing")
     apply_p.add_argument("pipe_cls", help="module.submodule.ClassName")
     apply_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
@@ -61,6 +67,8 @@ def _apply(args: argparse.Namespace) -> int:
         central_scheduler=args.central_scheduler,
         incremental_push=args.incremental_push,
         incremental_pull=args.incremental_pull,
+        input_bundle=args.input,
+        input_tags=parse_tags(args.input_tag),
     )
     what = "new bundles made" if outcome.did_work else "everything was up to date, nothing ran"
     print(f"done: {what}; the output is {outcome.root_name} {outcome.root_uuid}")

@@ -314,3 +314,13 @@ class DisdatHelpers(PipeTask):
             "processing_id": self.processing_id(),
             "human_id": self.human_id(),
         }
+
+
+class NeedsInputDeep(PipeTask):
+    """A root whose upstream task wants pipeline_input (only the root gets it)."""
+
+    def pipe_requires(self):
+        self.add_dependency("inner", WithInput, {})
+
+    def pipe_run(self, inner):
+        return inner
