@@ -588,6 +588,7 @@ def run(
     job_tags: dict[str, str] | None = None,
     queue: str | None = None,
     detach: bool = False,
+    build: bool = True,
 ) -> RunResult:
     """Run `pipe_cls` in the image of its module (`dsdt run`), on the local Docker engine or AWS
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
@@ -622,6 +623,7 @@ def run(
         no_submit=no_submit,
         wait=wait,
         detach=detach,
+        build=build,
     )
     return run_container(request, load_settings(), log or (lambda _line: None))
 

@@ -38,6 +38,7 @@ class DockerizeSettings:
     os_type: str | None = None
     os_version: str | None = None
     dot_pip_file: str | None = None
+    pipe_root: str | None = None  # the pipeline project, when it cannot be found from a module's source
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             os_type=reader.text("dockerize", "os_type"),
             os_version=reader.text("dockerize", "os_version"),
             dot_pip_file=reader.text("dockerize", "dot_pip_file"),
+            pipe_root=reader.text("dockerize", "pipe_root"),
         ),
         run=RunSettings(
             aws_batch_queue=reader.text("run", "aws_batch_queue"),

@@ -67,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--wait", action="store_true", help="AWSBatch: follow the job (Ctrl-C terminates it) and pull its output"
     )
     run_p.add_argument("--detach", action="store_true", help="AWSBatch: submit and return (see `dsdt wait JOB`)")
+    run_p.add_argument(
+        "--build",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rebuild (and for AWSBatch push) the image when the code changed since it was built "
+        "(default); --no-build refuses a stale image instead",
+    )
     run_p.add_argument("input_bundle", help="committed input bundle name, or -")
     run_p.add_argument("output_bundle", help="output bundle name, or - for the default")
     run_p.add_argument("pipe_cls", help="module.submodule.ClassName")
@@ -116,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         use_aws_session_token=args.use_aws_session_token, vcpus=args.vcpus, memory=args.memory,
         job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
         pipe_args=args.pipe_args, log=_stderr, gpus=args.gpus, timeout=args.timeout, retries=args.retries,
-        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach,
+        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build,
     )  # fmt: skip
     if result.status is api.RunStatus.PREPARED:
         shown = {"job_definition": result.job_definition, "submission": result.submission}

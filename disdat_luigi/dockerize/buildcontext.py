@@ -70,15 +70,19 @@ def assemble(
     _copy_tree(Path(disdat_luigi.__file__).resolve().parent, source / "disdat_luigi")
     (source / "setup.py").write_text(SETUP_PY.format(version=disdat_luigi.__version__))
     _copy_tree(pipe_root, target / "pipe-src")
-    digest = _hash_tree(target, extra=base_image)
-    content_tag = f"c{digest[:20]}"
-    labels = {"disdat.content-tag": content_tag, "disdat.base-image": base_image}
-    env = {"DISDAT_IMAGE_TAG": content_tag}
+    git: dict[str, str | None] = {}
     if code is not None:
         git = {"COMMIT": code.commit, "BRANCH": code.branch, "REMOTE": code.repo, "DIRTY": str(code.dirty).lower(),
                "DIFF_SHA256": code.diff_sha256}  # fmt: skip
-        env.update({f"DISDAT_GIT_{k}": v for k, v in git.items() if v})
-        labels.update({f"disdat.git.{k.lower()}": v for k, v in git.items() if v})
+    # the git description is part of the content: committing an edit makes a new image whose
+    # labels (and the bundles it makes) name the commit the code is now at
+    described = ";".join(f"{k}={v}" for k, v in sorted(git.items()) if v)
+    digest = _hash_tree(target, extra=f"{base_image}\n{described}")
+    content_tag = f"c{digest[:20]}"
+    labels = {"disdat.content-tag": content_tag, "disdat.base-image": base_image}
+    env = {"DISDAT_IMAGE_TAG": content_tag}
+    env.update({f"DISDAT_GIT_{k}": v for k, v in git.items() if v})
+    labels.update({f"disdat.git.{k.lower()}": v for k, v in git.items() if v})
     # metadata only, appended last so it never invalidates the cached layers above
     with open(target / "Dockerfile", "a", encoding="utf-8") as dockerfile:
         dockerfile.write("\n" + "\n".join(f"ENV {k}={_quote(v)}" for k, v in env.items()) + "\n")

@@ -81,3 +81,28 @@ def _defines_pipe_task(path: Path) -> bool:
         changed = not grown <= pipe
         pipe |= grown
     return bool(pipe)
+
+
+def find_pipe_root(module: str, configured: str | None = None) -> Path | None:
+    """The pipeline project holding `module`: `configured` ([dockerize] pipe_root) when the module
+    is in it, else the nearest parent of the module's source file with a setup.py or
+    pyproject.toml (the module is located, not imported); None when it cannot be found."""
+    if configured:
+        root = Path(configured).expanduser().resolve()
+        try:
+            module_file(root, module)
+            return root
+        except PipeClassNotFound:
+            pass
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    for parent in Path(spec.origin).resolve().parents:
+        if (parent / "setup.py").is_file() or (parent / "pyproject.toml").is_file():
+            return parent
+    return None

@@ -50,6 +50,7 @@ class RunRequest:
     no_submit: bool = False
     wait: bool = False
     detach: bool = False
+    build: bool = True  # rebuild (and for Batch push) a stale image; False: refuse it
 
 
 @dataclass(frozen=True, kw_only=True)

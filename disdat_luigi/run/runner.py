@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from disdat_luigi.config import Settings
-from disdat_luigi.dockerize.naming import image_name, module_of
+from disdat_luigi.dockerize.images import DockerizeRequest, dockerize
+from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
 from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends import load_backend
@@ -28,6 +29,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     module, _cls = module_of(request.pipe_cls)
     name = image_name(module, settings.docker.repository_prefix)
     backend = load_backend(request.backend)(settings, log)
+    _refresh_image(request, module, settings, log)
     try:
         image = backend.image_reference(name)
     except ImageNotFound as err:
@@ -70,6 +72,31 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if result.status is RunStatus.SUCCEEDED:
         _pull_output(context, sync, result, request)
     return result
+
+
+def _refresh_image(request: RunRequest, module: str, settings: Settings, log: LogSink) -> None:
+    """Make sure the image holds the code as it is now: build (and for AWS Batch push) it when the
+    content tag `dsdt dockerize` would give differs from the image's, or with --no-build refuse a
+    stale image naming the command that fixes it. Without a findable pipe root the image is used
+    as built (said on the log)."""
+    pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
+    if pipe_root is None:
+        log(f"cannot find the project of {module} to check its image; set [dockerize] pipe_root")
+        return
+    batch = request.backend is BackendName.AWS_BATCH
+    build = request.build and not request.no_submit  # --no-submit changes nothing, images included
+    try:
+        dockerize(
+            DockerizeRequest(pipe_root=pipe_root, pipe_cls=request.pipe_cls, push=batch and build, no_build=not build),
+            settings,
+            log,
+        )
+    except ImageNotFound as err:
+        command = f"dsdt dockerize {'--push ' if batch else ''}{pipe_root} {request.pipe_cls}"
+        raise ImageNotFound(
+            f"the image of {request.pipe_cls} does not hold the current code of {pipe_root}",
+            hint=f"rebuild it: {command} (or run without --no-build / --no-submit)",
+        ) from err
 
 
 def _memory_of(submission: Mapping[str, Any]) -> int:

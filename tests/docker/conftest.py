@@ -58,10 +58,12 @@ def registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture
-def docker_env(disdat_env: Path, registry: str) -> Path:
-    """Config for the docker tests: host networking, the offline base image, the local registry."""
+def docker_env(disdat_env: Path, registry: str, pipes_copy: Path) -> Path:
+    """Config for the docker tests: host networking, the offline base image, the local registry,
+    and the copy of the example pipe root as the project `dsdt run` checks its images against."""
     cfg = disdat_env / "config" / "disdat.cfg"
     text = cfg.read_text()
+    text = text.replace("pipe_root =\n", f"pipe_root = {pipes_copy}\n", 1)
     text = text.replace("network_mode =\n", "network_mode = host\n", 1)
     text = text.replace("base_image =\n", f"base_image = {BASE_IMAGE}\n", 1)
     text = text.replace("registry =\n", f"registry = {registry}\n", 1)

@@ -200,7 +200,8 @@ def test_batch_no_submit_changes_nothing_and_definitions_are_reused(
     assert submitted_definition() == first
     bigger = submitted_definition("--vcpus", "2", "--memory", "4096")
     assert bigger != first
-    assert submitted_definition() == first and len(revisions()) == len(before_revisions) + 2
+    registered = revisions()
+    assert submitted_definition() == first and revisions() == registered  # going back registers nothing
 
 
 def test_batch_failure_shows_reason_and_log(batch_queue: str, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
@@ -255,13 +256,21 @@ def test_batch_queue_missing(run_env: str, batch_queue: str, docker_env: Path) -
 
 
 def test_batch_needs_a_pushed_image(run_env: str, docker_env: Path, pipes_copy: Path, tmp_path: Path) -> None:
-    """AWSBatch runs the registry copy of the exact local image; an unpushed one is a clear error."""
+    """AWSBatch runs the registry copy of the exact local image: an unpushed one is a clear error
+    when run may not push (--no-submit), and an image older than the code is refused with
+    --no-build, naming the command that rebuilds it."""
     root = tmp_path / "pipes"
     shutil.copytree(pipes_copy, root)
     (root / "etl" / "clean.py").write_text((root / "etl" / "clean.py").read_text() + "\n# unpushed\n")
     api.dockerize(root, "etl.clean.Clean")
+    cfg = docker_env / "config" / "disdat.cfg"
+    cfg.write_text(cfg.read_text().replace(f"pipe_root = {pipes_copy}\n", f"pipe_root = {root}\n"))
     with pytest.raises(ImageNotFound, match="was never pushed"):
         api.run(run_env, "-", "-", "etl.clean.Clean", backend="AWSBatch", no_submit=True)
+    (root / "etl" / "clean.py").write_text((root / "etl" / "clean.py").read_text() + "\n# edited since\n")
+    with pytest.raises(ImageNotFound, match="does not hold the current code") as caught:
+        api.run(run_env, "-", "-", "etl.clean.Clean", backend="AWSBatch", build=False)
+    assert f"dsdt dockerize --push {root} etl.clean.Clean" in (caught.value.hint or "")
 
 
 JOBS = """
@@ -311,7 +320,8 @@ def jobs_root(batch_queue: str, docker_env: Path, tmp_path: Path) -> Path:
     (root / "setup.py").write_text("from setuptools import setup\nsetup(name='shapes', packages=['shapes'])\n")
     api.dockerize(root, "shapes.tasks.Chatty", push=True)
     cfg = docker_env / "config" / "disdat.cfg"
-    cfg.write_text(cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n"))
+    text = cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n")
+    cfg.write_text(text.replace("pipe_root = ", f"pipe_root = {root}\n# was: ", 1))
     return root
 
 
@@ -319,6 +329,14 @@ def test_batch_jobs_followed_explained_found_again(jobs_root: Path, run_env: str
     """A 12,000-line job is followed to its last line; a task killed with SIGKILL (exit 137) is
     explained as out of memory, also to `dsdt pull` of its output; a detached job is found again
     with `dsdt jobs`, read with `dsdt logs`, and cancelled; `dsdt wait` pulls a detached output."""
+    tasks = jobs_root / "shapes" / "tasks.py"
+    tasks.write_text(tasks.read_text().replace("chatty line {i}", "edited line {i}"))  # no dockerize
+    stale = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--no-build", "--wait", "-", "x", "shapes.tasks.Chatty")
+    assert stale.code == 1 and "does not hold the current code" in stale.err and "dsdt dockerize --push" in stale.err
+    rebuilt = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "edited", "shapes.tasks.Chatty")
+    assert rebuilt.code == 0, rebuilt.err[-2000:]
+    assert "edited line 2" in rebuilt.err and "building" in rebuilt.err  # rebuilt, pushed, run
+    tasks.write_text(tasks.read_text().replace("edited line {i}", "chatty line {i}"))
     long = dsdt(
         "run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "long", "shapes.tasks.Chatty", "--lines", "12000"
     )
