@@ -125,7 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         pipe_args=args.pipe_args, log=_stderr, gpus=args.gpus, timeout=args.timeout, retries=args.retries,
         job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build,
     )  # fmt: skip
-    if result.status is api.RunStatus.PREPARED:
+    if result.reused:
+        print(f"{result.output_name} {result.output_uuid}")
+    elif result.status is api.RunStatus.PREPARED:
         shown = {"job_definition": result.job_definition, "submission": result.submission}
         print(json.dumps(shown, indent=2, sort_keys=True, default=str))
     elif result.status is api.RunStatus.SUBMITTED:

@@ -73,6 +73,7 @@ class RunResult:
     job_definition: Mapping[str, Any] | None = None
     submission: Mapping[str, Any] | None = None  # what was (or, with --no-submit, would be) submitted
     log_tail: tuple[str, ...] = ()
+    reused: bool = False  # the remote had the output already: nothing was started
 
 
 def params_to_args(params: Mapping[str, Any] | None) -> tuple[str, ...]:

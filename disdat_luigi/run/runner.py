@@ -3,10 +3,15 @@ backend, and bring the output bundle (with its lineage) back into the local cont
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings
 from disdat_luigi.dockerize.images import DockerizeRequest, dockerize
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
@@ -29,7 +34,10 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     module, _cls = module_of(request.pipe_cls)
     name = image_name(module, settings.docker.repository_prefix)
     backend = load_backend(request.backend)(settings, log)
-    _refresh_image(request, module, settings, log)
+    pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
+    if pipe_root is not None:
+        _check_pipeline(request, pipe_root)  # fails here, before anything is pushed or started
+    _refresh_image(request, pipe_root, settings, log)
     try:
         image = backend.image_reference(name)
     except ImageNotFound as err:
@@ -39,6 +47,19 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         ) from err
     sync = RemoteSync(context, settings.remote)
     input_uuid = _publish_input(context, sync, request)
+    reused = _planned_reuse(request, settings, location, input_uuid, pipe_root)
+    if reused is not None:  # the remote already has the output of exactly this run: submit nothing
+        log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
+        result = RunResult(
+            backend=backend.name,
+            status=RunStatus.SUCCEEDED,
+            output_name=reused.bundle_name,
+            output_uuid=reused.uuid,
+            reused=True,
+        )
+        if not request.no_submit:
+            _pull_output(context, sync, result, request)
+        return result
     command = _command(request, location, input_uuid, settings)
     job = ContainerJob(
         image=image,
@@ -74,14 +95,70 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     return result
 
 
-def _refresh_image(request: RunRequest, module: str, settings: Settings, log: LogSink) -> None:
+def _check_pipeline(request: RunRequest, pipe_root: Path) -> None:
+    """The class imports and its parameters parse, on the host (PipeClassNotFound, ParameterError)."""
+    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
+
+    added = str(pipe_root) not in sys.path
+    if added:
+        sys.path.insert(0, str(pipe_root))
+    try:
+        parse_cli_params(load_pipe_class(request.pipe_cls), list(request.pipe_args))
+    finally:
+        if added:
+            sys.path.remove(str(pipe_root))
+
+
+def _planned_reuse(
+    request: RunRequest, settings: Settings, location: RemoteLocation, input_uuid: str | None, pipe_root: Path | None
+) -> Decision | None:
+    """The root's decision when planned against the remote exactly as the container would, if it
+    reuses an existing bundle; None when something would run (or the class is not importable here)."""
+    from disdat_luigi.apply.driver import ApplyRequest, explain
+    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
+
+    if pipe_root is None:
+        return None
+    added = str(pipe_root) not in sys.path
+    if added:
+        sys.path.insert(0, str(pipe_root))
+    try:
+        cls = load_pipe_class(request.pipe_cls)
+        params = parse_cli_params(cls, list(request.pipe_args))
+        with tempfile.TemporaryDirectory(prefix="dsdt-plan-") as tmp:
+            planning = dataclasses.replace(settings, root=Path(tmp))
+            store = LocalStore(planning.root, remote_settings=settings.remote)
+            store.create_context("plan").bind_remote(location.context, location.url(location.prefix).rstrip("/"))
+            if input_uuid:
+                RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
+            decisions = explain(
+                ApplyRequest(
+                    context="plan",
+                    transform=cls,
+                    params=params,
+                    output_bundle=request.output_bundle,
+                    output_tags=dict(request.output_tags),
+                    force=request.force,
+                    force_all=request.force_all,
+                    input_bundle_uuid=input_uuid,
+                    incremental_pull=True,
+                ),
+                planning,
+            )
+    finally:
+        if added:
+            sys.path.remove(str(pipe_root))
+    root = decisions[-1]
+    return root if root.reuse and root.uuid else None
+
+
+def _refresh_image(request: RunRequest, pipe_root: Path | None, settings: Settings, log: LogSink) -> None:
     """Make sure the image holds the code as it is now: build (and for AWS Batch push) it when the
     content tag `dsdt dockerize` would give differs from the image's, or with --no-build refuse a
     stale image naming the command that fixes it. Without a findable pipe root the image is used
     as built (said on the log)."""
-    pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
     if pipe_root is None:
-        log(f"cannot find the project of {module} to check its image; set [dockerize] pipe_root")
+        log(f"cannot find the project of {request.pipe_cls} to check its image; set [dockerize] pipe_root")
         return
     batch = request.backend is BackendName.AWS_BATCH
     build = request.build and not request.no_submit  # --no-submit changes nothing, images included

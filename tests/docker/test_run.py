@@ -16,8 +16,8 @@ from disdat_luigi.errors import (
     BundleNotFound,
     DockerUnavailable,
     ImageNotFound,
-    JobFailed,
     NotCommitted,
+    PipeClassNotFound,
     QueueNotFound,
     RemoteNotConfigured,
 )
@@ -99,7 +99,9 @@ def test_documented_local_flow(run_env: str, dsdt) -> None:  # type: ignore[no-u
 def test_second_run_reuses_and_force_reruns(run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
     """The same run again makes no new bundle; --force makes one."""
     first = _summary_run(dsdt).out.split()[1]
-    second = _summary_run(dsdt).out.split()[1]
+    again = _summary_run(dsdt)
+    assert "nothing started" in again.err  # planned against the remote on the host: no container
+    second = again.out.split()[1]
     assert second == first and len(api.search(run_env, "summary")) == 1
     forced = _summary_run(dsdt, "--force").out.split()[1]
     assert forced != first and len(api.search(run_env, "summary")) == 2
@@ -216,8 +218,10 @@ def test_bad_run_inputs(run_env: str, docker_env: Path, dsdt, monkeypatch: pytes
     missing_image = dsdt("run", "-", "-", "nosuch.module.Task")
     assert missing_image.code == 1 and "no local image disdat-nosuch-module:latest" in missing_image.err
     assert "dsdt dockerize" in missing_image.err
-    unknown_class = dsdt("run", "-", "-", "etl.ingest.Nope")
+    unknown_class = dsdt("run", "-", "-", "etl.ingest.Nope")  # caught on the host, nothing started
     assert unknown_class.code == 1 and "has no class 'Nope'" in unknown_class.err
+    bad_parameter = dsdt("run", "-", "-", "etl.summarize.Summarize", "--raw_bundle", "x")
+    assert bad_parameter.code == 1 and "raw_bundle" in bad_parameter.err
     api.Bundle(run_env, name="draft", data=1)
     uncommitted = dsdt("run", "draft", "-", "etl.summarize.Summarize")
     assert uncommitted.code == 1 and "is not committed" in uncommitted.err
@@ -229,7 +233,7 @@ def test_bad_run_inputs(run_env: str, docker_env: Path, dsdt, monkeypatch: pytes
         api.run(run_env, "no_such_input", "-", "etl.summarize.Summarize")
     with pytest.raises(ImageNotFound):
         api.run(run_env, "-", "-", "nosuch.module.Task")
-    with pytest.raises(JobFailed):
+    with pytest.raises(PipeClassNotFound):
         api.run(run_env, "-", "-", "etl.ingest.Nope")
 
 
@@ -344,6 +348,12 @@ def test_batch_jobs_followed_explained_found_again(jobs_root: Path, run_env: str
     assert "chatty line 11999" in long.err and "DISDAT_OUTPUT_BUNDLE long" in long.err
     assert "RUNNING" in long.err or "SUCCEEDED" in long.err
     assert api.get(run_env, "long").data == 12000
+    jobs_before = dsdt("jobs").out.count("\n")
+    again = dsdt(
+        "run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "long", "shapes.tasks.Chatty", "--lines", "12000"
+    )
+    assert again.code == 0 and "nothing started" in again.err and "submitted" not in again.err
+    assert again.out.split()[1] == api.get(run_env, "long").uuid and dsdt("jobs").out.count("\n") == jobs_before
 
     killed = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "killed", "shapes.tasks.Killed")
     assert killed.code == 1 and "exit code 137" in killed.err and "out of memory" in killed.err

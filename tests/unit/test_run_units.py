@@ -494,3 +494,17 @@ def test_run_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ImageNotFound, match="the image of etl.y.Y") as missing:
         runner.run(_request(pipe_cls="etl.y.Y"), settings, lambda _l: None)
     assert "dsdt dockerize" in (missing.value.hint or "")
+
+
+def test_the_pipeline_is_checked_on_the_host() -> None:
+    """Before anything is pushed or started: the class must import and its parameters parse."""
+    from disdat_luigi.errors import ParameterError, PipeClassNotFound
+
+    repo = Path(__file__).resolve().parents[2]
+    runner._check_pipeline(_request(pipe_cls="tests.functional.pipelines.Source", pipe_args=("--n", "2")), repo)
+    with pytest.raises(ParameterError, match="raw_bundle"):
+        runner._check_pipeline(
+            _request(pipe_cls="tests.functional.pipelines.Source", pipe_args=("--raw_bundle", "x")), repo
+        )
+    with pytest.raises(PipeClassNotFound, match="has no class 'Nope'"):
+        runner._check_pipeline(_request(pipe_cls="tests.functional.pipelines.Nope"), repo)
