@@ -40,6 +40,7 @@ class ApplyRequest:
     incremental_push: bool = False
     incremental_pull: bool = False
     luigi_options: Mapping[str, Any] = field(default_factory=dict)
+    image_code: Mapping[str, Any] | None = None  # plan with this code version (an image's), not git's
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
         incremental_pull=request.incremental_pull,
         ignore_code_version=settings.ignore_code_version,
         remote=asdict(settings.remote),
+        image_code=dict(request.image_code) if request.image_code is not None else None,
     )
     root = cls(**params, disdat_apply=options.to_json())
     return Prepared(root=root, options=options, planner=Planner(options, context))

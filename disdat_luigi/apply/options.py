@@ -25,6 +25,7 @@ class ApplyOptions:
     incremental_pull: bool = False
     ignore_code_version: bool = False
     remote: dict[str, Any] = field(default_factory=dict)  # the host's RemoteSettings, as a dict
+    image_code: dict[str, Any] | None = None  # plan as code in this image would (CodeVersion fields)
 
     @property
     def remote_settings(self) -> RemoteSettings:

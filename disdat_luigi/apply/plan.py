@@ -102,6 +102,8 @@ class Planner:
         return processing_name(task, upstream, pipeline_input)
 
     def code_version(self, task: PipeTask) -> CodeVersion | None:
+        if self.options.image_code is not None:  # planning for a container: the image's code
+            return CodeVersion(**self.options.image_code)
         cls = type(task)
         if cls not in self._code_of_class:
             directory = Path(inspect.getfile(cls)).resolve().parent

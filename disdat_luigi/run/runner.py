@@ -26,6 +26,7 @@ from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.remote.sync import RemoteSync
 from disdat_luigi.store.store import LocalStore
+from disdat_luigi.util.codeversion import capture
 
 
 def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
@@ -47,7 +48,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         ) from err
     sync = RemoteSync(context, settings.remote)
     input_uuid = _publish_input(context, sync, request)
-    reused = _planned_reuse(request, settings, location, input_uuid, pipe_root)
+    reused = _planned_reuse(request, settings, location, input_uuid, pipe_root, _image_code(name))
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
@@ -95,6 +96,21 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     return result
 
 
+def _image_code(image_name: str) -> dict[str, Any] | None:
+    """The code version tasks report inside the image (from its labels), as CodeVersion fields."""
+    from disdat_luigi.dockerize import engine
+
+    try:
+        labels = engine.get_image(engine.connect(), f"{image_name}:latest").labels or {}
+    except ImageNotFound:
+        return None
+    env = {f"DISDAT_GIT_{k.upper()}": v for k, v in labels.items() if k.startswith("disdat.git.")}
+    if labels.get("disdat.content-tag"):
+        env["DISDAT_IMAGE_TAG"] = labels["disdat.content-tag"]
+    code = capture(Path("/nonexistent"), env)
+    return dataclasses.asdict(code) if code is not None else None
+
+
 def _check_pipeline(request: RunRequest, pipe_root: Path) -> None:
     """The class imports and its parameters parse, on the host (PipeClassNotFound, ParameterError)."""
     from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
@@ -110,14 +126,19 @@ def _check_pipeline(request: RunRequest, pipe_root: Path) -> None:
 
 
 def _planned_reuse(
-    request: RunRequest, settings: Settings, location: RemoteLocation, input_uuid: str | None, pipe_root: Path | None
+    request: RunRequest,
+    settings: Settings,
+    location: RemoteLocation,
+    input_uuid: str | None,
+    pipe_root: Path | None,
+    image_code: dict[str, Any] | None,
 ) -> Decision | None:
     """The root's decision when planned against the remote exactly as the container would, if it
     reuses an existing bundle; None when something would run (or the class is not importable here)."""
     from disdat_luigi.apply.driver import ApplyRequest, explain
     from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
 
-    if pipe_root is None:
+    if pipe_root is None or image_code is None:
         return None
     added = str(pipe_root) not in sys.path
     if added:
@@ -130,7 +151,10 @@ def _planned_reuse(
             store = LocalStore(planning.root, remote_settings=settings.remote)
             store.create_context("plan").bind_remote(location.context, location.url(location.prefix).rstrip("/"))
             if input_uuid:
-                RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
+                try:
+                    RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
+                except BundleNotFound:
+                    return None  # the input is not on the remote yet (--no-submit): nothing to reuse
             decisions = explain(
                 ApplyRequest(
                     context="plan",
@@ -142,6 +166,7 @@ def _planned_reuse(
                     force_all=request.force_all,
                     input_bundle_uuid=input_uuid,
                     incremental_pull=True,
+                    image_code=image_code,
                 ),
                 planning,
             )

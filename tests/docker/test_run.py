@@ -179,10 +179,10 @@ def test_batch_no_submit_changes_nothing_and_definitions_are_reused(
         return sorted(o["Key"] for o in listed)
 
     before_keys, before_revisions = remote_keys(), revisions()
-    shown = json.loads(
-        dsdt("run", "--backend", "AWSBatch", "--no-submit", "--gpus", "1", "--timeout", "120", "--retries", "2",
-             "--tag", "team:ml", "readings_in", "-", "etl.summarize.Summarize").out
-    )  # fmt: skip
+    prepared = dsdt("run", "--backend", "AWSBatch", "--no-submit", "--gpus", "1", "--timeout", "120", "--retries",
+                    "2", "--tag", "team:ml", "readings_in", "-", "etl.summarize.Summarize")  # fmt: skip
+    assert prepared.code == 0, prepared.err
+    shown = json.loads(prepared.out)
     assert remote_keys() == before_keys and revisions() == before_revisions
     assert shown["job_definition"]["jobDefinitionName"] == name
     submission = shown["submission"]
