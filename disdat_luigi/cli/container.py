@@ -43,11 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from disdat_luigi import api
-    from disdat_luigi.apply.driver import ApplyRequest, apply_outcome
+    from disdat_luigi.apply.driver import apply_outcome
     from disdat_luigi.cli.common import parse_tags
     from disdat_luigi.config import load_settings
     from disdat_luigi.errors import DisdatError
     from disdat_luigi.run.output import output_line
+    from disdat_luigi.run.runner import container_apply
 
     work = Path(os.environ.get("DISDAT_WORK_DIR") or tempfile.mkdtemp(prefix="disdat-run-"))
     os.environ["DISDAT_HOME"] = str(work / "store")
@@ -61,23 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if input_uuid:
             api.pull("run", uuid=input_uuid)
         cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
-        outcome = apply_outcome(
-            ApplyRequest(
-                context="run",
-                transform=cls,
-                params=params,
-                output_bundle=args.output_bundle,
-                output_tags=parse_tags(args.output_tag),
-                force=args.force,
-                force_all=args.force_all,
-                output_bundle_uuid=args.output_bundle_uuid,
-                input_bundle_uuid=input_uuid,
-                workers=args.workers,
-                incremental_push=True,
-                incremental_pull=True,
-            ),
-            load_settings(),
+        request = container_apply(
+            context="run",
+            transform=cls,
+            params=params,
+            output_bundle=args.output_bundle,
+            output_tags=parse_tags(args.output_tag),
+            force=args.force,
+            force_all=args.force_all,
+            input_uuid=input_uuid,
+            output_bundle_uuid=args.output_bundle_uuid,
+            workers=args.workers,
         )
+        outcome = apply_outcome(request, load_settings())
     except DisdatError as err:
         if args.verbose:
             traceback.print_exc()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from disdat_luigi.apply.driver import ApplyRequest
 from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings
 from disdat_luigi.dockerize.images import DockerizeRequest, dockerize
@@ -96,6 +97,37 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     return result
 
 
+def container_apply(
+    *,
+    context: str,
+    transform: Any,
+    params: Mapping[str, Any],
+    output_bundle: str,
+    output_tags: Mapping[str, str],
+    force: bool,
+    force_all: bool,
+    input_uuid: str | None,
+    output_bundle_uuid: str | None = None,
+    workers: int = 1,
+) -> ApplyRequest:
+    """The apply a container runs for `dsdt run`: every bundle pushed as it closes, upstream
+    bundles looked up on the remote. The host plans with the same request before starting one."""
+    return ApplyRequest(
+        context=context,
+        transform=transform,
+        params=params,
+        output_bundle=output_bundle,
+        output_tags=output_tags,
+        force=force,
+        force_all=force_all,
+        output_bundle_uuid=output_bundle_uuid,
+        input_bundle_uuid=input_uuid,
+        workers=workers,
+        incremental_push=True,
+        incremental_pull=True,
+    )
+
+
 def _image_code(image_name: str) -> dict[str, Any] | None:
     """The code version tasks report inside the image (from its labels), as CodeVersion fields."""
     from disdat_luigi.dockerize import engine
@@ -135,7 +167,7 @@ def _planned_reuse(
 ) -> Decision | None:
     """The root's decision when planned against the remote exactly as the container would, if it
     reuses an existing bundle; None when something would run (or the class is not importable here)."""
-    from disdat_luigi.apply.driver import ApplyRequest, explain
+    from disdat_luigi.apply.driver import explain
     from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
 
     if pipe_root is None or image_code is None:
@@ -155,21 +187,17 @@ def _planned_reuse(
                     RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
                 except BundleNotFound:
                     return None  # the input is not on the remote yet (--no-submit): nothing to reuse
-            decisions = explain(
-                ApplyRequest(
-                    context="plan",
-                    transform=cls,
-                    params=params,
-                    output_bundle=request.output_bundle,
-                    output_tags=dict(request.output_tags),
-                    force=request.force,
-                    force_all=request.force_all,
-                    input_bundle_uuid=input_uuid,
-                    incremental_pull=True,
-                    image_code=image_code,
-                ),
-                planning,
+            planned = container_apply(
+                context="plan",
+                transform=cls,
+                params=params,
+                output_bundle=request.output_bundle,
+                output_tags=dict(request.output_tags),
+                force=request.force,
+                force_all=request.force_all,
+                input_uuid=input_uuid,
             )
+            decisions = explain(dataclasses.replace(planned, image_code=image_code), planning)
     finally:
         if added:
             sys.path.remove(str(pipe_root))
