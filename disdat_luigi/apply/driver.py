@@ -41,6 +41,7 @@ class ApplyRequest:
     incremental_pull: bool = False
     luigi_options: Mapping[str, Any] = field(default_factory=dict)
     image_code: Mapping[str, Any] | None = None  # plan with this code version (an image's), not git's
+    provenance: Mapping[str, str] = field(default_factory=dict)  # e.g. the Batch job and its memory
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
         ignore_code_version=settings.ignore_code_version,
         remote=asdict(settings.remote),
         image_code=dict(request.image_code) if request.image_code is not None else None,
+        provenance=dict(request.provenance),
     )
     root = cls(**params, disdat_apply=options.to_json())
     return Prepared(root=root, options=options, planner=Planner(options, context))

@@ -26,6 +26,7 @@ class ApplyOptions:
     ignore_code_version: bool = False
     remote: dict[str, Any] = field(default_factory=dict)  # the host's RemoteSettings, as a dict
     image_code: dict[str, Any] | None = None  # plan as code in this image would (CodeVersion fields)
+    provenance: dict[str, str] = field(default_factory=dict)  # recorded in every bundle's git_info
 
     @property
     def remote_settings(self) -> RemoteSettings:

@@ -259,7 +259,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             tags=output_tags(self),
             params=luigi_params(self),
             code_method=class_path(type(self)),
-            vc_info=decision.git_info,
+            vc_info={**(decision.git_info or {}), **options.provenance} or None,
             typed_params=typed_params(self),
         )
         bundle.open(force_uuid=options.output_bundle_uuid if is_root(self) else None)

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_uuid=input_uuid,
             output_bundle_uuid=args.output_bundle_uuid,
             workers=args.workers,
+            provenance=_provenance(os.environ),
         )
         outcome = apply_outcome(request, load_settings())
     except DisdatError as err:
@@ -85,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a reused root came from the remote (incremental pull); a new one was pushed as it closed
     print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
     return 0
+
+
+def _provenance(env: Mapping[str, str]) -> dict[str, str]:
+    """Where this run happened, for every bundle it makes: the AWS Batch job (and array index)
+    and the memory it was given (after an out-of-memory retry: the memory it finally had)."""
+    found = {"batch_job_id": env.get("AWS_BATCH_JOB_ID"), "batch_memory_mib": env.get("DISDAT_JOB_MEMORY")}
+    return {k: v for k, v in found.items() if v}
 
 
 def _write_remote_settings(config: Path, args: argparse.Namespace) -> None:

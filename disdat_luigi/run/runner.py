@@ -109,6 +109,7 @@ def container_apply(
     input_uuid: str | None,
     output_bundle_uuid: str | None = None,
     workers: int = 1,
+    provenance: Mapping[str, str] | None = None,
 ) -> ApplyRequest:
     """The apply a container runs for `dsdt run`: every bundle pushed as it closes, upstream
     bundles looked up on the remote. The host plans with the same request before starting one."""
@@ -125,6 +126,7 @@ def container_apply(
         workers=workers,
         incremental_push=True,
         incremental_pull=True,
+        provenance=dict(provenance or {}),
     )
 
 

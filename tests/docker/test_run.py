@@ -348,6 +348,8 @@ def test_batch_jobs_followed_explained_found_again(jobs_root: Path, run_env: str
     assert "chatty line 11999" in long.err and "DISDAT_OUTPUT_BUNDLE long" in long.err
     assert "RUNNING" in long.err or "SUCCEEDED" in long.err
     assert api.get(run_env, "long").data == 12000
+    provenance = api.get(run_env, "long").git_info or {}
+    assert provenance["batch_memory_mib"] == "2048" and provenance["batch_job_id"]  # where it ran, with what
     jobs_before = dsdt("jobs").out.count("\n")
     again = dsdt(
         "run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "long", "shapes.tasks.Chatty", "--lines", "12000"

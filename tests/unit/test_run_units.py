@@ -508,3 +508,18 @@ def test_the_pipeline_is_checked_on_the_host() -> None:
         )
     with pytest.raises(PipeClassNotFound, match="has no class 'Nope'"):
         runner._check_pipeline(_request(pipe_cls="tests.functional.pipelines.Nope"), repo)
+
+
+def test_local_limits_and_container_provenance() -> None:
+    """--vcpus/--memory become docker's limits on the Local backend (never silently ignored; 0 is
+    an error); the container records the Batch job and its memory in every bundle it makes."""
+    from disdat_luigi.cli.container import _provenance
+
+    assert LocalBackend.limits(_request(vcpus=2, memory=512)) == {"nano_cpus": 2_000_000_000, "mem_limit": "512m"}
+    assert LocalBackend.limits(_request()) == {}
+    with pytest.raises(RunError, match="at least 1 CPU"):
+        LocalBackend.limits(_request(vcpus=0))
+    with pytest.raises(RunError, match="--gpus is for AWS Batch"):
+        LocalBackend.limits(_request(gpus=1))
+    env = {"AWS_BATCH_JOB_ID": "j-1", "DISDAT_JOB_MEMORY": "4096", "OTHER": "x"}
+    assert _provenance(env) == {"batch_job_id": "j-1", "batch_memory_mib": "4096"} and _provenance({}) == {}

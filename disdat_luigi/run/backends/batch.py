@@ -90,6 +90,8 @@ class BatchBackend(Backend):
             credentials = aws.session_credentials(request.use_aws_session_token)
             environment.update(credentials)
             secrets = frozenset(credentials)
+        resources = self.resources(request, memory)
+        environment["DISDAT_JOB_MEMORY"] = str(resources.memory)  # recorded in the bundles it makes
         cls_name = request.pipe_cls.rpartition(".")[2]
         return JobSpec(
             name=f"{cls_name}-{uuidlib.uuid4().hex[:8]}"[:128],
@@ -97,7 +99,7 @@ class BatchBackend(Backend):
             definition_arn=str(definition.get("jobDefinitionArn", definition.get("jobDefinitionName"))),
             command=job.command,
             environment=environment,
-            resources=self.resources(request, memory),
+            resources=resources,
             timeout=run.timeout if request.timeout is None else request.timeout,
             retries=run.retries if request.retries is None else request.retries,
             tags={**dict(run.tags), **dict(request.tags), "disdat:pipe": request.pipe_cls},
