@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from disdat_luigi import api
 
 
@@ -94,15 +96,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cancel_p.set_defaults(func=_cancel)
 
 
+class PushBar:
+    """A progress bar on stderr for image pushes: layers done out of layers seen, fed with the
+    engine's push status lines ("Preparing <id>", "Pushed <id>", "Layer already exists <id>")."""
+
+    DONE = ("Pushed", "Layer already exists", "Mounted from")
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.layers: set[str] = set()
+        self.done: set[str] = set()
+
+    def feed(self, line: str) -> bool:
+        """Count a push status line; False for any other line."""
+        status, _, layer = line.rpartition(" ")
+        if status not in ("Preparing", "Waiting", "Pushing", *self.DONE) or not layer:
+            return False
+        if self.bar is None:
+            self.bar = tqdm(total=0, unit="layer", desc="push", file=sys.stderr, leave=False)
+        if layer not in self.layers:
+            self.layers.add(layer)
+            self.bar.total = len(self.layers)
+        if status in self.DONE and layer not in self.done:
+            self.done.add(layer)
+            self.bar.update(1)
+        self.bar.refresh()
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _dockerize(args: argparse.Namespace) -> int:
+    bar = PushBar()
+
     def log(line: str) -> None:
+        if bar.feed(line) and not args.verbose:
+            return
         if args.verbose or line.startswith(("Step ", "building ")):
             print(line, file=sys.stderr, flush=True)
 
-    results = api.dockerize(
+    try:
+        results = api.dockerize(
         args.pipe_root, args.pipe_cls, config_dir=args.config_dir, os_type=args.os_type,
-        os_version=args.os_version, base_image=args.base_image, push=args.push, no_build=args.no_build, log=log,
-    )  # fmt: skip
+            os_version=args.os_version, base_image=args.base_image, push=args.push, no_build=args.no_build, log=log,
+        )  # fmt: skip
+    finally:
+        bar.close()
     for result in results:
         state = "built" if result.built else "up to date"
         print(f"{result.name}:{result.content_tag} ({state}; also tagged latest)")

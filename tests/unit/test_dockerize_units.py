@@ -336,3 +336,16 @@ def test_engine_connect_and_ecr_login(monkeypatch: pytest.MonkeyPatch) -> None:
     registry, auth = engine.ecr_login("disdat-etl")
     assert created == ["disdat-etl"] and registry == "123.dkr.ecr.example"
     assert auth == {"username": "AWS", "password": "secret", "serveraddress": "123.dkr.ecr.example"}
+
+
+def test_push_progress_counts_layers() -> None:
+    """`dsdt dockerize --push` shows layers pushed out of layers seen, from the engine's status lines."""
+    from disdat_luigi.cli.docker import PushBar
+
+    bar = PushBar()
+    for line in ["Preparing a1", "Preparing b2", "Waiting b2", "Pushing a1", "Pushed a1", "Pushed a1",
+                 "Layer already exists b2"]:  # fmt: skip
+        assert bar.feed(line)
+    assert not bar.feed("Step 3/9 : RUN pip install")
+    assert bar.bar is not None and (bar.bar.n, bar.bar.total) == (2, 2)
+    bar.close()
