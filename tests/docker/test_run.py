@@ -308,6 +308,15 @@ class Sleeper(PipeTask):
     def pipe_run(self):
         time.sleep(300)
         return 1
+
+
+class UsesReference(PipeTask):
+    def pipe_requires(self):
+        found = self.add_external_dependency("reference", None, None, human_name="reference")
+        assert found is not None, "no bundle named reference"
+
+    def pipe_run(self, reference):
+        return sum(reference)
 """
 
 
@@ -380,3 +389,37 @@ def test_batch_jobs_followed_explained_found_again(jobs_root: Path, run_env: str
     rows = {line.split()[0]: line for line in listed.splitlines()[1:]}
     assert "SUCCEEDED" in rows[job_id] and "FAILED" in rows[sleeper] and "shapes.tasks.Chatty" in rows[job_id]
     assert dsdt("cancel", "no-such-job").code == 1
+
+
+def test_batch_job_finds_external_inputs_and_ctrl_c_terminates(jobs_root: Path, run_env: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """Inside the job an external dependency by name is found on the remote; Ctrl-C while
+    following a job terminates it and says so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    api.Bundle(run_env, name="reference", data=[1, 2, 3]).commit().push()
+    used = dsdt("run", "--backend", "AWSBatch", *TOKEN, "--wait", "-", "used", "shapes.tasks.UsesReference")
+    assert used.code == 0, used.err[-2000:]
+    assert api.get(run_env, "used").data == 6
+
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "disdat_luigi.cli.main", "run", "--backend", "AWSBatch", *TOKEN, "--wait",
+         "-", "never", "shapes.tasks.Sleeper"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert follower.stderr is not None
+    seen: list[str] = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = follower.stderr.readline()
+        seen.append(line)
+        if ": RUNNING (" in line:
+            break
+    job_id = next(line.split()[1].rstrip(":") for line in seen if line.startswith("job "))
+    follower.send_signal(signal.SIGINT)
+    rest = follower.communicate(timeout=60)[1]
+    assert follower.returncode == 130 and f"terminated AWS Batch job {job_id}" in rest
+    assert wait_for_batch_job(job_id) == "FAILED"
