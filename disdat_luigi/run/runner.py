@@ -37,8 +37,8 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     name = image_name(module, settings.docker.repository_prefix)
     backend = load_backend(request.backend)(settings, log)
     pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
-    if pipe_root is not None:
-        _check_pipeline(request, pipe_root)  # fails here, before anything is pushed or started
+    # the class and its parameters fail here, before anything is pushed or started
+    pipeline = _load_pipeline(request, pipe_root) if pipe_root is not None else None
     _refresh_image(request, pipe_root, settings, log)
     try:
         image = backend.image_reference(name)
@@ -49,7 +49,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         ) from err
     sync = RemoteSync(context, settings.remote)
     input_uuid = _publish_input(context, sync, request)
-    reused = _planned_reuse(request, settings, location, input_uuid, pipe_root, _image_code(name))
+    reused = _planned_reuse(request, settings, location, input_uuid, pipeline, _image_code(name))
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
@@ -145,15 +145,17 @@ def _image_code(image_name: str) -> dict[str, Any] | None:
     return dataclasses.asdict(code) if code is not None else None
 
 
-def _check_pipeline(request: RunRequest, pipe_root: Path) -> None:
-    """The class imports and its parameters parse, on the host (PipeClassNotFound, ParameterError)."""
+def _load_pipeline(request: RunRequest, pipe_root: Path) -> tuple[type, dict[str, Any]]:
+    """The class (imported from `pipe_root`) and its parsed parameters, on the host
+    (PipeClassNotFound, ParameterError)."""
     from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
 
     added = str(pipe_root) not in sys.path
     if added:
         sys.path.insert(0, str(pipe_root))
     try:
-        parse_cli_params(load_pipe_class(request.pipe_cls), list(request.pipe_args))
+        cls = load_pipe_class(request.pipe_cls)
+        return cls, parse_cli_params(cls, list(request.pipe_args))
     finally:
         if added:
             sys.path.remove(str(pipe_root))
@@ -164,46 +166,36 @@ def _planned_reuse(
     settings: Settings,
     location: RemoteLocation,
     input_uuid: str | None,
-    pipe_root: Path | None,
+    pipeline: tuple[type, dict[str, Any]] | None,
     image_code: dict[str, Any] | None,
 ) -> Decision | None:
     """The root's decision when planned against the remote exactly as the container would, if it
     reuses an existing bundle; None when something would run (or the class is not importable here)."""
     from disdat_luigi.apply.driver import explain
-    from disdat_luigi.apply.loader import load_pipe_class, parse_cli_params
 
-    if pipe_root is None or image_code is None:
+    if pipeline is None or image_code is None:
         return None
-    added = str(pipe_root) not in sys.path
-    if added:
-        sys.path.insert(0, str(pipe_root))
-    try:
-        cls = load_pipe_class(request.pipe_cls)
-        params = parse_cli_params(cls, list(request.pipe_args))
-        with tempfile.TemporaryDirectory(prefix="dsdt-plan-") as tmp:
-            planning = dataclasses.replace(settings, root=Path(tmp))
-            store = LocalStore(planning.root, remote_settings=settings.remote)
-            store.create_context("plan").bind_remote(location.context, location.url(location.prefix).rstrip("/"))
-            if input_uuid:
-                try:
-                    RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
-                except BundleNotFound:
-                    return None  # the input is not on the remote yet (--no-submit): nothing to reuse
-            planned = container_apply(
-                context="plan",
-                transform=cls,
-                params=params,
-                output_bundle=request.output_bundle,
-                output_tags=dict(request.output_tags),
-                force=request.force,
-                force_all=request.force_all,
-                input_uuid=input_uuid,
-            )
-            decisions = explain(dataclasses.replace(planned, image_code=image_code), planning)
-    finally:
-        if added:
-            sys.path.remove(str(pipe_root))
-    root = decisions[-1]
+    cls, params = pipeline
+    with tempfile.TemporaryDirectory(prefix="dsdt-plan-") as tmp:
+        planning = dataclasses.replace(settings, root=Path(tmp))
+        store = LocalStore(planning.root, remote_settings=settings.remote)
+        store.create_context("plan").bind_remote(location.context, location.url(location.prefix).rstrip("/"))
+        if input_uuid:
+            try:
+                RemoteSync(store.context("plan"), settings.remote).pull(uuid=input_uuid)
+            except BundleNotFound:
+                return None  # the input is not on the remote yet (--no-submit): nothing to reuse
+        planned = container_apply(
+            context="plan",
+            transform=cls,
+            params=params,
+            output_bundle=request.output_bundle,
+            output_tags=dict(request.output_tags),
+            force=request.force,
+            force_all=request.force_all,
+            input_uuid=input_uuid,
+        )
+        root = explain(dataclasses.replace(planned, image_code=image_code), planning)[-1]
     return root if root.reuse and root.uuid else None
 
 

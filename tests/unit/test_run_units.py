@@ -501,13 +501,16 @@ def test_the_pipeline_is_checked_on_the_host() -> None:
     from disdat_luigi.errors import ParameterError, PipeClassNotFound
 
     repo = Path(__file__).resolve().parents[2]
-    runner._check_pipeline(_request(pipe_cls="tests.functional.pipelines.Source", pipe_args=("--n", "2")), repo)
+    cls, params = runner._load_pipeline(
+        _request(pipe_cls="tests.functional.pipelines.Source", pipe_args=("--n", "2")), repo
+    )
+    assert cls.__name__ == "Source" and params == {"n": 2}
     with pytest.raises(ParameterError, match="raw_bundle"):
-        runner._check_pipeline(
+        runner._load_pipeline(
             _request(pipe_cls="tests.functional.pipelines.Source", pipe_args=("--raw_bundle", "x")), repo
         )
     with pytest.raises(PipeClassNotFound, match="has no class 'Nope'"):
-        runner._check_pipeline(_request(pipe_cls="tests.functional.pipelines.Nope"), repo)
+        runner._load_pipeline(_request(pipe_cls="tests.functional.pipelines.Nope"), repo)
 
 
 def test_local_limits_and_container_provenance() -> None:
