@@ -49,7 +49,8 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         ) from err
     sync = RemoteSync(context, settings.remote)
     input_uuid = _publish_input(context, sync, request)
-    reused = _planned_reuse(request, settings, location, input_uuid, pipeline, _image_code(name))
+    image_code = _image_code(name) if pipeline is not None else None  # asks the engine: only when needed
+    reused = _planned_reuse(request, settings, location, input_uuid, pipeline, image_code)
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
