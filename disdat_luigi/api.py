@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +114,10 @@ class Bundle(StoreBundle, metaclass=_AnyStoreBundle):
 
 def _context(local_context: str) -> LocalContext:
     return _store().context(local_context)
+
+
+def _log_apply(line: str) -> None:
+    logging.getLogger("disdat_luigi.apply").info(line)
 
 
 def init() -> Path:
@@ -420,11 +425,16 @@ def apply(
     incremental_push: bool = False,
     incremental_pull: bool = False,
     input_bundle: str | None = None,
+    executors: dict[str, str] | None = None,
+    no_build: bool = False,
+    localize: bool = False,
 ) -> dict[str, bool]:
     """Run the PipeTask `transform` (a class or 'module.Class') with `params`, reusing every
     bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
     `.result`) when a task fails. `input_tags` select the newest bundle carrying them as the
-    root's `pipeline_input`."""
+    root's `pipeline_input`. `executors` sends task classes elsewhere for this run
+    ({"Fit": "batch"}, {"*": "debug"}: names of [executor.NAME] sections); `no_build` refuses a
+    stale image instead of building it; `localize` brings remotely made bundles' files here."""
     return apply_outcome(
         local_context,
         transform,
@@ -440,6 +450,9 @@ def apply(
         incremental_push=incremental_push,
         incremental_pull=incremental_pull,
         input_bundle=input_bundle,
+        executors=executors,
+        no_build=no_build,
+        localize=localize,
     ).as_result()
 
 
@@ -458,10 +471,17 @@ def apply_outcome(
     incremental_push: bool = False,
     incremental_pull: bool = False,
     input_bundle: str | None = None,
+    executors: dict[str, str] | None = None,
+    no_build: bool = False,
+    localize: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> ApplyOutcome:
-    """`apply`, returning also the root's bundle name and uuid (made now or reused)."""
+    """`apply`, returning also the root's bundle name and uuid (made now or reused); `log`
+    receives the status table and remote jobs' log lines (default: the `disdat_luigi.apply`
+    logger, at INFO)."""
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import apply_outcome as run_apply
+    from disdat_luigi.run.executors import executor_factory
 
     request = ApplyRequest(
         context=local_context,
@@ -477,8 +497,13 @@ def apply_outcome(
         central_scheduler=central_scheduler,
         incremental_push=incremental_push,
         incremental_pull=incremental_pull,
+        executors=dict(executors or {}),
+        localize=localize,
     )
-    return run_apply(request, load_settings())
+    settings = load_settings()
+    context = LocalStore(settings.root, remote_settings=settings.remote).context(local_context)
+    factory = executor_factory(settings, context, build=not no_build)
+    return run_apply(request, settings, factory, log or _log_apply)
 
 
 def parse_pipeline(pipe_cls: str | type, pipe_args: list[str]) -> tuple[type, dict[str, Any]]:
@@ -498,8 +523,9 @@ def explain(
     force: bool = False,
     force_all: bool = False,
     params: dict[str, Any] | None = None,
+    executors: dict[str, str] | None = None,
 ) -> list[Decision]:
-    """What apply would do with each task (reuse which bundle, or run and why); runs nothing."""
+    """What apply would do with each task (reuse which bundle, or run and why, and where); runs nothing."""
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import explain as run_explain
 
@@ -511,6 +537,7 @@ def explain(
         output_tags=output_tags,
         force=force,
         force_all=force_all,
+        executors=dict(executors or {}),
     )
     return run_explain(request, load_settings())
 

@@ -56,6 +56,33 @@ class RunSettings:
     poll_seconds: float = 5.0
 
 
+EXECUTOR_TYPES = ("aws_batch", "docker", "local")
+LOCAL_EXECUTOR = "local"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSettings:
+    """One `[executor.NAME]` section: where the tasks that name it run, and with what."""
+
+    name: str
+    type: str = "local"  # one of EXECUTOR_TYPES
+    queue: str | None = None  # default: [run] aws_batch_queue
+    job_role_arn: str | None = None  # default: [run] job_role_arn
+    vcpus: int = 1
+    memory: int = 2048
+    gpus: int = 0
+    timeout: int = 0
+    retries: int = 0
+    max_concurrent_jobs: int = 100
+    array_min_size: int = 5
+    tags: tuple[tuple[str, str], ...] = ()
+    use_aws_session_token: int = 0
+
+    @property
+    def remote(self) -> bool:
+        return self.type != "local"
+
+
 @dataclass(frozen=True)
 class Settings:
     config_path: Path
@@ -65,6 +92,19 @@ class Settings:
     docker: DockerSettings = DockerSettings()
     dockerize: DockerizeSettings = DockerizeSettings()
     run: RunSettings = RunSettings()
+    executors: tuple[ExecutorSettings, ...] = ()
+
+    def executor(self, name: str) -> ExecutorSettings:
+        """The `[executor.NAME]` section (`local` is built in); ConfigError naming the fix."""
+        for found in self.executors:
+            if found.name == name:
+                return found
+        if name == LOCAL_EXECUTOR:
+            return ExecutorSettings(name=LOCAL_EXECUTOR)
+        raise ConfigError(
+            f"no executor {name!r} is configured",
+            hint=f"add an [executor.{name}] section with type = aws_batch | docker | local to {self.config_path}",
+        )
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -146,6 +186,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
             poll_seconds=reader.number("run", "poll_seconds", 5.0),
         ),
+        executors=tuple(_executor(reader, section) for section in parser.sections() if section.startswith("executor.")),
+    )
+
+
+def _executor(reader: _Reader, section: str) -> ExecutorSettings:
+    name = section.partition(".")[2]
+    kind = reader.text(section, "type") or "local"
+    if kind not in EXECUTOR_TYPES:
+        raise ConfigError(f"{reader.path}: [{section}] type = {kind!r} is not one of {', '.join(EXECUTOR_TYPES)}")
+    if not name or name == LOCAL_EXECUTOR:
+        raise ConfigError(f"{reader.path}: [{section}] is not a usable executor name (`local` is built in)")
+    return ExecutorSettings(
+        name=name,
+        type=kind,
+        queue=reader.text(section, "queue"),
+        job_role_arn=reader.text(section, "job_role_arn"),
+        vcpus=reader.integer(section, "vcpus", 1),
+        memory=reader.integer(section, "memory", 2048),
+        gpus=reader.integer(section, "gpus", 0, minimum=0),
+        timeout=reader.integer(section, "timeout", 0, minimum=0),
+        retries=reader.integer(section, "retries", 0, minimum=0),
+        max_concurrent_jobs=reader.integer(section, "max_concurrent_jobs", 100),
+        array_min_size=reader.integer(section, "array_min_size", 5),
+        tags=reader.pairs(section, "tags"),
+        use_aws_session_token=reader.integer(section, "use_aws_session_token", 0, minimum=0),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -10,13 +11,22 @@ from typing import Any
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
+from disdat_luigi.apply.dispatch import Dispatcher, LogSink, first_failure
+from disdat_luigi.apply.executors import LOCAL, ExecutorFactory
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.loader import coerce_params, load_pipe_class
 from disdat_luigi.apply.options import ApplyOptions
-from disdat_luigi.apply.plan import Decision, Planner
+from disdat_luigi.apply.plan import Decision, Planner, post_order
 from disdat_luigi.apply.scheduling import SchedulerFactory
 from disdat_luigi.config import Settings
-from disdat_luigi.errors import ApplyError, DependencyNotFound, InvalidName, ParameterError, RequiresFailed
+from disdat_luigi.errors import (
+    ApplyError,
+    ConfigError,
+    DependencyNotFound,
+    InvalidName,
+    ParameterError,
+    RequiresFailed,
+)
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
 from disdat_luigi.store.store import LocalStore
@@ -42,6 +52,10 @@ class ApplyRequest:
     luigi_options: Mapping[str, Any] = field(default_factory=dict)
     image_code: Mapping[str, Any] | None = None  # plan with this code version (an image's), not git's
     provenance: Mapping[str, str] = field(default_factory=dict)  # e.g. the Batch job and its memory
+    executors: Mapping[str, str] = field(default_factory=dict)  # class name (or '*') -> executor, this run only
+    pins: Mapping[str, str] = field(default_factory=dict)  # processing name -> bundle uuid (a remote task's inputs)
+    mark_root: bool = True
+    localize: bool = False  # bring the files of remotely made bundles here at once
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,9 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
         remote=asdict(settings.remote),
         image_code=dict(request.image_code) if request.image_code is not None else None,
         provenance=dict(request.provenance),
+        executors=dict(request.executors),
+        pins=dict(request.pins),
+        mark_root=request.mark_root,
     )
     root = cls(**params, disdat_apply=options.to_json())
     return Prepared(root=root, options=options, planner=Planner(options, context))
@@ -104,13 +121,18 @@ class ApplyOutcome:
         return {"success": self.success, "did_work": self.did_work}
 
 
-def apply(request: ApplyRequest, settings: Settings) -> dict[str, bool]:
+def apply(
+    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = print
+) -> dict[str, bool]:
     """Run the pipeline; {'success': True, 'did_work': ...}, or ApplyError carrying that result."""
-    return apply_outcome(request, settings).as_result()
+    return apply_outcome(request, settings, executors, log).as_result()
 
 
-def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
-    """`apply`, also naming the root's bundle (made now or reused)."""
+def apply_outcome(
+    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = print
+) -> ApplyOutcome:
+    """`apply`, also naming the root's bundle (made now or reused). Tasks whose executor is not
+    local are handed to the executors `executors` makes (by name)."""
     prepared = prepare(request, settings)
     try:
         decisions = prepared.planner.plan(prepared.root)
@@ -119,6 +141,13 @@ def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
     root = decisions[-1]
     if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
         return ApplyOutcome(success=True, did_work=False, root_uuid=root.uuid or "", root_name=root.bundle_name)
+    if any(not d.reuse and d.executor != LOCAL for d in decisions):
+        if executors is None:
+            raise ConfigError(
+                "this apply sends tasks to executors, but none were given to it",
+                hint="use disdat_luigi.api.apply (or `dsdt apply`), which provides them",
+            )
+        return _dispatch(request, prepared, decisions, executors, settings, log)
     journal = Journal(prepared.options.journal)
     try:
         outcome = luigi.build(
@@ -151,3 +180,60 @@ def apply_outcome(request: ApplyRequest, settings: Settings) -> ApplyOutcome:
     made = [e.uuid for e in entries if e.kind == "produced" and e.processing_name == root.processing_name]
     root_uuid = made[-1] if made else ""
     return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)
+
+
+def _dispatch(
+    request: ApplyRequest,
+    prepared: Prepared,
+    decisions: list[Decision],
+    executors: ExecutorFactory,
+    settings: Settings,
+    log: LogSink,
+) -> ApplyOutcome:
+    """Run the tasks that must run, each on its executor (local ones here, one luigi build each)."""
+    by_id = {d.task_id: d for d in decisions}
+    dispatcher = Dispatcher(
+        context=prepared.planner.context,
+        options=prepared.options,
+        order=post_order(prepared.root),
+        decisions=by_id,
+        make_executor=executors,
+        run_local=lambda task: _run_here(task, request),
+        log=log,
+        poll_seconds=settings.run.poll_seconds,
+        localize=request.localize,
+    )
+    journal = Journal(prepared.options.journal)
+    try:
+        dispatcher.run()
+    finally:
+        journal.remove()
+    did_work = bool(dispatcher.made)
+    if dispatcher.failures:
+        error = first_failure(dispatcher.failures)
+        raise ApplyError(
+            error.message,
+            {"success": False, "did_work": did_work},
+            hint=error.hint or "bundles of the tasks that finished are kept; fix the error and apply again to resume",
+        )
+    root = decisions[-1]
+    root_uuid = dispatcher.made.get(root.task_id) or root.uuid or ""
+    return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)
+
+
+def _run_here(task: Any, request: ApplyRequest) -> str | None:
+    """One local task of a dispatched apply (its upstream is done): None, or what failed."""
+    journal = Journal(task.disdat_apply and json.loads(task.disdat_apply)["journal"])
+    outcome = luigi.build(
+        [task],
+        workers=1,
+        local_scheduler=True,
+        worker_scheduler_factory=SchedulerFactory(),
+        detailed_summary=True,
+        log_level="WARNING",
+        **dict(request.luigi_options),
+    )
+    if outcome.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        return None
+    failures = [e.error for e in journal.entries() if e.kind == "failed" and e.task == str(task)]
+    return failures[-1] if failures else outcome.one_line_summary

@@ -27,6 +27,9 @@ class ApplyOptions:
     remote: dict[str, Any] = field(default_factory=dict)  # the host's RemoteSettings, as a dict
     image_code: dict[str, Any] | None = None  # plan as code in this image would (CodeVersion fields)
     provenance: dict[str, str] = field(default_factory=dict)  # recorded in every bundle's git_info
+    executors: dict[str, str] = field(default_factory=dict)  # per-run overrides: class (or '*') -> executor
+    pins: dict[str, str] = field(default_factory=dict)  # processing name -> the bundle to use (remote tasks)
+    mark_root: bool = True  # a remote task is the root of its container's apply, not of the host's
 
     @property
     def remote_settings(self) -> RemoteSettings:

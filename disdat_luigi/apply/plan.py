@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from disdat_luigi.apply.executors import LOCAL, executor_name
 from disdat_luigi.apply.identity import class_path, processing_name, typed_params
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.state import declaration_of, is_root, output_name, output_tags, set_decision
@@ -39,6 +40,7 @@ class Decision:
     bundle_name: str
     uuid: str | None = None
     git_info: dict[str, Any] | None = None
+    executor: str = LOCAL
 
     @property
     def reuse(self) -> bool:
@@ -47,7 +49,8 @@ class Decision:
     def __str__(self) -> str:
         if self.reuse:
             return f"reuse {self.uuid}  {self.label}"
-        return f"run   {self.label}: {self.reason}"
+        where = f" [executor {self.executor}]" if self.executor != LOCAL else ""
+        return f"run   {self.label}{where}: {self.reason}"
 
 
 class Planner:
@@ -126,10 +129,16 @@ class Planner:
         name = output_name(task)
         code = self.code_version(task)
         git_info = code.as_git_info() if code else None
+        executor = executor_name(type(task), self.options.executors)
 
         def run(reason: str) -> Decision:
-            return Decision(task.task_id, str(task), RUN, reason, pname, name, None, git_info)
+            return Decision(task.task_id, str(task), RUN, reason, pname, name, None, git_info, executor)
 
+        pinned = self.options.pins.get(pname)
+        if pinned is not None:  # the host chose this bundle for a task run alone in a container
+            return Decision(
+                task.task_id, str(task), REUSE, "given by the host", pname, name, pinned, git_info, executor
+            )
         if self.options.force_all:
             return run("forced (--force-all)")
         if self.options.force and is_root(task):
@@ -162,7 +171,7 @@ class Planner:
         for arg, uuid in used.items():
             if arg not in expected and not self._is_current(uuid):
                 return run(f"upstream {arg} changed (a newer bundle of its recipe exists)")
-        return Decision(task.task_id, str(task), REUSE, "up to date", pname, name, row.uuid, git_info)
+        return Decision(task.task_id, str(task), REUSE, "up to date", pname, name, row.uuid, git_info, executor)
 
     def _why_new(self, task: PipeTask, name: str) -> str:
         """'new parameters' when the newest bundle of this name came from the same class."""

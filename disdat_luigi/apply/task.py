@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 from luigi.parameter import ParameterVisibility
@@ -75,6 +75,11 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
 
     # HIDDEN, not PRIVATE: luigi re-creates dynamic dependencies from their non-private parameters
     disdat_apply = luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
+
+    # where the task runs: an [executor.NAME] section ("local": in the apply process), and the
+    # resources it asks of it (vcpus, memory MiB, gpus, timeout seconds, retries)
+    executor: ClassVar[str] = "local"
+    executor_options: ClassVar[Mapping[str, int]] = {}
 
     # --- what users implement --------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             bundle.add_dependencies([inputs[n] for n in names], names)
             bundle.add_data(result)
             bundle.add_timing(started, time.time())
-            if is_root(self):
+            if is_root(self) and options.mark_root:
                 bundle.mark_root()
             bundle.close()
         except Exception as err:

@@ -9,12 +9,14 @@ bundles looked up on the remote. The last line names the output bundle for the h
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-side-encryption", default="none", choices=["none", "AES256", "aws:kms"])
     parser.add_argument("--sse-kms-key-id", default="")
     parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("pipe_cls", help="module.submodule.ClassName")
+    parser.add_argument("--task-spec", help="run exactly one task of a host's apply (JSON from the host)")
+    parser.add_argument("--task-spec-url", help="s3:// list of task specs of an array job; the child's index picks one")
+    parser.add_argument("pipe_cls", nargs="?", help="module.submodule.ClassName")
     parser.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     return parser
 
@@ -58,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_remote_settings(Path(os.environ["DISDAT_CONFIG"]), args)
         api.context("run")
         api.remote("run", args.remote_context, args.remote_url)
+        if args.task_spec or args.task_spec_url:
+            spec = _task_spec(args, os.environ)
+            request = _one_task(spec, os.environ)
+            outcome = apply_outcome(request, load_settings())
+            print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
+            return 0
+        if not args.pipe_cls:
+            raise DisdatError("name the pipeline class (or give --task-spec)")
         input_uuid = None if args.input_bundle in ("-", "") else args.input_bundle
         if input_uuid:
             api.pull("run", uuid=input_uuid)
@@ -86,6 +98,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a reused root came from the remote (incremental pull); a new one was pushed as it closed
     print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
     return 0
+
+
+def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """This container's task: given inline, or picked from the array job's list by the child's
+    index (AWS_BATCH_JOB_ARRAY_INDEX, else the `:N` suffix of AWS_BATCH_JOB_ID)."""
+    from disdat_luigi.errors import DisdatError
+    from disdat_luigi.store.location import parse_s3_url
+    from disdat_luigi.store.remote.s3 import S3
+    from disdat_luigi.store.store import LocalStore
+
+    if args.task_spec:
+        return dict(json.loads(args.task_spec))
+    index_text = env.get("AWS_BATCH_JOB_ARRAY_INDEX") or env.get("AWS_BATCH_JOB_ID", "").rpartition(":")[2]
+    if not index_text.isdigit():
+        raise DisdatError("--task-spec-url is for array jobs: no AWS_BATCH_JOB_ARRAY_INDEX in the environment")
+    url = parse_s3_url(args.task_spec_url)
+    settings = LocalStore(Path(env["DISDAT_HOME"])).context("run").remote_settings
+    body = S3(settings).get_bytes(url.bucket, url.key, limit=64 * 1024 * 1024)
+    if body is None:
+        raise DisdatError(f"the task list {args.task_spec_url} is not on the remote")
+    specs = json.loads(body)
+    return dict(specs[int(index_text)])
+
+
+def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """The apply of exactly one task of a host's apply: its inputs pinned to the bundles the host
+    pushed (brought here with their files), forced to run, its bundle made under the host's uuid
+    and pushed; everything local here, whatever executor the class names."""
+    import dataclasses
+
+    from disdat_luigi import api
+    from disdat_luigi.apply.loader import load_pipe_class
+    from disdat_luigi.run.runner import container_apply
+
+    for uuid in sorted({*spec["pins"].values(), *([spec["input_bundle"]] if spec.get("input_bundle") else [])}):
+        api.pull("run", uuid=uuid, localize=True)
+    cls: Any = load_pipe_class(spec["pipe_cls"])
+    params = {name: param.parse(spec["params"][name]) for name, param in cls.get_params() if name in spec["params"]}
+    request = container_apply(
+        context="run",
+        transform=cls,
+        params=params,
+        output_bundle=spec["output_bundle"],
+        output_tags=spec["output_tags"],
+        force=True,
+        force_all=False,
+        input_uuid=spec.get("input_bundle"),
+        output_bundle_uuid=spec["output_uuid"],
+        provenance={**_provenance(env), "executor": str(spec.get("executor", ""))},
+    )
+    return dataclasses.replace(
+        request, incremental_pull=False, executors={"*": "local"}, pins=spec["pins"], mark_root=spec["mark_root"]
+    )
 
 
 def _provenance(env: Mapping[str, str]) -> dict[str, str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from disdat_luigi import api
+from disdat_luigi.apply.executors import parse_overrides
 from disdat_luigi.cli.common import current_context, parse_tags
 
 
@@ -33,6 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE", help="select the input by tags"
     )
     apply_p.add_argument("--explain", action="store_true", help="print reuse/run and why for every task; run nothing")
+    apply_p.add_argument(
+        "--executor",
+        action="append",
+        default=[],
+        metavar="CLASS=NAME",
+        help="run the tasks of CLASS ('*': every task) on executor NAME (an [executor.NAME] section), this run only",
+    )
+    apply_p.add_argument(
+        "--no-build", action="store_true", help="refuse a stale image of a remote task instead of building it"
+    )
+    apply_p.add_argument("--localize", action="store_true", help="bring the files of remotely made bundles here")
     apply_p.add_argument("pipe_cls", help="module.submodule.ClassName")
     apply_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     apply_p.set_defaults(func=_apply)
@@ -41,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _apply(args: argparse.Namespace) -> int:
     context = current_context()
     cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
+    executors = parse_overrides(args.executor)
     if args.explain:
         for decision in api.explain(
             context,
@@ -50,6 +64,7 @@ def _apply(args: argparse.Namespace) -> int:
             force=args.force,
             force_all=args.force_all,
             params=params,
+            executors=executors,
         ):
             print(decision)
         return 0
@@ -69,6 +84,10 @@ def _apply(args: argparse.Namespace) -> int:
         incremental_pull=args.incremental_pull,
         input_bundle=args.input,
         input_tags=parse_tags(args.input_tag),
+        executors=executors,
+        no_build=args.no_build,
+        localize=args.localize,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     what = "new bundles made" if outcome.did_work else "everything was up to date, nothing ran"
     print(f"done: {what}; the output is {outcome.root_name} {outcome.root_uuid}")

@@ -178,3 +178,16 @@ def session_credentials(seconds: int) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": token["SecretAccessKey"],
         "AWS_SESSION_TOKEN": token["SessionToken"],
     }
+
+
+def endpoint_environment() -> dict[str, str]:
+    """Endpoint and region settings a container needs to reach the same AWS (no secrets)."""
+    import os
+
+    import boto3
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL") or k == "AWS_EC2_METADATA_DISABLED"}
+    region = boto3.session.Session().region_name
+    if region:
+        env["AWS_DEFAULT_REGION"] = region
+    return env

@@ -4,7 +4,6 @@ backend, and bring the output bundle (with its lineage) back into the local cont
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -14,12 +13,12 @@ from typing import Any
 from disdat_luigi.apply.driver import ApplyRequest
 from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings
-from disdat_luigi.dockerize.images import DockerizeRequest, dockerize
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
 from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends import load_backend
 from disdat_luigi.run.backends.base import LogSink
+from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store import queries
@@ -68,7 +67,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         image=image,
         image_name=name,
         command=command,
-        environment=_aws_environment(),
+        environment=aws.endpoint_environment(),
     )
 
     def remember(job_id: str, submission: Mapping[str, Any], definition: Mapping[str, Any]) -> None:
@@ -201,27 +200,15 @@ def _planned_reuse(
 
 
 def _refresh_image(request: RunRequest, pipe_root: Path | None, settings: Settings, log: LogSink) -> None:
-    """Make sure the image holds the code as it is now: build (and for AWS Batch push) it when the
-    content tag `dsdt dockerize` would give differs from the image's, or with --no-build refuse a
-    stale image naming the command that fixes it. Without a findable pipe root the image is used
-    as built (said on the log)."""
-    if pipe_root is None:
-        log(f"cannot find the project of {request.pipe_cls} to check its image; set [dockerize] pipe_root")
-        return
-    batch = request.backend is BackendName.AWS_BATCH
-    build = request.build and not request.no_submit  # --no-submit changes nothing, images included
-    try:
-        dockerize(
-            DockerizeRequest(pipe_root=pipe_root, pipe_cls=request.pipe_cls, push=batch and build, no_build=not build),
-            settings,
-            log,
-        )
-    except ImageNotFound as err:
-        command = f"dsdt dockerize {'--push ' if batch else ''}{pipe_root} {request.pipe_cls}"
-        raise ImageNotFound(
-            f"the image of {request.pipe_cls} does not hold the current code of {pipe_root}",
-            hint=f"rebuild it: {command} (or run without --no-build / --no-submit)",
-        ) from err
+    """The image holds the code as it is now (--no-submit changes nothing, images included)."""
+    refresh_image(
+        request.pipe_cls,
+        pipe_root,
+        push=request.backend is BackendName.AWS_BATCH,
+        build=request.build and not request.no_submit,
+        settings=settings,
+        log=log,
+    )
 
 
 def _memory_of(submission: Mapping[str, Any]) -> int:
@@ -265,17 +252,6 @@ def _command(
     for key, value in request.output_tags.items():
         args += ["--output-tag", f"{key}:{value}"]
     return (*args, request.pipe_cls, *request.pipe_args)
-
-
-def _aws_environment() -> dict[str, str]:
-    """Endpoint and region settings the container needs (no secrets)."""
-    import boto3
-
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL") or k == "AWS_EC2_METADATA_DISABLED"}
-    region = boto3.session.Session().region_name
-    if region:
-        env["AWS_DEFAULT_REGION"] = region
-    return env
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:

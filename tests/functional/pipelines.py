@@ -324,3 +324,41 @@ class NeedsInputDeep(PipeTask):
 
     def pipe_run(self, inner):
         return inner
+
+
+# --- a hybrid pipeline: prepare here, fit per hyperparameter elsewhere, evaluate here ----------------
+
+
+class HybridPrepare(PipeTask):
+    rows = luigi.IntParameter(default=20)
+
+    def pipe_run(self):
+        return [float(i) for i in range(self.rows)]
+
+
+class HybridFit(PipeTask):
+    executor = "farm"
+    executor_options = {"memory": 512}
+    alpha = luigi.IntParameter()
+    rows = luigi.IntParameter(default=20)
+
+    def pipe_requires(self):
+        self.add_dependency("data", HybridPrepare, {"rows": self.rows})
+
+    def pipe_run(self, data):
+        if os.environ.get("HYBRID_FAIL_ALPHA") == str(self.alpha):
+            raise RuntimeError(f"alpha {self.alpha} diverged")
+        return {"alpha": self.alpha, "score": sum(data) * self.alpha, "pid": os.getpid()}
+
+
+class HybridEvaluate(PipeTask):
+    alphas = luigi.IntParameter(default=6)
+    rows = luigi.IntParameter(default=20)
+
+    def pipe_requires(self):
+        for alpha in range(1, self.alphas + 1):
+            self.add_dependency(f"fit_{alpha}", HybridFit, {"alpha": alpha, "rows": self.rows})
+
+    def pipe_run(self, **fits):
+        best = max(fits.values(), key=lambda f: f["score"])
+        return {"best_alpha": best["alpha"], "fits": len(fits), "pids": sorted({f["pid"] for f in fits.values()})}

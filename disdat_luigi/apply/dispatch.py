@@ -1,0 +1,316 @@
+"""Run a planned apply whose tasks go to different executors: local tasks in this process (one
+luigi build each, in dependency order), remote ones handed to their executor as soon as their
+inputs exist, many at once, polled from this one thread (no process per job).
+
+The host fixes each remote bundle's uuid, pushes the bundles a remote task reads before handing
+it over, and records the bundle once the job made it; a failure stops new work, lets the jobs in
+flight finish (their bundles are kept) and is reported with the job's diagnosis.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from disdat_luigi.apply.executors import (
+    LOCAL,
+    Executor,
+    ExecutorFactory,
+    JobUpdate,
+    Phase,
+    RemoteTask,
+    executor_options,
+)
+from disdat_luigi.apply.identity import class_path, luigi_params
+from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.apply.plan import Decision
+from disdat_luigi.apply.state import declaration_of, is_root, output_tags, state_of
+from disdat_luigi.errors import DisdatError, RemoteNotConfigured
+from disdat_luigi.store import queries
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.sync import RemoteSync
+
+if TYPE_CHECKING:
+    from disdat_luigi.apply.task import PipeTask
+
+LogSink = Callable[[str], None]
+RunLocal = Callable[["PipeTask"], str | None]  # runs one task here; None, or what failed
+
+
+@dataclass
+class Failure:
+    label: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class Progress:
+    """Counts per (task class, executor), for the status table."""
+
+    counts: dict[tuple[str, str], collections.Counter[str]] = field(default_factory=dict)
+
+    def set(self, key: tuple[str, str], old: str | None, new: str) -> None:
+        counter = self.counts.setdefault(key, collections.Counter())
+        if old is not None:
+            counter[old] -= 1
+        counter[new] += 1
+
+    def table(self) -> str:
+        columns = ["pending", "submitted", "running", "done", "reused", "failed"]
+        width = max([4, *(len(k[0]) for k in self.counts)])
+        lines = [f"{'TASK':<{width}}  {'EXECUTOR':<10} " + " ".join(f"{c.upper():>9}" for c in columns)]
+        for (cls, executor), counter in sorted(self.counts.items()):
+            lines.append(f"{cls:<{width}}  {executor:<10} " + " ".join(f"{counter[c]:>9}" for c in columns))
+        return "\n".join(lines)
+
+
+class Dispatcher:
+    """Runs the tasks `decisions` says must run, each on its executor."""
+
+    def __init__(
+        self,
+        *,
+        context: LocalContext,
+        options: ApplyOptions,
+        order: Sequence[PipeTask],
+        decisions: dict[str, Decision],
+        make_executor: ExecutorFactory,
+        run_local: RunLocal,
+        log: LogSink,
+        poll_seconds: float,
+        localize: bool = False,
+        status_seconds: float = 30.0,
+    ) -> None:
+        self.context = context
+        self.options = options
+        self.tasks = {t.task_id: t for t in order}
+        self.decisions = decisions
+        self.run_local = run_local
+        self.log = log
+        self.poll_seconds = poll_seconds
+        self.localize = localize
+        self.status_seconds = status_seconds
+        self.journal = Journal(options.journal)
+        self.failures: list[Failure] = []
+        self.made: dict[str, str] = {}  # task id -> uuid of the bundle made in this apply
+        self.progress = Progress()
+        self.phase: dict[str, str] = {}
+        self._make_executor = make_executor
+        self._executors: dict[str, Executor] = {}
+        self._sync: RemoteSync | None = None
+        self._on_remote: set[str] = set()
+        self._last_table = 0.0
+        self._local_names = {LOCAL}
+        todo = {t.task_id for t in order if not decisions[t.task_id].reuse}
+        self._waiting = {
+            t: {d.task_id for d in declaration_of(self.tasks[t]).deps.values() if d.task_id in todo} for t in todo
+        }
+        self._downstream: dict[str, list[str]] = collections.defaultdict(list)
+        for task_id, upstream in self._waiting.items():
+            for up in upstream:
+                self._downstream[up].append(task_id)
+        for task in order:
+            self._set(task.task_id, "reused" if decisions[task.task_id].reuse else "pending")
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        remote = [t for t in self.tasks.values() if not self._is_local(t) and t.task_id in self._waiting]
+        if remote:
+            self._prepare(remote)
+        ready = collections.deque(t for t, up in self._waiting.items() if not up)
+        try:
+            while True:
+                handed: dict[str, list[RemoteTask]] = collections.defaultdict(list)
+                while ready and not self.failures:
+                    task = self.tasks[ready.popleft()]
+                    if self._is_local(task):
+                        self._run_here(task, ready)
+                    else:
+                        handed[self._executor_name(task)].append(self._remote_task(task))
+                for name, batch in handed.items():
+                    self._hand_over(self._executors[name], batch, ready)
+                if not self._busy():
+                    if ready and not self.failures:
+                        continue
+                    break
+                time.sleep(self.poll_seconds)
+                for executor in self._executors.values():
+                    self._apply_updates(executor.poll(), ready)
+                self._show(force=False)
+        except KeyboardInterrupt:
+            for executor in self._executors.values():
+                stopped = executor.cancel()
+                if stopped:
+                    self.log(f"interrupted: terminated {len(stopped)} {executor.name} job(s): {', '.join(stopped)}")
+            raise
+        finally:
+            self._show(force=True)
+
+    def _busy(self) -> bool:
+        return any(e.in_flight for e in self._executors.values())
+
+    def _run_here(self, task: PipeTask, ready: collections.deque[str]) -> None:
+        self._set(task.task_id, "running")
+        error = self.run_local(task)
+        if error is not None:
+            self._fail(task.task_id, Failure(str(task), error))
+            return
+        uuid = state_of(task).produced or ""
+        self._done(task.task_id, uuid, ready)
+
+    def _hand_over(self, executor: Executor, batch: list[RemoteTask], ready: collections.deque[str]) -> None:
+        """Push what the tasks read, then give them to the executor (as many as it takes now;
+        the rest wait in the ready queue)."""
+        room = max(0, executor.max_concurrent - executor.in_flight)
+        now, later = batch[:room], batch[room:]
+        ready.extendleft(reversed([t.task_id for t in later]))
+        if not now:
+            return
+        self._publish({u for t in now for u in t.pins.values()} | {t.input_bundle for t in now if t.input_bundle})
+        self._apply_updates(executor.submit(now), ready)
+
+    def _apply_updates(self, updates: Iterable[JobUpdate], ready: collections.deque[str]) -> None:
+        for update in updates:
+            task = self.tasks[update.task_id]
+            for line in update.log:
+                self.log(f"[{task}] {line}")
+            if update.phase is Phase.DONE:
+                self._record_remote(task, update.output_uuid)
+                self._done(task.task_id, update.output_uuid, ready)
+            elif update.phase is Phase.FAILED:
+                error = update.error
+                message = error.message if error is not None else "failed"
+                self._fail(task.task_id, Failure(str(task), message, error.hint if error else None))
+            else:
+                self._set(task.task_id, update.phase.value)
+
+    def _done(self, task_id: str, uuid: str, ready: collections.deque[str]) -> None:
+        self.made[task_id] = uuid
+        self._set(task_id, "done")
+        for down in self._downstream.get(task_id, ()):
+            waiting = self._waiting[down]
+            waiting.discard(task_id)
+            if not waiting:
+                ready.append(down)
+
+    def _fail(self, task_id: str, failure: Failure) -> None:
+        self.failures.append(failure)
+        self._set(task_id, "failed")
+        self.log(f"{failure.label} failed: {failure.message}")
+
+    # --- remote tasks -----------------------------------------------------------------------------
+
+    def _executor_name(self, task: PipeTask) -> str:
+        return self.decisions[task.task_id].executor
+
+    def _is_local(self, task: PipeTask) -> bool:
+        return self._executor_name(task) in self._local_names
+
+    def _prepare(self, remote: list[PipeTask]) -> None:
+        """Each executor made and ready for its classes (images built/pushed); the context's remote.
+        An executor configured as `type = local` runs its tasks here."""
+        by_executor: dict[str, dict[str, type]] = collections.defaultdict(dict)
+        for task in remote:
+            executor_options(type(task))  # a bad option fails here, before anything is built
+            by_executor[self._executor_name(task)][class_path(type(task))] = type(task)
+        made = {name: self._make_executor(name) for name in by_executor}
+        self._local_names.update(name for name, executor in made.items() if executor is None)
+        elsewhere = [t for t in remote if not self._is_local(t)]
+        if not elsewhere:
+            return
+        try:
+            RemoteLocation.of(self.context)
+        except RemoteNotConfigured as err:
+            first = elsewhere[0]
+            raise RemoteNotConfigured(
+                f"{first} runs on executor {self._executor_name(first)!r}, which exchanges bundles through the "
+                f"context's remote, and context {self.context.name!r} has none",
+                hint=f"bind one: dsdt remote {self.context.name} s3://bucket/prefix",
+            ) from err
+        for name, executor in made.items():
+            if executor is not None:
+                executor.prepare(list(by_executor[name].values()), self.log)
+                self._executors[name] = executor
+
+    def _remote_task(self, task: PipeTask) -> RemoteTask:
+        decision = self.decisions[task.task_id]
+        declaration = declaration_of(task)
+        pins = {self.decisions[d.task_id].processing_name: self._uuid_of(d) for d in declaration.deps.values()}
+        externals = {f"bundle:{e.bundle.uuid}": e.bundle.uuid for e in declaration.externals.values() if e.bundle}
+        root = is_root(task)
+        fixed = self.options.output_bundle_uuid if root and self.options.output_bundle_uuid else None
+        return RemoteTask(
+            task_id=task.task_id,
+            label=str(task),
+            pipe_cls=class_path(type(task)),
+            params=luigi_params(task),
+            processing_name=decision.processing_name,
+            output_bundle=decision.bundle_name,
+            output_uuid=fixed or str(uuidlib.uuid4()),
+            output_tags=output_tags(task),
+            pins={**pins, **externals},
+            input_bundle=self.options.input_bundle_uuid if root else None,
+            mark_root=root and self.options.mark_root,
+            options=executor_options(type(task)),
+        )
+
+    def _uuid_of(self, task: PipeTask) -> str:
+        decision = self.decisions[task.task_id]
+        return decision.uuid if decision.reuse and decision.uuid else self.made[task.task_id]
+
+    def _remote(self) -> RemoteSync:
+        if self._sync is None:
+            self._sync = RemoteSync(self.context, self.context.remote_settings)
+        return self._sync
+
+    def _publish(self, uuids: set[str]) -> None:
+        """Commit and push the bundles remote tasks read that the remote lacks (once per apply)."""
+        wanted = sorted(u for u in uuids if u not in self._on_remote)
+        if not wanted:
+            return
+        sync = self._remote()
+        missing = sync.missing(wanted)
+        bundles = [queries.require(self.context, None, u) for u in missing]
+        for bundle in bundles:
+            if not bundle.is_committed:
+                bundle.commit()
+        if bundles:
+            sync.push(bundles)
+        self._on_remote.update(wanted)
+
+    def _record_remote(self, task: PipeTask, uuid: str) -> None:
+        """The bundle a job made, in the local context (files too when a local task reads them)."""
+        local_reader = any(self._is_local(self.tasks[d]) for d in self._downstream.get(task.task_id, ()))
+        self._remote().pull(uuid=uuid, localize=self.localize or local_reader)
+        self._on_remote.add(uuid)
+        state_of(task).produced = uuid
+        self.journal.produced(str(task), self.decisions[task.task_id].processing_name, uuid)
+
+    # --- the status table ---------------------------------------------------------------------------
+
+    def _set(self, task_id: str, phase: str) -> None:
+        task = self.tasks[task_id]
+        self.progress.set((type(task).__name__, self._executor_name(task)), self.phase.get(task_id), phase)
+        self.phase[task_id] = phase
+
+    def _show(self, force: bool) -> None:
+        now = time.monotonic()
+        if not self._executors or (not force and now - self._last_table < self.status_seconds):
+            return
+        self._last_table = now
+        self.log(f"JOB STATUS {time.strftime('%H:%M:%S')}\n{self.progress.table()}")
+
+
+def first_failure(failures: Sequence[Failure]) -> DisdatError:
+    """One error for the apply: the first failure, counting the others."""
+    first = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return DisdatError(f"{first.label} failed: {first.message}{more}", hint=first.hint)

@@ -1,0 +1,158 @@
+"""Where each task of an apply runs: the choice (class attribute, overridden per run) and the
+interface a remote executor implements. The executors themselves (AWS Batch, the local Docker
+engine) live in the run layer and are handed to apply by the caller."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from disdat_luigi.apply.identity import class_path
+from disdat_luigi.errors import DisdatError, PipelineError
+
+LOCAL = "local"
+ALL_TASKS = "*"
+OPTION_NAMES = ("vcpus", "memory", "gpus", "timeout", "retries")
+
+
+def executor_name(cls: type, overrides: Mapping[str, str]) -> str:
+    """The executor of a task class: an override naming the class (`module.Class` or `Class`),
+    else one for every task (`*`), else the class's own `executor` attribute, else local."""
+    for key in (class_path(cls), cls.__name__, ALL_TASKS):
+        if key in overrides:
+            return overrides[key]
+    return str(getattr(cls, "executor", None) or LOCAL)
+
+
+def executor_options(cls: type) -> dict[str, int]:
+    """The class's `executor_options`, checked: only vcpus, memory, gpus, timeout and retries,
+    each a whole number."""
+    raw = getattr(cls, "executor_options", None) or {}
+    if not isinstance(raw, Mapping):
+        raise PipelineError(f"{class_path(cls)}.executor_options must be a dict, not {type(raw).__name__}")
+    options: dict[str, int] = {}
+    for key, value in raw.items():
+        if key not in OPTION_NAMES:
+            raise PipelineError(
+                f"{class_path(cls)}.executor_options has an unknown option {key!r}",
+                hint=f"use only {', '.join(OPTION_NAMES)}",
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PipelineError(
+                f"{class_path(cls)}.executor_options[{key!r}] must be a whole number >= 0, not {value!r}"
+            )
+        options[key] = value
+    return options
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`Fit=batch`, `*=debug` (the command line's --executor) as a mapping."""
+    found: dict[str, str] = {}
+    for item in items:
+        target, sep, name = item.partition("=")
+        if not sep or not target.strip() or not name.strip():
+            raise PipelineError(
+                f"--executor {item!r} is not CLASS=EXECUTOR", hint="e.g. --executor Fit=batch or '*=batch'"
+            )
+        found[target.strip()] = name.strip()
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteTask:
+    """One task to run alone in its module's image: what the container needs to make exactly the
+    bundle the host planned."""
+
+    task_id: str
+    label: str  # the task as luigi prints it
+    pipe_cls: str  # module.Class
+    params: dict[str, str]  # every parameter as luigi serializes it
+    processing_name: str
+    output_bundle: str
+    output_uuid: str  # fixed by the host
+    output_tags: dict[str, str] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)  # processing name -> uuid of each upstream bundle
+    input_bundle: str | None = None  # the pipeline_input (only the root of the apply has one)
+    mark_root: bool = False
+    options: dict[str, int] = field(default_factory=dict)  # the class's executor_options
+
+    @property
+    def identity(self) -> str:
+        """Names this exact piece of work (recipe, output name and the bundles it reads): two
+        applies that need the same bundle share one job."""
+        doc = [self.processing_name, self.output_bundle, sorted(self.pins.items()), self.input_bundle]
+        return hashlib.sha256(json.dumps(doc).encode("utf-8")).hexdigest()[:24]
+
+    @property
+    def cls_name(self) -> str:
+        return self.pipe_cls.rpartition(".")[2]
+
+    def spec(self, executor: str) -> dict[str, Any]:
+        """What the image's entry point reads (`--task-spec`)."""
+        return {
+            "pipe_cls": self.pipe_cls,
+            "params": self.params,
+            "output_bundle": self.output_bundle,
+            "output_uuid": self.output_uuid,
+            "output_tags": self.output_tags,
+            "pins": self.pins,
+            "input_bundle": self.input_bundle,
+            "mark_root": self.mark_root,
+            "executor": executor,
+        }
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"  # ready, not yet handed to the executor
+    SUBMITTED = "submitted"  # the executor has it (queued, starting)
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobUpdate:
+    """What became of one remote task since the last poll."""
+
+    task_id: str
+    phase: Phase
+    job_id: str = ""
+    output_uuid: str = ""  # when DONE: the bundle on the remote (another apply's, when shared)
+    error: DisdatError | None = None  # when FAILED: the diagnosis
+    log: tuple[str, ...] = ()  # the job's log lines, when it ended
+
+
+class Executor(ABC):
+    """Runs RemoteTasks somewhere else, many at once, without a local process per task."""
+
+    name: str
+    max_concurrent: int = 100
+
+    @abstractmethod
+    def prepare(self, classes: Sequence[type], log: Callable[[str], None]) -> None:
+        """Before the first task: images hold the current code, resources can be placed."""
+
+    @abstractmethod
+    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
+        """Hand tasks over (or attach each to a job already doing its work); SUBMITTED/DONE updates."""
+
+    @abstractmethod
+    def poll(self) -> list[JobUpdate]:
+        """Changes of the tasks handed over, since the last poll."""
+
+    @abstractmethod
+    def cancel(self) -> list[str]:
+        """Stop every job in flight; what was stopped, for the user."""
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Tasks handed over and not yet reported DONE or FAILED."""
+
+
+ExecutorFactory = Callable[[str], "Executor | None"]  # None: that executor runs its tasks here

@@ -1,0 +1,476 @@
+"""The executors `apply` hands remote tasks to: AWS Batch (one job per task, or one array job for
+a batch of sibling tasks) and containers on the local Docker engine (`type = docker`).
+
+Both run the task's module image with the entry point's `--task-spec`: exactly one task, its
+inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Each job
+is written to the context's executor journal under the task's identity before anything waits on
+it, so a later apply (or one running at the same time) attaches to it instead of starting it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from disdat_luigi.apply.executors import Executor, ExecutorFactory, JobUpdate, Phase, RemoteTask
+from disdat_luigi.apply.identity import class_path
+from disdat_luigi.config import ExecutorSettings, Settings
+from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
+from disdat_luigi.errors import DisdatError, JobFailed
+from disdat_luigi.run import aws, jobs
+from disdat_luigi.run.backends.batch import BatchBackend
+from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.images import refresh_image
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
+from disdat_luigi.store.remote.sync import RemoteSync
+
+LogSink = Callable[[str], None]
+JOURNAL = "executor-jobs.jsonl"
+BATCH_PHASES = {
+    "SUBMITTED": Phase.SUBMITTED,
+    "PENDING": Phase.SUBMITTED,
+    "RUNNABLE": Phase.SUBMITTED,
+    "STARTING": Phase.SUBMITTED,
+    "RUNNING": Phase.RUNNING,
+    "SUCCEEDED": Phase.DONE,
+    "FAILED": Phase.FAILED,
+}
+
+
+def executor_factory(settings: Settings, context: LocalContext, build: bool = True) -> ExecutorFactory:
+    """Makes the executor an `[executor.NAME]` section describes, for apply."""
+
+    def make(name: str) -> Executor | None:
+        config = settings.executor(name)
+        if config.type == "aws_batch":
+            return BatchExecutor(settings=settings, config=config, context=context, build=build)
+        if config.type == "docker":
+            return DockerExecutor(settings=settings, config=config, context=context, build=build)
+        return None  # type = local: its tasks run in the apply process
+
+    return make
+
+
+# --- the journal: which job does which piece of work -------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorJob:
+    identity: str
+    job_id: str
+    output_uuid: str
+    executor: str
+    task: str
+    submitted: float
+
+
+class ExecutorJournal:
+    """`<context>/executor-jobs.jsonl`: append-only; the newest line of an identity wins."""
+
+    def __init__(self, context: LocalContext) -> None:
+        self.path = context.path / JOURNAL
+        self.locks = context.tmp_dir
+
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[dict[str, ExecutorJob]]:
+        """The journal, read under an exclusive lock held until the caller has written the jobs it
+        starts: of two applies needing the same work, the second sees the first's job."""
+        self.locks.mkdir(parents=True, exist_ok=True)
+        with open(self.locks / "executor-jobs.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._read()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, ExecutorJob]:
+        found: dict[str, ExecutorJob] = {}
+        if not self.path.exists():
+            return found
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                job = ExecutorJob(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a torn last line of a killed writer
+            found[job.identity] = job
+        return found
+
+    def add(self, records: Sequence[ExecutorJob]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
+            handle.flush()
+
+
+# --- what both executors share ------------------------------------------------------------------------
+
+
+@dataclass
+class Tracked:
+    task: RemoteTask
+    job_id: str
+    output_uuid: str
+    phase: Phase
+    memory: int = 0
+
+
+class ContainerExecutor(Executor):
+    """Images checked once, tasks attached to known jobs or started, jobs polled in bulk."""
+
+    push_images = False
+
+    def __init__(self, *, settings: Settings, config: ExecutorSettings, context: LocalContext, build: bool) -> None:
+        self.settings = settings
+        self.config = config
+        self.context = context
+        self.build = build
+        self.name = config.name
+        self.max_concurrent = config.max_concurrent_jobs
+        self.journal = ExecutorJournal(context)
+        self.images: dict[str, tuple[str, str]] = {}  # class path -> (image name, reference)
+        self.tracked: dict[str, Tracked] = {}  # job id -> the task it runs
+        self.log: LogSink = lambda _line: None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tracked)
+
+    @property
+    def location(self) -> RemoteLocation:
+        return RemoteLocation.of(self.context)
+
+    def prepare(self, classes: Sequence[type], log: LogSink) -> None:
+        self.log = log
+        done: dict[str, str] = {}
+        for cls in classes:
+            path = class_path(cls)
+            module, _name = module_of(path)
+            name = image_name(module, self.settings.docker.repository_prefix)
+            if name not in done:
+                root = find_pipe_root(module, self.settings.dockerize.pipe_root)
+                refresh_image(path, root, push=self.push_images, build=self.build, settings=self.settings, log=log)
+                done[name] = self.image_reference(name)
+            self.images[path] = (name, done[name])
+
+    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
+        updates: list[JobUpdate] = []
+        with self.journal.claimed() as journal:
+            known = {t.identity: journal[t.identity] for t in tasks if journal.get(t.identity, None) is not None}
+            mine = [k.job_id for k in known.values() if k.executor == self.name]
+            phases = self.phases(mine) if mine else {}  # one bulk look at the jobs of earlier applies
+            fresh = []
+            for task in tasks:
+                record = known.get(task.identity)
+                attached = self._attach(task, record, phases.get(record.job_id) if record else None)
+                if attached is None:
+                    fresh.append(task)
+                else:
+                    updates.append(attached)
+            started = self.start(fresh) if fresh else []
+            self.journal.add(
+                [
+                    ExecutorJob(
+                        identity=t.identity,
+                        job_id=job_id,
+                        output_uuid=t.output_uuid,
+                        executor=self.name,
+                        task=t.label,
+                        submitted=time.time(),
+                    )
+                    for t, job_id in started
+                ]
+            )
+        for task, job_id in started:
+            self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
+            updates.append(JobUpdate(task_id=task.task_id, phase=Phase.SUBMITTED, job_id=job_id))
+        return updates
+
+    def _attach(self, task: RemoteTask, known: ExecutorJob | None, phase: Phase | None) -> JobUpdate | None:
+        """A job of another apply (or of this one before the host died) doing this exact work:
+        followed if it still runs, its bundle used if it made one; None: start a new one."""
+        if known is None or known.executor != self.name:
+            return None
+        if phase in (Phase.SUBMITTED, Phase.RUNNING):
+            self.tracked[known.job_id] = Tracked(task, known.job_id, known.output_uuid, phase, self._memory(task))
+            self.log(f"{task.label}: attached to job {known.job_id}, already doing this work")
+            return JobUpdate(task_id=task.task_id, phase=phase, job_id=known.job_id)
+        if phase is Phase.DONE and not RemoteSync(self.context, self.context.remote_settings).missing(
+            [known.output_uuid]
+        ):
+            self.log(f"{task.label}: job {known.job_id} already made its bundle {known.output_uuid}")
+            return JobUpdate(task_id=task.task_id, phase=Phase.DONE, job_id=known.job_id, output_uuid=known.output_uuid)
+        return None
+
+    def poll(self) -> list[JobUpdate]:
+        if not self.tracked:
+            return []
+        updates: list[JobUpdate] = []
+        for job_id, phase in self.phases(list(self.tracked)).items():
+            tracked = self.tracked.get(job_id)
+            if tracked is None or phase is None or phase is tracked.phase:
+                continue
+            tracked.phase = phase
+            if phase is Phase.DONE or phase is Phase.FAILED:
+                del self.tracked[job_id]
+                lines, error = self.finish(tracked)
+                updates.append(
+                    JobUpdate(
+                        task_id=tracked.task.task_id,
+                        phase=phase,
+                        job_id=job_id,
+                        output_uuid=tracked.output_uuid,
+                        error=error,
+                        log=tuple(lines),
+                    )
+                )
+            else:
+                updates.append(JobUpdate(task_id=tracked.task.task_id, phase=phase, job_id=job_id))
+        return updates
+
+    def cancel(self) -> list[str]:
+        stopped = []
+        for job_id, tracked in list(self.tracked.items()):
+            try:
+                self.terminate(job_id)
+            except DisdatError as err:
+                self.log(f"could not stop job {job_id}: {err.message}")
+                continue
+            stopped.append(f"{job_id} ({tracked.task.label})")
+            del self.tracked[job_id]
+        return stopped
+
+    def command(self, spec: Sequence[str]) -> tuple[str, ...]:
+        """The image entry point's arguments: the remote, its encryption, then the task spec."""
+        remote = self.settings.remote
+        args = [
+            "--remote-context", self.location.context,
+            "--remote-url", f"s3://{self.location.bucket}/{self.location.prefix}".rstrip("/"),
+            "--server-side-encryption", remote.server_side_encryption,
+        ]  # fmt: skip
+        if remote.sse_kms_key_id:
+            args += ["--sse-kms-key-id", remote.sse_kms_key_id]
+        return (*args, *spec)
+
+    def run_request(self, task: RemoteTask) -> RunRequest:
+        """The resources of the task's class over its executor's defaults, as `dsdt run` takes them."""
+        config, options = self.config, task.options
+        return RunRequest(
+            context=self.context.name,
+            input_bundle="-",
+            output_bundle="-",
+            pipe_cls=task.pipe_cls,
+            backend=BackendName.AWS_BATCH if self.push_images else BackendName.LOCAL,
+            vcpus=options.get("vcpus", config.vcpus),
+            memory=options.get("memory", config.memory),
+            gpus=options.get("gpus", config.gpus),
+            timeout=options.get("timeout", config.timeout),
+            retries=options.get("retries", config.retries),
+            tags=dict(config.tags),
+            queue=config.queue,
+            job_role_arn=config.job_role_arn,
+            use_aws_session_token=config.use_aws_session_token or None,
+        )
+
+    def _memory(self, task: RemoteTask) -> int:
+        return int(task.options.get("memory", self.config.memory))
+
+    # what each executor does its own way
+    def image_reference(self, name: str) -> str:
+        raise NotImplementedError
+
+    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+        raise NotImplementedError
+
+    def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
+        raise NotImplementedError
+
+    def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
+        raise NotImplementedError
+
+    def terminate(self, job_id: str) -> None:
+        raise NotImplementedError
+
+
+# --- AWS Batch -----------------------------------------------------------------------------------------
+
+
+class BatchExecutor(ContainerExecutor):
+    """Tasks as AWS Batch jobs: the image pushed under its content tag, one job definition per
+    image and resources, `array_min_size` or more ready siblings of a class as one array job."""
+
+    push_images = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = BatchBackend(self.settings, lambda line: self.log(line))
+        self.definitions: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        self.described: dict[str, Mapping[str, Any]] = {}
+
+    def image_reference(self, name: str) -> str:
+        return self.backend.image_reference(name)
+
+    def prepare(self, classes: Sequence[type], log: LogSink) -> None:
+        super().prepare(classes, log)
+        self.backend.queue(self.run_request(_probe(classes[0])))  # a queue is configured
+
+    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+        groups: dict[tuple[Any, ...], list[RemoteTask]] = {}
+        for task in tasks:
+            request = self.run_request(task)
+            key = (task.pipe_cls, request.vcpus, request.memory, request.gpus, request.timeout, request.retries)
+            groups.setdefault(key, []).append(task)
+        started: list[tuple[RemoteTask, str]] = []
+        for group in groups.values():
+            if len(group) >= self.config.array_min_size:
+                started += self._submit_array(group)
+            else:
+                started += [(task, self._submit_one(task)) for task in group]
+        return started
+
+    def _spec(self, task: RemoteTask, spec_args: Sequence[str], name: str) -> jobs.JobSpec:
+        request = self.run_request(task)
+        image_name_, reference = self.images[task.pipe_cls]
+        job = ContainerJob(
+            image=reference,
+            image_name=image_name_,
+            command=self.command(spec_args),
+            environment=aws.endpoint_environment(),
+        )
+        key = (reference, request.vcpus, request.memory, request.gpus)
+        if key not in self.definitions:
+            self.backend.check(request)
+            self.definitions[key] = self.backend.job_definition(request, job)
+        spec = self.backend.spec(request, job, self.definitions[key])
+        tags = {**dict(spec.tags), "disdat:identity": task.identity, "disdat:executor": self.name}
+        return replace(spec, name=name[:128], tags=tags)
+
+    def _submit_one(self, task: RemoteTask) -> str:
+        spec = self._spec(task, ["--task-spec", json.dumps(task.spec(self.name))], _job_name(task))
+        return aws.submit_job(**spec.submission())
+
+    def _submit_array(self, group: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+        """One array job; child i runs group[i] from a spec list stored next to the remote context."""
+        key = f"{self.location.root}tasks/{uuidlib.uuid4()}.json"
+        body = json.dumps([task.spec(self.name) for task in group]).encode("utf-8")
+        S3(self.context.remote_settings).put_bytes(self.location.bucket, key, body)
+        first = group[0]
+        url = f"s3://{self.location.bucket}/{key}"
+        spec = self._spec(first, ["--task-spec-url", url], f"{_job_name(first)}-x{len(group)}")
+        submission = spec.submission()
+        submission["arrayProperties"] = {"size": len(group)}
+        submission["tags"] = {**submission.get("tags", {}), "disdat:identity": f"array-of-{len(group)}"}
+        parent = aws.submit_job(**submission)
+        self.log(f"submitted array job {parent} of {len(group)} {first.cls_name} tasks")
+        return [(task, f"{parent}:{index}") for index, task in enumerate(group)]
+
+    def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
+        described = jobs.describe_many(job_ids, aws.describe_jobs)
+        self.described.update(described)
+        return {
+            job_id: BATCH_PHASES.get(described[job_id]["status"]) if job_id in described else None for job_id in job_ids
+        }
+
+    def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
+        job = self.described.pop(tracked.job_id, {})
+        stream = (job.get("container") or {}).get("logStreamName")
+        page = aws.log_page(stream, None) if stream else None
+        lines = [str(e.get("message", "")) for e in page[0]] if page else []
+        if tracked.phase is Phase.DONE:
+            return lines, None
+        return lines, jobs.failure(aws.with_exit_code(job), lines, tracked.memory)
+
+    def terminate(self, job_id: str) -> None:
+        aws.terminate_job(job_id, "interrupted (Ctrl-C) in the dsdt apply that submitted it")
+
+
+def _job_name(task: RemoteTask) -> str:
+    """Names the work, so jobs can be found again from the console or `list_jobs`."""
+    return f"dsdt-{task.cls_name}-{task.identity}"
+
+
+def _probe(cls: type) -> RemoteTask:
+    return RemoteTask(
+        task_id="", label="", pipe_cls=class_path(cls), params={}, processing_name="", output_bundle="", output_uuid=""
+    )
+
+
+# --- the local Docker engine -----------------------------------------------------------------------
+
+
+class DockerExecutor(ContainerExecutor):
+    """The same containers on this machine's engine (to debug what Batch would run)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = LocalBackend(self.settings, lambda line: self.log(line))
+        self._client: Any = None
+        self.exit_codes: dict[str, int] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from disdat_luigi.dockerize import engine
+
+            self._client = engine.connect()
+        return self._client
+
+    def image_reference(self, name: str) -> str:
+        return self.backend.image_reference(name)
+
+    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+        started = []
+        for task in tasks:
+            request = replace(self.run_request(task), gpus=None)
+            if task.options.get("gpus"):
+                raise JobFailed(f"{task.label} asks for GPUs, which the docker executor does not pass to containers")
+            container = self.client.containers.run(
+                self.images[task.pipe_cls][1],
+                command=list(self.command(["--task-spec", json.dumps(task.spec(self.name))])),
+                environment={**aws.endpoint_environment(), **self.backend.secret_environment()},
+                network_mode=self.settings.docker.network_mode,
+                detach=True,
+                labels={"disdat.identity": task.identity, "disdat.executor": self.name},
+                **self.backend.limits(request),
+            )
+            started.append((task, str(container.id)))
+        return started
+
+    def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
+        import docker.errors
+
+        found: dict[str, Phase | None] = {}
+        for job_id in job_ids:
+            try:
+                state = self.client.containers.get(job_id).attrs.get("State", {})
+            except docker.errors.NotFound:
+                found[job_id] = None
+                continue
+            if state.get("Status") in ("exited", "dead"):
+                self.exit_codes[job_id] = int(state.get("ExitCode", 1))
+                found[job_id] = Phase.DONE if self.exit_codes[job_id] == 0 else Phase.FAILED
+            else:
+                found[job_id] = Phase.RUNNING if state.get("Status") == "running" else Phase.SUBMITTED
+        return found
+
+    def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
+        container = self.client.containers.get(tracked.job_id)
+        lines = container.logs().decode("utf-8", "replace").splitlines()
+        container.remove(force=True)
+        code = self.exit_codes.pop(tracked.job_id, 1)
+        if tracked.phase is Phase.DONE:
+            return lines, None
+        reason = "it ran out of memory (exit code 137)" if code == 137 else f"exit code {code}"
+        return lines, JobFailed(
+            f"its container {tracked.job_id[:12]} failed: {reason}", hint="last log lines:\n" + "\n".join(lines[-20:])
+        )
+
+    def terminate(self, job_id: str) -> None:
+        self.client.containers.get(job_id).remove(force=True)
