@@ -7,6 +7,7 @@ when an upstream it used is no longer the current one.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from disdat_luigi.apply.state import declaration_of, is_root, output_name, outpu
 from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound, ManifestRejected
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery, IndexRow
-from disdat_luigi.util.codeversion import CodeVersion, capture
+from disdat_luigi.util.codeversion import CodeVersion, capture, source_identity
 
 if TYPE_CHECKING:
     from disdat_luigi.apply.task import PipeTask
@@ -105,15 +106,28 @@ class Planner:
         return processing_name(task, upstream, pipeline_input)
 
     def code_version(self, task: PipeTask) -> CodeVersion | None:
-        if self.options.image_code is not None:  # planning for a container: the image's code
-            return CodeVersion(**self.options.image_code)
+        """The task's own code (its source file or declared version) with the git provenance of
+        its repository (or, planning for a container, of the image)."""
         cls = type(task)
         if cls not in self._code_of_class:
-            directory = Path(inspect.getfile(cls)).resolve().parent
-            if directory not in self._code:
-                self._code[directory] = capture(directory)
-            self._code_of_class[cls] = self._code[directory]
+            self._code_of_class[cls] = self._code_of(cls)
         return self._code_of_class[cls]
+
+    def _code_of(self, cls: type) -> CodeVersion | None:
+        source = source_identity(cls)
+        if self.options.image_code is not None:  # planning for a container: the image's provenance
+            provenance: CodeVersion | None = CodeVersion(**self.options.image_code)
+        else:
+            try:
+                directory = Path(inspect.getfile(cls)).resolve().parent
+            except (TypeError, OSError):
+                directory = None
+            if directory is not None and directory not in self._code:
+                self._code[directory] = capture(directory)
+            provenance = self._code.get(directory) if directory is not None else None
+        if source is None:
+            return provenance
+        return dataclasses.replace(provenance, source=source) if provenance else CodeVersion(commit=None, source=source)
 
     def _decide(
         self,
@@ -155,7 +169,7 @@ class Planner:
             return run(self._why_new(task, name))
         code_checked = code is not None and row.code_version and not self.options.ignore_code_version
         if code_checked and row.code_version != code.version:  # type: ignore[union-attr]
-            return run(f"code changed: {row.code_version[:12]} -> {code.version[:12]}")  # type: ignore[union-attr,index]
+            return run(f"code changed: {_code(row.code_version)} -> {_code(code.version)}")  # type: ignore[union-attr,arg-type]
         wanted_tags = output_tags(task)
         have_tags = tags.get(row.uuid, {})
         if any(have_tags.get(k) != v for k, v in wanted_tags.items()):
@@ -226,6 +240,14 @@ def post_order(root: PipeTask) -> list[PipeTask]:
             if dep.task_id not in seen:
                 stack.append((dep, False))
     return order
+
+
+def _code(version: str) -> str:
+    """A code version as explain shows it: blob hashes and commits shortened, never cut to equal."""
+    if version.startswith(("declared:", "image:")):
+        return version
+    head, _plus, diff = version.partition("+")
+    return f"{head[:12]}+{diff[:8]}" if diff else head[:12]
 
 
 def _short(uuid: str | None) -> str:

@@ -1,6 +1,10 @@
-"""The code version a task ran with: git commit, branch, remote and an exact dirty marker.
+"""The code a task ran: its identity (what reuse compares) and its provenance.
 
-Inside images (no .git), the environment variables set by dockerize stand in for git."""
+The identity is the content of the source file defining the task's class, as git's blob hash
+(the same in a clean tree, a dirty tree where that file is unchanged, and inside an image), or a
+version the class declares (`code_version = "2"`). Git's commit, branch, remote and an exact
+dirty marker are provenance only; inside images (no .git) the environment variables set by
+dockerize stand in for git."""
 
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ class CodeVersion:
     dirty: bool = False
     diff_sha256: str | None = None
     image: str | None = None
+    source: str | None = None  # the task's own code: its file's blob hash, or "declared:<version>"
 
     @property
     def version(self) -> str:
-        """What reuse compares: the commit, plus a hash of the uncommitted changes when dirty; in an
-        image built outside git, the image's content tag (a hash of all the code it holds)."""
+        """What reuse compares: the task's own code when known; else (a class without a source
+        file) the commit plus a hash of the uncommitted changes, or the image's content tag."""
+        if self.source is not None:
+            return self.source
         if self.commit is None:
             return f"image:{self.image}"
         return f"{self.commit}+{self.diff_sha256[:16]}" if self.dirty and self.diff_sha256 else self.commit
@@ -81,3 +88,22 @@ def _git(directory: Path, *args: str) -> str | None:
         return None
     out = proc.stdout.strip()
     return out if proc.returncode == 0 and out else None
+
+
+def blob_hash(content: bytes) -> str:
+    """git's object id of a file with this content (`git hash-object`): computable without git."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).hexdigest()
+
+
+def source_identity(cls: type) -> str | None:
+    """A task class's own code: its declared `code_version`, else the blob hash of the file that
+    defines it; None for a class without a readable source file (defined interactively)."""
+    declared = getattr(cls, "code_version", None)
+    if declared is not None:
+        return f"declared:{declared}"
+    import inspect
+
+    try:
+        return blob_hash(Path(inspect.getfile(cls)).read_bytes())
+    except (TypeError, OSError):
+        return None

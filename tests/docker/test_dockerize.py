@@ -15,7 +15,7 @@ from disdat_luigi import api
 from disdat_luigi.dockerize.images import ImageResult
 from disdat_luigi.errors import BuildError, DockerUnavailable, ImageNotFound, PipeClassNotFound
 
-MODULES = {"etl.ingest", "etl.clean", "etl.summarize", "ml.train", "ml.evaluate"}
+MODULES = {"etl.ingest", "etl.clean", "etl.summarize", "ml.train", "ml.evaluate", "ml.sweep"}
 
 
 def _client() -> docker.DockerClient:

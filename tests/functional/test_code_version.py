@@ -91,3 +91,94 @@ def test_code_change_reruns_unless_ignored(ctx: str, repo: Path, disdat_env: Pat
     (repo / "vpipes.py").write_text(MODULE + "\n# three\n")
     _git(repo, "commit", "-qam", "three")
     assert api.apply(ctx, module.Versioned)["did_work"] is False
+
+
+FEATURES = """
+from disdat_luigi.pipe import PipeTask
+
+class Features(PipeTask):
+    def pipe_run(self):
+        return [1, 2, 3]
+"""
+
+MODEL = """
+from disdat_luigi.pipe import PipeTask
+from features import Features
+
+class Fit(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("features", Features, {})
+
+    def pipe_run(self, features):
+        return sum(features)
+"""
+
+REPORT = """
+from disdat_luigi.pipe import PipeTask
+from model import Fit
+
+class Report(PipeTask):
+    code_version = "1"
+
+    def pipe_requires(self):
+        self.add_dependency("fit", Fit, {})
+
+    def pipe_run(self, fit):
+        return f"fit={fit}"
+"""
+
+
+@pytest.fixture
+def two_modules(repo: Path) -> Path:
+    (repo / "features.py").write_text(FEATURES)
+    (repo / "model.py").write_text(MODEL)
+    (repo / "report.py").write_text(REPORT)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "two modules")
+    for name in ("features", "model", "report"):
+        sys.modules.pop(name, None)
+    return repo
+
+
+def _actions(ctx: str) -> dict[str, str]:
+    report = importlib.import_module("report")
+    return {d.label.partition("(")[0]: ("reuse" if d.reuse else d.reason) for d in api.explain(ctx, report.Report)}
+
+
+def test_a_task_reruns_only_when_its_own_file_changed(ctx: str, two_modules: Path) -> None:
+    """The code identity is the task's own source file: a committed edit of model.py re-runs
+    Fit (and Report downstream) but not Features; a new unrelated file re-runs nothing; an
+    uncommitted edit is explained with two different versions; the git commit is provenance."""
+    repo = two_modules
+    api.apply(ctx, importlib.import_module("report").Report)
+    assert set(_actions(ctx).values()) == {"reuse"}
+    (repo / "unrelated.py").write_text("X = 1\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "an unrelated module")
+    assert set(_actions(ctx).values()) == {"reuse"}  # a new commit alone changes nothing
+
+    (repo / "model.py").write_text(MODEL.replace("sum(features)", "sum(features) * 2"))
+    actions = _actions(ctx)
+    assert actions["Features"] == "reuse" and actions["Report"].startswith("upstream fit")
+    before, _arrow, after = actions["Fit"].removeprefix("code changed: ").partition(" -> ")
+    assert before and after and before != after and "+" not in after  # two distinct file versions
+    _git(repo, "commit", "-qam", "fit doubles")
+    for name in ("model", "report"):
+        sys.modules.pop(name, None)
+    api.apply(ctx, importlib.import_module("report").Report)
+    assert api.get(ctx, "Report").data == "fit=12"
+    assert api.get(ctx, "Fit").git_info["commit"] == _git(repo, "rev-parse", "HEAD")  # provenance
+    assert len(api.search(ctx, "Features")) == 1
+
+
+def test_a_declared_code_version_replaces_the_file_hash(ctx: str, two_modules: Path) -> None:
+    """`code_version = "1"` on Report: edits of its file do not re-run it; bumping the declared
+    version does, and explain says from what to what."""
+    repo = two_modules
+    api.apply(ctx, importlib.import_module("report").Report)
+    assert api.get(ctx, "Report").git_info["version"] == "declared:1"
+    (repo / "report.py").write_text(REPORT.replace('return f"fit={fit}"', 'return f"fit={fit}"  # reformatted'))
+    assert set(_actions(ctx).values()) == {"reuse"}
+    (repo / "report.py").write_text(REPORT.replace('code_version = "1"', 'code_version = "2"'))
+    sys.modules.pop("report", None)
+    assert _actions(ctx)["Report"] == "code changed: declared:1 -> declared:2"

@@ -1,0 +1,202 @@
+"""Per-task executors end to end: `dsdt apply` of pipes' hybrid ml.sweep.Sweep (Clean here, one Fit
+per alpha as AWS Batch jobs on moto, which runs the pushed images on the real engine, Sweep here),
+the docker executor, failures, stale images, Ctrl-C and a host killed mid-apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from disdat_luigi import api
+
+SLOW = """
+import time
+import luigi
+from disdat_luigi.pipe import PipeTask
+
+
+class Nap(PipeTask):
+    executor = "batch"
+    n = luigi.IntParameter()
+    seconds = luigi.FloatParameter(default=20.0)
+
+    def pipe_run(self):
+        time.sleep(self.seconds)
+        return self.n
+
+
+class Naps(PipeTask):
+    count = luigi.IntParameter(default=3)
+    seconds = luigi.FloatParameter(default=20.0)
+
+    def pipe_requires(self):
+        for n in range(self.count):
+            self.add_dependency(f"nap_{n}", Nap, {"n": n, "seconds": self.seconds})
+
+    def pipe_run(self, **naps):
+        return sorted(naps.values())
+"""
+
+
+@pytest.fixture
+def farm(docker_env: Path, bucket: str, dsdt, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
+    """Context `work` on the bucket; [executor.batch] (arrays from 5 tasks), [executor.single]
+    (never arrays) on a moto queue, [executor.debug] on the local engine; polls every second."""
+    monkeypatch.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
+    suffix = uuid.uuid4().hex[:8]
+    role = boto3.client("iam").create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    batch = boto3.client("batch")
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"ce-{suffix}", type="UNMANAGED", serviceRole=role
+    )
+    queue = f"queue-{suffix}"
+    batch.create_job_queue(
+        jobQueueName=queue, state="ENABLED", priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
+    )  # fmt: skip
+    cfg = docker_env / "config" / "disdat.cfg"
+    text = cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n")
+    sections = "".join(
+        f"\n[executor.{name}]\ntype = aws_batch\nqueue = {queue}\nuse_aws_session_token = 900\narray_min_size = {size}\n"
+        for name, size in (("batch", 5), ("single", 1000))
+    )
+    cfg.write_text(text + sections + "\n[executor.debug]\ntype = docker\n")
+    assert dsdt("context", "work").code == 0 and dsdt("switch", "work").code == 0
+    assert dsdt("remote", "shared", f"s3://{bucket}/farm").code == 0
+    return queue
+
+
+def _jobs(queue: str) -> list[dict]:  # type: ignore[type-arg]
+    batch = boto3.client("batch")
+    listed = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": ["dsdt-*"]}])["jobSummaryList"]
+    return [j for j in listed if ":" not in j["jobId"]]  # submissions (array parents, single jobs)
+
+
+def test_a_fan_out_of_20_fits_runs_as_one_array_job(farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """Clean here, 20 Fits in one Batch array job (each child its own task, made in a container
+    from the image apply built and pushed), Sweep here; again: nothing submitted."""
+    alphas = json.dumps([0.25 * i for i in range(20)])
+    first = dsdt("apply", "ml.sweep.Sweep", "--alphas", alphas)
+    assert first.code == 0, first.err[-3000:]
+    assert "disdat-ml-sweep" in first.err  # built if needed, and pushed, by apply
+    assert "submitted array job" in first.err and "JOB STATUS" in first.err
+    table = first.err[first.err.rindex("JOB STATUS") :]
+    assert any(
+        line.split()[:2] == ["Fit", "batch"] and line.split()[-3:] == ["20", "0", "0"] for line in table.splitlines()
+    )
+    result = api.get("work", "Sweep").data
+    assert len(result) == 20 and list(result.alpha) != sorted(result.alpha) or len(result) == 20
+    fits = api.search("work", "Fit")
+    assert len(fits) == 20
+    for fit in fits:
+        info = fit.git_info or {}
+        assert info.get("executor") == "batch" and ":" in info.get("batch_job_id", "") and info.get("image")
+    assert len({(f.git_info or {})["batch_job_id"].partition(":")[0] for f in fits}) == 1  # one array job
+    assert "fitted alpha=" in first.err  # the jobs' log lines, prefixed with their task
+    assert len(_jobs(farm)) == 1
+    again = dsdt("apply", "ml.sweep.Sweep", "--alphas", alphas)
+    assert again.code == 0 and "nothing ran" in again.out and len(_jobs(farm)) == 1, again.err[-3000:]
+
+
+def test_failure_keeps_the_others_and_the_next_apply_resumes(farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """Single jobs; one raises: the apply fails with the job's diagnosis and log, the other fits are
+    kept; fixed, the next apply runs only what is missing."""
+    failed = dsdt("apply", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[1, -1, 2]")
+    assert failed.code == 1
+    assert "Fit(rows=200, alpha=-1.0) failed: AWS Batch job" in failed.err
+    assert "alpha must not be negative" in failed.err
+    assert sorted(f.params["alpha"] for f in api.search("work", "Fit")) == ["1.0", "2.0"]
+    submitted = len(_jobs(farm))
+    resumed = dsdt("apply", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[1, 2]")
+    assert resumed.code == 0, resumed.err[-2000:]
+    assert len(_jobs(farm)) == submitted  # the fits were kept: nothing submitted
+    assert len(api.get("work", "Sweep").data) == 2
+
+
+def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path) -> None:  # type: ignore[no-untyped-def]
+    """--executor Fit=debug runs the same containers on the local engine; an edited module makes
+    the image stale: --no-build refuses with the command, a plain apply rebuilds it."""
+    debug = dsdt("apply", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[3, 4]")
+    assert debug.code == 0, debug.err[-2000:]
+    assert {(f.git_info or {}).get("executor") for f in api.search("work", "Fit")} == {"debug"}
+    assert len(_jobs(farm)) == 0
+    sweep = pipes_copy / "ml" / "sweep.py"
+    original = sweep.read_text()
+    sweep.write_text(original + "\n# edited\n")
+    try:
+        stale = dsdt("apply", "--no-build", "-f", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[5]")
+        assert stale.code == 1 and "does not hold the current code" in stale.err and "dsdt dockerize" in stale.err
+        rebuilt = dsdt("apply", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[5]")
+        assert rebuilt.code == 0 and "building" in rebuilt.err
+    finally:
+        sweep.write_text(original)
+
+
+@pytest.fixture
+def naps(farm: str, docker_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "naps"
+    (root / "slow").mkdir(parents=True)
+    (root / "slow" / "__init__.py").write_text("")
+    (root / "slow" / "tasks.py").write_text(SLOW + f"\n# {uuid.uuid4().hex}\n")
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='slow', packages=['slow'])\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", f"{root}:{os.environ.get('PYTHONPATH', '')}")
+    return root
+
+
+def _apply_in_background(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "disdat_luigi.cli.main", "apply", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def _wait_for_journal(lines: int, seconds: float = 240) -> None:
+    journal = Path(os.environ["DISDAT_HOME"]) / "work" / "executor-jobs.jsonl"
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= lines:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {lines} jobs journaled in {seconds} s")
+
+
+def test_ctrl_c_terminates_the_jobs_in_flight(naps: Path, farm: str) -> None:
+    apply = _apply_in_background("--executor", "Nap=single", "slow.tasks.Naps", "--seconds", "120")
+    _wait_for_journal(3)
+    time.sleep(1)
+    apply.send_signal(signal.SIGINT)
+    _out, err = apply.communicate(timeout=120)
+    assert apply.returncode != 0 and "interrupted: terminated 3 single job(s)" in err
+    ids = [j["jobId"] for j in _jobs(farm)]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        states = {j["status"] for j in boto3.client("batch").describe_jobs(jobs=ids)["jobs"]}
+        if states == {"FAILED"}:
+            break
+        time.sleep(1)
+    assert states == {"FAILED"}
+
+
+def test_a_killed_host_reattaches_without_duplicate_jobs(naps: Path, farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL after submitting: the next apply of the same pipeline waits for those jobs (or uses
+    what they made) instead of submitting them again."""
+    apply = _apply_in_background("--executor", "Nap=single", "slow.tasks.Naps", "--seconds", "15")
+    _wait_for_journal(3)
+    apply.kill()
+    apply.wait(timeout=30)
+    submitted = len(_jobs(farm))
+    assert submitted == 3
+    again = dsdt("apply", "--executor", "Nap=single", "slow.tasks.Naps", "--seconds", "15")
+    assert again.code == 0, again.err[-2000:]
+    assert again.err.count("attached to job") + again.err.count("already made its bundle") == 3
+    assert len(_jobs(farm)) == 3 and api.get("work", "Naps").data == [0, 1, 2]
