@@ -310,9 +310,16 @@ class BatchExecutor(ContainerExecutor):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backend = BatchBackend(self.settings, lambda line: self.log(line))
+        self.backend = BatchBackend(self.settings, self._say_once)
+        self._said: set[str] = set()
         self.definitions: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self.described: dict[str, Mapping[str, Any]] = {}
+
+    def _say_once(self, line: str) -> None:
+        """The backend's per-job remarks (a credentials warning) once per apply, not once per job."""
+        if line not in self._said:
+            self._said.add(line)
+            self.log(line)
 
     def image_reference(self, name: str) -> str:
         return self.backend.image_reference(name)

@@ -66,7 +66,8 @@ def farm(docker_env: Path, bucket: str, dsdt, monkeypatch: pytest.MonkeyPatch) -
     cfg = docker_env / "config" / "disdat.cfg"
     text = cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n")
     sections = "".join(
-        f"\n[executor.{name}]\ntype = aws_batch\nqueue = {queue}\nuse_aws_session_token = 900\narray_min_size = {size}\n"
+        f"\n[executor.{name}]\ntype = aws_batch\nqueue = {queue}\n"
+        f"use_aws_session_token = 900\narray_min_size = {size}\n"
         for name, size in (("batch", 5), ("single", 1000))
     )
     cfg.write_text(text + sections + "\n[executor.debug]\ntype = docker\n")
@@ -160,19 +161,21 @@ def _apply_in_background(*args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait_for_journal(lines: int, seconds: float = 240) -> None:
-    journal = Path(os.environ["DISDAT_HOME"]) / "work" / "executor-jobs.jsonl"
+def _wait_for_journal(apply: subprocess.Popen[str], lines: int, seconds: float = 240) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= lines:
+        journals = list(Path(os.environ["DISDAT_HOME"]).glob("**/executor-jobs.jsonl"))
+        if journals and len(journals[0].read_text().splitlines()) >= lines:
             return
+        if apply.poll() is not None:
+            raise AssertionError(f"apply ended first: {apply.communicate()[1][-3000:]}")
         time.sleep(0.5)
     raise AssertionError(f"no {lines} jobs journaled in {seconds} s")
 
 
 def test_ctrl_c_terminates_the_jobs_in_flight(naps: Path, farm: str) -> None:
     apply = _apply_in_background("--executor", "Nap=single", "slow.tasks.Naps", "--seconds", "120")
-    _wait_for_journal(3)
+    _wait_for_journal(apply, 3)
     time.sleep(1)
     apply.send_signal(signal.SIGINT)
     _out, err = apply.communicate(timeout=120)
@@ -191,7 +194,7 @@ def test_a_killed_host_reattaches_without_duplicate_jobs(naps: Path, farm: str, 
     """SIGKILL after submitting: the next apply of the same pipeline waits for those jobs (or uses
     what they made) instead of submitting them again."""
     apply = _apply_in_background("--executor", "Nap=single", "slow.tasks.Naps", "--seconds", "15")
-    _wait_for_journal(3)
+    _wait_for_journal(apply, 3)
     apply.kill()
     apply.wait(timeout=30)
     submitted = len(_jobs(farm))
