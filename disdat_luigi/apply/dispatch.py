@@ -109,8 +109,10 @@ class Dispatcher:
         self._last_table = 0.0
         self._local_names = {LOCAL}
         todo = {t.task_id for t in order if not decisions[t.task_id].reuse}
-        self._waiting = {
-            t: {d.task_id for d in declaration_of(self.tasks[t]).deps.values() if d.task_id in todo} for t in todo
+        self._waiting = {  # in plan order: tasks are handed over in the order the DAG lists them
+            t.task_id: {d.task_id for d in declaration_of(t).deps.values() if d.task_id in todo}
+            for t in order
+            if t.task_id in todo
         }
         self._downstream: dict[str, list[str]] = collections.defaultdict(list)
         for task_id, upstream in self._waiting.items():

@@ -104,22 +104,28 @@ def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, An
     """This container's task: given inline, or picked from the array job's list by the child's
     index (AWS_BATCH_JOB_ARRAY_INDEX, else the `:N` suffix of AWS_BATCH_JOB_ID)."""
     from disdat_luigi.errors import DisdatError
-    from disdat_luigi.store.location import parse_s3_url
-    from disdat_luigi.store.remote.s3 import S3
-    from disdat_luigi.store.store import LocalStore
 
     if args.task_spec:
         return dict(json.loads(args.task_spec))
     index_text = env.get("AWS_BATCH_JOB_ARRAY_INDEX") or env.get("AWS_BATCH_JOB_ID", "").rpartition(":")[2]
     if not index_text.isdigit():
         raise DisdatError("--task-spec-url is for array jobs: no AWS_BATCH_JOB_ARRAY_INDEX in the environment")
-    url = parse_s3_url(args.task_spec_url)
-    settings = LocalStore(Path(env["DISDAT_HOME"])).context("run").remote_settings
-    body = S3(settings).get_bytes(url.bucket, url.key, limit=64 * 1024 * 1024)
-    if body is None:
-        raise DisdatError(f"the task list {args.task_spec_url} is not on the remote")
-    specs = json.loads(body)
+    specs = json.loads(_download(args.task_spec_url, env))
     return dict(specs[int(index_text)])
+
+
+def _download(url: str, env: Mapping[str, str]) -> bytes:
+    from disdat_luigi.errors import DisdatError
+    from disdat_luigi.store.location import parse_s3_url
+    from disdat_luigi.store.remote.s3 import S3
+    from disdat_luigi.store.store import LocalStore
+
+    parsed = parse_s3_url(url)
+    settings = LocalStore(Path(env["DISDAT_HOME"])).context("run").remote_settings
+    body = S3(settings).get_bytes(parsed.bucket, parsed.key, limit=64 * 1024 * 1024)
+    if body is None:
+        raise DisdatError(f"the task list {url} is not on the remote")
+    return body
 
 
 def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:

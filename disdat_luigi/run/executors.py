@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from disdat_luigi.apply.executors import Executor, ExecutorFactory, JobUpdate, Phase, RemoteTask
+from disdat_luigi.apply.executors import (
+    Executor,
+    ExecutorFactory,
+    JobUpdate,
+    Phase,
+    RemoteTask,
+    executor_options,
+)
 from disdat_luigi.apply.identity import class_path
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
@@ -325,8 +332,15 @@ class BatchExecutor(ContainerExecutor):
         return self.backend.image_reference(name)
 
     def prepare(self, classes: Sequence[type], log: LogSink) -> None:
+        """Images pushed; before any task runs, each class's resources checked against the queue."""
         super().prepare(classes, log)
-        self.backend.queue(self.run_request(_probe(classes[0])))  # a queue is configured
+        checked: set[tuple[Any, ...]] = set()
+        for cls in classes:
+            request = self.run_request(_probe(cls))
+            key = (request.queue, request.vcpus, request.memory, request.gpus)
+            if key not in checked:
+                self.backend.check(request)
+                checked.add(key)
 
     def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
         groups: dict[tuple[Any, ...], list[RemoteTask]] = {}
@@ -353,7 +367,6 @@ class BatchExecutor(ContainerExecutor):
         )
         key = (reference, request.vcpus, request.memory, request.gpus)
         if key not in self.definitions:
-            self.backend.check(request)
             self.definitions[key] = self.backend.job_definition(request, job)
         spec = self.backend.spec(request, job, self.definitions[key])
         tags = {**dict(spec.tags), "disdat:identity": task.identity, "disdat:executor": self.name}
@@ -404,8 +417,16 @@ def _job_name(task: RemoteTask) -> str:
 
 
 def _probe(cls: type) -> RemoteTask:
+    """A stand-in task of `cls`, for what depends on the class alone (its resources)."""
     return RemoteTask(
-        task_id="", label="", pipe_cls=class_path(cls), params={}, processing_name="", output_bundle="", output_uuid=""
+        task_id="",
+        label="",
+        pipe_cls=class_path(cls),
+        params={},
+        processing_name="",
+        output_bundle="",
+        output_uuid="",
+        options=executor_options(cls),
     )
 
 

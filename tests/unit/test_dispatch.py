@@ -1,0 +1,253 @@
+"""The dispatch of an apply's tasks to executors, with stubbed executors and a stubbed AWS: how
+many are in flight, what a failure stops, how array jobs are formed, the journal and the
+container's choice of its task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pytest
+
+from disdat_luigi.apply import dispatch as dispatch_module
+from disdat_luigi.apply.dispatch import Dispatcher, Progress
+from disdat_luigi.apply.executors import Executor, JobUpdate, Phase, RemoteTask
+from disdat_luigi.apply.options import ApplyOptions
+from disdat_luigi.apply.plan import Planner, post_order
+from disdat_luigi.cli import container
+from disdat_luigi.config import DockerSettings, ExecutorSettings, RunSettings, Settings
+from disdat_luigi.errors import JobFailed
+from disdat_luigi.pipe import PipeTask
+from disdat_luigi.run import aws, executors
+from disdat_luigi.store.store import LocalStore
+
+
+class Leaf(PipeTask):
+    executor = "far"
+    n = luigi.IntParameter()
+
+
+class Root(PipeTask):
+    count = luigi.IntParameter(default=5)
+
+    def pipe_requires(self) -> None:
+        for n in range(self.count):
+            self.add_dependency(f"leaf_{n}", Leaf, {"n": n})
+
+
+class StubExecutor(Executor):
+    """Finishes every task it holds at the next poll (failing the ones named in `fail`)."""
+
+    name = "far"
+
+    def __init__(self, max_concurrent: int, fail: set[int] | None = None) -> None:
+        self.max_concurrent = max_concurrent
+        self.fail = fail or set()
+        self.held: list[RemoteTask] = []
+        self.batches: list[int] = []
+        self.peak = 0
+
+    def prepare(self, classes: Sequence[type], log: Any) -> None:
+        self.classes = list(classes)
+
+    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
+        self.held += tasks
+        self.batches.append(len(tasks))
+        self.peak = max(self.peak, len(self.held))
+        return [JobUpdate(task_id=t.task_id, phase=Phase.SUBMITTED, job_id=f"j{t.params['n']}") for t in tasks]
+
+    def poll(self) -> list[JobUpdate]:
+        done, self.held = self.held[:1], self.held[1:]  # one finishes per poll
+        return [
+            JobUpdate(task_id=t.task_id, phase=Phase.FAILED, error=JobFailed("boom"))
+            if int(t.params["n"]) in self.fail
+            else JobUpdate(task_id=t.task_id, phase=Phase.DONE, output_uuid=f"u{t.params['n']}", log=("hello",))
+            for t in done
+        ]
+
+    def cancel(self) -> list[str]:
+        return [t.label for t in self.held]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held)
+
+
+@pytest.fixture
+def planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    store = LocalStore(tmp_path / "home")
+    context = store.create_context("c")
+    context.bind_remote("shared", "s3://bucket/team")
+    monkeypatch.setattr(Dispatcher, "_publish", lambda self, uuids: None)
+    monkeypatch.setattr(Dispatcher, "_record_remote", lambda self, task, uuid: None)
+
+    def make(count: int, executor: StubExecutor) -> Dispatcher:
+        options = ApplyOptions(home=str(tmp_path / "home"), context="c", journal=str(tmp_path / "j"))
+        root = Root(count=count, disdat_apply=options.to_json())
+        options = ApplyOptions(**{**json.loads(options.to_json()), "root_task_id": root.task_id})
+        root = Root(count=count, disdat_apply=options.to_json())
+        decisions = {d.task_id: d for d in Planner(options, context).plan(root)}
+        return Dispatcher(
+            context=context,
+            options=options,
+            order=post_order(root),
+            decisions=decisions,
+            make_executor=lambda name: executor,
+            run_local=lambda task: None,
+            log=lambda line: None,
+            poll_seconds=0,
+        )
+
+    return make
+
+
+def test_no_more_than_max_concurrent_in_flight(planned) -> None:  # type: ignore[no-untyped-def]
+    stub = StubExecutor(max_concurrent=2)
+    dispatcher = planned(7, stub)
+    dispatcher.run()
+    assert stub.batches[0] == 2 and stub.peak == 2 and sum(stub.batches) == 7
+    assert not dispatcher.failures and len(dispatcher.made) == 8  # 7 leaves and the root
+    assert [c.__name__ for c in stub.classes] == ["Leaf"]
+
+
+def test_a_failure_stops_new_work_and_lets_the_rest_finish(planned) -> None:  # type: ignore[no-untyped-def]
+    stub = StubExecutor(max_concurrent=3, fail={0})
+    dispatcher = planned(6, stub)
+    dispatcher.run()
+    assert [f.label for f in dispatcher.failures] == ["Leaf(n=0)"]
+    assert sum(stub.batches) == 3  # the first three were in flight; nothing was handed over after
+    assert set(dispatcher.made) == {Leaf(n=1).task_id, Leaf(n=2).task_id}
+    counts = dispatcher.progress.counts[("Leaf", "far")]
+    assert (counts["done"], counts["failed"], counts["pending"]) == (2, 1, 3)
+
+
+def test_ctrl_c_cancels_what_is_in_flight(planned, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    stub = StubExecutor(max_concurrent=4)
+    lines: list[str] = []
+    dispatcher = planned(4, stub)
+    dispatcher.log = lines.append
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dispatch_module.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dispatcher.run()
+    assert any(line.startswith("interrupted: terminated 4 far job(s): Leaf(n=0)") for line in lines)
+
+
+def test_the_status_table() -> None:
+    progress = Progress()
+    progress.set(("Fit", "batch"), None, "pending")
+    progress.set(("Fit", "batch"), "pending", "running")
+    progress.set(("Prep", "local"), None, "reused")
+    header, fit, prep = progress.table().splitlines()
+    assert header.split() == ["TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "DONE", "REUSED", "FAILED"]
+    assert fit.split() == ["Fit", "batch", "0", "0", "1", "0", "0", "0"]
+    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "1", "0"]
+
+
+def _task(n: int, cls: str = "m.Fit", memory: int | None = None) -> RemoteTask:
+    return RemoteTask(
+        task_id=f"t{n}", label=f"Fit(n={n})", pipe_cls=cls, params={"n": str(n)}, processing_name=f"Fit_{n}",
+        output_bundle="Fit", output_uuid=f"u{n}", options={"memory": memory} if memory else {},
+    )  # fmt: skip
+
+
+def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """array_min_size or more tasks of one class and resources: one submit_job with arrayProperties,
+    children addressed as JOB:INDEX, the task list stored on the remote; fewer: single jobs."""
+    store = LocalStore(tmp_path / "home")
+    context = store.create_context("c")
+    context.bind_remote("shared", "s3://bucket/team")
+    settings = Settings(
+        config_path=tmp_path / "cfg", root=tmp_path / "home", docker=DockerSettings(registry="127.0.0.1:5999"),
+        run=RunSettings(aws_batch_queue="q"),
+    )  # fmt: skip
+    submitted: list[dict[str, Any]] = []
+    stored: dict[str, bytes] = {}
+    monkeypatch.setattr(aws, "submit_job", lambda **kw: submitted.append(kw) or f"job{len(submitted)}")
+    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
+    monkeypatch.setattr(executors.S3, "put_bytes", lambda self, bucket, key, body: stored.update({key: body}))
+    batch = executors.BatchExecutor(
+        settings=settings, config=ExecutorSettings(name="b", type="aws_batch", array_min_size=3), context=context,
+        build=True,
+    )  # fmt: skip
+    monkeypatch.setattr(batch.backend, "check", lambda request: None)
+    monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
+    batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1"), "m.Other": ("disdat-m", "reg/disdat-m:c1")}
+    tasks = [_task(n) for n in range(4)] + [_task(9, "m.Other")] + [_task(7, memory=64)]
+    started = batch.start(tasks)
+    array = [s for s in submitted if "arrayProperties" in s]
+    assert len(submitted) == 3 and len(array) == 1 and array[0]["arrayProperties"] == {"size": 4}
+    assert [job for _t, job in started][:4] == ["job1:0", "job1:1", "job1:2", "job1:3"]
+    (key,) = stored
+    assert key.startswith("team/context/shared/tasks/") and [s["output_uuid"] for s in json.loads(stored[key])] == [
+        "u0", "u1", "u2", "u3",
+    ]  # fmt: skip
+    assert array[0]["containerOverrides"]["command"][-2:] == ["--task-spec-url", f"s3://bucket/{key}"]
+    single = json.loads(submitted[1]["containerOverrides"]["command"][-1])
+    assert single["pipe_cls"] == "m.Other" and submitted[1]["tags"]["disdat:identity"] == _task(9, "m.Other").identity
+    assert {"type": "MEMORY", "value": "64"} in submitted[2]["containerOverrides"]["resourceRequirements"]
+
+
+def test_the_journal_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
+    context = LocalStore(tmp_path / "home").create_context("c")
+    journal = executors.ExecutorJournal(context)
+    record = executors.ExecutorJob(identity="i", job_id="j", output_uuid="u", executor="b", task="t", submitted=1.0)
+    with journal.claimed() as known:
+        assert known == {}
+        journal.add([record])
+    with open(journal.path, "a") as handle:
+        handle.write('{"identity": "i", "job_')  # a writer killed mid-line
+    with journal.claimed() as known:
+        assert known == {"i": record}
+
+
+def test_an_array_child_finds_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = [{"n": 0}, {"n": 1}, {"n": 2}]
+    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps(specs).encode())
+    args = argparse.Namespace(task_spec=None, task_spec_url="s3://b/k.json")
+    assert container._task_spec(args, {"AWS_BATCH_JOB_ARRAY_INDEX": "2"}) == {"n": 2}
+    assert container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc:1"}) == {"n": 1}
+    with pytest.raises(Exception, match="array jobs"):
+        container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc"})
+
+
+def test_prepare_checks_images_and_placement_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each module's image is refreshed (pushed for Batch) once, and each class's resources are
+    checked against the queue: an impossible one is refused before any task runs."""
+    from disdat_luigi.errors import RunError
+
+    context = LocalStore(tmp_path / "home").create_context("c")
+    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
+    refreshed: list[tuple[str, bool]] = []
+    monkeypatch.setattr(executors, "find_pipe_root", lambda module, configured: tmp_path)
+    monkeypatch.setattr(executors, "refresh_image", lambda cls, root, **kw: refreshed.append((cls, kw["push"])))
+    batch = executors.BatchExecutor(
+        settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
+    )
+    monkeypatch.setattr(batch.backend, "image_reference", lambda name: f"reg/{name}:c1")
+    asked: list[int] = []
+
+    def check(request: Any) -> None:
+        asked.append(request.memory)
+        if request.memory > 4096:
+            raise RunError("no compute environment of queue q can give 8192 MiB")
+
+    monkeypatch.setattr(batch.backend, "check", check)
+
+    class Big(Leaf):
+        executor_options = {"memory": 8192}
+
+    batch.prepare([Leaf, Root], print)
+    assert refreshed == [(f"{Leaf.__module__}.Leaf", True)] and asked == [2048]
+    assert batch.images[f"{Leaf.__module__}.Root"][1].startswith("reg/disdat-")
+    with pytest.raises(RunError, match="8192 MiB"):
+        batch.prepare([Big], print)
