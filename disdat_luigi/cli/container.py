@@ -9,6 +9,7 @@ bundles looked up on the remote. The last line names the output bundle for the h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             provenance=_provenance(os.environ),
         )
-        outcome = apply_outcome(request, load_settings())
+        # `dsdt run` is a whole pipeline in this one container, whatever executors its classes name
+        outcome = apply_outcome(dataclasses.replace(request, executors={"*": "local"}), load_settings())
     except DisdatError as err:
         if args.verbose:
             traceback.print_exc()
@@ -132,8 +134,6 @@ def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     """The apply of exactly one task of a host's apply: its inputs pinned to the bundles the host
     pushed (brought here with their files), forced to run, its bundle made under the host's uuid
     and pushed; everything local here, whatever executor the class names."""
-    import dataclasses
-
     from disdat_luigi import api
     from disdat_luigi.apply.loader import load_pipe_class
     from disdat_luigi.run.runner import container_apply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sqlite3
 import sys
@@ -17,12 +18,16 @@ COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dsdt", description="Data-versioned pipelines: bundles, contexts, S3 remotes, containers."
+        prog="dsdt",
+        description="Data-versioned pipelines: bundles, contexts, S3 remotes, containers.",
+        allow_abbrev=False,
     )
     parser.add_argument("--profile", help="AWS profile for S3, ECR and Batch (default: AWS_PROFILE)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("--version", action="version", version=f"disdat_luigi {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # no abbreviations: a pipeline's `--n 10` after the class must never be taken for `--no-build`
+    commands = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=commands)
     import importlib
 
     for group in COMMAND_GROUPS:

@@ -157,3 +157,10 @@ def test_verify_reports_damage_and_exits_1(dsdt, ctx: str) -> None:  # type: ign
     result = dsdt("verify")
     assert result.code == 1 and f"DAMAGED {bundle.uuid}" in result.out and "sha256" in result.out
     assert "sha256" not in dsdt("verify", "--no-hash").out
+
+
+def test_pipeline_parameters_are_never_taken_for_abbreviated_options(ctx: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """`--n 2` after the class is the pipeline's parameter, although `--n` abbreviates `--no-build`."""
+    result = dsdt("apply", "tests.functional.pipelines.Source", "--n", "2")
+    assert result.code == 0, result.err
+    assert api.get(ctx, "Source").data == [0, 1]

@@ -1,0 +1,24 @@
+"""`python bench/measured.py ARGS...`: the `dsdt` command line, reporting at exit its own CPU
+seconds (its child processes included, e.g. git) and peak RSS (VmHWM) as one `BENCH {...}` line on
+stderr. Its own high-water mark, not wait4's: Linux carries a parent's size into a forked child."""
+
+import atexit
+import json
+import resource
+import sys
+
+
+def _report() -> None:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    with open("/proc/self/status", encoding="utf-8") as status:
+        hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    print("BENCH " + json.dumps({"cpu": cpu, "hwm_kb": hwm_kb}), file=sys.stderr, flush=True)
+
+
+atexit.register(_report)
+
+from disdat_luigi.cli.main import main  # noqa: E402  (after the hook, so it always reports)
+
+sys.exit(main(sys.argv[1:]))
