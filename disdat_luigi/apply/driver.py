@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from disdat_luigi.apply.dispatch import Dispatcher, LogSink, first_failure
 from disdat_luigi.apply.executors import LOCAL, ExecutorFactory
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.loader import coerce_params, load_pipe_class
+from disdat_luigi.apply.local import luigi_configured, run_in_process
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner, post_order
 from disdat_luigi.apply.scheduling import SchedulerFactory
@@ -141,13 +141,17 @@ def apply_outcome(
     root = decisions[-1]
     if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
         return ApplyOutcome(success=True, did_work=False, root_uuid=root.uuid or "", root_name=root.bundle_name)
-    if any(not d.reuse and d.executor != LOCAL for d in decisions):
-        if executors is None:
-            raise ConfigError(
-                "this apply sends tasks to executors, but none were given to it",
-                hint="use disdat_luigi.api.apply (or `dsdt apply`), which provides them",
-            )
-        return _dispatch(request, prepared, decisions, executors, settings, log)
+    remote = any(not d.reuse and d.executor != LOCAL for d in decisions)
+    if remote and executors is None:
+        raise ConfigError(
+            "this apply sends tasks to executors, but none were given to it",
+            hint="use disdat_luigi.api.apply (or `dsdt apply`), which provides them",
+        )
+    # luigi's scheduler walks every pending task for each task it hands out (quadratic in the DAG);
+    # the default apply runs its tasks here instead, unless it asks for what only luigi does
+    own = request.workers == 1 and not request.central_scheduler and not request.luigi_options
+    if remote or (own and not luigi_configured()):
+        return _dispatch(request, prepared, decisions, executors or _no_executors, settings, log, own)
     journal = Journal(prepared.options.journal)
     try:
         outcome = luigi.build(
@@ -189,26 +193,29 @@ def _dispatch(
     executors: ExecutorFactory,
     settings: Settings,
     log: LogSink,
+    in_process: bool,
 ) -> ApplyOutcome:
-    """Run the tasks that must run, each on its executor (local ones here, one luigi build each)."""
+    """Run the tasks that must run, each on its executor; local ones here, in this process (or,
+    when the apply asks for luigi's workers or settings, one luigi build each)."""
     by_id = {d.task_id: d for d in decisions}
+    journal_path = prepared.options.journal
     dispatcher = Dispatcher(
         context=prepared.planner.context,
         options=prepared.options,
         order=post_order(prepared.root),
         decisions=by_id,
         make_executor=executors,
-        run_local=lambda task: _run_here(task, request),
+        run_local=run_in_process if in_process else lambda task: _run_here(task, request, journal_path),
         log=log,
         poll_seconds=settings.run.poll_seconds,
         localize=request.localize,
     )
-    journal = Journal(prepared.options.journal)
+    journal = Journal(journal_path)
     try:
         dispatcher.run()
+        did_work = bool(dispatcher.made) or any(e.kind == "produced" for e in journal.entries())
     finally:
         journal.remove()
-    did_work = bool(dispatcher.made)
     if dispatcher.failures:
         error = first_failure(dispatcher.failures)
         raise ApplyError(
@@ -221,9 +228,13 @@ def _dispatch(
     return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)
 
 
-def _run_here(task: Any, request: ApplyRequest) -> str | None:
-    """One local task of a dispatched apply (its upstream is done): None, or what failed."""
-    journal = Journal(task.disdat_apply and json.loads(task.disdat_apply)["journal"])
+def _no_executors(name: str) -> None:
+    raise ConfigError(f"executor {name!r} is not available to this apply")
+
+
+def _run_here(task: Any, request: ApplyRequest, journal_path: str) -> str | None:
+    """One local task of a dispatched apply, through luigi (its upstream is done): None, or what failed."""
+    journal = Journal(journal_path)
     outcome = luigi.build(
         [task],
         workers=1,

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from disdat_luigi import __version__
 from disdat_luigi.errors import DisdatError, describe_os_error
 
 COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser without abbreviations: a pipeline's `--n 10` after the class must never
+    be taken for `--no-build`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="AWS profile for S3, ECR and Batch (default: AWS_PROFILE)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("--version", action="version", version=f"disdat_luigi {__version__}")
-    # no abbreviations: a pipeline's `--n 10` after the class must never be taken for `--no-build`
-    commands = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=commands)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
     import importlib
 
     for group in COMMAND_GROUPS:

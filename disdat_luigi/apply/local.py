@@ -1,0 +1,90 @@
+"""Run planned tasks in this process without luigi's scheduler: for the default apply (one worker,
+local scheduler) luigi's scheduler costs O(N) per task (every request for work walks and sorts every
+pending task), which makes a 10,000-task DAG quadratic. Here a task runs once its upstream is done,
+in plan order, with luigi's task events (START, SUCCESS, FAILURE, PROCESSING_TIME) fired as luigi's
+worker would; dynamic dependencies (`yield self.yield_dependency(...)`) are planned and run when
+they are yielded, and the generator resumes with them done (luigi would restart `pipe_run`).
+
+Applies that ask for luigi's own machinery (several workers, the central scheduler, luigi options,
+or `[worker]`/`[scheduler]` settings such as retries) still go through `luigi.build`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import TYPE_CHECKING, Any
+
+import luigi
+import luigi.configuration
+from luigi.event import Event
+
+from disdat_luigi.apply.plan import post_order
+
+if TYPE_CHECKING:
+    from disdat_luigi.apply.task import PipeTask
+
+LUIGI_SECTIONS = ("worker", "scheduler", "retcode")
+
+
+def luigi_configured() -> bool:
+    """True when luigi's own config has worker or scheduler settings (retries, keep_alive, ...):
+    those are honoured by luigi's scheduler only."""
+    config = luigi.configuration.get_config()
+    return any(config.has_section(section) and config.items(section) for section in LUIGI_SECTIONS)
+
+
+class _Failed(Exception):
+    """A dynamic dependency failed; the task that yielded it fails with the same message."""
+
+
+def run_in_process(task: PipeTask) -> str | None:
+    """Run one task whose static upstream is done: None, or what failed."""
+    try:
+        _run(task)
+    except _Failed as failed:
+        return str(failed)
+    return None
+
+
+def _run(task: PipeTask) -> None:
+    for name in ("set_tracking_url", "set_status_message", "set_progress_percentage"):
+        if getattr(task, name, None) is None:  # luigi's worker sets these callbacks; tasks may call them
+            setattr(task, name, _ignore)
+    task.trigger_event(Event.START, task)
+    started = time.time()
+    try:
+        result = task.run()
+        if inspect.isgenerator(result):
+            _drive(result)
+    except _Failed as failed:
+        task.trigger_event(Event.FAILURE, task, failed)
+        raise
+    except Exception as err:
+        task.trigger_event(Event.FAILURE, task, err)
+        raise _Failed(f"{type(err).__name__}: {err}") from err
+    task.trigger_event(Event.PROCESSING_TIME, task, time.time() - started)
+    task.trigger_event(Event.SUCCESS, task)
+
+
+def _drive(generator: Any) -> None:
+    """Each yielded batch of dependencies is made complete (planned, upstream first) before the
+    generator goes on; a failed one is thrown into it (so the task abandons its bundle)."""
+    while True:
+        try:
+            requested = next(generator)
+        except StopIteration:
+            return
+        for dependency in luigi.task.flatten(requested):
+            for upstream in post_order(dependency):
+                if upstream.complete():
+                    continue
+                try:
+                    _run(upstream)
+                except _Failed as failed:
+                    generator.throw(_Failed(f"its dependency {upstream} failed: {failed}"))
+                    raise  # thrown back out of the task: it failed
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
