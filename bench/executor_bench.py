@@ -184,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--modes", nargs="+", default=["array", "single", "whole"], choices=["array", "single", "whole"]
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-exec-bench-"))
     env, counting, registry = setup(work)
@@ -191,7 +194,7 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for n in args.sizes if round_ % 2 == 0 else list(reversed(args.sizes)):
-                for mode in ("array", "single", "whole") if round_ % 2 == 0 else ("whole", "single", "array"):
+                for mode in args.modes if round_ % 2 == 0 else list(reversed(args.modes)):
                     salt = uuid.uuid4().hex[:8]
                     if mode == "whole":
                         wall, report, _err = dsdt(env, "run", "--backend", "AWSBatch", "--wait",
@@ -209,7 +212,17 @@ def main() -> None:
                     print(f"round {round_ + 1} {mode:>6} N={n:<4} {wall:7.1f} s", file=sys.stderr, flush=True)
     finally:
         registry.terminate()
-    print_results(best, args.sizes)
+    if set(args.modes) == {"array", "single", "whole"}:
+        print_results(best, args.sizes)
+    else:
+        for key, row in sorted(best.items()):
+            print(
+                key,
+                f"{row['wall']:.1f} s",
+                f"cpu {row['cpu']:.2f} s",
+                f"{row['hwm_kb'] / 1024:.0f} MB",
+                dict(row["counts"]),
+            )
 
 
 def _aws(counts: collections.Counter[str]) -> int:

@@ -4,6 +4,7 @@ stderr. Its own high-water mark, not wait4's: Linux carries a parent's size into
 
 import atexit
 import json
+import os
 import resource
 import sys
 
@@ -21,4 +22,10 @@ atexit.register(_report)
 
 from disdat_luigi.cli.main import main  # noqa: E402  (after the hook, so it always reports)
 
+if os.environ.get("BENCH_PROFILE"):  # a cProfile of the command, to see where its CPU goes
+    import cProfile
+
+    profiler = cProfile.Profile()
+    atexit.register(lambda: profiler.dump_stats(os.environ["BENCH_PROFILE"]))
+    profiler.enable()
 sys.exit(main(sys.argv[1:]))

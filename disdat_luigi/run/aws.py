@@ -88,6 +88,18 @@ def describe_jobs(job_ids: list[str]) -> list[Mapping[str, Any]]:
     return list(_call("describe_jobs", _client("batch").describe_jobs, jobs=job_ids).get("jobs", []))
 
 
+def array_children(array_job_id: str, status: str) -> list[str]:
+    """The ids of an array job's children in `status` (list_jobs, every page)."""
+    found: list[str] = []
+    kwargs: dict[str, Any] = {"arrayJobId": array_job_id, "jobStatus": status}
+    while True:
+        answer = _call("list_jobs", _client("batch").list_jobs, **kwargs)
+        found += [str(j["jobId"]) for j in answer.get("jobSummaryList", [])]
+        if not answer.get("nextToken"):
+            return found
+        kwargs["nextToken"] = answer["nextToken"]
+
+
 def with_exit_code(job: Mapping[str, Any]) -> Mapping[str, Any]:
     """The job with `container.exitCode` filled in when describe_jobs left it out: from its last
     attempt, else from the queue's list of failed jobs (which some Batch implementations, moto

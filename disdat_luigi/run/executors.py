@@ -321,6 +321,8 @@ class BatchExecutor(ContainerExecutor):
         self._said: set[str] = set()
         self.definitions: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self.described: dict[str, Mapping[str, Any]] = {}
+        self._summaries: dict[str, dict[str, int]] = {}  # array job -> its children's counts at the last poll
+        self._child_phases: dict[str, dict[str, Phase]] = {}  # array job -> child -> phase last listed
 
     def _say_once(self, line: str) -> None:
         """The backend's per-job remarks (a credentials warning) once per apply, not once per job."""
@@ -392,11 +394,44 @@ class BatchExecutor(ContainerExecutor):
         return [(task, f"{parent}:{index}") for index, task in enumerate(group)]
 
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
-        described = jobs.describe_many(job_ids, aws.describe_jobs)
-        self.described.update(described)
-        return {
-            job_id: BATCH_PHASES.get(described[job_id]["status"]) if job_id in described else None for job_id in job_ids
-        }
+        """Single jobs described (100 per request); array children through their parent: one
+        describe per array and poll, its children listed by status only when its counts moved, and
+        each child described once, when it ended (for its diagnosis and log)."""
+        children: dict[str, list[str]] = {}
+        single = []
+        for job_id in job_ids:
+            parent, colon, _index = job_id.partition(":")
+            if colon:
+                children.setdefault(parent, []).append(job_id)
+            else:
+                single.append(job_id)
+        found: dict[str, Phase | None] = {}
+        described = jobs.describe_many(single + list(children), aws.describe_jobs)
+        for job_id in single:
+            found[job_id] = BATCH_PHASES.get(described[job_id]["status"]) if job_id in described else None
+            if job_id in described:
+                self.described[job_id] = described[job_id]
+        ended: list[str] = []
+        for parent, ids in children.items():
+            if parent not in described:
+                found.update(dict.fromkeys(ids))
+                continue
+            found.update(self._children(parent, ids, described[parent]))
+            ended += [i for i in ids if found[i] in (Phase.DONE, Phase.FAILED)]
+        if ended:
+            self.described.update(jobs.describe_many(ended, aws.describe_jobs))
+        return found
+
+    def _children(self, parent: str, ids: list[str], described: Mapping[str, Any]) -> dict[str, Phase | None]:
+        summary = dict((described.get("arrayProperties") or {}).get("statusSummary") or {})
+        before = self._summaries.get(parent, {})
+        moved = sorted(s for s in ("RUNNING", "SUCCEEDED", "FAILED") if summary.get(s, 0) != before.get(s, 0))
+        self._summaries[parent] = summary
+        known = self._child_phases.setdefault(parent, {})
+        for status in moved:
+            for child in aws.array_children(parent, status):
+                known[child] = BATCH_PHASES[status]
+        return {i: known.get(i, Phase.SUBMITTED) for i in ids}
 
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
         job = self.described.pop(tracked.job_id, {})

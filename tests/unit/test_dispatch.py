@@ -251,3 +251,41 @@ def test_prepare_checks_images_and_placement_before_anything_runs(
     assert batch.images[f"{Leaf.__module__}.Root"][1].startswith("reg/disdat-")
     with pytest.raises(RunError, match="8192 MiB"):
         batch.prepare([Big], print)
+
+
+def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One describe per array per poll; children listed only for the statuses whose counts moved;
+    each ended child described once."""
+    context = LocalStore(tmp_path / "home").create_context("c")
+    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
+    batch = executors.BatchExecutor(
+        settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
+    )
+    summary = {"RUNNING": 0, "SUCCEEDED": 0, "FAILED": 0, "RUNNABLE": 3}
+    by_status: dict[str, list[str]] = {"RUNNING": [], "SUCCEEDED": [], "FAILED": []}
+    described: list[list[str]] = []
+    listed: list[str] = []
+
+    def describe(ids: list[str]) -> list[dict[str, Any]]:
+        described.append(ids)
+        return [
+            {"jobId": i, "status": "PENDING", "arrayProperties": {"statusSummary": dict(summary)}}
+            if ":" not in i
+            else {"jobId": i, "status": "SUCCEEDED" if i in by_status["SUCCEEDED"] else "FAILED"}
+            for i in ids
+        ]
+
+    monkeypatch.setattr(aws, "describe_jobs", describe)
+    monkeypatch.setattr(aws, "array_children", lambda parent, status: listed.append(status) or by_status[status])
+    ids = ["p:0", "p:1", "p:2"]
+    assert set(batch.phases(ids).values()) == {Phase.SUBMITTED} and described == [["p"]] and listed == []
+    summary.update(RUNNING=2, RUNNABLE=1)
+    by_status["RUNNING"] = ["p:0", "p:1"]
+    assert batch.phases(ids) == {"p:0": Phase.RUNNING, "p:1": Phase.RUNNING, "p:2": Phase.SUBMITTED}
+    assert listed == ["RUNNING"]
+    summary.update(RUNNING=1, SUCCEEDED=1, FAILED=1, RUNNABLE=0)
+    by_status.update(RUNNING=["p:1"], SUCCEEDED=["p:0"], FAILED=["p:2"])
+    listed.clear()
+    assert batch.phases(ids) == {"p:0": Phase.DONE, "p:1": Phase.RUNNING, "p:2": Phase.FAILED}
+    assert listed == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
+    assert set(batch.described) == {"p:0", "p:2"}  # kept for their diagnosis and log
