@@ -122,7 +122,7 @@ def main() -> None:
                     rows.append([n, engine.name, f"skipped (N > {limits[engine.key]})", "", "", "", "", ""])
                     continue
                 first, again, rss = best[(engine.name, n)]
-                ratios = [f"{first / ours_first:.2f}x", f"{again / ours_again:.1f}x"]
+                ratios = [f"{first / ours_first:.2f}x", f"{again / ours_again:.2f}x"]
                 rows.append(
                     [n, engine.name, f"{first:.2f}", f"{again:.3f}", f"{1000 * first / n:.2f}", f"{rss:.0f}", *ratios]
                 )

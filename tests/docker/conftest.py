@@ -83,3 +83,25 @@ def pipes_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built_pipes(docker_env: Path, pipes_copy: Path) -> list[ImageResult]:
     """Every module image of the example pipe root, built (once; later calls find them up to date)."""
     return api.dockerize(pipes_copy)
+
+
+def moto_batch_queue(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new moto Batch queue on an unmanaged compute environment, whose jobs moto runs on the
+    engine with host networking; its name."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
+    suffix = uuid.uuid4().hex[:8]
+    role = boto3.client("iam").create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    batch = boto3.client("batch")
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"ce-{suffix}", type="UNMANAGED", serviceRole=role
+    )
+    queue = f"queue-{suffix}"
+    batch.create_job_queue(
+        jobQueueName=queue, state="ENABLED", priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
+    )  # fmt: skip
+    return queue

@@ -17,6 +17,7 @@ import boto3
 import pytest
 
 from disdat_luigi import api
+from tests.docker.conftest import moto_batch_queue
 
 SLOW = """
 import time
@@ -51,18 +52,7 @@ class Naps(PipeTask):
 def farm(docker_env: Path, bucket: str, dsdt, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
     """Context `work` on the bucket; [executor.batch] (arrays from 5 tasks), [executor.single]
     (never arrays) on a moto queue, [executor.debug] on the local engine; polls every second."""
-    monkeypatch.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
-    suffix = uuid.uuid4().hex[:8]
-    role = boto3.client("iam").create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    batch = boto3.client("batch")
-    environment = batch.create_compute_environment(
-        computeEnvironmentName=f"ce-{suffix}", type="UNMANAGED", serviceRole=role
-    )
-    queue = f"queue-{suffix}"
-    batch.create_job_queue(
-        jobQueueName=queue, state="ENABLED", priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
-    )  # fmt: skip
+    queue = moto_batch_queue(monkeypatch)
     cfg = docker_env / "config" / "disdat.cfg"
     text = cfg.read_text().replace("poll_seconds = 5\n", "poll_seconds = 1\n")
     sections = "".join(
@@ -130,6 +120,11 @@ def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path)
     assert debug.code == 0, debug.err[-2000:]
     assert {(f.git_info or {}).get("executor") for f in api.search("work", "Fit")} == {"debug"}
     assert len(_jobs(farm)) == 0
+    # `dsdt run` still runs the whole pipeline in one container, whatever executor Fit names
+    whole = dsdt("run", "-", "whole", "ml.sweep.Sweep", "--alphas", "[6]")
+    assert whole.code == 0, whole.err[-2000:]
+    fit6 = [f for f in api.search("work", "Fit") if f.params["alpha"] == "6.0"]
+    assert len(fit6) == 1 and "executor" not in (fit6[0].git_info or {}) and len(_jobs(farm)) == 0
     sweep = pipes_copy / "ml" / "sweep.py"
     original = sweep.read_text()
     sweep.write_text(original + "\n# edited\n")

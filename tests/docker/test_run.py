@@ -22,6 +22,7 @@ from disdat_luigi.errors import (
     RemoteNotConfigured,
 )
 from tests.conftest import wait_for_batch_job
+from tests.docker.conftest import moto_batch_queue
 
 FAILING = """
 import luigi
@@ -58,18 +59,7 @@ def run_env(docker_env: Path, built_pipes: list[ImageResult], bucket: str, dsdt,
 @pytest.fixture
 def batch_queue(run_env: str, docker_env: Path, pipes_copy: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A moto Batch queue (unmanaged compute environment) whose jobs run with host networking."""
-    monkeypatch.setenv("MOTO_DOCKER_NETWORK_MODE", "host")
-    suffix = uuid.uuid4().hex[:8]
-    role = boto3.client("iam").create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    batch = boto3.client("batch")
-    environment = batch.create_compute_environment(
-        computeEnvironmentName=f"ce-{suffix}", type="UNMANAGED", serviceRole=role
-    )
-    queue = f"queue-{suffix}"
-    batch.create_job_queue(
-        jobQueueName=queue, state="ENABLED", priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
-    )  # fmt: skip
+    queue = moto_batch_queue(monkeypatch)
     cfg = docker_env / "config" / "disdat.cfg"
     cfg.write_text(cfg.read_text().replace("aws_batch_queue =\n", f"aws_batch_queue = {queue}\n"))
     api.dockerize(pipes_copy, "etl.summarize.Summarize", push=True)
