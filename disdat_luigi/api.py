@@ -116,10 +116,6 @@ def _context(local_context: str) -> LocalContext:
     return _store().context(local_context)
 
 
-def _log_apply(line: str) -> None:
-    logging.getLogger("disdat_luigi.apply").info(line)
-
-
 def init() -> Path:
     """Create the config file (from the template) and the store root; harmless when they exist."""
     path = init_config()
@@ -503,7 +499,7 @@ def apply_outcome(
     settings = load_settings()
     context = LocalStore(settings.root, remote_settings=settings.remote).context(local_context)
     factory = executor_factory(settings, context, build=not no_build)
-    return run_apply(request, settings, factory, log or _log_apply)
+    return run_apply(request, settings, factory, log) if log else run_apply(request, settings, factory)
 
 
 def parse_pipeline(pipe_cls: str | type, pipe_args: list[str]) -> tuple[type, dict[str, Any]]:

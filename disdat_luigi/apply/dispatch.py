@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.task import PipeTask
 
 LogSink = Callable[[str], None]
-RunLocal = Callable[["PipeTask"], str | None]  # runs one task here; None, or what failed
+RunLocal = Callable[["PipeTask"], str | Exception | None]  # runs one task here; None, or what failed
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Failure:
     label: str
     message: str
     hint: str | None = None
+    cause: BaseException | None = None  # the task's own exception, when it failed here
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Dispatcher:
         self._set(task.task_id, "running")
         error = self.run_local(task)
         if error is not None:
-            self._fail(task.task_id, Failure(str(task), error))
+            self._fail(task.task_id, Failure(str(task), str(error), cause=_root_cause(error)))
             return
         uuid = state_of(task).produced or ""
         self._done(task.task_id, uuid, ready)
@@ -309,6 +310,16 @@ class Dispatcher:
             return
         self._last_table = now
         self.log(f"JOB STATUS {time.strftime('%H:%M:%S')}\n{self.progress.table()}")
+
+
+def _root_cause(error: str | Exception) -> BaseException | None:
+    """The exception a task raised itself, at the end of the chain of what it caused."""
+    if not isinstance(error, Exception):
+        return None
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return cause
 
 
 def first_failure(failures: Sequence[Failure]) -> DisdatError:

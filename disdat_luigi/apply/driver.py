@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -121,15 +122,19 @@ class ApplyOutcome:
         return {"success": self.success, "did_work": self.did_work}
 
 
+def _log(line: str) -> None:
+    logging.getLogger("disdat_luigi.apply").info(line)
+
+
 def apply(
-    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = print
+    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = _log
 ) -> dict[str, bool]:
     """Run the pipeline; {'success': True, 'did_work': ...}, or ApplyError carrying that result."""
     return apply_outcome(request, settings, executors, log).as_result()
 
 
 def apply_outcome(
-    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = print
+    request: ApplyRequest, settings: Settings, executors: ExecutorFactory | None = None, log: LogSink = _log
 ) -> ApplyOutcome:
     """`apply`, also naming the root's bundle (made now or reused). Tasks whose executor is not
     local are handed to the executors `executors` makes (by name)."""
@@ -222,7 +227,7 @@ def _dispatch(
             error.message,
             {"success": False, "did_work": did_work},
             hint=error.hint or "bundles of the tasks that finished are kept; fix the error and apply again to resume",
-        )
+        ) from dispatcher.failures[0].cause
     root = decisions[-1]
     root_uuid = dispatcher.made.get(root.task_id) or root.uuid or ""
     return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)

@@ -24,7 +24,7 @@ from disdat_luigi.apply.plan import post_order
 if TYPE_CHECKING:
     from disdat_luigi.apply.task import PipeTask
 
-LUIGI_SECTIONS = ("worker", "scheduler", "retcode")
+LUIGI_SECTIONS = ("worker", "scheduler")
 
 
 def luigi_configured() -> bool:
@@ -38,12 +38,13 @@ class _Failed(Exception):
     """A dynamic dependency failed; the task that yielded it fails with the same message."""
 
 
-def run_in_process(task: PipeTask) -> str | None:
-    """Run one task whose static upstream is done: None, or what failed."""
+def run_in_process(task: PipeTask) -> Exception | None:
+    """Run one task whose static upstream is done: None, or what failed (its message says what;
+    its __cause__ is the task's own exception, with its traceback)."""
     try:
         _run(task)
     except _Failed as failed:
-        return str(failed)
+        return failed
     return None
 
 
@@ -82,7 +83,9 @@ def _drive(generator: Any) -> None:
                 try:
                     _run(upstream)
                 except _Failed as failed:
-                    generator.throw(_Failed(f"its dependency {upstream} failed: {failed}"))
+                    thrown = _Failed(f"its dependency {upstream} failed: {failed}")
+                    thrown.__cause__ = failed  # down to the dependency's own exception
+                    generator.throw(thrown)
                     raise  # thrown back out of the task: it failed
 
 

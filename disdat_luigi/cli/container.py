@@ -109,11 +109,13 @@ def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, An
 
     if args.task_spec:
         return dict(json.loads(args.task_spec))
+    stored = json.loads(_download(args.task_spec_url, env))
+    if isinstance(stored, dict):  # one large spec of a single job
+        return stored
     index_text = env.get("AWS_BATCH_JOB_ARRAY_INDEX") or env.get("AWS_BATCH_JOB_ID", "").rpartition(":")[2]
     if not index_text.isdigit():
         raise DisdatError("--task-spec-url is for array jobs: no AWS_BATCH_JOB_ARRAY_INDEX in the environment")
-    specs = json.loads(_download(args.task_spec_url, env))
-    return dict(specs[int(index_text)])
+    return dict(stored[int(index_text)])
 
 
 def _download(url: str, env: Mapping[str, str]) -> bytes:

@@ -42,6 +42,7 @@ from disdat_luigi.store.remote.sync import RemoteSync
 
 LogSink = Callable[[str], None]
 JOURNAL = "executor-jobs.jsonl"
+INLINE_SPEC_LIMIT = 6 * 1024  # larger task specs go through the remote (Batch caps a submission's size)
 BATCH_PHASES = {
     "SUBMITTED": Phase.SUBMITTED,
     "PENDING": Phase.SUBMITTED,
@@ -375,16 +376,25 @@ class BatchExecutor(ContainerExecutor):
         return replace(spec, name=name[:128], tags=tags)
 
     def _submit_one(self, task: RemoteTask) -> str:
-        spec = self._spec(task, ["--task-spec", json.dumps(task.spec(self.name))], _job_name(task))
+        """Its spec inline, or, when large (many inputs), stored next to the remote context: Batch
+        limits the size of a submission."""
+        inline = json.dumps(task.spec(self.name))
+        args = ["--task-spec", inline] if len(inline) <= INLINE_SPEC_LIMIT else ["--task-spec-url", self._store([task])]
+        spec = self._spec(task, args, _job_name(task))
         return aws.submit_job(**spec.submission())
+
+    def _store(self, tasks: Sequence[RemoteTask]) -> str:
+        """The specs of `tasks` on the remote (a list for an array job, one spec for a single job)."""
+        key = f"{self.location.root}tasks/{uuidlib.uuid4()}.json"
+        specs = [task.spec(self.name) for task in tasks]
+        body = json.dumps(specs if len(tasks) > 1 else specs[0]).encode("utf-8")
+        S3(self.context.remote_settings).put_bytes(self.location.bucket, key, body)
+        return f"s3://{self.location.bucket}/{key}"
 
     def _submit_array(self, group: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
         """One array job; child i runs group[i] from a spec list stored next to the remote context."""
-        key = f"{self.location.root}tasks/{uuidlib.uuid4()}.json"
-        body = json.dumps([task.spec(self.name) for task in group]).encode("utf-8")
-        S3(self.context.remote_settings).put_bytes(self.location.bucket, key, body)
         first = group[0]
-        url = f"s3://{self.location.bucket}/{key}"
+        url = self._store(group)
         spec = self._spec(first, ["--task-spec-url", url], f"{_job_name(first)}-x{len(group)}")
         submission = spec.submission()
         submission["arrayProperties"] = {"size": len(group)}

@@ -82,9 +82,11 @@ def test_dynamic_dependencies_run_when_yielded(ctx: str) -> None:
 def test_a_failed_dynamic_dependency_fails_the_task_and_leaves_nothing(ctx: str, disdat_env: Path) -> None:
     with pytest.raises(
         ApplyError, match=r"YieldsBoom\(\) failed: .*its dependency Boom\(\) failed: ValueError: kaboom"
-    ):
+    ) as failed:
         api.apply(ctx, YieldsBoom)
     assert FIRED == ["failure ValueError"]
+    cause = failed.value.__cause__
+    assert isinstance(cause, ValueError) and cause.__traceback__ is not None  # `dsdt --verbose` shows it
     assert api.search(ctx) == []
     report = api.verify(ctx)
     assert report.ok and report.cleaned == []  # no half-made bundle or stray draft was left

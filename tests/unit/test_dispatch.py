@@ -193,6 +193,13 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     single = json.loads(submitted[1]["containerOverrides"]["command"][-1])
     assert single["pipe_cls"] == "m.Other" and submitted[1]["tags"]["disdat:identity"] == _task(9, "m.Other").identity
     assert {"type": "MEMORY", "value": "64"} in submitted[2]["containerOverrides"]["resourceRequirements"]
+    # a task reading thousands of bundles: its spec goes through the remote, not the submission
+    wide = RemoteTask(**{**_task(5).__dict__, "pins": {f"Up_{i}": f"uuid-{i}" for i in range(500)}})
+    batch.start([wide])
+    command = submitted[-1]["containerOverrides"]["command"]
+    assert command[-2] == "--task-spec-url" and len(json.dumps(submitted[-1])) < 8192
+    stored_spec = json.loads(stored[command[-1].removeprefix("s3://bucket/")])
+    assert isinstance(stored_spec, dict) and len(stored_spec["pins"]) == 500
 
 
 def test_the_journal_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
@@ -213,6 +220,10 @@ def test_an_array_child_finds_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(container, "_download", lambda url, env: json.dumps(specs).encode())
     args = argparse.Namespace(task_spec=None, task_spec_url="s3://b/k.json")
     assert container._task_spec(args, {"AWS_BATCH_JOB_ARRAY_INDEX": "2"}) == {"n": 2}
+    single = argparse.Namespace(task_spec=None, task_spec_url="s3://b/one.json")
+    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps({"n": 7}).encode())
+    assert container._task_spec(single, {}) == {"n": 7}  # a single job's large spec
+    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps(specs).encode())
     assert container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc:1"}) == {"n": 1}
     with pytest.raises(Exception, match="array jobs"):
         container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc"})
