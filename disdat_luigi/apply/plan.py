@@ -48,9 +48,9 @@ class Decision:
         return self.action == REUSE
 
     def __str__(self) -> str:
-        if self.reuse:
-            return f"reuse {self.uuid}  {self.label}"
         where = f" [executor {self.executor}]" if self.executor != LOCAL else ""
+        if self.reuse:
+            return f"reuse {self.uuid}  {self.label}{where}"
         return f"run   {self.label}{where}: {self.reason}"
 
 

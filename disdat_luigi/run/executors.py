@@ -14,6 +14,7 @@ import fcntl
 import json
 import time
 import uuid as uuidlib
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -291,20 +292,25 @@ class ContainerExecutor(Executor):
         return int(task.options.get("memory", self.config.memory))
 
     # what each executor does its own way
+    @abstractmethod
     def image_reference(self, name: str) -> str:
-        raise NotImplementedError
+        """The exact image to run for the module image `name`."""
 
+    @abstractmethod
     def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
-        raise NotImplementedError
+        """Start jobs for `tasks`; each task with its job id."""
 
+    @abstractmethod
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
-        raise NotImplementedError
+        """Where each job is (None: unknown to the executor)."""
 
+    @abstractmethod
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
-        raise NotImplementedError
+        """An ended job's log lines and, when it failed, its diagnosis."""
 
+    @abstractmethod
     def terminate(self, job_id: str) -> None:
-        raise NotImplementedError
+        """Stop a job."""
 
 
 # --- AWS Batch -----------------------------------------------------------------------------------------

@@ -114,8 +114,9 @@ def test_failure_keeps_the_others_and_the_next_apply_resumes(farm: str, dsdt) ->
 
 
 def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path) -> None:  # type: ignore[no-untyped-def]
-    """--executor Fit=debug runs the same containers on the local engine; an edited module makes
-    the image stale: --no-build refuses with the command, a plain apply rebuilds it."""
+    """--executor Fit=debug runs the same containers on the local engine; `dsdt run` still runs the
+    whole pipeline in one container; an edited module makes the image stale: --no-build refuses
+    with the command before any job, a plain apply rebuilds and pushes it and the job runs."""
     debug = dsdt("apply", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[3, 4]")
     assert debug.code == 0, debug.err[-2000:]
     assert {(f.git_info or {}).get("executor") for f in api.search("work", "Fit")} == {"debug"}
@@ -129,10 +130,13 @@ def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path)
     original = sweep.read_text()
     sweep.write_text(original + "\n# edited\n")
     try:
-        stale = dsdt("apply", "--no-build", "-f", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[5]")
-        assert stale.code == 1 and "does not hold the current code" in stale.err and "dsdt dockerize" in stale.err
-        rebuilt = dsdt("apply", "--executor", "Fit=debug", "ml.sweep.Sweep", "--alphas", "[5]")
-        assert rebuilt.code == 0 and "building" in rebuilt.err
+        stale = dsdt("apply", "--no-build", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[5]")
+        assert stale.code == 1 and "does not hold the current code" in stale.err
+        assert "dsdt dockerize --push" in stale.err and len(_jobs(farm)) == 0  # refused before any job
+        rebuilt = dsdt("apply", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[5]")
+        assert rebuilt.code == 0, rebuilt.err[-2000:]
+        assert "building" in rebuilt.err and "The push refers to repository" in rebuilt.err  # rebuilt and pushed
+        assert len(_jobs(farm)) == 1
     finally:
         sweep.write_text(original)
 

@@ -34,6 +34,9 @@ class ProcessExecutor(ContainerExecutor):
         self.log = log
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
+    def image_reference(self, name: str) -> str:
+        return name  # no image: the entry point runs from this checkout
+
     def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
         import json
 
