@@ -109,6 +109,8 @@ class Dispatcher:
         self._on_remote: set[str] = set()
         self._last_table = 0.0
         self._local_names = {LOCAL}
+        self._local: collections.deque[str] = collections.deque()  # ready to run here
+        self._queued: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)  # per executor
         todo = {t.task_id for t in order if not decisions[t.task_id].reuse}
         self._waiting = {  # in plan order: tasks are handed over in the order the DAG lists them
             t.task_id: {d.task_id for d in declaration_of(t).deps.values() if d.task_id in todo}
@@ -129,25 +131,24 @@ class Dispatcher:
         if remote:
             self._prepare(remote)
         ready = collections.deque(t for t, up in self._waiting.items() if not up)
+        last_poll = time.monotonic()
         try:
             while True:
-                handed: dict[str, list[RemoteTask]] = collections.defaultdict(list)
-                while ready and not self.failures:
-                    task = self.tasks[ready.popleft()]
-                    if self._is_local(task):
-                        self._run_here(task, ready)
-                    else:
-                        handed[self._executor_name(task)].append(self._remote_task(task))
-                for name, batch in handed.items():
-                    self._hand_over(self._executors[name], batch, ready)
+                self._sort(ready)
+                if not self.failures:  # remote work first, so it runs while local tasks do
+                    for executor in self._executors.values():
+                        self._hand_over(executor, ready)
+                if self._local and not self.failures:
+                    self._run_here(self.tasks[self._local.popleft()], ready)
+                    if self._busy() and time.monotonic() - last_poll >= self.poll_seconds:
+                        last_poll = self._poll(ready)
+                    continue
+                if ready:
+                    continue
                 if not self._busy():
-                    if ready and not self.failures:
-                        continue
                     break
-                time.sleep(self.poll_seconds)
-                for executor in self._executors.values():
-                    self._apply_updates(executor.poll(), ready)
-                self._show(force=False)
+                time.sleep(max(0.0, self.poll_seconds - (time.monotonic() - last_poll)))
+                last_poll = self._poll(ready)
         except KeyboardInterrupt:
             for executor in self._executors.values():
                 stopped = executor.cancel()
@@ -156,6 +157,22 @@ class Dispatcher:
             raise
         finally:
             self._show(force=True)
+
+    def _sort(self, ready: collections.deque[str]) -> None:
+        """Ready tasks to the local queue or their executor's queue, in the order they became ready."""
+        while ready:
+            task_id = ready.popleft()
+            task = self.tasks[task_id]
+            if self._is_local(task):
+                self._local.append(task_id)
+            else:
+                self._queued[self._executor_name(task)].append(task_id)
+
+    def _poll(self, ready: collections.deque[str]) -> float:
+        for executor in self._executors.values():
+            self._apply_updates(executor.poll(), ready)
+        self._show(force=False)
+        return time.monotonic()
 
     def _busy(self) -> bool:
         return any(e.in_flight for e in self._executors.values())
@@ -169,14 +186,14 @@ class Dispatcher:
         uuid = state_of(task).produced or ""
         self._done(task.task_id, uuid, ready)
 
-    def _hand_over(self, executor: Executor, batch: list[RemoteTask], ready: collections.deque[str]) -> None:
-        """Push what the tasks read, then give them to the executor (as many as it takes now;
-        the rest wait in the ready queue)."""
+    def _hand_over(self, executor: Executor, ready: collections.deque[str]) -> None:
+        """As many queued tasks as the executor takes now: what they read pushed, then handed over
+        (the rest stay queued; their specs are made only when they go)."""
+        queued = self._queued[executor.name]
         room = max(0, executor.max_concurrent - executor.in_flight)
-        now, later = batch[:room], batch[room:]
-        ready.extendleft(reversed([t.task_id for t in later]))
-        if not now:
+        if not queued or not room:
             return
+        now = [self._remote_task(self.tasks[queued.popleft()]) for _ in range(min(room, len(queued)))]
         self._publish({u for t in now for u in t.pins.values()} | {t.input_bundle for t in now if t.input_bundle})
         self._apply_updates(executor.submit(now), ready)
 
