@@ -177,29 +177,35 @@ class ContainerExecutor(Executor):
             phases = self.phases(mine) if mine else {}  # one bulk look at the jobs of earlier applies
             fresh = []
             for task in tasks:
-                record = known.get(task.identity)
-                attached = self._attach(task, record, phases.get(record.job_id) if record else None)
+                earlier = known.get(task.identity)
+                attached = self._attach(task, earlier, phases.get(earlier.job_id) if earlier else None)
                 if attached is None:
                     fresh.append(task)
                 else:
                     updates.append(attached)
-            started = self.start(fresh) if fresh else []
-            self.journal.add(
-                [
-                    ExecutorJob(
-                        identity=t.identity,
-                        job_id=job_id,
-                        output_uuid=t.output_uuid,
-                        executor=self.name,
-                        task=t.label,
-                        submitted=time.time(),
-                    )
-                    for t, job_id in started
-                ]
-            )
-        for task, job_id in started:
-            self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
-            updates.append(JobUpdate(task_id=task.task_id, phase=Phase.SUBMITTED, job_id=job_id))
+            started: list[tuple[RemoteTask, str]] = []
+
+            def remember(task: RemoteTask, job_id: str) -> None:
+                """Journaled and tracked the moment it is started: should a later submission of the
+                batch fail, every job already running is still known (to Ctrl-C, to the next apply)."""
+                self.journal.add(
+                    [
+                        ExecutorJob(
+                            identity=task.identity,
+                            job_id=job_id,
+                            output_uuid=task.output_uuid,
+                            executor=self.name,
+                            task=task.label,
+                            submitted=time.time(),
+                        )
+                    ]
+                )
+                self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
+                started.append((task, job_id))
+
+            if fresh:
+                self.start(fresh, remember)
+        updates += [JobUpdate(task_id=t.task_id, phase=Phase.SUBMITTED, job_id=job_id) for t, job_id in started]
         return updates
 
     def _attach(self, task: RemoteTask, known: ExecutorJob | None, phase: Phase | None) -> JobUpdate | None:
@@ -297,8 +303,8 @@ class ContainerExecutor(Executor):
         """The exact image to run for the module image `name`."""
 
     @abstractmethod
-    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
-        """Start jobs for `tasks`; each task with its job id."""
+    def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
+        """Start jobs for `tasks`, telling `started` of each task's job id as soon as it has one."""
 
     @abstractmethod
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
@@ -351,19 +357,19 @@ class BatchExecutor(ContainerExecutor):
                 self.backend.check(request)
                 checked.add(key)
 
-    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+    def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
         groups: dict[tuple[Any, ...], list[RemoteTask]] = {}
         for task in tasks:
             request = self.run_request(task)
             key = (task.pipe_cls, request.vcpus, request.memory, request.gpus, request.timeout, request.retries)
             groups.setdefault(key, []).append(task)
-        started: list[tuple[RemoteTask, str]] = []
         for group in groups.values():
             if len(group) >= self.config.array_min_size:
-                started += self._submit_array(group)
+                for task, job_id in self._submit_array(group):
+                    started(task, job_id)
             else:
-                started += [(task, self._submit_one(task)) for task in group]
-        return started
+                for task in group:
+                    started(task, self._submit_one(task))
 
     def _spec(self, task: RemoteTask, spec_args: Sequence[str], name: str) -> jobs.JobSpec:
         request = self.run_request(task)
@@ -504,8 +510,7 @@ class DockerExecutor(ContainerExecutor):
     def image_reference(self, name: str) -> str:
         return self.backend.image_reference(name)
 
-    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
-        started = []
+    def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
         for task in tasks:
             request = replace(self.run_request(task), gpus=None)
             if task.options.get("gpus"):
@@ -519,8 +524,7 @@ class DockerExecutor(ContainerExecutor):
                 labels={"disdat.identity": task.identity, "disdat.executor": self.name},
                 **self.backend.limits(request),
             )
-            started.append((task, str(container.id)))
-        return started
+            started(task, str(container.id))
 
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
         import docker.errors

@@ -37,10 +37,9 @@ class ProcessExecutor(ContainerExecutor):
     def image_reference(self, name: str) -> str:
         return name  # no image: the entry point runs from this checkout
 
-    def start(self, tasks: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
+    def start(self, tasks: Sequence[RemoteTask], started) -> None:  # type: ignore[no-untyped-def]
         import json
 
-        started = []
         for task in tasks:
             env = {**os.environ, "PYTHONPATH": str(REPO), "DISDAT_WORK_DIR": ""}
             command = [
@@ -52,8 +51,7 @@ class ProcessExecutor(ContainerExecutor):
             proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             self.procs[str(proc.pid)] = proc
             ProcessExecutor.launched.append(task.label)
-            started.append((task, str(proc.pid)))
-        return started
+            started(task, str(proc.pid))
 
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
         found: dict[str, Phase | None] = {}

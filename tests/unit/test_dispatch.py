@@ -181,7 +181,8 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
     batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1"), "m.Other": ("disdat-m", "reg/disdat-m:c1")}
     tasks = [_task(n) for n in range(4)] + [_task(9, "m.Other")] + [_task(7, memory=64)]
-    started = batch.start(tasks)
+    started: list[tuple[RemoteTask, str]] = []
+    batch.start(tasks, lambda task, job_id: started.append((task, job_id)))
     array = [s for s in submitted if "arrayProperties" in s]
     assert len(submitted) == 3 and len(array) == 1 and array[0]["arrayProperties"] == {"size": 4}
     assert [job for _t, job in started][:4] == ["job1:0", "job1:1", "job1:2", "job1:3"]
@@ -195,7 +196,7 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     assert {"type": "MEMORY", "value": "64"} in submitted[2]["containerOverrides"]["resourceRequirements"]
     # a task reading thousands of bundles: its spec goes through the remote, not the submission
     wide = RemoteTask(**{**_task(5).__dict__, "pins": {f"Up_{i}": f"uuid-{i}" for i in range(500)}})
-    batch.start([wide])
+    batch.start([wide], lambda task, job_id: None)
     command = submitted[-1]["containerOverrides"]["command"]
     assert command[-2] == "--task-spec-url" and len(json.dumps(submitted[-1])) < 8192
     stored_spec = json.loads(stored[command[-1].removeprefix("s3://bucket/")])
@@ -300,3 +301,35 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
     assert batch.phases(ids) == {"p:0": Phase.DONE, "p:1": Phase.RUNNING, "p:2": Phase.FAILED}
     assert listed == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
     assert set(batch.described) == {"p:0", "p:2"}  # kept for their diagnosis and log
+
+
+def test_a_failed_submission_keeps_the_jobs_already_started_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second submit_job of a batch fails: the first job is journaled and tracked (Ctrl-C and
+    the next apply know it), and the error reaches the caller."""
+    from disdat_luigi.errors import RunError
+
+    context = LocalStore(tmp_path / "home").create_context("c")
+    context.bind_remote("shared", "s3://bucket/team")
+    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
+    calls: list[int] = []
+
+    def submit(**kwargs: Any) -> str:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RunError("submit_job failed: throttled")
+        return "job-1"
+
+    monkeypatch.setattr(aws, "submit_job", submit)
+    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
+    batch = executors.BatchExecutor(
+        settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
+    )
+    monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
+    batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1")}
+    with pytest.raises(RunError, match="throttled"):
+        batch.submit([_task(1), _task(2)])
+    assert list(batch.tracked) == ["job-1"]
+    with batch.journal.claimed() as known:
+        assert [j.job_id for j in known.values()] == ["job-1"] and _task(1).identity in known
