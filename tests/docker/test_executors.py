@@ -128,7 +128,7 @@ def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path)
     assert len(fit6) == 1 and "executor" not in (fit6[0].git_info or {}) and len(_jobs(farm)) == 0
     sweep = pipes_copy / "ml" / "sweep.py"
     original = sweep.read_text()
-    sweep.write_text(original + "\n# edited\n")
+    sweep.write_text(original + f"\n# edited {uuid.uuid4().hex}\n")  # an image no earlier run built
     try:
         stale = dsdt("apply", "--no-build", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[5]")
         assert stale.code == 1 and "does not hold the current code" in stale.err
