@@ -155,8 +155,9 @@ def apply_outcome(
     # luigi's scheduler walks every pending task for each task it hands out (quadratic in the DAG);
     # the default apply runs its tasks here instead, unless it asks for what only luigi does
     own = request.workers == 1 and not request.central_scheduler and not request.luigi_options
-    if remote or (own and not luigi_configured()):
-        return _dispatch(request, prepared, decisions, executors or _no_executors, settings, log, own)
+    in_process = own and not luigi_configured()
+    if remote or in_process:
+        return _dispatch(request, prepared, decisions, executors or _no_executors, settings, log, in_process)
     journal = Journal(prepared.options.journal)
     try:
         outcome = luigi.build(

@@ -35,7 +35,8 @@ def luigi_configured() -> bool:
 
 
 class _Failed(Exception):
-    """A dynamic dependency failed; the task that yielded it fails with the same message."""
+    """A task failed here: the message says what, the cause is the task's own exception (for a
+    failed dynamic dependency: the dependency's failure, thrown into the task that yielded it)."""
 
 
 def run_in_process(task: PipeTask) -> Exception | None:
