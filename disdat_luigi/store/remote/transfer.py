@@ -58,9 +58,17 @@ def run_all(
     progress = progress or NoProgress()
     progress.start(len(jobs), sum(j.size for j in jobs))
 
+    failed = threading.Event()  # set by the first failure: no transfer starts after it
+
     def run(job: FileTransfer) -> bool:
+        if failed.is_set():
+            return False
         meter = _Meter(progress)
-        changed = action(job, meter)
+        try:
+            changed = action(job, meter)
+        except BaseException:
+            failed.set()
+            raise
         progress.file_done(job.size - meter.reported)
         return changed
 
