@@ -497,8 +497,7 @@ def apply_outcome(
         localize=localize,
     )
     settings = load_settings()
-    context = LocalStore(settings.root, remote_settings=settings.remote).context(local_context)
-    factory = executor_factory(settings, context, build=not no_build)
+    factory = executor_factory(settings, build=not no_build)
     return run_apply(request, settings, factory, log) if log else run_apply(request, settings, factory)
 
 

@@ -224,7 +224,8 @@ class Dispatcher:
     def _fail(self, task_id: str, failure: Failure) -> None:
         self.failures.append(failure)
         self._set(task_id, "failed")
-        self.log(f"{failure.label} failed: {failure.message}")
+        if self._executors:  # while other jobs go on finishing; the apply's error says it at the end
+            self.log(f"{failure.label} failed: {failure.message}")
 
     # --- remote tasks -----------------------------------------------------------------------------
 
@@ -241,7 +242,7 @@ class Dispatcher:
         for task in remote:
             executor_options(type(task))  # a bad option fails here, before anything is built
             by_executor[self._executor_name(task)][class_path(type(task))] = type(task)
-        made = {name: self._make_executor(name) for name in by_executor}
+        made = {name: self._make_executor(name, self.context) for name in by_executor}
         self._local_names.update(name for name, executor in made.items() if executor is None)
         elsewhere = [t for t in remote if not self._is_local(t)]
         if not elsewhere:

@@ -10,10 +10,13 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.apply.identity import class_path
 from disdat_luigi.errors import DisdatError, PipelineError
+
+if TYPE_CHECKING:
+    from disdat_luigi.store.context import LocalContext
 
 LOCAL = "local"
 ALL_TASKS = "*"
@@ -155,4 +158,5 @@ class Executor(ABC):
         """Tasks handed over and not yet reported DONE or FAILED."""
 
 
-ExecutorFactory = Callable[[str], "Executor | None"]  # None: that executor runs its tasks here
+# (executor name, the apply's context) -> the executor; None: that executor runs its tasks here
+ExecutorFactory = Callable[[str, "LocalContext"], "Executor | None"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import time
 import uuid as uuidlib
@@ -55,10 +56,10 @@ BATCH_PHASES = {
 }
 
 
-def executor_factory(settings: Settings, context: LocalContext, build: bool = True) -> ExecutorFactory:
-    """Makes the executor an `[executor.NAME]` section describes, for apply."""
+def executor_factory(settings: Settings, build: bool = True) -> ExecutorFactory:
+    """Makes the executor an `[executor.NAME]` section describes, for an apply on `context`."""
 
-    def make(name: str) -> Executor | None:
+    def make(name: str, context: LocalContext) -> Executor | None:
         config = settings.executor(name)
         if config.type == "aws_batch":
             return BatchExecutor(settings=settings, config=config, context=context, build=build)
@@ -152,8 +153,9 @@ class ContainerExecutor(Executor):
     def in_flight(self) -> int:
         return len(self.tracked)
 
-    @property
+    @functools.cached_property
     def location(self) -> RemoteLocation:
+        """Read from the context's metadata once (it cannot change during an apply)."""
         return RemoteLocation.of(self.context)
 
     def prepare(self, classes: Sequence[type], log: LogSink) -> None:

@@ -94,7 +94,7 @@ def farm(remote_ctx: str, disdat_env: Path):  # type: ignore[no-untyped-def]
     lines: list[str] = []
 
     def run(transform=p.HybridEvaluate, **fields):  # type: ignore[no-untyped-def]
-        def make(name: str):  # type: ignore[no-untyped-def]
+        def make(name: str, _context):  # type: ignore[no-untyped-def]
             config = settings.executor(name)
             if config.type == "local":
                 return None
@@ -214,7 +214,7 @@ def test_bad_executor_setups_are_clear(farm, ctx: str, remote_ctx: str, disdat_e
     settings = load_settings()
     plain = LocalStore(settings.root, remote_settings=settings.remote).context("plain")
 
-    def make(name: str) -> ProcessExecutor:
+    def make(name: str, _context: object) -> ProcessExecutor:
         return ProcessExecutor(
             settings=settings, config=ExecutorSettings(name=name, type="docker"), context=plain, build=True
         )

@@ -96,7 +96,7 @@ def planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
             options=options,
             order=post_order(root),
             decisions=decisions,
-            make_executor=lambda name: executor,
+            make_executor=lambda name, context: executor,
             run_local=lambda task: None,
             log=lambda line: None,
             poll_seconds=0,
