@@ -203,8 +203,11 @@ class Dispatcher:
             for line in update.log:
                 self.log(f"[{task}] {line}")
             if update.phase is Phase.DONE:
-                self._record_remote(task, update.output_uuid)
-                self._done(task.task_id, update.output_uuid, ready)
+                mismatch = self._record_remote(task, update.output_uuid)
+                if mismatch:
+                    self._fail(task.task_id, Failure(str(task), mismatch))
+                else:
+                    self._done(task.task_id, update.output_uuid, ready)
             elif update.phase is Phase.FAILED:
                 error = update.error
                 message = error.message if error is not None else "failed"
@@ -281,6 +284,8 @@ class Dispatcher:
             input_bundle=self.options.input_bundle_uuid if root else None,
             mark_root=root and self.options.mark_root,
             options=executor_options(type(task)),
+            code=decision.code_version,
+            forced_by=self.options.apply_id if decision.forced else "",
         )
 
     def _uuid_of(self, task: PipeTask) -> str:
@@ -307,13 +312,23 @@ class Dispatcher:
             sync.push(bundles)
         self._on_remote.update(wanted)
 
-    def _record_remote(self, task: PipeTask, uuid: str) -> None:
-        """The bundle a job made, in the local context (files too when a local task reads them)."""
+    def _record_remote(self, task: PipeTask, uuid: str) -> str | None:
+        """The bundle a job made, in the local context (files too when a local task reads them),
+        once its manifest shows it is what the plan asked for; else what differs."""
+        decision = self.decisions[task.task_id]
         local_reader = any(self._is_local(self.tasks[d]) for d in self._downstream.get(task.task_id, ()))
         self._remote().pull(uuid=uuid, localize=self.localize or local_reader)
+        manifest = self.context.load_manifest(uuid)
+        made_with = str((manifest.git_info or {}).get("version") or "")
+        if manifest.processing_name != decision.processing_name or made_with != decision.code_version:
+            return (
+                f"its job made bundle {uuid} of recipe {manifest.processing_name} with code {made_with or 'unknown'}, "
+                f"not the planned {decision.processing_name} with code {decision.code_version}"
+            )
         self._on_remote.add(uuid)
         state_of(task).produced = uuid
-        self.journal.produced(str(task), self.decisions[task.task_id].processing_name, uuid)
+        self.journal.produced(str(task), task.task_id, decision.processing_name, uuid)
+        return None
 
     # --- the status table ---------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class ApplyRequest:
     provenance: Mapping[str, str] = field(default_factory=dict)  # e.g. the Batch job and its memory
     executors: Mapping[str, str] = field(default_factory=dict)  # class name (or '*') -> executor, this run only
     pins: Mapping[str, str] = field(default_factory=dict)  # processing name -> bundle uuid (a remote task's inputs)
+    expected_code: Mapping[str, str] = field(default_factory=dict)  # task class -> the code identity the host planned
     mark_root: bool = True
     localize: bool = False  # bring the files of remotely made bundles here at once
 
@@ -80,10 +81,12 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
         root_id = cls(**params).task_id
     except luigi.parameter.MissingParameterException as err:
         raise ParameterError(str(err), hint="pass every required parameter as --name value") from err
+    apply_id = uuidlib.uuid4().hex
     options = ApplyOptions(
         home=str(settings.root),
         context=context.name,
-        journal=str(context.tmp_dir / f"apply-{uuidlib.uuid4().hex}.journal"),
+        journal=str(context.tmp_dir / f"apply-{apply_id}.journal"),
+        apply_id=apply_id,
         root_task_id=root_id,
         output_bundle=output_bundle,
         output_tags=check_tags(dict(request.output_tags or {})),
@@ -99,6 +102,7 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
         provenance=dict(request.provenance),
         executors=dict(request.executors),
         pins=dict(request.pins),
+        expected_code=dict(request.expected_code),
         mark_root=request.mark_root,
     )
     root = cls(**params, disdat_apply=options.to_json())
@@ -187,7 +191,7 @@ def apply_outcome(
             result,
             hint="bundles of the tasks that finished are kept; fix the error and apply again to resume",
         )
-    made = [e.uuid for e in entries if e.kind == "produced" and e.processing_name == root.processing_name]
+    made = [e.uuid for e in entries if e.kind == "produced" and e.task_id == root.task_id]
     root_uuid = made[-1] if made else ""
     return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)
 

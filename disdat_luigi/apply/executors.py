@@ -5,14 +5,12 @@ engine) live in the run layer and are handed to apply by the caller."""
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from disdat_luigi.apply.identity import class_path
+from disdat_luigi.apply.identity import TaskIdentity, class_path
 from disdat_luigi.errors import DisdatError, PipelineError
 
 if TYPE_CHECKING:
@@ -83,13 +81,26 @@ class RemoteTask:
     input_bundle: str | None = None  # the pipeline_input (only the root of the apply has one)
     mark_root: bool = False
     options: dict[str, int] = field(default_factory=dict)  # the class's executor_options
+    code: str = ""  # the code identity the host planned with: the container must run the same
+    forced_by: str = ""  # the apply's id when the run is forced (never shared with another apply)
+
+    @property
+    def task_identity(self) -> TaskIdentity:
+        inputs = {**self.pins, **({"pipeline_input": self.input_bundle} if self.input_bundle else {})}
+        return TaskIdentity(
+            recipe=self.processing_name,
+            code=self.code,
+            params=self.params,
+            inputs=inputs,
+            output=self.output_bundle,
+            tags=self.output_tags,
+            forced_by=self.forced_by,
+        )
 
     @property
     def identity(self) -> str:
-        """Names this exact piece of work (recipe, output name and the bundles it reads): two
-        applies that need the same bundle share one job."""
-        doc = [self.processing_name, self.output_bundle, sorted(self.pins.items()), self.input_bundle]
-        return hashlib.sha256(json.dumps(doc).encode("utf-8")).hexdigest()[:24]
+        """Names this exact piece of work: two applies that need it share one job."""
+        return self.task_identity.digest
 
     @property
     def cls_name(self) -> str:
@@ -107,6 +118,7 @@ class RemoteTask:
             "input_bundle": self.input_bundle,
             "mark_root": self.mark_root,
             "executor": executor,
+            "code": self.code,
         }
 
 

@@ -1,10 +1,12 @@
-"""A task's processing name: a Merkle hash over its class, parameters and upstream recipes."""
+"""What names a task: its processing name (a Merkle hash over its class, parameters and upstream
+recipes: the recipe bundles are grouped by) and its `TaskIdentity` (exactly one piece of work)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import luigi
@@ -57,3 +59,32 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, list):
         return [_thaw(v) for v in value]
     return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskIdentity:
+    """Exactly one piece of work: what a task makes when it runs now. Two runs with equal
+    identities make interchangeable bundles, so they may share one job (and its bundle); a forced
+    run carries its apply's id and is never shared or adopted. The journal, job names and tags,
+    and re-attach all key work by `digest`."""
+
+    recipe: str  # the processing name
+    code: str  # the code identity (CodeIdentity.version)
+    params: Mapping[str, str]  # every parameter as luigi serializes it
+    inputs: Mapping[str, str]  # the exact bundles it reads: argument (or upstream recipe) -> uuid
+    output: str  # the output bundle's name
+    tags: Mapping[str, str] = field(default_factory=dict)  # the output bundle's tags
+    forced_by: str = ""  # the apply's id, for a forced run
+
+    @property
+    def digest(self) -> str:
+        doc = {
+            "recipe": self.recipe,
+            "code": self.code,
+            "params": dict(self.params),
+            "inputs": dict(self.inputs),
+            "output": self.output,
+            "tags": dict(self.tags),
+            "forced_by": self.forced_by,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()[:32]

@@ -15,6 +15,7 @@ class JournalEntry:
     processing_name: str = ""
     uuid: str = ""
     error: str = ""
+    task_id: str = ""  # luigi's id of the task: unique within one apply
 
 
 class Journal:
@@ -31,8 +32,13 @@ class Journal:
         finally:
             os.close(fd)
 
-    def produced(self, task: str, processing_name: str, uuid: str) -> None:
-        self._append(JournalEntry("produced", task, processing_name, uuid))
+    def produced(self, task: str, task_id: str, processing_name: str, uuid: str) -> None:
+        self._append(JournalEntry("produced", task, processing_name, uuid, task_id=task_id))
+
+    def made(self, task_id: str) -> str | None:
+        """The uuid of the bundle this apply made for the task, if it made one (in any process)."""
+        found = [e.uuid for e in self.entries() if e.kind == "produced" and e.task_id == task_id]
+        return found[-1] if found else None
 
     def failed(self, task: str, error: str) -> None:
         self._append(JournalEntry("failed", task, error=error))

@@ -14,6 +14,7 @@ class ApplyOptions:
     home: str
     context: str
     journal: str
+    apply_id: str = ""  # this apply's own id: what makes a forced run's identity its own
     root_task_id: str = ""
     output_bundle: str | None = None
     output_tags: dict[str, str] = field(default_factory=dict)
@@ -29,6 +30,7 @@ class ApplyOptions:
     provenance: dict[str, str] = field(default_factory=dict)  # recorded in every bundle's git_info
     executors: dict[str, str] = field(default_factory=dict)  # per-run overrides: class (or '*') -> executor
     pins: dict[str, str] = field(default_factory=dict)  # processing name -> the bundle to use (remote tasks)
+    expected_code: dict[str, str] = field(default_factory=dict)  # task class -> the code identity the host planned
     mark_root: bool = True  # a remote task is the root of its container's apply, not of the host's
 
     @property

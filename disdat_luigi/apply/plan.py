@@ -1,14 +1,18 @@
 """Decide, for every task of a pipeline, whether its newest bundle can be reused, and say why not.
 
 Decisions are made bottom-up before luigi runs anything, so a task reruns exactly when its class,
-parameters, upstream recipes, code version, output name or tags changed, when it is forced, or
-when an upstream it used is no longer the current one.
+parameters, upstream recipes, code identity, output name or tags changed, when it is forced, or
+when an upstream it used is no longer the current one. A bundle whose recorded fields cannot be
+read is never reused: it is named once in the log and planned around.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,20 +20,23 @@ from typing import TYPE_CHECKING, Any
 from disdat_luigi.apply.executors import LOCAL, executor_name
 from disdat_luigi.apply.identity import class_path, processing_name, typed_params
 from disdat_luigi.apply.options import ApplyOptions
-from disdat_luigi.apply.state import declaration_of, is_root, output_name, output_tags, set_decision
-from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound, ManifestRejected
+from disdat_luigi.apply.state import declaration_of, is_root, output_name, output_tags, set_decision, state_of
+from disdat_luigi.errors import BundleCorrupt, BundleNotFound, DependencyNotFound, ManifestRejected, PipelineError
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery, IndexRow
-from disdat_luigi.util.codeversion import CodeVersion, capture, source_identity
+from disdat_luigi.store.manifest import BundleManifest
+from disdat_luigi.util.closure import CodeIdentity, SourceIndex
+from disdat_luigi.util.codeversion import CodeVersion, capture
 
 if TYPE_CHECKING:
     from disdat_luigi.apply.task import PipeTask
 
 RUN = "run"
 REUSE = "reuse"
+LOG = logging.getLogger("disdat_luigi.apply")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Decision:
     """What apply will do with one task, and why."""
 
@@ -42,10 +49,16 @@ class Decision:
     uuid: str | None = None
     git_info: dict[str, Any] | None = None
     executor: str = LOCAL
+    forced: bool = False  # its run is this apply's own: never shared with or adopted from another
+    code_files: tuple[str, ...] = ()  # what its code identity covers, for `--explain --code`
 
     @property
     def reuse(self) -> bool:
         return self.action == REUSE
+
+    @property
+    def code_version(self) -> str:
+        return str((self.git_info or {}).get("version") or "")
 
     def __str__(self) -> str:
         where = f" [executor {self.executor}]" if self.executor != LOCAL else ""
@@ -60,12 +73,18 @@ class Planner:
     def __init__(self, options: ApplyOptions, context: LocalContext) -> None:
         self.options = options
         self.context = context
+        self.pid = os.getpid()  # its context's sqlite connection belongs to this process
         self._code: dict[Path, CodeVersion | None] = {}
         self._code_of_class: dict[type, CodeVersion | None] = {}
+        self.sources = SourceIndex(_defines_tasks)
+        self._unusable: set[str] = set()
 
     def plan(self, root: PipeTask) -> list[Decision]:
-        """Decisions for `root` and everything it statically requires, upstream first."""
+        """Decisions for `root` and everything it statically requires, upstream first. Each task
+        keeps this planner: its dynamic dependencies are planned with the same caches."""
         order = post_order(root)
+        for task in order:
+            state_of(task).planner = self
         names: dict[str, str] = {}
         for task in order:  # upstream first, so every upstream name is known
             names[task.task_id] = self.processing_name(task, names)
@@ -106,15 +125,20 @@ class Planner:
         return processing_name(task, upstream, pipeline_input)
 
     def code_version(self, task: PipeTask) -> CodeVersion | None:
-        """The task's own code (its source file or declared version) with the git provenance of
-        its repository (or, planning for a container, of the image)."""
+        """The task's code identity (the project files its class runs, or its declared version)
+        with the git provenance of its repository (or, planning for a container, of the image)."""
         cls = type(task)
         if cls not in self._code_of_class:
             self._code_of_class[cls] = self._code_of(cls)
         return self._code_of_class[cls]
 
+    def code_identity(self, task: PipeTask) -> CodeIdentity | None:
+        return self.sources.identity(type(task))
+
     def _code_of(self, cls: type) -> CodeVersion | None:
-        source = source_identity(cls)
+        identity = self.sources.identity(cls)
+        source = identity.version if identity is not None else None
+        files = dict(identity.files) if identity is not None and identity.own_declared is None else None
         if self.options.image_code is not None:  # planning for a container: the image's provenance
             provenance: CodeVersion | None = CodeVersion(**self.options.image_code)
         else:
@@ -127,7 +151,9 @@ class Planner:
             provenance = self._code.get(directory) if directory is not None else None
         if source is None:
             return provenance
-        return dataclasses.replace(provenance, source=source) if provenance else CodeVersion(commit=None, source=source)
+        if provenance is None:
+            return CodeVersion(commit=None, source=source, code_files=files)
+        return dataclasses.replace(provenance, source=source, code_files=files)
 
     def _decide(
         self,
@@ -144,21 +170,42 @@ class Planner:
         code = self.code_version(task)
         git_info = code.as_git_info() if code else None
         executor = executor_name(type(task), self.options.executors)
+        identity = self.sources.identity(type(task))
+        listing = tuple(identity.listing()) if identity is not None else ()
+        host_code = self.options.expected_code.get(class_path(type(task)))
+        if host_code is not None and code is not None and code.version != host_code:
+            raise PipelineError(
+                f"the code of {task} here ({code.version}) is not the code the host planned ({host_code})",
+                hint="the image is stale or holds another project: rebuild it (dsdt dockerize) and run again",
+            )
 
-        def run(reason: str) -> Decision:
-            return Decision(task.task_id, str(task), RUN, reason, pname, name, None, git_info, executor)
+        def decide(action: str, reason: str, uuid: str | None = None, forced: bool = False) -> Decision:
+            return Decision(
+                task_id=task.task_id,
+                label=str(task),
+                action=action,
+                reason=reason,
+                processing_name=pname,
+                bundle_name=name,
+                uuid=uuid,
+                git_info=git_info,
+                executor=executor,
+                forced=forced,
+                code_files=listing,
+            )
+
+        def run(reason: str, forced: bool = False) -> Decision:
+            return decide(RUN, reason, forced=forced)
 
         pinned = self.options.pins.get(pname)
         if pinned is not None:  # the host chose this bundle for a task run alone in a container
-            return Decision(
-                task.task_id, str(task), REUSE, "given by the host", pname, name, pinned, git_info, executor
-            )
+            return decide(REUSE, "given by the host", pinned)
         if self.options.force_all:
-            return run("forced (--force-all)")
+            return run("forced (--force-all)", forced=True)
         if self.options.force and is_root(task):
-            return run("forced (--force)")
+            return run("forced (--force)", forced=True)
         if declaration.force:
-            return run("forced (mark_force)")
+            return run("forced (mark_force)", forced=True)
         for arg, dep in declaration.deps.items():
             if not decisions[dep.task_id].reuse:
                 return run(f"upstream {arg} ({dep}) will run")
@@ -169,7 +216,7 @@ class Planner:
             return run(self._why_new(task, name))
         code_checked = code is not None and row.code_version and not self.options.ignore_code_version
         if code_checked and row.code_version != code.version:  # type: ignore[union-attr]
-            return run(f"code changed: {_code(row.code_version)} -> {_code(code.version)}")  # type: ignore[union-attr,arg-type]
+            return run(self._why_code(row, code.version, identity))  # type: ignore[union-attr]
         wanted_tags = output_tags(task)
         have_tags = tags.get(row.uuid, {})
         if any(have_tags.get(k) != v for k, v in wanted_tags.items()):
@@ -185,23 +232,48 @@ class Planner:
         for arg, uuid in used.items():
             if arg not in expected and not self._is_current(uuid):
                 return run(f"upstream {arg} changed (a newer bundle of its recipe exists)")
-        return Decision(task.task_id, str(task), REUSE, "up to date", pname, name, row.uuid, git_info, executor)
+        return decide(REUSE, "up to date", row.uuid)
+
+    def _why_code(self, row: IndexRow, version: str, identity: CodeIdentity | None) -> str:
+        """The files that changed since the bundle was made, when both identities list them."""
+        if identity is None:
+            return f"code changed: {_code(row.code_version or '')} -> {_code(version)}"
+        manifest = self._manifest(row.uuid)
+        files = (manifest.git_info or {}).get("code_files") if manifest is not None else None
+        return identity.changes_since(row.code_version or "", files)
+
+    def _manifest(self, uuid: str) -> BundleManifest | None:
+        """A bundle's manifest, or None (named once in the log) when it cannot be read."""
+        try:
+            return self.context.load_manifest(uuid)
+        except (BundleNotFound, BundleCorrupt, ManifestRejected) as err:
+            self._unusable_bundle(uuid, str(err))
+            return None
+
+    def _unusable_bundle(self, uuid: str, why: str) -> None:
+        if uuid not in self._unusable:
+            self._unusable.add(uuid)
+            LOG.warning("bundle %s is not used for reuse: %s", uuid, why)
 
     def _why_new(self, task: PipeTask, name: str) -> str:
         """'new parameters' when the newest bundle of this name came from the same class."""
         previous = self.context.search(BundleQuery(name=name, limit=1))
         if not previous:
             return "no bundle yet"
-        try:
-            manifest = self.context.load_manifest(previous[0].uuid)
-        except (BundleNotFound, BundleCorrupt, ManifestRejected):
-            return "no bundle yet"
-        if manifest.code_ref != class_path(type(task)):
+        manifest = self._manifest(previous[0].uuid)
+        if manifest is None or manifest.code_ref != class_path(type(task)):
             return "no bundle yet"
         from disdat_luigi.store import codec
 
         recorded = manifest.typed_params if manifest.typed_params is not None else manifest.params
-        before = codec.decode(recorded) if recorded is not None else {}
+        try:
+            before = codec.decode(recorded) if recorded is not None else {}
+        except Exception as err:  # noqa: BLE001 - a planted value: whatever decoding raises
+            self._unusable_bundle(manifest.uuid, f"its parameters cannot be read ({type(err).__name__}: {err})")
+            return "no bundle yet"
+        if not isinstance(before, Mapping):
+            self._unusable_bundle(manifest.uuid, f"its parameters are a {type(before).__name__}, not a mapping")
+            return "no bundle yet"
         now = typed_params(task)
         changed = [f"{k}={before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
         return f"new parameters: {', '.join(changed)}" if changed else "upstream recipe changed"
@@ -240,6 +312,19 @@ def post_order(root: PipeTask) -> list[PipeTask]:
             if dep.task_id not in seen:
                 stack.append((dep, False))
     return order
+
+
+def _defines_tasks(module: str) -> bool:
+    """True when `module` is loaded and defines a task class (PipeTask's own module included)."""
+    import sys
+
+    from disdat_luigi.apply.task import PipeTask
+
+    loaded = sys.modules.get(module)
+    return loaded is not None and any(
+        isinstance(value, type) and issubclass(value, PipeTask) and value.__module__ == module
+        for value in list(vars(loaded).values())
+    )
 
 
 def _code(version: str) -> str:

@@ -10,7 +10,7 @@ from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.errors import DisdatError, PipelineError, RequiresFailed
 
 if TYPE_CHECKING:
-    from disdat_luigi.apply.plan import Decision
+    from disdat_luigi.apply.plan import Decision, Planner
     from disdat_luigi.apply.task import PipeTask
     from disdat_luigi.store.bundle import Bundle
 
@@ -50,6 +50,7 @@ class TaskState:
     dynamic_count: int = 0
     dynamic_args: dict[str, str] = field(default_factory=dict)  # yielded task id -> argument name
     produced: str | None = None  # uuid of the bundle this object made
+    planner: Planner | None = None  # the apply's planner (its caches), for dynamic dependencies
 
 
 def state_of(task: PipeTask) -> TaskState:

@@ -117,7 +117,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             bundle, how = queries.newest(context, human_name), f"no bundle named {human_name!r}"
         elif pipe_class is not None:
             task = self._pipe_make(pipe_class, params or {})
-            planner = Planner(options_of(self), context)
+            planner = self._pipe_planner()
             pname = planner.processing_name(task, planner.upstream_names(task))
             if options_of(self).incremental_pull:
                 _pull_metadata(context, output_name(task), None)
@@ -151,7 +151,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
 
     def processing_id(self) -> str:
         """This task's processing name (class, parameters and upstream recipes), as in Disdat."""
-        return Planner(options_of(self), self._pipe_context()).plan(self)[-1].processing_name
+        return self._pipe_planner().plan(self)[-1].processing_name
 
     def human_id(self) -> str:
         """The name of this task's output bundle."""
@@ -202,6 +202,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         state = state_of(self)
         state.dynamic_count += 1
         task = self._pipe_make(pipe_class, params)
+        state_of(task).planner = state.planner  # planned with this apply's caches when yielded
         state.dynamic_args[task.task_id] = f"{pipe_class.__name__}_{state.dynamic_count}"
         return task
 
@@ -228,16 +229,15 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
     def complete(self) -> bool:
         decision = decision_of(self)
         if decision is None:  # a dynamic dependency: plan it (and its upstream) now
-            decision = Planner(options_of(self), self._pipe_context()).plan(self)[-1]
+            decision = self._pipe_planner().plan(self)[-1]
         if decision.reuse or state_of(self).produced:
             return True
-        journal = Journal(options_of(self).journal)
-        return any(e.processing_name == decision.processing_name for e in journal.entries() if e.kind == "produced")
+        return Journal(options_of(self).journal).made(self.task_id) is not None
 
     def run(self) -> Generator[Any, Any, None]:
         options = options_of(self)
         state = state_of(self)
-        decision = state.decision or Planner(options, self._pipe_context()).plan(self)[-1]
+        decision = state.decision or self._pipe_planner().plan(self)[-1]
         inputs = self._pipe_inputs()
         if options.incremental_pull:
             _localize_all(self._pipe_context(), inputs.values())
@@ -291,9 +291,11 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         finally:
             state.bundle = None
         state.produced = bundle.uuid
-        journal.produced(str(self), decision.processing_name, bundle.uuid)
+        journal.produced(str(self), self.task_id, decision.processing_name, bundle.uuid)
         if options.incremental_push and not declaration_of(self).transient:
-            bundle.commit().push()
+            bundle.commit()
+            if bundle.context.meta.remote_url:  # as in Disdat, no remote: committed only (apply warned)
+                bundle.push()
 
     def _pipe_drive(self, generator: Generator[Any, Any, Any], inputs: dict[str, Bundle]) -> Generator[Any, Any, Any]:
         """Run a generator pipe_run: hand its yielded dependencies to luigi, send back their data."""
@@ -330,19 +332,26 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
             raise PipelineError(f"{action} belongs in pipe_requires (of {self})")
         return state.declaration
 
+    def _pipe_planner(self) -> Planner:
+        """The planner of this task's apply (its caches), when it planned this task in this
+        process; else a new one (a task luigi re-created in a worker process)."""
+        planner = state_of(self).planner
+        if planner is None or planner.pid != os.getpid():
+            planner = Planner(options_of(self), self._pipe_context())
+        return planner
+
     def _pipe_newest(self, task: PipeTask) -> Bundle:
-        """The current bundle of an upstream task (the one it just made or the one it reuses)."""
-        decision = decision_of(task)
+        """The bundle of an upstream task this apply chose: the one it made in this apply (in any
+        process), else the one its plan reuses. Never "the newest of its recipe", which a peer
+        (or a writer of the remote) could have published in between."""
         context = self._pipe_context()
-        if decision is not None and decision.reuse and decision.uuid:
+        made = state_of(task).produced or Journal(options_of(self).journal).made(task.task_id)
+        if made is not None:
+            return queries.require(context, None, made)
+        decision = decision_of(task) or self._pipe_planner().plan(task)[-1]
+        if decision.reuse and decision.uuid:
             return queries.require(context, None, decision.uuid)
-        pname = (
-            decision.processing_name if decision else Planner(options_of(self), context).plan(task)[-1].processing_name
-        )
-        rows = context.search(BundleQuery(processing_name=pname, name=output_name(task), limit=1))
-        if not rows:
-            raise PipelineError(f"{task} finished but its bundle is not in context {context.name!r}")
-        return queries.load(context, rows[0])
+        raise PipelineError(f"{task} has not made its bundle in this apply (in context {context.name!r})")
 
     def _pipe_inputs(self) -> dict[str, Bundle]:
         declaration = declaration_of(self)

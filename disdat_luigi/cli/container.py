@@ -156,8 +156,14 @@ def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:
         output_bundle_uuid=spec["output_uuid"],
         provenance={**_provenance(env), "executor": str(spec.get("executor", ""))},
     )
+    expected_code = {spec["pipe_cls"]: spec["code"]} if spec.get("code") else {}
     return dataclasses.replace(
-        request, incremental_pull=False, executors={"*": "local"}, pins=spec["pins"], mark_root=spec["mark_root"]
+        request,
+        incremental_pull=False,
+        executors={"*": "local"},
+        pins=spec["pins"],
+        mark_root=spec["mark_root"],
+        expected_code=expected_code,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import disdat_luigi
 from disdat_luigi.errors import BuildError, DisdatError
+from disdat_luigi.util.closure import PROJECT_ENV, project_packages
 from disdat_luigi.util.codeversion import CodeVersion
 
 SKIP = {"__pycache__", ".git", ".venv", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".demo"}
@@ -80,7 +81,9 @@ def assemble(
     digest = _hash_tree(target, extra=f"{base_image}\n{described}")
     content_tag = f"c{digest[:20]}"
     labels = {"disdat.content-tag": content_tag, "disdat.base-image": base_image}
-    env = {"DISDAT_IMAGE_TAG": content_tag}
+    # the project's top-level packages: inside the image (installed in site-packages, next to
+    # third-party ones) they say which imports belong to a task's code identity
+    env = {"DISDAT_IMAGE_TAG": content_tag, PROJECT_ENV: ",".join(project_packages(pipe_root))}
     env.update({f"DISDAT_GIT_{k}": v for k, v in git.items() if v})
     labels.update({f"disdat.git.{k.lower()}": v for k, v in git.items() if v})
     # metadata only, appended last so it never invalidates the cached layers above

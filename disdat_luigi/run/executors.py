@@ -219,12 +219,31 @@ class ContainerExecutor(Executor):
             self.tracked[known.job_id] = Tracked(task, known.job_id, known.output_uuid, phase, self._memory(task))
             self.log(f"{task.label}: attached to job {known.job_id}, already doing this work")
             return JobUpdate(task_id=task.task_id, phase=phase, job_id=known.job_id)
-        if phase is Phase.DONE and not RemoteSync(self.context, self.context.remote_settings).missing(
-            [known.output_uuid]
-        ):
+        if phase is Phase.DONE and self._made_as_planned(task, known):
             self.log(f"{task.label}: job {known.job_id} already made its bundle {known.output_uuid}")
             return JobUpdate(task_id=task.task_id, phase=Phase.DONE, job_id=known.job_id, output_uuid=known.output_uuid)
         return None
+
+    def _made_as_planned(self, task: RemoteTask, known: ExecutorJob) -> bool:
+        """The earlier job's bundle is on the remote, of the planned recipe and code identity."""
+        try:
+            found = RemoteSync(self.context, self.context.remote_settings).fetch(known.output_uuid)
+        except DisdatError as err:
+            self.log(
+                f"{task.label}: the bundle of job {known.job_id} cannot be read ({err.message}); starting a new job"
+            )
+            return False
+        if found is None:
+            return False
+        manifest = found.manifest
+        made_with = str((manifest.git_info or {}).get("version") or "")
+        if manifest.processing_name != task.processing_name or made_with != task.code:
+            self.log(
+                f"{task.label}: job {known.job_id} made bundle {known.output_uuid} with other code or another "
+                "recipe than planned; starting a new job"
+            )
+            return False
+        return True
 
     def poll(self) -> list[JobUpdate]:
         if not self.tracked:

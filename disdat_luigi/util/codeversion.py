@@ -1,7 +1,6 @@
 """The code a task ran: its identity (what reuse compares) and its provenance.
 
-The identity is the content of the source file defining the task's class, as git's blob hash
-(the same in a clean tree, a dirty tree where that file is unchanged, and inside an image), or a
+The identity is the content of the project files the task's class runs (see `util.closure`), or a
 version the class declares (`code_version = "2"`). Git's commit, branch, remote and an exact
 dirty marker are provenance only; inside images (no .git) the environment variables set by
 dockerize stand in for git."""
@@ -27,7 +26,8 @@ class CodeVersion:
     dirty: bool = False
     diff_sha256: str | None = None
     image: str | None = None
-    source: str | None = None  # the task's own code: its file's blob hash, or "declared:<version>"
+    source: str | None = None  # the task's own code identity (`CodeIdentity.version`)
+    code_files: dict[str, str] | None = None  # the files in that identity: path -> git blob hash
 
     @property
     def version(self) -> str:
@@ -93,17 +93,3 @@ def _git(directory: Path, *args: str) -> str | None:
 def blob_hash(content: bytes) -> str:
     """git's object id of a file with this content (`git hash-object`): computable without git."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).hexdigest()
-
-
-def source_identity(cls: type) -> str | None:
-    """A task class's own code: its declared `code_version`, else the blob hash of the file that
-    defines it; None for a class without a readable source file (defined interactively)."""
-    declared = getattr(cls, "code_version", None)
-    if declared is not None:
-        return f"declared:{declared}"
-    import inspect
-
-    try:
-        return blob_hash(Path(inspect.getfile(cls)).read_bytes())
-    except (TypeError, OSError):
-        return None

@@ -178,6 +178,7 @@ def test_two_applies_share_one_job(farm, remote_ctx: str) -> None:  # type: igno
         task_id="x", label="HybridFit(alpha=1, rows=20)", pipe_cls="tests.functional.pipelines.HybridFit",
         params={"alpha": "1", "rows": "20"}, processing_name=_pname(remote_ctx, 1), output_bundle="HybridFit",
         output_uuid="0b0b0b0b-0000-4000-8000-000000000001", pins={_pname_prepare(remote_ctx): prepared.uuid},
+        code=_code(remote_ctx, 1),
     )  # fmt: skip
     first.submit([spec])
     ProcessExecutor.launched = []
@@ -191,6 +192,12 @@ def test_two_applies_share_one_job(farm, remote_ctx: str) -> None:  # type: igno
 def _pname(ctx: str, alpha: int) -> str:
     return next(
         d.processing_name for d in api.explain(ctx, p.HybridFit, params={"alpha": alpha}) if "HybridFit" in d.label
+    )
+
+
+def _code(ctx: str, alpha: int) -> str:
+    return next(
+        d.code_version for d in api.explain(ctx, p.HybridFit, params={"alpha": alpha}) if "HybridFit" in d.label
     )
 
 
