@@ -9,6 +9,7 @@ import sys
 from disdat_luigi import api
 from disdat_luigi.apply.executors import parse_overrides
 from disdat_luigi.cli.common import current_context, parse_tags
+from disdat_luigi.errors import DisdatError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE", help="select the input by tags"
     )
     apply_p.add_argument("--explain", action="store_true", help="print reuse/run and why for every task; run nothing")
+    apply_p.add_argument(
+        "--code", action="store_true", help="with --explain: list the files in each task's code identity"
+    )
     apply_p.add_argument(
         "--executor",
         action="append",
@@ -67,7 +71,11 @@ def _apply(args: argparse.Namespace) -> int:
             executors=executors,
         ):
             print(decision)
+            if args.code:
+                print("".join(f"      {line}\n" for line in decision.code_files), end="")
         return 0
+    if args.code:
+        raise DisdatError("--code goes with --explain", hint="dsdt apply --explain --code CLASS ...")
     if not args.verbose:  # the error line says what failed; luigi's tracebacks only with --verbose
         logging.getLogger("luigi-interface").addFilter(_without_traceback)
     outcome = api.apply_outcome(

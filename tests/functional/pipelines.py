@@ -339,6 +339,7 @@ class HybridPrepare(PipeTask):
 class HybridFit(PipeTask):
     executor = "farm"
     executor_options = {"memory": 512}
+    code_version = os.environ.get("HYBRID_FIT_CODE_VERSION") or None  # a test's stand-in for an edit
     alpha = luigi.IntParameter()
     rows = luigi.IntParameter(default=20)
 

@@ -181,3 +181,175 @@ def test_a_declared_code_version_replaces_the_file_hash(ctx: str, two_modules: P
     (repo / "report.py").write_text(REPORT.replace('code_version = "1"', 'code_version = "2"'))
     sys.modules.pop("report", None)
     assert _actions(ctx)["Report"] == "code changed: declared:1 -> declared:2"
+
+
+HELPERS = "FACTOR = 2\n"
+SWEEP = """
+from disdat_luigi.pipe import PipeTask
+from helpers import FACTOR
+
+
+class Scaled(PipeTask):
+    def pipe_run(self):
+        return 10 * FACTOR
+
+
+class Plain(PipeTask):
+    def pipe_run(self):
+        return 1
+"""
+PLAIN = """
+from disdat_luigi.pipe import PipeTask
+from sweep import Scaled
+
+
+class Other(PipeTask):
+    def pipe_run(self):
+        return 5
+
+
+class Total(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("scaled", Scaled, {})
+        self.add_dependency("other", Other, {})
+
+    def pipe_run(self, scaled, other):
+        return scaled + other
+"""
+VERSIONED = """
+from disdat_luigi.pipe import PipeTask
+
+
+class Base(PipeTask):
+    code_version = "1"
+
+    def pipe_run(self):
+        return "base"
+"""
+SUB = """
+from versioned import Base
+
+
+class Sub(Base):
+    def pipe_run(self):
+        return "sub"
+"""
+
+
+@pytest.fixture
+def helper_modules(repo: Path) -> Path:
+    for name, text in {"helpers": HELPERS, "sweep": SWEEP, "total": PLAIN, "versioned": VERSIONED, "sub": SUB}.items():
+        (repo / f"{name}.py").write_text(text)
+        sys.modules.pop(name, None)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "helpers")
+    return repo
+
+
+def _reasons(ctx: str, module: str, cls: str) -> dict[str, str]:
+    decisions = api.explain(ctx, getattr(importlib.import_module(module), cls))
+    return {d.label.partition("(")[0]: ("reuse" if d.reuse else d.reason) for d in decisions}
+
+
+def test_a_helper_edit_reruns_exactly_the_tasks_that_import_it(ctx: str, helper_modules: Path) -> None:
+    """Editing helpers.py (committed) re-runs Scaled, whose file imports it, and Total downstream;
+    not Other, whose file imports Scaled's module (a module of tasks is not followed); the new
+    result is the one downstream reads."""
+    repo = helper_modules
+    api.apply(ctx, importlib.import_module("total").Total)
+    assert api.get(ctx, "Total").data == 25
+    (repo / "helpers.py").write_text("FACTOR = 3\n")
+    _git(repo, "commit", "-qam", "factor 3")
+    sys.modules.pop("helpers", None)
+    reasons = _reasons(ctx, "total", "Total")
+    assert reasons == {
+        "Scaled": "code changed: helpers.py (imported by sweep.py)",
+        "Other": "reuse",
+        "Total": "upstream scaled (Scaled()) will run",
+    }
+    for name in ("helpers", "sweep", "total"):
+        sys.modules.pop(name, None)
+    api.apply(ctx, importlib.import_module("total").Total)
+    assert api.get(ctx, "Total").data == 35
+    assert "helpers.py" in api.get(ctx, "Scaled").git_info["code_files"]
+
+
+def test_a_subclass_of_a_versioned_base_reruns_on_its_own_edits(ctx: str, helper_modules: Path) -> None:
+    """Sub inherits Base's code_version: its own file is its code (with the base's version), so
+    an edit of sub.py re-runs it; an edit of versioned.py does not; bumping the base's version does."""
+    repo = helper_modules
+    api.apply(ctx, importlib.import_module("sub").Sub)
+    (repo / "versioned.py").write_text(VERSIONED + "\n# reformatted\n")
+    assert _reasons(ctx, "sub", "Sub") == {"Sub": "reuse"}
+    (repo / "sub.py").write_text(SUB.replace('"sub"', '"sub v2"'))
+    assert _reasons(ctx, "sub", "Sub") == {"Sub": "code changed: sub.py"}
+    sys.modules.pop("sub", None)
+    api.apply(ctx, importlib.import_module("sub").Sub)
+    assert api.get(ctx, "Sub").data == "sub v2"
+    (repo / "versioned.py").write_text(VERSIONED.replace('code_version = "1"', 'code_version = "2"'))
+    for name in ("versioned", "sub"):
+        sys.modules.pop(name, None)
+    assert _reasons(ctx, "sub", "Sub") == {"Sub": "code changed: a base class's declared code_version"}
+
+
+def test_explain_code_lists_each_tasks_files(
+    ctx: str, helper_modules: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dsdt apply --explain --code` lists under each task the files of its code identity."""
+    from disdat_luigi.cli.main import main
+
+    assert main(["apply", "--explain", "--code", "total.Total"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    scaled = next(i for i, line in enumerate(out) if "Scaled()" in line)
+    assert out[scaled + 1 : scaled + 3] == ["      sweep.py", "      helpers.py (imported by sweep.py)"]
+    assert main(["apply", "--code", "total.Total"]) == 1
+    assert "--code goes with --explain" in capsys.readouterr().err
+
+
+UPSTREAM = """
+import os
+
+from disdat_luigi.pipe import PipeTask
+
+
+class Up(PipeTask):
+    def pipe_run(self):
+        return os.environ["UP_VALUE"]
+
+
+class Root(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("up", Up, {})
+
+    def pipe_run(self, up):
+        return f"root:{up}"
+"""
+
+
+def test_downstream_reads_the_bundle_its_apply_made_not_the_newest(
+    ctx: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle of Up's recipe dated twelve hours ahead (a peer's clock) is the newest of that
+    recipe; after --force-all, Root reads the Up this apply just made, not the peer's."""
+    from datetime import datetime, timedelta
+
+    from disdat_luigi.store import bundle as bundle_module
+
+    (repo / "updown.py").write_text(UPSTREAM)
+    sys.modules.pop("updown", None)
+    root = importlib.import_module("updown").Root
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
+            return datetime.now(tz) + timedelta(hours=12)
+
+    monkeypatch.setenv("UP_VALUE", "peer")
+    with monkeypatch.context() as ahead:
+        ahead.setattr(bundle_module, "datetime", Ahead)
+        api.apply(ctx, root)
+    monkeypatch.setenv("UP_VALUE", "mine")
+    outcome = api.apply_outcome(ctx, root, force_all=True)
+    assert api.get(ctx, None, uuid=outcome.root_uuid).data == "root:mine"  # type: ignore[union-attr]
+    newest_up = api.get(ctx, "Up")
+    assert newest_up.data == "peer"  # still the newest of its recipe: what a lookup would have read

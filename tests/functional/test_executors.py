@@ -229,3 +229,26 @@ def test_bad_executor_setups_are_clear(farm, ctx: str, remote_ctx: str, disdat_e
     request = ApplyRequest(context="plain", transform=p.HybridEvaluate, params={"alphas": 1})
     with pytest.raises(RemoteNotConfigured, match="context 'plain' has none"):
         apply_outcome(request, settings, make, print)
+
+
+def test_a_job_is_adopted_only_for_exactly_the_same_work(farm, remote_ctx: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An earlier job's bundle serves a task only when recipe, code and inputs are the same and the
+    run is not forced: after an edit of the Fit code (its declared code_version here) and again
+    with --force-all, new jobs run, and the downstream task reads the bundles they made."""
+    farm(params={"alphas": 2})
+    assert sorted(ProcessExecutor.launched) == ["HybridFit(alpha=1, rows=20)", "HybridFit(alpha=2, rows=20)"]
+    monkeypatch.setenv("HYBRID_FIT_CODE_VERSION", "2")  # seen by the task's process
+    monkeypatch.setattr(p.HybridFit, "code_version", "2")  # and by the host's
+    ProcessExecutor.launched = []
+    edited = farm(params={"alphas": 2})
+    assert len(ProcessExecutor.launched) == 2
+    assert not any("already made its bundle" in line for line in farm.lines)
+    fits = {d.uuid for d in api.get(remote_ctx, None, uuid=edited.root_uuid).dependencies}  # type: ignore[union-attr]
+    assert {api.get(remote_ctx, None, uuid=u).git_info["version"] for u in fits} == {"declared:2"}  # type: ignore[union-attr]
+
+    ProcessExecutor.launched = []
+    forced = farm(params={"alphas": 2}, force_all=True)
+    assert len(ProcessExecutor.launched) == 2
+    refits = {d.uuid for d in api.get(remote_ctx, None, uuid=forced.root_uuid).dependencies}  # type: ignore[union-attr]
+    assert len(refits) == 2 and not refits & fits
+    assert not any("already made its bundle" in line for line in farm.lines)
