@@ -270,7 +270,7 @@ class RemoteSync:
         if localize:
             wanted = [e for item in remote for e in self._not_here(item)]
             progress.start(len(wanted), sum(e.size for e in wanted))
-        pulled = PullResult(skipped=skipped)
+        pulled = PullResult(skipped=sorted(skipped))  # fetched in parallel: name them in a stable order
         try:
             for start in range(0, len(remote), PULL_BATCH):
                 self._pull_batch(remote[start : start + PULL_BATCH], localize, Part(progress), pulled)

@@ -1,0 +1,208 @@
+"""Manifests planted on the shared remote by someone with write access: every command keeps
+working, pulls bring all the good bundles and name the bad ones, nothing bad is written locally."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from disdat_luigi import api
+from disdat_luigi.errors import ManifestRejected, PartialPull
+from disdat_luigi.store.remote import sync
+from disdat_luigi.store.remote.sync import RemoteSync
+from tests.functional import pipelines as p
+
+SHA_OF_HELLO = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+HELLO = {"path": "data/hello.txt", "size": 5, "sha256": SHA_OF_HELLO}
+
+# each passed the checks before they covered every field, then broke a command (or the batch) later
+HOSTILE: dict[str, tuple[str, dict[str, Any], str]] = {
+    "year 9999": ("model", {"creation_date": "9999-12-31T23:59:59+00:00"}, "creation date out of range"),
+    "year 1": ("report", {"creation_date": "0001-01-01T00:00:00+00:00"}, "creation date out of range"),
+    "params a list": ("model", {"params": [1, 2]}, "params that are not a mapping"),
+    "git_info commit a list": ("evil", {"git_info": {"commit": ["x"]}}, "git_info 'commit'"),
+    "NaN timing": ("report", {"timing": [float("nan"), 0]}, "not valid JSON"),
+    "dependency uuid a number": ("model", {"dependencies": [{"name": "x", "uuid": 7}]}, "invalid uuid"),
+    "file and its directory": (
+        "evil",
+        {"files": [{**HELLO, "path": "data/a"}, {**HELLO, "path": "data/a/b"}]},
+        "both as a file and as a directory",
+    ),
+}
+BAD = {label: f"00000000-0000-4000-8000-{i:012d}" for i, label in enumerate(HOSTILE)}
+
+
+def _doc(uuid: str, name: str, **changes: Any) -> dict[str, Any]:
+    doc = {
+        "schema": 1,
+        "uuid": uuid,
+        "name": name,
+        "processing_name": name,
+        "owner": "mallory",
+        "creation_date": "2026-01-01T00:00:00+00:00",
+        "data": {"t": "file", "path": "data/hello.txt"},
+        "files": [HELLO],
+        "timing": [0.0, 0.0],
+        "root_task": False,
+    }
+    doc.update(changes)
+    return doc
+
+
+def _plant_hostile(bucket: str) -> dict[str, str]:
+    """Every HOSTILE manifest on the remote, cataloged under its name, with data objects for
+    each file it lists (so a localizing pull would write them): label -> uuid."""
+    client = boto3.client("s3")
+    for label, (name, changes, _) in HOSTILE.items():
+        uuid = BAD[label]
+        doc = _doc(uuid, name, **changes)
+        prefix = f"team/context/shared/objects/{uuid}/"
+        client.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=json.dumps(doc).encode())
+        for entry in doc["files"]:
+            client.put_object(Bucket=bucket, Key=prefix + entry["path"], Body=b"hello")
+        client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+    return BAD
+
+
+def _push_good(ctx: str) -> dict[str, bytes]:
+    """Two versions of `model` and one `report`, each with a data file, pushed: uuid -> data."""
+    made = [
+        api.Bundle(ctx, name=name, data=b"%d" % i * 20_000).commit()
+        for i, name in enumerate(["model", "model", "report"])
+    ]
+    api.push(ctx)
+    return {b.uuid: b.data for b in made}
+
+
+def _fresh_context(name: str, bucket: str) -> str:
+    api.context(name)
+    api.remote(name, "shared", f"s3://{bucket}/team")
+    return name
+
+
+def _assert_nothing_bad_written(ctx: str) -> None:
+    home = Path(api._store().root) / "context" / ctx
+    assert list((home / "tmp").iterdir()) == []
+    assert not any((home / "objects" / uuid).exists() for uuid in BAD.values())
+    assert api.verify(ctx).ok
+
+
+@pytest.fixture
+def east_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A local time zone east of UTC, where a year-9999 date overflows when shown in local time."""
+    monkeypatch.setenv("TZ", "XST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("localize", [False, True], ids=["metadata", "localize"])
+def test_pull_skips_and_names_hostile_manifests(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch, localize: bool
+) -> None:
+    """Hostile manifests mixed into the batches (two bundles each) are skipped and named with
+    their reason; every good bundle arrives (with -l its files too) and nothing bad is written."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 2)
+    good = _push_good(remote_ctx)
+    bad = _plant_hostile(bucket)
+    fresh = _fresh_context("fresh", bucket)
+    with pytest.raises(PartialPull) as caught:
+        api.pull(fresh, localize=localize)
+    assert isinstance(caught.value, ManifestRejected)
+    result = caught.value.result
+    assert sorted(b.uuid for b in result) == sorted(good) == sorted(result.fetched)
+    reasons = dict(result.skipped)
+    assert sorted(reasons) == sorted(bad.values())
+    for label, (_, _, reason) in HOSTILE.items():
+        assert reason in reasons[bad[label]]
+        assert reasons[bad[label]].startswith(f"manifest s3://{bucket}/team/context/shared/objects/{bad[label]}/")
+    assert sorted(b.uuid for b in api.search(fresh)) == sorted(good)
+    for bundle in api.search(fresh):
+        assert [(Path(bundle.local_dir) / f.path).exists() for f in bundle.files] == [localize]
+        assert not localize or bundle.data == good[bundle.uuid]
+    _assert_nothing_bad_written(fresh)
+
+
+def test_cli_pull_and_ls_with_hostile_manifests(  # type: ignore[no-untyped-def]
+    dsdt, remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch, east_of_utc: None
+) -> None:
+    """`dsdt pull` and `pull -l` list the good bundles, name each bad one on stderr and exit 1;
+    `dsdt ls -v` then lists the good ones (a year-9999 date never reaches it to overflow)."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 2)
+    good = _push_good(remote_ctx)
+    bad = _plant_hostile(bucket)
+    fresh = _fresh_context("fresh", bucket)
+    assert dsdt("switch", fresh).code == 0
+    for args in (["pull", "model"], ["pull", "-l"]):
+        pulled = dsdt(*args)
+        assert pulled.code == 1, pulled.err
+        assert "unexpected" not in pulled.err and "Traceback" not in pulled.err
+        wanted = [u for label, u in bad.items() if args == ["pull", "-l"] or HOSTILE[label][0] == "model"]
+        for uuid in wanted:
+            assert f"skipped {uuid}: manifest s3://{bucket}/team/context/shared/objects/{uuid}/" in pulled.err
+        assert f"{len(wanted)} remote bundle(s) were skipped as damaged" in pulled.err
+        assert f"hint: delete a damaged remote copy with `dsdt rmr -u {min(wanted)}`" in pulled.err
+    assert sorted(line.split()[1] for line in pulled.out.splitlines()[:-1]) == sorted(good)
+    listed = dsdt("ls", "-v")
+    assert listed.code == 0, listed.err
+    assert sorted(row.split()[-1] for row in listed.out.splitlines()[1:]) == sorted(good)
+    _assert_nothing_bad_written(fresh)
+
+
+def test_pull_of_one_hostile_uuid_is_a_clear_error(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """Asked for by uuid, a hostile bundle is refused in one line naming its manifest; nothing is written."""
+    bad = _plant_hostile(bucket)["year 9999"]
+    pulled = dsdt("pull", "-u", bad, "-l")
+    assert pulled.code == 1
+    assert pulled.err.splitlines() == [
+        f"dsdt pull: manifest s3://{bucket}/team/context/shared/objects/{bad}/manifest.json has a creation date "
+        "out of range: '9999-12-31T23:59:59+00:00' (not between 1970 and tomorrow)",
+        f"hint: {ManifestRejected.default_hint}",
+    ]
+    assert api.search(remote_ctx) == []
+    _assert_nothing_bad_written(remote_ctx)
+
+
+def test_incremental_pull_is_not_blocked(remote_ctx: str, bucket: str) -> None:
+    """RemoteSync.pull (what --incremental-pull calls) skips hostile manifests cataloged under a
+    task's output name, and an apply in a fresh context still reuses the good bundles."""
+    api.apply(remote_ctx, p.Double, incremental_push=True)
+    client = boto3.client("s3")
+    for name, label in (("Double", "year 9999"), ("Source", "params a list")):
+        uuid = BAD[label]
+        doc = _doc(uuid, name, **HOSTILE[label][1])
+        client.put_object(
+            Bucket=bucket, Key=f"team/context/shared/objects/{uuid}/manifest.json", Body=json.dumps(doc).encode()
+        )
+        client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+    probe = _fresh_context("probe", bucket)
+    context = api._context(probe)
+    result = RemoteSync(context, context.remote_settings).pull("Double")
+    assert [b.name for b in result] == ["Double"] and [u for u, _ in result.skipped] == [BAD["year 9999"]]
+    fresh = _fresh_context("fresh", bucket)
+    assert api.apply(fresh, p.Double, incremental_pull=True)["did_work"] is False
+    reused = api.get(fresh, "Double")
+    assert reused is not None and reused.data["doubled"] == [0, 2, 4]
+    _assert_nothing_bad_written(fresh)
+
+
+def test_a_damaged_local_manifest_is_an_error_not_a_crash(  # type: ignore[no-untyped-def]
+    dsdt, ctx: str, east_of_utc: None
+) -> None:
+    """A local bundle whose manifest says year 9999 (left by a pull before dates were checked)
+    makes `ls -v` fail in one line with the way out, not an OverflowError; `rm -u` clears it."""
+    bundle = api.Bundle(ctx, name="old", data=1)
+    manifest = Path(bundle.local_dir) / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "creation_date": "9999-12-31T23:59:59+00:00"}))
+    listed = dsdt("ls", "-v")
+    assert listed.code == 1 and "creation date out of range" in listed.err and "unexpected" not in listed.err
+    assert f"dsdt rm -u {bundle.uuid}" in listed.err
+    assert dsdt("rm", "-u", bundle.uuid).code == 0
+    assert dsdt("ls", "-v").code == 0
