@@ -19,6 +19,7 @@ from disdat_luigi.apply.local import luigi_configured, run_in_process
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner, post_order
 from disdat_luigi.apply.scheduling import SchedulerFactory
+from disdat_luigi.apply.task import forget_open_contexts
 from disdat_luigi.config import Settings
 from disdat_luigi.errors import (
     ApplyError,
@@ -142,6 +143,7 @@ def apply_outcome(
 ) -> ApplyOutcome:
     """`apply`, also naming the root's bundle (made now or reused). Tasks whose executor is not
     local are handed to the executors `executors` makes (by name)."""
+    forget_open_contexts()
     prepared = prepare(request, settings)
     try:
         decisions = prepared.planner.plan(prepared.root)

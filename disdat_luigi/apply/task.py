@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import time
 from collections.abc import Generator, Mapping
@@ -311,6 +312,8 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
                 raise PipelineError(f"{self}.pipe_run yielded {request!r}; yield self.yield_dependency(...)")
             yield list(wanted)
             bundles = [self._pipe_newest(w) for w in wanted]
+            if options_of(self).incremental_pull:
+                _localize_all(self._pipe_context(), bundles)
             inputs.update({args[w.task_id]: b for w, b in zip(wanted, bundles)})
             data = [b.data for b in bundles]
             value = data if isinstance(request, (list, tuple)) else data[0]
@@ -387,6 +390,12 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         return bundle
 
 
+def forget_open_contexts() -> None:
+    """At the start of an apply: a context deleted and made again since the last apply must not be
+    written through the old one's (deleted) index."""
+    _open_context.cache_clear()
+
+
 @functools.lru_cache(maxsize=32)
 def _open_context(home: str, name: str, pid: int, remote_settings: RemoteSettings) -> LocalContext:
     """One LocalContext (one sqlite connection) per store, context and process, shared by its tasks."""
@@ -414,15 +423,20 @@ def _accepts(function: Any, keyword: str) -> bool:
 def _pull_metadata(context: LocalContext, name: str | None, uuid: str | None) -> None:
     """Bring the remote's bundles of that name (or that uuid) into the context, metadata only;
     nothing when the context has no remote or the remote lacks them."""
-    from disdat_luigi.errors import BundleNotFound, RemoteNotConfigured
+    from disdat_luigi.errors import BundleNotFound, ManifestRejected, RemoteNotConfigured
     from disdat_luigi.store.remote.sync import RemoteSync
 
     if not context.meta.remote_url:
         return
     try:
-        RemoteSync(context, context.remote_settings).pull(name=name if uuid is None else None, uuid=uuid)
+        result = RemoteSync(context, context.remote_settings).pull(name=name if uuid is None else None, uuid=uuid)
     except (BundleNotFound, RemoteNotConfigured):
         return
+    except ManifestRejected as err:  # a damaged remote copy: the local one (if any) is what counts
+        logging.getLogger("disdat_luigi.apply").warning("not pulled: %s", err.message)
+        return
+    for skipped, why in result.skipped:
+        logging.getLogger("disdat_luigi.apply").warning("not pulled: bundle %s: %s", skipped, why)
 
 
 def _localize_all(context: LocalContext, bundles: Any) -> None:
