@@ -78,6 +78,7 @@ class Planner:
         self._code_of_class: dict[type, CodeVersion | None] = {}
         self.sources = SourceIndex(_defines_tasks)
         self._unusable: set[str] = set()
+        self._records: dict[type, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
 
     def plan(self, root: PipeTask) -> list[Decision]:
         """Decisions for `root` and everything it statically requires, upstream first. Each task
@@ -168,10 +169,9 @@ class Planner:
         declaration = declaration_of(task)
         name = output_name(task)
         code = self.code_version(task)
-        git_info = code.as_git_info() if code else None
+        git_info, listing = self._code_record(type(task), code)
         executor = executor_name(type(task), self.options.executors)
         identity = self.sources.identity(type(task))
-        listing = tuple(identity.listing()) if identity is not None else ()
         host_code = self.options.expected_code.get(class_path(type(task)))
         if host_code is not None and code is not None and code.version != host_code:
             raise PipelineError(
@@ -234,6 +234,15 @@ class Planner:
                 return run(f"upstream {arg} changed (a newer bundle of its recipe exists)")
         return decide(REUSE, "up to date", row.uuid)
 
+    def _code_record(self, cls: type, code: CodeVersion | None) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """What a class's bundles record of its code, and the listing of its files (once per class:
+        every decision of the class shares them, read-only)."""
+        if cls not in self._records:
+            identity = self.sources.identity(cls)
+            listing = tuple(identity.listing()) if identity is not None else ()
+            self._records[cls] = (code.as_git_info() if code else None, listing)
+        return self._records[cls]
+
     def _why_code(self, row: IndexRow, version: str, identity: CodeIdentity | None) -> str:
         """The files that changed since the bundle was made, when both identities list them."""
         if identity is None:
@@ -291,7 +300,8 @@ class Planner:
 
         sync = RemoteSync(self.context, self.context.remote_settings)
         for name in sorted(names):
-            sync.pull(name)
+            for uuid, why in sync.pull(name).skipped:  # a damaged or planted bundle: named, planned around
+                self._unusable_bundle(uuid, f"not pulled: {why}")
 
 
 def post_order(root: PipeTask) -> list[PipeTask]:

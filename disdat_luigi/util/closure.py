@@ -18,7 +18,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,7 +286,7 @@ def _read(path: Path) -> _Source | None:
         return _Source(blob=blob_hash(content), imports=(), defines_task=False)
     imports: list[tuple[int, str, tuple[str, ...]]] = []
     defines_task = False
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             imports += [(0, alias.name, ()) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -294,6 +294,19 @@ def _read(path: Path) -> _Source | None:
         elif isinstance(node, ast.ClassDef) and not defines_task:
             defines_task = any(_base_name(base) == TASK_BASE for base in node.bases)
     return _Source(blob=blob_hash(content), imports=tuple(imports), defines_task=defines_task)
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones too (imports inside functions, classes, ifs, trys), without
+    visiting expressions: a file's import statements at a fraction of `ast.walk`'s cost."""
+    pending = list(reversed(body))
+    while pending:
+        node = pending.pop()
+        yield node
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            nested = getattr(node, name, None)
+            if nested:
+                pending.extend(reversed(nested))
 
 
 def _base_name(node: ast.expr) -> str:
