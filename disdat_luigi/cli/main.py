@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sqlite3
 import sys
@@ -42,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the sys.stderr of the moment (a test or a caller may have replaced it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _show_warnings() -> None:
+    """The library's warnings (a bundle skipped, nothing pushed) as lines on stderr, once."""
+    logger = logging.getLogger("disdat_luigi")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("dsdt: %(message)s"))
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -50,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.extra = extra
     if args.profile:
         os.environ["AWS_PROFILE"] = args.profile
+    _show_warnings()
     try:
         return int(args.func(args) or 0)
     except DisdatError as err:

@@ -202,3 +202,96 @@ def test_a_killed_host_reattaches_without_duplicate_jobs(naps: Path, farm: str, 
     assert again.code == 0, again.err[-2000:]
     assert again.err.count("attached to job") + again.err.count("already made its bundle") == 3
     assert len(_jobs(farm)) == 3 and api.get("work", "Naps").data == [0, 1, 2]
+
+
+REUSE_BASE = """
+from disdat_luigi.pipe import PipeTask
+
+
+class Versioned(PipeTask):
+    code_version = "1"
+"""
+REUSE_TASKS = """
+from disdat_luigi.pipe import PipeTask
+from reuse.base import Versioned
+from reuse.helpers import FACTOR
+
+
+class Up(PipeTask):
+    executor = "single"
+
+    def pipe_run(self):
+        return 10 * FACTOR
+
+
+class Sub(Versioned):
+    executor = "single"
+
+    def pipe_run(self):
+        return FACTOR
+
+
+class Root(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("up", Up, {})
+        self.add_dependency("sub", Sub, {})
+
+    def pipe_run(self, up, sub):
+        return [up, sub]
+"""
+
+
+def test_exact_reuse_on_batch(farm: str, bucket: str, tmp_path: Path, monkeypatch, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """Up and Sub (a subclass of a versioned base) run as Batch jobs from the image apply builds;
+    an edit of the helper module both import makes new jobs (the identity computed inside the
+    image equals the host's) whose results Root reads; --force-all makes new jobs again; bundles
+    planted on the remote (dated ahead, unreadable parameters) are named and planned around."""
+    root = tmp_path / "reuse"
+    (root / "reuse").mkdir(parents=True)
+    (root / "reuse" / "__init__.py").write_text("")
+    (root / "reuse" / "base.py").write_text(REUSE_BASE)
+    (root / "reuse" / "tasks.py").write_text(REUSE_TASKS)
+    (root / "reuse" / "helpers.py").write_text(f"FACTOR = 2  # {uuid.uuid4().hex}\n")  # an image no run built
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='reuse', packages=['reuse'])\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", f"{root}:{os.environ.get('PYTHONPATH', '')}")
+
+    first = dsdt("apply", "reuse.tasks.Root")
+    assert first.code == 0, first.err[-3000:]
+    assert api.get("work", "Root").data == [20, 2] and len(_jobs(farm)) == 2
+
+    (root / "reuse" / "helpers.py").write_text(f"FACTOR = 3  # {uuid.uuid4().hex}\n")
+    explained = dsdt("apply", "--explain", "reuse.tasks.Root")
+    assert explained.out.count("code changed: reuse/helpers.py (imported by reuse/tasks.py)") == 2, explained.out
+    edited = dsdt("apply", "reuse.tasks.Root")
+    assert edited.code == 0, edited.err[-3000:]
+    assert "already made its bundle" not in edited.err and len(_jobs(farm)) == 4
+    assert api.get("work", "Root").data == [30, 3]
+
+    forced = dsdt("apply", "--force-all", "reuse.tasks.Root")
+    assert forced.code == 0, forced.err[-3000:]
+    assert "already made its bundle" not in forced.err and len(_jobs(farm)) == 6
+    versions = {(b.git_info or {})["version"] for b in api.search("work", "Up")}
+    assert len(versions) == 2  # two code identities over three runs, each made inside the image
+
+    # bundles planted on the remote under Up's recipe (dated ahead, unreadable parameters): an
+    # apply that pulls from the remote names each once and plans around them
+    s3 = boto3.client("s3")
+    up = api.get("work", "Up")
+    assert up is not None
+    location = s3.list_objects_v2(Bucket=bucket, Prefix="farm/context/shared/objects/" + up.uuid)
+    key = next(o["Key"] for o in location["Contents"] if o["Key"].endswith("manifest.json"))
+    real = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    planted = {
+        "00000000-0000-4000-8000-00000000f001": {"creation_date": "9999-12-31T00:00:00+00:00"},
+        "00000000-0000-4000-8000-00000000f002": {"typed_params": ["not", "a", "mapping"]},
+    }
+    for bad, changes in planted.items():
+        doc = {**real, "uuid": bad, **changes}
+        s3.put_object(Bucket=bucket, Key=f"farm/context/shared/objects/{bad}/manifest.json", Body=json.dumps(doc))
+        s3.put_object(Bucket=bucket, Key=f"farm/context/shared/catalog/Up/{bad}", Body=b"")
+    pulled = dsdt("apply", "--incremental-pull", "reuse.tasks.Root")
+    assert pulled.code == 0, pulled.err[-3000:]
+    assert "nothing ran" in pulled.out and len(_jobs(farm)) == 6
+    for bad in planted:
+        assert sum(bad in line for line in pulled.err.splitlines()) == 1, pulled.err[-3000:]  # one line each
