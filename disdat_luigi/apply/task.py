@@ -348,10 +348,13 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         process), else the one its plan reuses. Never "the newest of its recipe", which a peer
         (or a writer of the remote) could have published in between."""
         context = self._pipe_context()
+        decision = decision_of(task)
+        if decision is not None and decision.reuse and decision.uuid:
+            return queries.require(context, None, decision.uuid)
         made = state_of(task).produced or Journal(options_of(self).journal).made(task.task_id)
         if made is not None:
             return queries.require(context, None, made)
-        decision = decision_of(task) or self._pipe_planner().plan(task)[-1]
+        decision = decision or self._pipe_planner().plan(task)[-1]  # a dynamic dependency made elsewhere
         if decision.reuse and decision.uuid:
             return queries.require(context, None, decision.uuid)
         raise PipelineError(f"{task} has not made its bundle in this apply (in context {context.name!r})")
