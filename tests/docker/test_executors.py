@@ -113,7 +113,7 @@ def test_failure_keeps_the_others_and_the_next_apply_resumes(farm: str, dsdt) ->
     assert len(api.get("work", "Sweep").data) == 2
 
 
-def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """--executor Fit=debug runs the same containers on the local engine; `dsdt run` still runs the
     whole pipeline in one container; an edited module makes the image stale: --no-build refuses
     with the command before any job, a plain apply rebuilds and pushes it and the job runs."""
@@ -126,6 +126,11 @@ def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path)
     assert whole.code == 0, whole.err[-2000:]
     fit6 = [f for f in api.search("work", "Fit") if f.params["alpha"] == "6.0"]
     assert len(fit6) == 1 and "executor" not in (fit6[0].git_info or {}) and len(_jobs(farm)) == 0
+    # from here the host runs the copy's code, the code the images are built from (a job refuses
+    # to run code other than the host's)
+    monkeypatch.syspath_prepend(str(pipes_copy))
+    for module in [m for m in sys.modules if m == "ml" or m.startswith("ml.")]:
+        monkeypatch.delitem(sys.modules, module)
     sweep = pipes_copy / "ml" / "sweep.py"
     original = sweep.read_text()
     sweep.write_text(original + f"\n# edited {uuid.uuid4().hex}\n")  # an image no earlier run built
