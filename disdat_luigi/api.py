@@ -496,13 +496,6 @@ def apply_outcome(
         executors=dict(executors or {}),
         localize=localize,
     )
-    if incremental_push and not _context(local_context).meta.remote_url:
-        # as in Disdat: the apply goes on, committing what it makes; there is nowhere to push
-        logging.getLogger("disdat_luigi.apply").warning(
-            "incremental push: context %r has no remote; new bundles are committed but not pushed "
-            "(bind one with `dsdt remote`)",
-            local_context,
-        )
     settings = load_settings()
     factory = executor_factory(settings, build=not no_build)
     return run_apply(request, settings, factory, log) if log else run_apply(request, settings, factory)

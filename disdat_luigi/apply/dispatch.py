@@ -25,7 +25,7 @@ from disdat_luigi.apply.executors import (
     RemoteTask,
     executor_options,
 )
-from disdat_luigi.apply.identity import class_path, luigi_params
+from disdat_luigi.apply.identity import class_path, differs_from_plan, luigi_params
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision
@@ -318,13 +318,9 @@ class Dispatcher:
         decision = self.decisions[task.task_id]
         local_reader = any(self._is_local(self.tasks[d]) for d in self._downstream.get(task.task_id, ()))
         self._remote().pull(uuid=uuid, localize=self.localize or local_reader)
-        manifest = self.context.load_manifest(uuid)
-        made_with = str((manifest.git_info or {}).get("version") or "")
-        if manifest.processing_name != decision.processing_name or made_with != decision.code_version:
-            return (
-                f"its job made bundle {uuid} of recipe {manifest.processing_name} with code {made_with or 'unknown'}, "
-                f"not the planned {decision.processing_name} with code {decision.code_version}"
-            )
+        mismatch = differs_from_plan(self.context.load_manifest(uuid), decision.processing_name, decision.code_version)
+        if mismatch is not None:
+            return f"its job made {mismatch}"
         self._on_remote.add(uuid)
         state_of(task).produced = uuid
         self.journal.produced(str(task), task.task_id, decision.processing_name, uuid)

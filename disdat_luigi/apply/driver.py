@@ -145,6 +145,13 @@ def apply_outcome(
     local are handed to the executors `executors` makes (by name)."""
     forget_open_contexts()
     prepared = prepare(request, settings)
+    if request.incremental_push and not prepared.planner.context.meta.remote_url:
+        # as in Disdat: the apply goes on, committing what it makes; there is nowhere to push
+        logging.getLogger("disdat_luigi.apply").warning(
+            "incremental push: context %r has no remote; new bundles are committed but not pushed "
+            "(bind one with `dsdt remote`)",
+            request.context,
+        )
     try:
         decisions = prepared.planner.plan(prepared.root)
     except (DependencyNotFound, RequiresFailed) as err:

@@ -11,6 +11,8 @@ from typing import Any
 
 import luigi
 
+from disdat_luigi.store.manifest import BundleManifest
+
 HIDDEN_PARAMS = frozenset({"disdat_apply"})
 
 
@@ -88,3 +90,15 @@ class TaskIdentity:
             "forced_by": self.forced_by,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
+def differs_from_plan(manifest: BundleManifest, recipe: str, code: str) -> str | None:
+    """How a bundle a job made differs from what the plan asked for (its recipe and code
+    identity), or None: checked before a job's bundle is used, so an adopted job cannot hand a
+    task a result of other code."""
+    if manifest.processing_name == recipe and (manifest.code_version or "") == code:
+        return None
+    return (
+        f"bundle {manifest.uuid} is of recipe {manifest.processing_name} made with code "
+        f"{manifest.code_version or 'unknown'}, not the planned {recipe} with code {code or 'unknown'}"
+    )

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +133,6 @@ class Planner:
         if cls not in self._code_of_class:
             self._code_of_class[cls] = self._code_of(cls)
         return self._code_of_class[cls]
-
-    def code_identity(self, task: PipeTask) -> CodeIdentity | None:
-        return self.sources.identity(type(task))
 
     def _code_of(self, cls: type) -> CodeVersion | None:
         identity = self.sources.identity(cls)
@@ -326,9 +324,7 @@ def post_order(root: PipeTask) -> list[PipeTask]:
 
 def _defines_tasks(module: str) -> bool:
     """True when `module` is loaded and defines a task class (PipeTask's own module included)."""
-    import sys
-
-    from disdat_luigi.apply.task import PipeTask
+    from disdat_luigi.apply.task import PipeTask  # apply.task imports this module
 
     loaded = sys.modules.get(module)
     return loaded is not None and any(

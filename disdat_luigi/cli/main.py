@@ -43,16 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the sys.stderr of the moment (a test or a caller may have replaced it)."""
+class _StderrHandler(logging.Handler):
+    """One line per record on the sys.stderr of the moment (a test or a caller may replace it)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging's own policy for a failing handler
+            self.handleError(record)
 
 
 def _show_warnings() -> None:

@@ -28,7 +28,7 @@ from disdat_luigi.apply.executors import (
     RemoteTask,
     executor_options,
 )
-from disdat_luigi.apply.identity import class_path
+from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, JobFailed
@@ -235,15 +235,10 @@ class ContainerExecutor(Executor):
             return False
         if found is None:
             return False
-        manifest = found.manifest
-        made_with = str((manifest.git_info or {}).get("version") or "")
-        if manifest.processing_name != task.processing_name or made_with != task.code:
-            self.log(
-                f"{task.label}: job {known.job_id} made bundle {known.output_uuid} with other code or another "
-                "recipe than planned; starting a new job"
-            )
-            return False
-        return True
+        mismatch = differs_from_plan(found.manifest, task.processing_name, task.code)
+        if mismatch is not None:
+            self.log(f"{task.label}: job {known.job_id} made {mismatch}; starting a new job")
+        return mismatch is None
 
     def poll(self) -> list[JobUpdate]:
         if not self.tracked:

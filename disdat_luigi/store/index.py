@@ -286,7 +286,7 @@ def _insert(conn: sqlite3.Connection, manifest: BundleManifest, committed: bool)
             to_us(manifest.creation_date),
             int(committed),
             int(manifest.root_task),
-            (manifest.git_info or {}).get("version"),
+            manifest.code_version,
         ),
     )
     conn.execute("DELETE FROM tags WHERE uuid = ?", (manifest.uuid,))

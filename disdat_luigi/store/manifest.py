@@ -58,6 +58,12 @@ class BundleManifest:
     root_task: bool = False
     typed_params: Any = None  # a task's parameters as Python values (params holds luigi's strings)
 
+    @property
+    def code_version(self) -> str | None:
+        """The code identity of the task that made the bundle (what reuse compares), if recorded."""
+        version = (self.git_info or {}).get("version")
+        return str(version) if version else None
+
     def to_json(self) -> bytes:
         doc = {
             "schema": SCHEMA_VERSION,
