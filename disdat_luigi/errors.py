@@ -37,7 +37,8 @@ DisdatError
 ├── LocalDiskError            the local disk refused a read or write (full, read-only, permissions)
 └── RunError
     ├── QueueNotFound
-    └── JobFailed
+    ├── JobFailed
+    └── TaskSpecRejected      a container's task spec that is malformed or not the one submitted
 """
 
 from __future__ import annotations
@@ -214,6 +215,10 @@ class QueueNotFound(RunError):
 
 class JobFailed(RunError):
     pass
+
+
+class TaskSpecRejected(RunError):
+    """The task spec a container was given is malformed, or not the one its job was submitted with."""
 
 
 class LocalDiskError(DisdatError):

@@ -8,9 +8,10 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from disdat_luigi.apply.identity import TaskIdentity, class_path
+from disdat_luigi.apply.taskspec import TaskSpec
 from disdat_luigi.errors import DisdatError, PipelineError
 
 if TYPE_CHECKING:
@@ -106,20 +107,20 @@ class RemoteTask:
     def cls_name(self) -> str:
         return self.pipe_cls.rpartition(".")[2]
 
-    def spec(self, executor: str) -> dict[str, Any]:
-        """What the image's entry point reads (`--task-spec`)."""
-        return {
-            "pipe_cls": self.pipe_cls,
-            "params": self.params,
-            "output_bundle": self.output_bundle,
-            "output_uuid": self.output_uuid,
-            "output_tags": self.output_tags,
-            "pins": self.pins,
-            "input_bundle": self.input_bundle,
-            "mark_root": self.mark_root,
-            "executor": executor,
-            "code": self.code,
-        }
+    def spec(self, executor: str) -> TaskSpec:
+        """What the image's entry point runs."""
+        return TaskSpec(
+            pipe_cls=self.pipe_cls,
+            params=self.params,
+            output_bundle=self.output_bundle,
+            output_uuid=self.output_uuid,
+            output_tags=self.output_tags,
+            pins=self.pins,
+            input_bundle=self.input_bundle,
+            mark_root=self.mark_root,
+            executor=executor,
+            code=self.code,
+        )
 
 
 class Phase(enum.Enum):

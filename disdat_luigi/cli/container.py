@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -39,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sse-kms-key-id", default="")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--task-spec", help="run exactly one task of a host's apply (JSON from the host)")
-    parser.add_argument("--task-spec-url", help="s3:// list of task specs of an array job; the child's index picks one")
+    parser.add_argument(
+        "--task-spec-url", help="s3:// task spec (or list of an array job's, the child's index picks one)"
+    )
+    parser.add_argument("--task-spec-sha256", help="the sha256 the stored task spec must have (set by the host)")
     parser.add_argument("pipe_cls", nargs="?", help="module.submodule.ClassName")
     parser.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     return parser
@@ -102,20 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
-    """This container's task: given inline, or picked from the array job's list by the child's
-    index (AWS_BATCH_JOB_ARRAY_INDEX, else the `:N` suffix of AWS_BATCH_JOB_ID)."""
-    from disdat_luigi.errors import DisdatError
+def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    """This container's TaskSpec: given inline, or stored on the remote under the sha256 the
+    job's command carries (an array child picks its own by AWS_BATCH_JOB_ARRAY_INDEX, else the
+    `:N` suffix of AWS_BATCH_JOB_ID)."""
+    from disdat_luigi.apply.taskspec import TaskSpec, read_stored
+    from disdat_luigi.errors import TaskSpecRejected
 
     if args.task_spec:
-        return dict(json.loads(args.task_spec))
-    stored = json.loads(_download(args.task_spec_url, env))
-    if isinstance(stored, dict):  # one large spec of a single job
-        return stored
+        return TaskSpec.from_json(args.task_spec, "given with --task-spec")
+    if not args.task_spec_sha256:
+        raise TaskSpecRejected("--task-spec-url needs --task-spec-sha256 (the host sets both)")
     index_text = env.get("AWS_BATCH_JOB_ARRAY_INDEX") or env.get("AWS_BATCH_JOB_ID", "").rpartition(":")[2]
-    if not index_text.isdigit():
-        raise DisdatError("--task-spec-url is for array jobs: no AWS_BATCH_JOB_ARRAY_INDEX in the environment")
-    return dict(stored[int(index_text)])
+    index = int(index_text) if index_text.isdigit() else None
+    return read_stored(_download(args.task_spec_url, env), args.task_spec_sha256, args.task_spec_url, index)
 
 
 def _download(url: str, env: Mapping[str, str]) -> bytes:
@@ -132,7 +134,7 @@ def _download(url: str, env: Mapping[str, str]) -> bytes:
     return body
 
 
-def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+def _one_task(spec: Any, env: Mapping[str, str]) -> Any:
     """The apply of exactly one task of a host's apply: its inputs pinned to the bundles the host
     pushed (brought here with their files), forced to run, its bundle made under the host's uuid
     and pushed; everything local here, whatever executor the class names."""
@@ -140,29 +142,29 @@ def _one_task(spec: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     from disdat_luigi.apply.loader import load_pipe_class
     from disdat_luigi.run.runner import container_apply
 
-    for uuid in sorted({*spec["pins"].values(), *([spec["input_bundle"]] if spec.get("input_bundle") else [])}):
+    for uuid in sorted({*spec.pins.values(), *([spec.input_bundle] if spec.input_bundle else [])}):
         api.pull("run", uuid=uuid, localize=True)
-    cls: Any = load_pipe_class(spec["pipe_cls"])
-    params = {name: param.parse(spec["params"][name]) for name, param in cls.get_params() if name in spec["params"]}
+    cls: Any = load_pipe_class(spec.pipe_cls)
+    params = {name: param.parse(spec.params[name]) for name, param in cls.get_params() if name in spec.params}
     request = container_apply(
         context="run",
         transform=cls,
         params=params,
-        output_bundle=spec["output_bundle"],
-        output_tags=spec["output_tags"],
+        output_bundle=spec.output_bundle,
+        output_tags=dict(spec.output_tags),
         force=True,
         force_all=False,
-        input_uuid=spec.get("input_bundle"),
-        output_bundle_uuid=spec["output_uuid"],
-        provenance={**_provenance(env), "executor": str(spec.get("executor", ""))},
+        input_uuid=spec.input_bundle,
+        output_bundle_uuid=spec.output_uuid,
+        provenance={**_provenance(env), "executor": spec.executor},
     )
-    expected_code = {spec["pipe_cls"]: spec["code"]} if spec.get("code") else {}
+    expected_code = {spec.pipe_cls: spec.code} if spec.code else {}
     return dataclasses.replace(
         request,
         incremental_pull=False,
         executors={"*": "local"},
-        pins=spec["pins"],
-        mark_root=spec["mark_root"],
+        pins=dict(spec.pins),
+        mark_root=spec.mark_root,
         expected_code=expected_code,
     )
 

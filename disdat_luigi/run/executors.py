@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from disdat_luigi.apply import taskspec
 from disdat_luigi.apply.executors import (
     Executor,
     ExecutorFactory,
@@ -406,24 +407,24 @@ class BatchExecutor(ContainerExecutor):
     def _submit_one(self, task: RemoteTask) -> str:
         """Its spec inline, or, when large (many inputs), stored next to the remote context: Batch
         limits the size of a submission."""
-        inline = json.dumps(task.spec(self.name))
-        args = ["--task-spec", inline] if len(inline) <= INLINE_SPEC_LIMIT else ["--task-spec-url", self._store([task])]
+        spec_ = task.spec(self.name)
+        inline = taskspec.inline_arguments(spec_)
+        args = inline if len(inline[1]) <= INLINE_SPEC_LIMIT else self._store([task])
         spec = self._spec(task, args, _job_name(task))
         return aws.submit_job(**spec.submission())
 
-    def _store(self, tasks: Sequence[RemoteTask]) -> str:
-        """The specs of `tasks` on the remote (a list for an array job, one spec for a single job)."""
+    def _store(self, tasks: Sequence[RemoteTask]) -> list[str]:
+        """The specs of `tasks` on the remote (a list for an array job, one spec for a single job);
+        the entry point's arguments naming them and their sha256."""
         key = f"{self.location.root}tasks/{uuidlib.uuid4()}.json"
-        specs = [task.spec(self.name) for task in tasks]
-        body = json.dumps(specs if len(tasks) > 1 else specs[0]).encode("utf-8")
+        body = taskspec.stored_body([task.spec(self.name) for task in tasks])
         S3(self.context.remote_settings).put_bytes(self.location.bucket, key, body)
-        return f"s3://{self.location.bucket}/{key}"
+        return taskspec.stored_arguments(f"s3://{self.location.bucket}/{key}", body)
 
     def _submit_array(self, group: Sequence[RemoteTask]) -> list[tuple[RemoteTask, str]]:
         """One array job; child i runs group[i] from a spec list stored next to the remote context."""
         first = group[0]
-        url = self._store(group)
-        spec = self._spec(first, ["--task-spec-url", url], f"{_job_name(first)}-x{len(group)}")
+        spec = self._spec(first, self._store(group), f"{_job_name(first)}-x{len(group)}")
         submission = spec.submission()
         submission["arrayProperties"] = {"size": len(group)}
         submission["tags"] = {**submission.get("tags", {}), "disdat:identity": f"array-of-{len(group)}"}
@@ -533,7 +534,7 @@ class DockerExecutor(ContainerExecutor):
                 raise JobFailed(f"{task.label} asks for GPUs, which the docker executor does not pass to containers")
             container = self.client.containers.run(
                 self.images[task.pipe_cls][1],
-                command=list(self.command(["--task-spec", json.dumps(task.spec(self.name))])),
+                command=list(self.command(taskspec.inline_arguments(task.spec(self.name)))),
                 environment={**aws.endpoint_environment(), **self.backend.secret_environment()},
                 network_mode=self.settings.docker.network_mode,
                 detach=True,

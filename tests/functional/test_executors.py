@@ -38,7 +38,6 @@ class ProcessExecutor(ContainerExecutor):
         return name  # no image: the entry point runs from this checkout
 
     def start(self, tasks: Sequence[RemoteTask], started) -> None:  # type: ignore[no-untyped-def]
-        import json
 
         for task in tasks:
             env = {**os.environ, "PYTHONPATH": str(REPO), "DISDAT_WORK_DIR": ""}
@@ -46,7 +45,7 @@ class ProcessExecutor(ContainerExecutor):
                 sys.executable,
                 "-m",
                 "disdat_luigi.cli.container",
-                *self.command(["--task-spec", json.dumps(task.spec(self.name))]),
+                *self.command(["--task-spec", task.spec(self.name).to_json()]),
             ]
             proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             self.procs[str(proc.pid)] = proc

@@ -5,6 +5,7 @@ container's choice of its task."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,13 +15,15 @@ import luigi
 import pytest
 
 from disdat_luigi.apply import dispatch as dispatch_module
+from disdat_luigi.apply import taskspec
 from disdat_luigi.apply.dispatch import Dispatcher, Progress
 from disdat_luigi.apply.executors import Executor, JobUpdate, Phase, RemoteTask
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Planner, post_order
+from disdat_luigi.apply.taskspec import TaskSpec
 from disdat_luigi.cli import container
 from disdat_luigi.config import DockerSettings, ExecutorSettings, RunSettings, Settings
-from disdat_luigi.errors import JobFailed
+from disdat_luigi.errors import JobFailed, TaskSpecRejected
 from disdat_luigi.pipe import PipeTask
 from disdat_luigi.run import aws, executors
 from disdat_luigi.store.store import LocalStore
@@ -190,7 +193,9 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     assert key.startswith("team/context/shared/tasks/") and [s["output_uuid"] for s in json.loads(stored[key])] == [
         "u0", "u1", "u2", "u3",
     ]  # fmt: skip
-    assert array[0]["containerOverrides"]["command"][-2:] == ["--task-spec-url", f"s3://bucket/{key}"]
+    assert array[0]["containerOverrides"]["command"][-4:] == [
+        "--task-spec-url", f"s3://bucket/{key}", "--task-spec-sha256", hashlib.sha256(stored[key]).hexdigest(),
+    ]  # fmt: skip
     single = json.loads(submitted[1]["containerOverrides"]["command"][-1])
     assert single["pipe_cls"] == "m.Other" and submitted[1]["tags"]["disdat:identity"] == _task(9, "m.Other").identity
     assert {"type": "MEMORY", "value": "64"} in submitted[2]["containerOverrides"]["resourceRequirements"]
@@ -198,8 +203,8 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     wide = RemoteTask(**{**_task(5).__dict__, "pins": {f"Up_{i}": f"uuid-{i}" for i in range(500)}})
     batch.start([wide], lambda task, job_id: None)
     command = submitted[-1]["containerOverrides"]["command"]
-    assert command[-2] == "--task-spec-url" and len(json.dumps(submitted[-1])) < 8192
-    stored_spec = json.loads(stored[command[-1].removeprefix("s3://bucket/")])
+    assert command[-4] == "--task-spec-url" and len(json.dumps(submitted[-1])) < 8192
+    stored_spec = json.loads(stored[command[-3].removeprefix("s3://bucket/")])
     assert isinstance(stored_spec, dict) and len(stored_spec["pins"]) == 500
 
 
@@ -216,18 +221,78 @@ def test_the_journal_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
         assert known == {"i": record}
 
 
+def _spec(n: int) -> TaskSpec:
+    return TaskSpec(
+        pipe_cls="m.Fit", params={"n": str(n)}, output_bundle="Fit", output_uuid=f"0000000{n}-0000-4000-8000-0"
+    )
+
+
 def test_an_array_child_finds_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    specs = [{"n": 0}, {"n": 1}, {"n": 2}]
-    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps(specs).encode())
-    args = argparse.Namespace(task_spec=None, task_spec_url="s3://b/k.json")
-    assert container._task_spec(args, {"AWS_BATCH_JOB_ARRAY_INDEX": "2"}) == {"n": 2}
-    single = argparse.Namespace(task_spec=None, task_spec_url="s3://b/one.json")
-    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps({"n": 7}).encode())
-    assert container._task_spec(single, {}) == {"n": 7}  # a single job's large spec
-    monkeypatch.setattr(container, "_download", lambda url, env: json.dumps(specs).encode())
-    assert container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc:1"}) == {"n": 1}
-    with pytest.raises(Exception, match="array jobs"):
+    """An array child picks its spec by its index; a single job's large spec is one object; the
+    stored body must have the sha256 the job's command carries."""
+    body = taskspec.stored_body([_spec(0), _spec(1), _spec(2)])
+    monkeypatch.setattr(container, "_download", lambda url, env: body)
+    args = argparse.Namespace(task_spec=None, task_spec_url="s3://b/k.json", task_spec_sha256=taskspec.sha256(body))
+    assert container._task_spec(args, {"AWS_BATCH_JOB_ARRAY_INDEX": "2"}) == _spec(2)
+    assert container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc:1"}) == _spec(1)
+    with pytest.raises(TaskSpecRejected, match="not an array child"):
         container._task_spec(args, {"AWS_BATCH_JOB_ID": "abc"})
+    one = taskspec.stored_body([_spec(7)])
+    monkeypatch.setattr(container, "_download", lambda url, env: one)
+    single = argparse.Namespace(task_spec=None, task_spec_url="s3://b/one.json", task_spec_sha256=taskspec.sha256(one))
+    assert container._task_spec(single, {}) == _spec(7)
+
+
+def test_a_swapped_stored_spec_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer of the bucket replaces a queued job's spec (another class, another output uuid):
+    its sha256 is not the one in the job's command, so the container refuses it."""
+    submitted = taskspec.stored_body([_spec(1)])
+    swapped = taskspec.stored_body([TaskSpec(**{**_spec(1).__dict__, "pipe_cls": "evil.Steal"})])
+    monkeypatch.setattr(container, "_download", lambda url, env: swapped)
+    args = argparse.Namespace(
+        task_spec=None, task_spec_url="s3://b/k.json", task_spec_sha256=taskspec.sha256(submitted)
+    )
+    with pytest.raises(TaskSpecRejected, match="not the one this job was submitted with"):
+        container._task_spec(args, {})
+    with pytest.raises(TaskSpecRejected, match="needs --task-spec-sha256"):
+        container._task_spec(
+            argparse.Namespace(task_spec=None, task_spec_url="s3://b/k.json", task_spec_sha256=None), {}
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{", "is not valid JSON"),
+        ("[]", "is a JSON list, not an object"),
+        ('{"version": 2}', "has version 2"),
+        ('{"version": 1}', "lacks output_bundle, output_uuid, params, pipe_cls"),
+        (
+            '{"version": 1, "pipe_cls": "m.Fit", "params": {}, "output_bundle": "F", "output_uuid": "../x"}',
+            "invalid bundle uuid",
+        ),
+        (
+            '{"version": 1, "pipe_cls": "m.Fit", "params": [], "output_bundle": "F", "output_uuid": "00-0"}',
+            "params that are not",
+        ),
+        (
+            '{"version": 1, "pipe_cls": "m.Fit", "params": {}, "output_bundle": "F", "output_uuid": "00-0", "x": 1}',
+            "unknown fields: x",
+        ),
+    ],
+)
+def test_a_bad_inline_spec_is_one_clear_error(text: str, says: str) -> None:
+    args = argparse.Namespace(task_spec=text, task_spec_url=None, task_spec_sha256=None)
+    with pytest.raises(TaskSpecRejected, match=says) as raised:
+        container._task_spec(args, {})
+    assert "\n" not in raised.value.message
+
+
+def test_a_spec_round_trips() -> None:
+    spec = TaskSpec(
+        **{**_spec(3).__dict__, "pins": {"Up_x": "0000000a-0000-4000-8000-0"}, "mark_root": True, "code": "c2:ab"}
+    )
+    assert TaskSpec.from_json(spec.to_json(), "here") == spec
 
 
 def test_prepare_checks_images_and_placement_before_anything_runs(
