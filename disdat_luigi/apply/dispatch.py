@@ -30,7 +30,7 @@ from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision
 from disdat_luigi.apply.state import declaration_of, is_root, output_tags, state_of
-from disdat_luigi.errors import DisdatError, RemoteNotConfigured
+from disdat_luigi.errors import DisdatError, PipelineError, RemoteNotConfigured
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
@@ -250,6 +250,7 @@ class Dispatcher:
         elsewhere = [t for t in remote if not self._is_local(t)]
         if not elsewhere:
             return
+        _check_transient(elsewhere)  # before any image is built or job started
         try:
             RemoteLocation.of(self.context)
         except RemoteNotConfigured as err:
@@ -339,6 +340,23 @@ class Dispatcher:
             return
         self._last_table = now
         self.log(f"JOB STATUS {time.strftime('%H:%M:%S')}\n{self.progress.table()}")
+
+
+def _check_transient(remote: Sequence[PipeTask]) -> None:
+    """A transient bundle never leaves this machine: no remote executor makes or reads one."""
+    for task in remote:
+        if declaration_of(task).transient:
+            raise PipelineError(
+                f"{task} is transient (mark_transient) but runs on an executor, whose bundles go through the remote",
+                hint="run it here (--executor CLASS=local) or drop mark_transient",
+            )
+        for arg, dep in declaration_of(task).deps.items():
+            if declaration_of(dep).transient:
+                raise PipelineError(
+                    f"{task} runs on an executor and reads {arg} from {dep}, which is transient (mark_transient): "
+                    "its bundle would have to be pushed to the remote",
+                    hint="run both here (--executor CLASS=local) or drop mark_transient",
+                )
 
 
 def _root_cause(error: str | Exception) -> BaseException | None:

@@ -251,3 +251,52 @@ def test_a_job_is_adopted_only_for_exactly_the_same_work(farm, remote_ctx: str, 
     refits = {d.uuid for d in api.get(remote_ctx, None, uuid=forced.root_uuid).dependencies}  # type: ignore[union-attr]
     assert len(refits) == 2 and not refits & fits
     assert not any("already made its bundle" in line for line in farm.lines)
+
+
+def test_a_transient_bundle_never_goes_through_the_remote(farm, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A transient task sent to an executor, or a remote task reading a transient one, is refused
+    naming both tasks before any job starts; nothing reaches the remote."""
+    import boto3
+
+    with pytest.raises(PipelineError, match=r"Transient\(\) is transient \(mark_transient\) but runs on an executor"):
+        farm(transform=p.UsesTransient, executors={"Transient": "farm"})
+    with pytest.raises(PipelineError, match=r"UsesTransient\(\) runs on an executor and reads t from Transient\(\)"):
+        farm(transform=p.UsesTransient, executors={"UsesTransient": "farm"})
+    assert ProcessExecutor.launched == []
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="team/")["KeyCount"] == 0
+    assert farm(transform=p.UsesTransient, executors={"Transient": "here"}).success  # a local section is fine
+
+
+def test_a_planted_output_uuid_fails_the_job_and_the_next_apply_moves_on(farm, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A bucket writer who read a queued task's spec plants a manifest under the uuid the host fixed:
+    the job fails naming that uuid; the next apply gives the task a fresh uuid and succeeds."""
+    import json
+
+    import boto3
+
+    planted: list[str] = []
+    start = ProcessExecutor.start
+
+    def plant_first(self, tasks, started):  # type: ignore[no-untyped-def]
+        for task in tasks:
+            if not planted:
+                planted.append(task.output_uuid)
+                doc = {
+                    "schema": 1, "uuid": task.output_uuid, "name": "HybridFit", "processing_name": "x",
+                    "owner": "mallory", "creation_date": "2026-01-01T00:00:00+00:00", "data": None, "files": [],
+                    "timing": [0.0, 0.0], "root_task": False,
+                }  # fmt: skip
+                key = f"team/context/shared/objects/{task.output_uuid}/manifest.json"
+                boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+        start(self, tasks, started)
+
+    ProcessExecutor.start = plant_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ApplyError) as failed:
+            farm(params={"alphas": 1})
+    finally:
+        ProcessExecutor.start = start  # type: ignore[method-assign]
+    assert planted and planted[0] in str(failed.value) + (failed.value.hint or "")
+    again = farm(params={"alphas": 1})
+    fit = next(d.uuid for d in api.get(remote_ctx, None, uuid=again.root_uuid).dependencies)  # type: ignore[union-attr]
+    assert again.success and fit != planted[0]
