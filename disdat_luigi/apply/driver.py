@@ -12,14 +12,14 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode
 
 from disdat_luigi.apply.dispatch import Dispatcher, LogSink, first_failure
-from disdat_luigi.apply.executors import LOCAL, ExecutorFactory
+from disdat_luigi.apply.executors import LOCAL, ExecutorFactory, check_overrides
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.loader import coerce_params, load_pipe_class
 from disdat_luigi.apply.local import luigi_configured, run_in_process
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner, post_order
 from disdat_luigi.apply.scheduling import SchedulerFactory
-from disdat_luigi.apply.task import forget_open_contexts
+from disdat_luigi.apply.task import PipeTask, forget_open_contexts
 from disdat_luigi.config import Settings
 from disdat_luigi.errors import (
     ApplyError,
@@ -113,7 +113,14 @@ def prepare(request: ApplyRequest, settings: Settings) -> Prepared:
 def explain(request: ApplyRequest, settings: Settings) -> list[Decision]:
     """What apply would do with every task of the static DAG, upstream first; runs nothing."""
     prepared = prepare(request, settings)
-    return prepared.planner.plan(prepared.root)
+    decisions = prepared.planner.plan(prepared.root)
+    _check_overrides(prepared)
+    return decisions
+
+
+def _check_overrides(prepared: Prepared) -> None:
+    classes = [type(task) for task in post_order(prepared.root)]
+    check_overrides(prepared.options.executors, classes, PipeTask)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +163,7 @@ def apply_outcome(
         decisions = prepared.planner.plan(prepared.root)
     except (DependencyNotFound, RequiresFailed) as err:
         raise ApplyError(str(err), {"success": False, "did_work": False}, hint=err.hint) from err
+    _check_overrides(prepared)
     root = decisions[-1]
     if root.reuse:  # the root reuses, hence so does everything upstream: nothing to hand to luigi
         return ApplyOutcome(success=True, did_work=False, root_uuid=root.uuid or "", root_name=root.bundle_name)

@@ -5,6 +5,7 @@ engine) live in the run layer and are handed to apply by the caller."""
 from __future__ import annotations
 
 import enum
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,26 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
             )
         found[target.strip()] = name.strip()
     return found
+
+
+def check_overrides(overrides: Mapping[str, str], classes: Sequence[type], base: type) -> None:
+    """Each per-run override names a task class of the pipeline (`*` aside): one defined in a
+    module of its planned tasks (classes yielded at run time count). A typo would otherwise send
+    every task to the default executor, which on AWS costs money."""
+    modules = {sys.modules[cls.__module__] for cls in classes if cls.__module__ in sys.modules}
+    known = {
+        value
+        for module in modules
+        for value in list(vars(module).values())
+        if isinstance(value, type) and issubclass(value, base) and value.__module__ == module.__name__
+    }
+    names = {name for cls in known for name in (cls.__name__, class_path(cls))}
+    for key in overrides:
+        if key != ALL_TASKS and key not in names:
+            raise PipelineError(
+                f"--executor {key}={overrides[key]} names no task class of this pipeline",
+                hint=f"its classes: {', '.join(sorted(cls.__name__ for cls in known))}",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

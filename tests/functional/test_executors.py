@@ -251,3 +251,14 @@ def test_a_job_is_adopted_only_for_exactly_the_same_work(farm, remote_ctx: str, 
     refits = {d.uuid for d in api.get(remote_ctx, None, uuid=forced.root_uuid).dependencies}  # type: ignore[union-attr]
     assert len(refits) == 2 and not refits & fits
     assert not any("already made its bundle" in line for line in farm.lines)
+
+
+def test_a_misspelled_executor_override_is_refused(farm, remote_ctx: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """`--executor Trian=...` names no class of the pipeline: refused before anything runs (with
+    --explain too), naming the classes there are; a class of a planned task's module counts."""
+    with pytest.raises(PipelineError, match=r"--executor HybridFt=here names no task class") as refused:
+        farm(executors={"HybridFt": "here"})
+    assert "HybridFit" in (refused.value.hint or "") and ProcessExecutor.launched == []
+    explained = dsdt("apply", "--explain", "--executor", "HybridFt=here", "tests.functional.pipelines.HybridEvaluate")
+    assert explained.code == 1 and "names no task class" in explained.err
+    assert farm(executors={"tests.functional.pipelines.HybridFit": "here", "Transient": "here"}).success
