@@ -34,7 +34,7 @@ from disdat_luigi.apply.state import (
     state_of,
 )
 from disdat_luigi.config import RemoteSettings
-from disdat_luigi.errors import BundleStateError, PipelineError
+from disdat_luigi.errors import BundleStateError, PipelineError, RequiresFailed
 from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
@@ -327,7 +327,18 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
     def _pipe_make(self, pipe_class: type[PipeTask], params: Mapping[str, Any]) -> PipeTask:
         if not (isinstance(pipe_class, type) and issubclass(pipe_class, PipeTask)):
             raise PipelineError(f"{self}: dependency class {pipe_class!r} is not a PipeTask subclass")
-        return pipe_class(**dict(params), disdat_apply=self.disdat_apply)
+        known = {name for name, _param in pipe_class.get_params() if name != "disdat_apply"}
+        unknown = sorted(set(params) - known)
+        if unknown:  # luigi's own message would print the apply's hidden options
+            raise RequiresFailed(
+                f"{self}: {pipe_class.__name__} has no parameter {', '.join(unknown)}",
+                hint=f"its parameters are: {', '.join(sorted(known)) or 'none'}",
+            )
+        try:
+            return pipe_class(**dict(params), disdat_apply=self.disdat_apply)
+        except luigi.parameter.MissingParameterException as err:
+            missing = str(err).rpartition(":")[2].strip()
+            raise RequiresFailed(f"{self}: {pipe_class.__name__} {missing}", hint="pass it in the params") from err
 
     def _pipe_declaring(self, action: str) -> Declaration:
         state = state_of(self)

@@ -13,6 +13,7 @@ import pytest
 
 from disdat_luigi import api
 from disdat_luigi.errors import ApplyError
+from disdat_luigi.pipe import PipeTask
 from tests.functional import pipelines as p
 
 
@@ -341,3 +342,29 @@ def test_errors_inside_pipelines_are_reported_by_the_cli(dsdt, ctx: str) -> None
     result = dsdt("apply", "tests.functional.pipelines.Fails")
     assert result.code == 1
     assert "Fails() failed: ValueError: boom at the last step" in result.err.splitlines()[-2]
+
+
+class _NeedsN(PipeTask):
+    n = luigi.IntParameter()
+
+
+class _Misspells(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("up", _NeedsN, {"nn": 3})
+
+
+class _Forgets(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("up", _NeedsN, {})
+
+
+def test_a_dependency_parameter_typo_is_one_clean_line(ctx: str) -> None:
+    """A misspelled or missing parameter of a dependency names the class and its parameters,
+    without the apply's hidden options luigi would print; nothing runs."""
+    with pytest.raises(ApplyError) as misspelled:
+        api.apply(ctx, _Misspells)
+    assert str(misspelled.value) == "_Misspells(): _NeedsN has no parameter nn"
+    assert misspelled.value.hint == "its parameters are: n"
+    with pytest.raises(ApplyError, match=r"^_Forgets\(\): _NeedsN requires the 'n' parameter to be set$"):
+        api.apply(ctx, _Forgets)
+    assert api.search(ctx) == []
