@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -47,8 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, Batch's terminate_job or timeout): unwinds like Ctrl-C, so the task
+    abandons its open bundle; as PID 1 the container would otherwise ignore the signal until killed."""
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    raise _Stopped(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     from disdat_luigi import api
     from disdat_luigi.apply.driver import apply_outcome
     from disdat_luigi.cli.common import parse_tags
@@ -99,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.hint:
             print(f"hint: {err.hint}", file=sys.stderr, flush=True)
         return 1
+    except _Stopped:
+        print("disdat run stopped (SIGTERM): the unfinished task's bundle was abandoned", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
     # a reused root came from the remote (incremental pull); a new one was pushed as it closed
     print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
     return 0

@@ -300,3 +300,35 @@ def test_exact_reuse_on_batch(farm: str, bucket: str, tmp_path: Path, monkeypatc
     assert "nothing ran" in pulled.out and len(_jobs(farm)) == 6
     for bad in planted:
         assert sum(bad in line for line in pulled.err.splitlines()) == 1, pulled.err[-3000:]  # one line each
+
+
+def test_a_stopped_container_ends_at_once_and_keeps_nothing(naps: Path, farm: str, bucket: str) -> None:
+    """`docker stop` of a running task's container (SIGTERM, as Batch's terminate and timeouts
+    send): the entry point, PID 1, stops within seconds instead of waiting out the grace period,
+    says so, and the task's bundle is abandoned (nothing of it on the remote)."""
+    import docker
+
+    apply = _apply_in_background("--executor", "Nap=debug", "slow.tasks.Naps", "--count", "1", "--seconds", "120")
+    client = docker.from_env()
+    deadline = time.time() + 240
+    running: list = []  # type: ignore[type-arg]
+    while time.time() < deadline and not running:
+        running = client.containers.list(filters={"label": "disdat.executor=debug", "status": "running"})
+        if apply.poll() is not None:
+            raise AssertionError(f"apply ended first: {apply.communicate()[1][-3000:]}")
+        time.sleep(0.5)
+    assert running, "no container started"
+    time.sleep(8)  # inside pipe_run: its inputs pulled, its bundle open
+    apply.kill()  # the host goes away, so nothing else removes the container while it is examined
+    apply.communicate(timeout=30)
+    container = running[0]
+    started = time.time()
+    container.stop(timeout=60)
+    assert time.time() - started < 15
+    container.reload()
+    logs = container.logs().decode()
+    container.remove(force=True)
+    assert container.attrs["State"]["ExitCode"] == 143, logs[-2000:]
+    assert "stopped (SIGTERM)" in logs
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="farm/context/shared/catalog/Nap/")
+    assert listed["KeyCount"] == 0  # no bundle of the stopped task was published
