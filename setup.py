@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 version = {}
 exec(Path("disdat_luigi/__init__.py").read_text().split("def __getattr__")[0], version)
@@ -14,7 +14,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=layout["PACKAGES_INCLUDE"]),
+    packages=find_namespace_packages(include=layout["PACKAGES_INCLUDE"], exclude=layout["PACKAGES_EXCLUDE"]),
     package_data=layout["PACKAGE_DATA"],
     include_package_data=True,
     install_requires=[

@@ -20,14 +20,14 @@ BUILD_TOOLS = ["setuptools>=61", "wheel"]
 # the copy's setup.py reads the same layout file as the repository's (disdat_luigi/packaging.py)
 SETUP_PY = """from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 layout = {{}}
 exec(Path("disdat_luigi/packaging.py").read_text(), layout)
 setup(
     name="disdat_luigi",
     version="{version}",
-    packages=find_packages(include=layout["PACKAGES_INCLUDE"]),
+    packages=find_namespace_packages(include=layout["PACKAGES_INCLUDE"], exclude=layout["PACKAGES_EXCLUDE"]),
     package_data=layout["PACKAGE_DATA"],
     entry_points=layout["ENTRY_POINTS"],
 )
