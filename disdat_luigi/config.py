@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -142,7 +143,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read(path, encoding="utf-8-sig")  # editors on Windows start UTF-8 files with a byte-order mark
     except (configparser.Error, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0]
         raise ConfigError(f"malformed config {path}: {first}") from err
@@ -255,6 +256,8 @@ class _Reader:
             value = float(raw)
         except ValueError as err:
             raise ConfigError(f"{self.path}: [{section}] {key} must be a number, not {raw!r}") from err
+        if not math.isfinite(value):  # float() takes nan and inf, which no setting can mean
+            raise ConfigError(f"{self.path}: [{section}] {key} must be a finite number, not {raw!r}")
         if value < 0:
             raise ConfigError(f"{self.path}: [{section}] {key} must not be negative, not {value}")
         return value

@@ -65,8 +65,17 @@ def _run(task: PipeTask) -> None:
     except Exception as err:
         task.trigger_event(Event.FAILURE, task, err)
         raise _Failed(f"{type(err).__name__}: {err}") from err
+    except SystemExit as err:  # a task that exits failed (luigi's worker says so too); Ctrl-C still interrupts
+        task.trigger_event(Event.FAILURE, task, err)
+        raise _Failed(exit_message(str(err))) from err
     task.trigger_event(Event.PROCESSING_TIME, task, time.time() - started)
     task.trigger_event(Event.SUCCESS, task)
+
+
+def exit_message(code: str) -> str:
+    """The failure of a task that called sys.exit; `code` is str() of its SystemExit (the exit
+    code or message, empty for none), all that is known of it when luigi ran the task."""
+    return f"SystemExit: the task called sys.exit({code}) instead of returning"
 
 
 def _drive(generator: Any) -> None:

@@ -21,6 +21,7 @@ from luigi.task_register import Register
 
 from disdat_luigi.apply.identity import class_path, luigi_params, typed_params
 from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.local import exit_message
 from disdat_luigi.apply.plan import Planner
 from disdat_luigi.apply.state import (
     Declaration,
@@ -285,6 +286,10 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
         except Exception as err:
             bundle.abandon()
             journal.failed(str(self), f"{type(err).__name__}: {err}")
+            raise
+        except SystemExit as err:  # a task that exits has failed, whichever runner ran it
+            bundle.abandon()
+            journal.failed(str(self), exit_message(str(err)))
             raise
         except BaseException:  # luigi abandoned the generator to schedule dynamic dependencies
             bundle.abandon()

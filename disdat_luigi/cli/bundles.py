@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
+from disdat_luigi.store.names import printable  # what manifests hold is shown, never sent raw to the terminal
 
 if TYPE_CHECKING:
     from disdat_luigi.store.bundle import Bundle as StoreBundle
@@ -119,18 +120,19 @@ def _ls(args: argparse.Namespace) -> int:
         if args.print_tags:
             line += f"  tags={json.dumps(bundle.tags, sort_keys=True)}"
         if args.print_args:
-            line += f"  params={_short(bundle.params)}"
+            line += f"  params={printable(_short(bundle.params))}"
         print(line)
     return 0
 
 
 def _ls_line(bundle: StoreBundle, verbose: bool) -> str:
+    name = printable(bundle.name)
     if not verbose:
-        return bundle.name
+        return name
     created = bundle.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     state = "committed" if bundle.is_committed else "-"
-    processing = bundle.processing_name[:32]
-    return f"{bundle.name:<24} {processing:<32} {bundle.owner:<10} {created} {state:<9} {bundle.uuid}"
+    processing = printable(bundle.processing_name)[:32]
+    return f"{name:<24} {processing:<32} {printable(bundle.owner):<10} {created} {state:<9} {bundle.uuid}"
 
 
 def _short(value: Any) -> str:
@@ -140,16 +142,14 @@ def _short(value: Any) -> str:
 
 def _cat(args: argparse.Namespace) -> int:
     data = api.cat(current_context(), args.bundle, uuid=args.uuid, tags=parse_tags(args.tag))
-    if hasattr(data, "to_string"):
-        print(data.to_string())
-    else:
-        print(data)
+    text = data.to_string() if hasattr(data, "to_string") else str(data)
+    print(printable(text, keep="\n\t"))  # data may be lines of text; other control characters are escaped
     return 0
 
 
 def _commit(args: argparse.Namespace) -> int:
     bundle = api.commit(current_context(), args.bundle, tags=parse_tags(args.tag), uuid=args.uuid)
-    print(f"committed {bundle.name} {bundle.uuid}")
+    print(f"committed {printable(bundle.name)} {bundle.uuid}")
     return 0
 
 
@@ -182,13 +182,13 @@ def _lineage(args: argparse.Namespace) -> int:
 def _text(records: list[api.LineageRecord]) -> str:
     lines = []
     for record in records:
-        pad = "  " * record.depth
+        pad, name = "  " * record.depth, printable(record.name)
         if not record.found:
-            lines.append(f"{pad}{record.name} {record.uuid} (not in this context)")
+            lines.append(f"{pad}{name} {record.uuid} (not in this context)")
             continue
         created = record.creation_date.astimezone().strftime("%Y-%m-%d %H:%M:%S") if record.creation_date else ""
-        inputs = ", ".join(f"{d.arg_name}={d.name}" for d in record.dependencies) or "no inputs"
-        lines.append(f"{pad}{record.name} {record.uuid} {created} <- {inputs}")
+        inputs = ", ".join(printable(f"{d.arg_name}={d.name}") for d in record.dependencies) or "no inputs"
+        lines.append(f"{pad}{name} {record.uuid} {created} <- {inputs}")
     return "\n".join(lines)
 
 
@@ -207,7 +207,7 @@ def _dot(records: list[api.LineageRecord]) -> str:
 
 
 def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    return printable(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -215,7 +215,7 @@ def _verify(args: argparse.Namespace) -> int:
     if report.moved_index is not None:
         print(f"the index was damaged: moved it to {report.moved_index} and rebuilt it")
     for problem in report.problems:
-        print(f"DAMAGED {problem.uuid}: {problem.detail}")
+        print(f"DAMAGED {problem.uuid}: {printable(problem.detail)}")
     print(
         f"checked {report.checked} bundle(s): {len(report.problems)} problem(s), "
         f"{len(report.indexed)} re-indexed, {len(report.unindexed)} stale index row(s) dropped, "

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
+from disdat_luigi.store.names import printable
 
 
 class BarProgress:
@@ -128,9 +129,9 @@ def _pull(args: argparse.Namespace) -> int:
         result, partial = err.result, err
     fetched = set(result.fetched)
     for bundle in result:
-        print(f"{bundle.name} {bundle.uuid}{'' if bundle.uuid in fetched else ' (already here)'}")
+        print(f"{printable(bundle.name)} {bundle.uuid}{'' if bundle.uuid in fetched else ' (already here)'}")
     for uuid, reason in result.skipped:
-        print(f"skipped {uuid}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(uuid)}: {printable(reason)}", file=sys.stderr)
     if not result and not result.skipped and args.bundle:
         failed = api.failed_job_for(context, args.bundle)
         if failed is not None:  # the job that was to make it failed: say so, and why
@@ -158,6 +159,6 @@ def _rmr(args: argparse.Namespace) -> int:
         raise api.BundleNotFound(f"no bundle on the remote matches {what}; nothing deleted")
     verb = "would delete" if args.dryrun else "deleted"
     for ref in doomed:
-        print(f"{verb} {ref.name or '(damaged manifest)'} {ref.uuid}")
+        print(f"{verb} {printable(ref.name) if ref.name else '(damaged manifest)'} {printable(ref.uuid)}")
     print(f"{verb} {len(doomed)} bundle(s) from the remote")
     return 0

@@ -138,7 +138,12 @@ def collect_files(root: Path, follow_links: bool = False) -> list[tuple[Path, st
 
 
 def _check_link(path: Path, root: Path, real_root: Path, follow: bool, directory: bool) -> None:
-    target = path.resolve()
+    try:
+        target = path.resolve()
+    except RuntimeError as err:  # Python < 3.13 on a loop of links; later versions leave it unresolved (broken)
+        raise UnsupportedValue(
+            f"{path} is a symbolic link loop (to {os.readlink(path)})", hint="remove or fix it"
+        ) from err
     if follow and target.exists():
         return
     if not target.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 
@@ -9,6 +10,11 @@ from disdat_luigi.errors import InvalidName
 
 MAX_NAME_LENGTH = 255
 GLOB_CHARS = ("*", "?")
+# shown as escapes by `printable`: control characters, invisible format characters (bidirectional
+# overrides, zero-width spaces), line and paragraph separators, lone surrogates (not encodable)
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]")
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def check_name(name: object, what: str = "bundle name") -> str:
@@ -55,6 +61,25 @@ def has_control(text: str) -> bool:
     """Whether `text` holds a control character (newline, tab, ANSI escape, DEL, C1 codes), which
     could forge lines or colours in a terminal listing."""
     return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` safe to show in a terminal: every control character (escape, carriage return, tab and
+    newline unless in `keep`), invisible format character and lone surrogate written as a visible
+    escape such as \\x1b or \\u202e; everything else, non-ASCII letters included, unchanged."""
+    if text.isprintable():
+        return text
+
+    def shown(match: re.Match[str]) -> str:
+        char = match.group()
+        if char in keep or unicodedata.category(char) not in HIDDEN_CATEGORIES:
+            return char
+        if char in _SHORT_ESCAPES:
+            return _SHORT_ESCAPES[char]
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return _NOT_PLAIN_ASCII.sub(shown, text)
 
 
 def is_glob(pattern: str) -> bool:
