@@ -278,7 +278,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
                 result = yield from self._pipe_drive(result, inputs)
             names = list(inputs)
             bundle.add_dependencies([inputs[n] for n in names], names)
-            bundle.add_data(result)
+            bundle.add_data(result, inputs=inputs.values())  # strings it was given stay strings
             bundle.add_timing(started, time.time())
             if is_root(self) and options.mark_root:
                 bundle.mark_root()

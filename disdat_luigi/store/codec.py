@@ -47,6 +47,17 @@ class RemoteLeaf:
     local: bool = False
 
 
+@dataclass(frozen=True)
+class KeepStrings:
+    """A value to store in which some strings must stay strings: `given(target)` is asked for
+    each string that would become a file (`target`: the resolved absolute local path, or the
+    s3:// URL) and is True when the writer received that string as data (a task's inputs), so
+    it cannot make the bundle copy a file it was only told the name of."""
+
+    value: Any
+    given: Callable[[str], bool]
+
+
 @dataclass
 class EncodePlan:
     tree: Any
@@ -61,8 +72,11 @@ class EncodePlan:
 def plan_value(value: Any, bundle_dir: Path, remote_dir: Callable[[], str | None] = lambda: None) -> EncodePlan:
     """Check and prepare `value` for a bundle being written in `bundle_dir`; writes nothing.
     `remote_dir()` gives the bundle's s3:// directory (None without a remote); it is asked only
-    when the value holds an s3:// path."""
-    planner = _Planner(bundle_dir, remote_dir)
+    when the value holds an s3:// path. A `KeepStrings` value is stored with its strings kept."""
+    given = None
+    if isinstance(value, KeepStrings):
+        value, given = value.value, value.given
+    planner = _Planner(bundle_dir, remote_dir, given)
     tree = planner.encode(value, "data")
     planner.place_external_files()
     remote = planner.place_remote_files()
@@ -160,9 +174,15 @@ def _need(source: ValueSource | None) -> ValueSource:
 class _Planner:
     """Walks a value once, building its tree and the list of file writes it needs."""
 
-    def __init__(self, bundle_dir: Path | None, remote_dir: Callable[[], str | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        bundle_dir: Path | None,
+        remote_dir: Callable[[], str | None] = lambda: None,
+        given: Callable[[str], bool] | None = None,
+    ) -> None:
         self.bundle_dir = bundle_dir
         self._remote_dir = remote_dir
+        self._given = given
         self._remote_resolved = False
         self.remote_leaves: list[tuple[dict[str, Any], str]] = []
         self.writes: list[Callable[[], object]] = []
@@ -255,6 +275,8 @@ class _Planner:
                 return {"t": "str", "v": text}
         except OSError:  # too long, under an unreadable directory, ...: a string, not a file
             return {"t": "str", "v": text}
+        if self._given is not None and self._given(str(resolved)):
+            return {"t": "str", "v": text}
         leaf: dict[str, Any] = {"t": "file", "path": None}
         self.externals.append((leaf, resolved))
         return leaf
@@ -267,6 +289,8 @@ class _Planner:
         return self._resolved_remote_dir
 
     def _encode_s3(self, url: str, where: str) -> Any:
+        if self._given is not None and self._given(url.rstrip("/")):
+            return {"t": "str", "v": url}
         leaf: dict[str, Any] = {"t": "file", "path": None}
         self.remote_leaves.append((leaf, url.rstrip("/")))
         return leaf

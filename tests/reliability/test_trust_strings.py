@@ -1,0 +1,145 @@
+"""Trust: strings a task receives from its inputs stay strings in the bundle it makes.
+
+Planted bundles name a victim's file (in many spellings: `.`, `..`, `//`, a symlink, `file://`)
+and a private S3 object; tasks pass them on reshaped. One row of the reliability ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import uuid as uuidlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import luigi
+
+from disdat_luigi import api
+from disdat_luigi.pipe import PipeTask
+
+SECRET = b"aws_secret_access_key = planted-secret\n"
+PRIVATE = b"-----BEGIN PRIVATE KEY-----\n"
+TRIALS = 24
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _leaves(v)]
+    return [s for v in value for s in _leaves(v)]
+
+
+RESHAPE: dict[str, Any] = {
+    "as is": lambda v: v,
+    "flattened": _leaves,
+    "normpath'ed": lambda v: [os.path.normpath(s) if s.startswith("/") else s for s in _leaves(v)],
+    "realpath'ed": lambda v: [os.path.realpath(s) if s.startswith("/") else s for s in _leaves(v)],
+    "in a dict": lambda v: {f"k{i}": s for i, s in enumerate(_leaves(v))},
+}
+
+
+class Reshape(PipeTask):
+    source = luigi.Parameter()
+    how = luigi.Parameter()
+
+    def pipe_requires(self):
+        self.add_external_dependency("planted", None, None, human_name=self.source)
+
+    def pipe_run(self, planted):
+        return RESHAPE[self.how](planted)
+
+
+def _spellings(secret: Path, link: Path, url: str) -> list[str]:
+    """Strings naming the victim's file or object, each a different way."""
+    parent = secret.parent
+    return [
+        str(secret),
+        f"{parent}/./{secret.name}",
+        f"{parent}//{secret.name}",
+        f"{parent}/../{parent.name}/{secret.name}",
+        str(link),
+        f"file://{secret}",
+        url,
+        url + "/",
+    ]
+
+
+def _to_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"t": "str", "v": value}
+    if isinstance(value, dict):
+        return {"t": "dict", "items": [[_to_tree(k), _to_tree(v)] for k, v in value.items()]}
+    return {"t": "list", "items": [_to_tree(v) for v in value]}
+
+
+def _plant(bucket: str, name: str, value: Any) -> None:
+    uuid = str(uuidlib.uuid4())
+    doc = {
+        "schema": 1,
+        "uuid": uuid,
+        "name": name,
+        "processing_name": name,
+        "owner": "mallory",
+        "creation_date": datetime.now(timezone.utc).isoformat(),
+        "data": _to_tree(value),
+        "files": [],
+    }
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{uuid}/manifest.json", Body=json.dumps(doc))
+    client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+
+
+def _leaked(bucket: str, bundle: Any) -> list[str]:
+    found = [e.path for e in bundle.files if e.path.startswith("data/")]
+    for root, _dirs, files in os.walk(bundle.local_dir):
+        found += [name for name in files if SECRET in Path(root, name).read_bytes()]
+    client = boto3.client("s3")
+    for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        if SECRET in body or PRIVATE in body:
+            found.append(f"s3://{bucket}/{item['Key']}")
+    return found
+
+
+def test_strings_from_inputs_stay_strings(ledger, remote_ctx: str, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Random nestings of the planted spellings, passed on in random shapes by a task in another
+    context with incremental pull and push: each output holds the strings and no file."""
+    secret = tmp_path / "victim" / ".aws" / "credentials"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(SECRET)
+    link = tmp_path / "innocent" / "notes.txt"
+    link.parent.mkdir()
+    link.symlink_to(secret)
+    private = f"private-{uuidlib.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=private)
+    boto3.client("s3").put_object(Bucket=private, Key="keys/prod.pem", Body=PRIVATE)
+    spellings = _spellings(secret, link, f"s3://{private}/keys/prod.pem")
+    rng = random.Random(20240611)
+    api.context("victim")
+    api.remote("victim", "shared", f"s3://{bucket}/team")
+    failures: list[str] = []
+    for trial in range(TRIALS):
+        picked = rng.sample(spellings, rng.randint(1, 4)) + ["decoy"]
+        value: Any = {"paths": picked} if rng.random() < 0.5 else [[s] for s in picked]
+        how = rng.choice(sorted(RESHAPE))
+        name = f"planted{trial}"
+        _plant(bucket, name, value)
+        params = {"source": name, "how": how}
+        made = api.apply_outcome("victim", Reshape, params=params, incremental_pull=True, incremental_push=True)
+        bundle = api.get("victim", None, uuid=made.root_uuid)
+        leaked = _leaked(bucket, bundle)
+        if bundle.data != RESHAPE[how](value) or leaked:
+            failures.append(f"trial {trial} ({how}, {picked}): data {bundle.data!r}, copied {leaked}")
+    ledger.record(
+        "strings from inputs stay strings",
+        TRIALS,
+        len(failures),
+        f"{TRIALS} planted bundles naming a local secret ({len(spellings) - 2} spellings incl. a symlink) and a "
+        "private S3 object, passed on as is / flattened / normpath'ed / realpath'ed / in a dict by a task with "
+        "incremental pull+push: output holds the plain strings, no file copied locally or to the remote",
+    )
+    assert not failures, failures
