@@ -32,7 +32,7 @@ from disdat_luigi.apply.executors import (
 from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
-from disdat_luigi.errors import DisdatError, JobFailed
+from disdat_luigi.errors import DisdatError, JobFailed, QueueNotFound, RunError
 from disdat_luigi.run import aws, jobs
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
@@ -364,15 +364,35 @@ class BatchExecutor(ContainerExecutor):
         return self.backend.image_reference(name)
 
     def prepare(self, classes: Sequence[type], log: LogSink) -> None:
-        """Images pushed; before any task runs, each class's resources checked against the queue."""
-        super().prepare(classes, log)
+        """Before the expensive step (building and pushing images): the queue, each class's
+        resources against it, and how the jobs get AWS credentials; then the images."""
+        self.log = log
         checked: set[tuple[Any, ...]] = set()
         for cls in classes:
             request = self.run_request(_probe(cls))
             key = (request.queue, request.vcpus, request.memory, request.gpus)
             if key not in checked:
-                self.backend.check(request)
+                self._check(request)
                 checked.add(key)
+        if not (self.config.job_role_arn or self.settings.run.job_role_arn or self.config.use_aws_session_token):
+            log(
+                f"warning: [executor.{self.name}] has neither job_role_arn nor use_aws_session_token: its jobs "
+                "need AWS credentials from their instance to reach the remote"
+            )
+        super().prepare(classes, log)
+
+    def _check(self, request: RunRequest) -> None:
+        """The backend's check, its errors naming the setting that gave the queue."""
+        setting = f"[executor.{self.name}] queue" if self.config.queue else "[run] aws_batch_queue"
+        if not (request.queue or self.settings.run.aws_batch_queue):
+            raise RunError(
+                f"executor {self.name!r} (aws_batch) has no job queue",
+                hint=f"set queue in [executor.{self.name}] (or [run] aws_batch_queue)",
+            )
+        try:
+            self.backend.check(request)
+        except QueueNotFound as err:
+            raise QueueNotFound(err.message, hint=f"fix {setting}: name an existing AWS Batch job queue") from err
 
     def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
         groups: dict[tuple[Any, ...], list[RemoteTask]] = {}

@@ -323,11 +323,42 @@ def test_prepare_checks_images_and_placement_before_anything_runs(
     class Big(Leaf):
         executor_options = {"memory": 8192}
 
-    batch.prepare([Leaf, Root], print)
+    said: list[str] = []
+    batch.prepare([Leaf, Root], said.append)
     assert refreshed == [(f"{Leaf.__module__}.Leaf", True)] and asked == [2048]
     assert batch.images[f"{Leaf.__module__}.Root"][1].startswith("reg/disdat-")
+    assert said == [
+        "warning: [executor.b] has neither job_role_arn nor use_aws_session_token: its jobs need AWS "
+        "credentials from their instance to reach the remote"
+    ]
+    refreshed.clear()
     with pytest.raises(RunError, match="8192 MiB"):
         batch.prepare([Big], print)
+    assert refreshed == []  # refused before any image is built or pushed
+
+
+def test_a_missing_queue_is_named_by_the_setting_that_gave_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executor's own queue that does not exist: the hint names [executor.NAME] queue, and
+    nothing is built; no queue at all: said before anything is built."""
+    from disdat_luigi.errors import QueueNotFound, RunError
+
+    context = LocalStore(tmp_path / "home").create_context("c")
+    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home")
+    monkeypatch.setattr(executors, "refresh_image", lambda *a, **kw: pytest.fail("built before the checks"))
+
+    def missing(queue: str) -> None:
+        raise QueueNotFound(f"AWS Batch job queue {queue!r} does not exist")
+
+    monkeypatch.setattr(executors.jobs, "capacities", missing)
+    noqueue = ExecutorSettings(name="noqueue", type="aws_batch", queue="nope", job_role_arn="arn:aws:iam::1:role/r")
+    batch = executors.BatchExecutor(settings=settings, config=noqueue, context=context, build=True)
+    with pytest.raises(QueueNotFound, match="'nope' does not exist") as refused:
+        batch.prepare([Leaf], print)
+    assert refused.value.hint == "fix [executor.noqueue] queue: name an existing AWS Batch job queue"
+    unset = ExecutorSettings(name="farm", type="aws_batch", job_role_arn="arn:aws:iam::1:role/r")
+    batch = executors.BatchExecutor(settings=settings, config=unset, context=context, build=True)
+    with pytest.raises(RunError, match="executor 'farm' \\(aws_batch\\) has no job queue"):
+        batch.prepare([Leaf], print)
 
 
 def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
