@@ -93,19 +93,33 @@ class Settings:
     docker: DockerSettings = DockerSettings()
     dockerize: DockerizeSettings = DockerizeSettings()
     run: RunSettings = RunSettings()
-    executors: tuple[ExecutorSettings, ...] = ()
+    # the `[executor.NAME]` sections as written: each is read and checked when an apply uses it
+    # (or by `dsdt config check`), so a mistake in one breaks only what uses it
+    executor_sections: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     def executor(self, name: str) -> ExecutorSettings:
         """The `[executor.NAME]` section (`local` is built in); ConfigError naming the fix."""
-        for found in self.executors:
-            if found.name == name:
-                return found
+        for section, items in self.executor_sections:
+            if section == f"executor.{name}":
+                parser = configparser.ConfigParser(interpolation=None)
+                parser.read_dict({section: dict(items)})
+                return _executor(_Reader(parser, self.config_path), section)
         if name == LOCAL_EXECUTOR:
             return ExecutorSettings(name=LOCAL_EXECUTOR)
         raise ConfigError(
             f"no executor {name!r} is configured",
             hint=f"add an [executor.{name}] section with type = aws_batch | docker | local to {self.config_path}",
         )
+
+    def check(self) -> list[ConfigError]:
+        """Every executor section read as an apply would read it: what is wrong, if anything."""
+        problems = []
+        for section, _items in self.executor_sections:
+            try:
+                self.executor(section.partition(".")[2])
+            except ConfigError as err:
+                problems.append(err)
+        return problems
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -187,7 +201,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
             poll_seconds=reader.number("run", "poll_seconds", 5.0),
         ),
-        executors=tuple(_executor(reader, section) for section in parser.sections() if section.startswith("executor.")),
+        executor_sections=tuple(
+            (section, tuple(parser.items(section, raw=True)))
+            for section in parser.sections()
+            if section.startswith("executor.")
+        ),
     )
 
 
@@ -195,7 +213,7 @@ def _executor(reader: _Reader, section: str) -> ExecutorSettings:
     name = section.partition(".")[2]
     kind = reader.text(section, "type") or "local"
     if kind not in EXECUTOR_TYPES:
-        raise ConfigError(f"{reader.path}: [{section}] type = {kind!r} is not one of {', '.join(EXECUTOR_TYPES)}")
+        raise reader.fail(section, "type", f"= {kind!r} is not one of {', '.join(EXECUTOR_TYPES)}")
     if not name or name == LOCAL_EXECUTOR:
         raise ConfigError(f"{reader.path}: [{section}] is not a usable executor name (`local` is built in)")
     return ExecutorSettings(
@@ -222,6 +240,12 @@ class _Reader:
     parser: configparser.ConfigParser
     path: Path
 
+    def fail(self, section: str, key: str, problem: str) -> ConfigError:
+        """The error for one bad setting, its hint the line of the file to fix."""
+        line = _line_of(self.path, section, key)
+        where = f"line {line} of {self.path}" if line else f"[{section}] {key} in {self.path}"
+        return ConfigError(f"{self.path}: [{section}] {key} {problem}", hint=f"fix {where}")
+
     def text(self, section: str, key: str) -> str | None:
         value = self.parser.get(section, key, fallback="").strip()
         return value or None
@@ -232,9 +256,7 @@ class _Reader:
         try:
             return self.parser.getboolean(section, key)
         except ValueError as err:
-            raise ConfigError(
-                f"{self.path}: [{section}] {key} must be true or false, not {self.parser.get(section, key)!r}"
-            ) from err
+            raise self.fail(section, key, f"must be true or false, not {self.parser.get(section, key)!r}") from err
 
     def integer(self, section: str, key: str, default: int, minimum: int = 1) -> int:
         raw = self.text(section, key)
@@ -243,9 +265,9 @@ class _Reader:
         try:
             value = int(raw)
         except ValueError as err:
-            raise ConfigError(f"{self.path}: [{section}] {key} must be a whole number, not {raw!r}") from err
+            raise self.fail(section, key, f"must be a whole number, not {raw!r}") from err
         if value < minimum:
-            raise ConfigError(f"{self.path}: [{section}] {key} must be at least {minimum}, not {value}")
+            raise self.fail(section, key, f"must be at least {minimum}, not {value}")
         return value
 
     def number(self, section: str, key: str, default: float) -> float:
@@ -255,11 +277,11 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError as err:
-            raise ConfigError(f"{self.path}: [{section}] {key} must be a number, not {raw!r}") from err
+            raise self.fail(section, key, f"must be a number, not {raw!r}") from err
         if not math.isfinite(value):  # float() takes nan and inf, which no setting can mean
-            raise ConfigError(f"{self.path}: [{section}] {key} must be a finite number, not {raw!r}")
+            raise self.fail(section, key, f"must be a finite number, not {raw!r}")
         if value < 0:
-            raise ConfigError(f"{self.path}: [{section}] {key} must not be negative, not {value}")
+            raise self.fail(section, key, f"must not be negative, not {value}")
         return value
 
     def pairs(self, section: str, key: str) -> tuple[tuple[str, str], ...]:
@@ -271,6 +293,22 @@ class _Reader:
         for item in raw.split(","):
             name, sep, value = item.strip().partition(":")
             if not sep or not name.strip():
-                raise ConfigError(f"{self.path}: [{section}] {key}: {item.strip()!r} is not key:value")
+                raise self.fail(section, key, f"has {item.strip()!r}, which is not key:value")
             found.append((name.strip(), value.strip()))
         return tuple(found)
+
+
+def _line_of(path: Path, section: str, key: str) -> int | None:
+    """The line number of `key` in `[section]` of the file (for the hint of an error)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError:
+        return None
+    current = None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped[1:-1].strip()
+        elif current == section and stripped.split("=", 1)[0].split(":", 1)[0].strip().lower() == key.lower():
+            return number
+    return None

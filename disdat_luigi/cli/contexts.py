@@ -1,8 +1,9 @@
-"""`dsdt init`, `context`, `switch`: the config file and local contexts."""
+"""`dsdt init`, `config check`, `context`, `switch`: the config file and local contexts."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from disdat_luigi import api
 
@@ -10,6 +11,10 @@ from disdat_luigi import api
 def register(subparsers: argparse._SubParsersAction) -> None:
     init_p = subparsers.add_parser("init", help="create the config file and the store (idempotent)")
     init_p.set_defaults(func=_init)
+
+    config_p = subparsers.add_parser("config", help="check the config file")
+    config_p.add_argument("action", choices=["check"], help="check: read every section as a command would")
+    config_p.set_defaults(func=_config)
 
     ctx_p = subparsers.add_parser(
         "context",
@@ -30,6 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     switch_p = subparsers.add_parser("switch", help="make a context the current one")
     switch_p.add_argument("context", help="name of an existing local context")
     switch_p.set_defaults(func=_switch)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from disdat_luigi.config import load_settings
+
+    settings = load_settings()  # the sections every command reads: their errors raise here
+    problems = settings.check()
+    for problem in problems:
+        print(f"dsdt config: {problem.message}", file=sys.stderr)
+        if problem.hint:
+            print(f"hint: {problem.hint}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {settings.config_path}")
+    return 0
 
 
 def _init(args: argparse.Namespace) -> int:

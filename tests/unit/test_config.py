@@ -80,3 +80,33 @@ def test_malformed_config_names_file_and_key(tmp_path: Path, text: str, message:
 def test_config_path_default(tmp_path: Path) -> None:
     """Without DISDAT_CONFIG the file lives in ~/.config/disdat/."""
     assert config_path({}) == Path("~/.config/disdat/disdat.cfg").expanduser()
+
+
+def test_a_bad_executor_section_breaks_only_what_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One bad key in an unused [executor.badmem] leaves every other command working; an apply
+    that uses it, and `dsdt config check`, name the line to fix and exit non-zero."""
+    from disdat_luigi.cli.main import main
+
+    env = {"DISDAT_CONFIG": str(tmp_path / "disdat.cfg"), "DISDAT_HOME": str(tmp_path / "home")}
+    init_config(env)
+    cfg = Path(env["DISDAT_CONFIG"])
+    cfg.write_text(
+        cfg.read_text() + "\n[executor.badmem]\ntype = docker\nmemory = lots\n\n[executor.good]\ntype = docker\n"
+    )
+    line = cfg.read_text().splitlines().index("memory = lots") + 1
+    settings = load_settings(env)  # reading the file does not fail
+    assert settings.executor("good").type == "docker"
+    with pytest.raises(ConfigError, match=r"\[executor.badmem\] memory must be a whole number, not 'lots'") as bad:
+        settings.executor("badmem")
+    assert bad.value.hint == f"fix line {line} of {cfg}"
+    assert [p.message for p in settings.check()] == [
+        f"{cfg}: [executor.badmem] memory must be a whole number, not 'lots'"
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(["config", "check"]) == 1
+        assert f"hint: fix line {line} of {cfg}" in capsys.readouterr().err
+        cfg.write_text(cfg.read_text().replace("memory = lots", "memory = 4096"))
+        assert main(["config", "check"]) == 0
+        assert capsys.readouterr().out == f"ok: {cfg}\n"
