@@ -44,6 +44,18 @@ def _parameters(cls: type) -> dict[str, luigi.Parameter]:
     return {name: param for name, param in cls.get_params() if name not in HIDDEN_PARAMS}  # type: ignore[attr-defined]
 
 
+def describe_params(cls: type) -> list[str]:
+    """One line per parameter of the pipeline class: `--name TYPE`, its default, its description."""
+    lines = []
+    for name, param in sorted(_parameters(cls).items()):
+        kind = type(param).__name__.removesuffix("Parameter").lower() or "text"
+        default = param._default  # luigi keeps it there; _no_value when the parameter is required
+        shown = "required" if default is luigi.parameter._no_value else f"default {param.serialize(default)}"
+        described = f"  {param.description}" if param.description else ""
+        lines.append(f"  --{name.replace('_', '-')} {kind.upper()}  ({shown}){described}")
+    return lines
+
+
 def coerce_params(cls: type, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Check names against the class's parameters; text for non-text parameters is parsed
     with that parameter's own parser (lists, dicts, dates, bools...)."""

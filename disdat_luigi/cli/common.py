@@ -23,6 +23,19 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def pipeline_help(pipe_cls: str, pipe_args: list[str]) -> bool:
+    """`dsdt apply CLASS --help`: print the pipeline's parameters; True when it was asked for."""
+    if "--help" not in pipe_args and "-h" not in pipe_args:
+        return False
+    from disdat_luigi.apply.loader import describe_params, load_pipe_class
+
+    cls = load_pipe_class(pipe_cls)
+    lines = describe_params(cls)
+    print(f"{cls.__module__}.{cls.__qualname__} parameters (--name value after the class):")
+    print("\n".join(lines) if lines else "  (none)")
+    return True
+
+
 def current_context() -> str:
     """The current context's name, or NoCurrentContext with a hint."""
     from disdat_luigi import api

@@ -155,8 +155,10 @@ def _dockerize(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import json
 
-    from disdat_luigi.cli.common import current_context, parse_tags
+    from disdat_luigi.cli.common import current_context, parse_tags, pipeline_help
 
+    if pipeline_help(args.pipe_cls, args.pipe_args):
+        return 0
     result = api.run(
         current_context(), args.input_bundle, args.output_bundle, args.pipe_cls, backend=args.backend,
         input_tags=parse_tags(args.input_tag), output_tags=parse_tags(args.output_tag), force=args.force,

@@ -8,7 +8,7 @@ import sys
 
 from disdat_luigi import api
 from disdat_luigi.apply.executors import parse_overrides
-from disdat_luigi.cli.common import current_context, parse_tags
+from disdat_luigi.cli.common import current_context, parse_tags, pipeline_help
 from disdat_luigi.errors import DisdatError
 
 
@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    if pipeline_help(args.pipe_cls, args.pipe_args):
+        return 0
     context = current_context()
     cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
     executors = parse_overrides(args.executor)

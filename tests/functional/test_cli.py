@@ -164,3 +164,16 @@ def test_pipeline_parameters_are_never_taken_for_abbreviated_options(ctx: str, d
     result = dsdt("apply", "tests.functional.pipelines.Source", "--n", "2")
     assert result.code == 0, result.err
     assert api.get(ctx, "Source").data == [0, 1]
+
+
+def test_a_pipelines_help_lists_its_parameters(ctx: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt apply CLASS --help` (and `dsdt run ... CLASS -h`) print the class's parameters with
+    their type and default, and run nothing."""
+    shown = dsdt("apply", "tests.functional.pipelines.HybridFit", "--help")
+    assert shown.code == 0 and shown.out.splitlines() == [
+        "tests.functional.pipelines.HybridFit parameters (--name value after the class):",
+        "  --alpha INT  (required)",
+        "  --rows INT  (default 20)",
+    ]
+    assert dsdt("run", "-", "-", "tests.functional.pipelines.HybridFit", "-h").out == shown.out
+    assert dsdt("ls").out == ""
