@@ -81,6 +81,18 @@ def push(client: Any, repository: str, tags: Iterable[str], auth: dict[str, str]
                 log(f"{chunk['status']} {chunk.get('id', '')}".strip())
 
 
+def registry_has(client: Any, reference: str, auth: dict[str, str] | None) -> bool:
+    """True when the registry already holds `reference` (repository:tag): asked of the registry,
+    not of this machine."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        client.api.inspect_distribution(reference, auth_config=auth)
+    except (APIError, NotFound):
+        return False
+    return True
+
+
 def pull(client: Any, repository: str, tag_name: str, auth: dict[str, str] | None = None) -> None:
     from docker.errors import APIError, NotFound
 

@@ -115,6 +115,8 @@ def _push(client: object, name: str, content_tag: str, settings: Settings, log: 
     if registry == ECR_REGISTRY:
         registry, auth = engine.ecr_login(name)
     repository = f"{registry}/{name}"
+    if engine.registry_has(client, f"{repository}:{content_tag}", auth):  # this exact content is there already
+        return (f"{repository}:{content_tag}",)
     for tag_name in (content_tag, "latest"):
         engine.tag(client, f"{name}:{content_tag}", repository, tag_name)
     engine.push(client, repository, (content_tag, "latest"), auth, log)

@@ -37,6 +37,7 @@ from disdat_luigi.run import aws, jobs
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
 from disdat_luigi.run.images import refresh_image
+from disdat_luigi.run.output import without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
@@ -496,7 +497,7 @@ class BatchExecutor(ContainerExecutor):
         job = self.described.pop(tracked.job_id, {})
         stream = (job.get("container") or {}).get("logStreamName")
         page = aws.log_page(stream, None) if stream else None
-        lines = [str(e.get("message", "")) for e in page[0]] if page else []
+        lines = without_output_line(str(e.get("message", "")) for e in page[0]) if page else []
         if tracked.phase is Phase.DONE:
             return lines, None
         return lines, jobs.failure(aws.with_exit_code(job), lines, tracked.memory)
@@ -582,7 +583,7 @@ class DockerExecutor(ContainerExecutor):
 
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
         container = self.client.containers.get(tracked.job_id)
-        lines = container.logs().decode("utf-8", "replace").splitlines()
+        lines = without_output_line(container.logs().decode("utf-8", "replace").splitlines())
         container.remove(force=True)
         code = self.exit_codes.pop(tracked.job_id, 1)
         if tracked.phase is Phase.DONE:

@@ -16,5 +16,10 @@ def output_of(lines: Iterable[str]) -> tuple[str | None, str | None]:
     return found
 
 
+def without_output_line(lines: Iterable[str]) -> list[str]:
+    """A job's log lines as its task wrote them: the entry point's marker line left out."""
+    return [line for line in lines if not line.strip().startswith(OUTPUT_MARKER + " ")]
+
+
 def output_line(name: str, uuid: str) -> str:
     return f"{OUTPUT_MARKER} {name} {uuid}"

@@ -79,12 +79,15 @@ def test_code_change_rebuilds_only_the_top_layers(docker_env: Path, pipes_copy: 
 def test_push_to_registry_and_pull_back(
     built_pipes: list[ImageResult], docker_env: Path, pipes_copy: Path, registry: str
 ) -> None:
-    """--push sends both tags to the registry; the image can be deleted locally and pulled again."""
+    """--push sends both tags to the registry, and nothing when the registry has the content tag;
+    the image can be deleted locally and pulled again."""
     (result,) = api.dockerize(pipes_copy, "etl.clean.Clean", push=True)
     assert result.pushed == (
         f"{registry}/disdat-etl-clean:{result.content_tag}",
         f"{registry}/disdat-etl-clean:latest",
     )
+    (again,) = api.dockerize(pipes_copy, "etl.clean.Clean", push=True)
+    assert again.pushed == (f"{registry}/disdat-etl-clean:{result.content_tag}",)  # the registry has it: not pushed
     client = _client()
     reference = f"{registry}/disdat-etl-clean:{result.content_tag}"
     client.images.remove(reference)

@@ -140,7 +140,10 @@ def test_the_docker_executor_and_stale_images(farm: str, dsdt, pipes_copy: Path,
         assert "dsdt dockerize --push" in stale.err and len(_jobs(farm)) == 0  # refused before any job
         rebuilt = dsdt("apply", "--executor", "Fit=single", "ml.sweep.Sweep", "--alphas", "[5]")
         assert rebuilt.code == 0, rebuilt.err[-2000:]
-        assert "building" in rebuilt.err and "The push refers to repository" in rebuilt.err  # rebuilt and pushed
+        assert rebuilt.err.count("building ") == 1 and rebuilt.err.count("pushed ") == 1  # rebuilt and pushed
+        assert "Step 1/" not in rebuilt.err and "Preparing" not in rebuilt.err  # their output is in the log file
+        log_file = rebuilt.err.partition("(full log: ")[2].partition(")")[0]
+        assert "Step 1/" in Path(log_file).read_text()
         assert len(_jobs(farm)) == 1
     finally:
         sweep.write_text(original)
@@ -275,6 +278,9 @@ def test_exact_reuse_on_batch(farm: str, bucket: str, tmp_path: Path, monkeypatc
 
     forced = dsdt("apply", "--force-all", "reuse.tasks.Root")
     assert forced.code == 0, forced.err[-3000:]
+    quiet = not any(w in forced.err for w in ("building", "pushed", "Layer", "Preparing"))
+    assert quiet, forced.err[-3000:]  # nothing to build: no build or registry lines
+    assert "DISDAT_OUTPUT_BUNDLE" not in forced.err
     assert "already made its bundle" not in forced.err and len(_jobs(farm)) == 6
     versions = {(b.git_info or {})["version"] for b in api.search("work", "Up")}
     assert len(versions) == 2  # two code identities over three runs, each made inside the image
