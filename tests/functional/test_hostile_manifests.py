@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from disdat_luigi import api
@@ -17,6 +16,7 @@ from disdat_luigi.errors import ManifestRejected, PartialPull
 from disdat_luigi.store.remote import sync
 from disdat_luigi.store.remote.sync import RemoteSync
 from tests.functional import pipelines as p
+from tests.planting import manifest_doc, plant
 
 SHA_OF_HELLO = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 HELLO = {"path": "data/hello.txt", "size": 5, "sha256": SHA_OF_HELLO}
@@ -39,34 +39,16 @@ BAD = {label: f"00000000-0000-4000-8000-{i:012d}" for i, label in enumerate(HOST
 
 
 def _doc(uuid: str, name: str, **changes: Any) -> dict[str, Any]:
-    doc = {
-        "schema": 1,
-        "uuid": uuid,
-        "name": name,
-        "processing_name": name,
-        "owner": "mallory",
-        "creation_date": "2026-01-01T00:00:00+00:00",
-        "data": {"t": "file", "path": "data/hello.txt"},
-        "files": [HELLO],
-        "timing": [0.0, 0.0],
-        "root_task": False,
-    }
-    doc.update(changes)
-    return doc
+    defaults = {"creation_date": "2026-01-01T00:00:00+00:00", "data": {"t": "file", "path": "data/hello.txt"}}
+    return manifest_doc(name, uuid, **{**defaults, "files": [HELLO], **changes})
 
 
 def _plant_hostile(bucket: str) -> dict[str, str]:
     """Every HOSTILE manifest on the remote, cataloged under its name, with data objects for
     each file it lists (so a localizing pull would write them): label -> uuid."""
-    client = boto3.client("s3")
     for label, (name, changes, _) in HOSTILE.items():
-        uuid = BAD[label]
-        doc = _doc(uuid, name, **changes)
-        prefix = f"team/context/shared/objects/{uuid}/"
-        client.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=json.dumps(doc).encode())
-        for entry in doc["files"]:
-            client.put_object(Bucket=bucket, Key=prefix + entry["path"], Body=b"hello")
-        client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+        doc = _doc(BAD[label], name, **changes)
+        plant(bucket, doc, {entry["path"]: b"hello" for entry in doc["files"]})
     return BAD
 
 
@@ -174,14 +156,8 @@ def test_incremental_pull_is_not_blocked(remote_ctx: str, bucket: str) -> None:
     """RemoteSync.pull (what --incremental-pull calls) skips hostile manifests cataloged under a
     task's output name, and an apply in a fresh context still reuses the good bundles."""
     api.apply(remote_ctx, p.Double, incremental_push=True)
-    client = boto3.client("s3")
     for name, label in (("Double", "year 9999"), ("Source", "params a list")):
-        uuid = BAD[label]
-        doc = _doc(uuid, name, **HOSTILE[label][1])
-        client.put_object(
-            Bucket=bucket, Key=f"team/context/shared/objects/{uuid}/manifest.json", Body=json.dumps(doc).encode()
-        )
-        client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+        plant(bucket, _doc(BAD[label], name, **HOSTILE[label][1]))
     probe = _fresh_context("probe", bucket)
     context = api._context(probe)
     result = RemoteSync(context, context.remote_settings).pull("Double")

@@ -3,10 +3,8 @@ path or s3:// URL never makes a downstream task copy (and publish) the file it n
 
 from __future__ import annotations
 
-import json
 import os
 import uuid as uuidlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from disdat_luigi import api
 from disdat_luigi.pipe import PipeTask
+from tests.planting import manifest_doc, plant
 
 SECRET = b"aws_secret_access_key = victim\n"
 PRIVATE = b"-----BEGIN PRIVATE KEY-----\n"
@@ -121,24 +120,7 @@ class PassesFile(PipeTask):
 
 def _plant(bucket: str, name: str, data: dict[str, Any]) -> str:
     """A manifest with `data` and no files, on the shared remote as an attacker writes it."""
-    uuid = str(uuidlib.uuid4())
-    doc = {
-        "schema": 1,
-        "uuid": uuid,
-        "name": name,
-        "processing_name": name,
-        "owner": "mallory",
-        "creation_date": datetime.now(timezone.utc).isoformat(),
-        "data": data,
-        "files": [],
-        "timing": [0.0, 0.0],
-        "root_task": False,
-    }
-    client = boto3.client("s3")
-    prefix = f"team/context/shared/objects/{uuid}/"
-    client.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=json.dumps(doc).encode())
-    client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
-    return uuid
+    return plant(bucket, manifest_doc(name, data=data))
 
 
 def _str(text: str) -> dict[str, Any]:

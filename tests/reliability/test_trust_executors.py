@@ -3,8 +3,6 @@ remote tasks run as child processes of the real entry point (tests/functional/te
 
 from __future__ import annotations
 
-import json
-
 import boto3
 import pytest
 
@@ -12,6 +10,7 @@ from disdat_luigi import api
 from disdat_luigi.errors import ApplyError, PipelineError
 from tests.functional import pipelines as p
 from tests.functional.test_executors import ProcessExecutor, farm  # noqa: F401
+from tests.planting import manifest_doc, plant
 
 TRIALS = 3
 
@@ -24,20 +23,14 @@ def test_planted_output_uuids(farm, remote_ctx: str, bucket: str, ledger, monkey
     for trial in range(TRIALS):
         planted: list[str] = []
 
-        def plant(self, tasks, started, planted=planted):  # type: ignore[no-untyped-def]
+        def start_after_planting(self, tasks, started, planted=planted):  # type: ignore[no-untyped-def]
             for task in tasks:
                 if not planted:
                     planted.append(task.output_uuid)
-                    doc = {
-                        "schema": 1, "uuid": task.output_uuid, "name": "HybridFit", "processing_name": "x",
-                        "owner": "mallory", "creation_date": "2026-01-01T00:00:00+00:00", "data": None,
-                        "files": [], "timing": [0.0, 0.0], "root_task": False,
-                    }  # fmt: skip
-                    key = f"team/context/shared/objects/{task.output_uuid}/manifest.json"
-                    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+                    plant(bucket, manifest_doc("HybridFit", task.output_uuid, processing_name="x"))
             start(self, tasks, started)
 
-        monkeypatch.setattr(ProcessExecutor, "start", plant)
+        monkeypatch.setattr(ProcessExecutor, "start", start_after_planting)
         try:
             farm(params={"alphas": 1, "rows": 10 + trial})
             failures += 1  # the job must not succeed on a planted uuid

@@ -6,11 +6,9 @@ and a private S3 object; tasks pass them on reshaped. One row of the reliability
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import uuid as uuidlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import luigi
 
 from disdat_luigi import api
 from disdat_luigi.pipe import PipeTask
+from tests.planting import manifest_doc, plant
 
 SECRET = b"aws_secret_access_key = planted-secret\n"
 PRIVATE = b"-----BEGIN PRIVATE KEY-----\n"
@@ -77,20 +76,7 @@ def _to_tree(value: Any) -> Any:
 
 
 def _plant(bucket: str, name: str, value: Any) -> None:
-    uuid = str(uuidlib.uuid4())
-    doc = {
-        "schema": 1,
-        "uuid": uuid,
-        "name": name,
-        "processing_name": name,
-        "owner": "mallory",
-        "creation_date": datetime.now(timezone.utc).isoformat(),
-        "data": _to_tree(value),
-        "files": [],
-    }
-    client = boto3.client("s3")
-    client.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{uuid}/manifest.json", Body=json.dumps(doc))
-    client.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/{name}/{uuid}", Body=b"")
+    plant(bucket, manifest_doc(name, data=_to_tree(value)))
 
 
 def _leaked(bucket: str, bundle: Any) -> list[str]:
