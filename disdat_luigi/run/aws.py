@@ -160,11 +160,14 @@ def instance_sizes(instance_types: list[str]) -> dict[str, tuple[int, int, int]]
     return sizes
 
 
-def log_page(stream: str, token: str | None) -> tuple[list[Mapping[str, Any]], str | None] | None:
-    """One page of a job's CloudWatch log from `token` on (from the top without one): (events,
-    nextForwardToken); None while the stream does not exist. Throttling is waited out."""
+def log_page(
+    stream: str, token: str | None, from_head: bool = True
+) -> tuple[list[Mapping[str, Any]], str | None] | None:
+    """One page of a job's CloudWatch log from `token` on (from the top without one; with
+    `from_head=False`, the last page: the end of the log): (events, nextForwardToken); None while
+    the stream does not exist. Throttling is waited out."""
     logs = _client("logs")
-    kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+    kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": from_head}
     if token is not None:
         kwargs["nextToken"] = token
     for attempt in range(8):

@@ -496,7 +496,7 @@ class BatchExecutor(ContainerExecutor):
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
         job = self.described.pop(tracked.job_id, {})
         stream = (job.get("container") or {}).get("logStreamName")
-        page = aws.log_page(stream, None) if stream else None
+        page = aws.log_page(stream, None, from_head=False) if stream else None  # its end: where a failure shows
         lines = without_output_line(str(e.get("message", "")) for e in page[0]) if page else []
         if tracked.phase is Phase.DONE:
             return lines, None
