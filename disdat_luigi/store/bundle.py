@@ -153,11 +153,14 @@ class Bundle:
                 typed_params=typed,
             )
             self._context.publish(draft, manifest, remote_only=bool(remote_files))
-        except (OSError, sqlite3.Error) as err:
-            self.abandon()
-            raise LocalDiskError(f"bundle {draft.uuid} was not made: {describe_os_error(err)}") from err
-        except BaseException:
-            self.abandon()
+        except BaseException as err:
+            published = self._context.abandon(draft)
+            self._draft = None
+            if published:  # an interrupt (Ctrl-C) after its index row: the bundle stays, closed
+                self._manifest = manifest
+                raise
+            if isinstance(err, (OSError, sqlite3.Error)):
+                raise LocalDiskError(f"bundle {draft.uuid} was not made: {describe_os_error(err)}") from err
             raise
         self._draft = None
         self._manifest = manifest

@@ -6,11 +6,14 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from disdat_luigi.config import RemoteSettings
-from disdat_luigi.errors import BundleExists, BundleNotFound, InvalidName, ManifestRejected
+from disdat_luigi.errors import BundleExists, BundleNotFound, DisdatError, InvalidName, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
@@ -53,7 +56,7 @@ class BundleDraft:
 
     uuid: str
     path: Path
-    lock_fd: int
+    lock_fd: int  # -1 once released
 
 
 class LocalContext:
@@ -145,8 +148,21 @@ class LocalContext:
     @staticmethod
     def _unlock(lock_path: Path, fd: int) -> None:
         """Unlink while still holding the lock, so nobody takes a lock on a file about to go."""
-        lock_path.unlink(missing_ok=True)
-        os.close(fd)
+        try:
+            lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def bundle_lock(self, uuid: str) -> Iterator[None]:
+        """Hold the bundle's lock (the one its writer held while it was a draft): changes to a
+        published bundle's local files and its `.remote` marker are made under it, one at a time."""
+        lock = self.tmp_dir / f"{uuid}.lock"
+        fd = self._lock(lock)
+        try:
+            yield
+        finally:
+            self._unlock(lock, fd)
 
     def publish(
         self,
@@ -172,18 +188,40 @@ class LocalContext:
         try:
             self.index.insert(manifest, committed=committed)
         except BaseException:
-            # not published after all: a draft again, which the caller abandons; a crash right
-            # here instead leaves it for clean_leftovers, which indexes it (it is complete)
-            (draft.path / MANIFEST_NAME).unlink(missing_ok=True)
+            # An insert that failed leaves no row: not published after all, a draft again, which
+            # the caller abandons (a crash right here instead leaves it for clean_leftovers, which
+            # indexes it: it is complete). An interrupt (Ctrl-C) landing after the row was
+            # committed leaves the bundle published: abandon then keeps it.
+            if not self._indexed(draft.uuid):
+                (draft.path / MANIFEST_NAME).unlink(missing_ok=True)
             raise
         self._release(draft)
 
-    def abandon(self, draft: BundleDraft) -> None:
-        fsutil.remove_tree(draft.path)
+    def abandon(self, draft: BundleDraft) -> bool:
+        """Throw a draft away and release its lock. A draft that is published after all (its
+        manifest in place and its index row written: an interrupt landed in publish's last
+        steps) is kept; True then."""
+        published = (draft.path / MANIFEST_NAME).exists() and self._indexed(draft.uuid)
+        if not published:
+            fsutil.remove_tree(draft.path)
         self._release(draft)
+        return published
 
     def _release(self, draft: BundleDraft) -> None:
-        self._unlock(self.tmp_dir / f"{draft.uuid}.lock", draft.lock_fd)
+        """Release the draft's lock, once: publish and then abandon may both get here."""
+        fd, draft.lock_fd = draft.lock_fd, -1
+        if fd >= 0:
+            self._unlock(self.tmp_dir / f"{draft.uuid}.lock", fd)
+
+    def _indexed(self, uuid: str) -> bool:
+        """Whether the index holds a committed row for `uuid` (False when it cannot be read)."""
+        try:
+            conn = self.index.conn
+            if conn.in_transaction:  # an interrupt between an insert and its COMMIT: undo it
+                conn.execute("ROLLBACK")
+            return bool(self.index.rows([uuid]))
+        except (sqlite3.Error, DisdatError):
+            return False
 
     def commit(self, uuid: str) -> None:
         marker = self.bundle_dir(uuid) / COMMITTED_MARKER
@@ -262,6 +300,23 @@ class LocalContext:
             return True
         self._unlock(lock, fd)
         return False
+
+    def index_published(self, uuid: str, wait: bool = True) -> bool:
+        """Index objects/<uuid>/ when its manifest is in place and the index lacks it (its writer
+        died before indexing it); True when it did. Done under the bundle's lock: a writer still
+        publishing it indexes it itself, or takes it back when its own insert fails. Without
+        `wait`, a bundle whose lock is held is left to its writer (False)."""
+        lock = self.tmp_dir / f"{uuid}.lock"
+        fd = self._lock(lock, wait=wait)
+        if fd < 0:
+            return False
+        try:
+            if not (self.bundle_dir(uuid) / MANIFEST_NAME).exists() or self.index.rows([uuid]):
+                return False
+            self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+            return True
+        finally:
+            self._unlock(lock, fd)
 
     def rebuild_index(self) -> int:
         """Replace the index with what the bundle directories hold (damaged manifests are left

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 from disdat_luigi.errors import UnsupportedValue
@@ -43,7 +44,7 @@ def write_file(path: Path, data: bytes, durable: bool = True) -> None:
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` with `data` so a reader sees the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writing thread
     with open(tmp, "wb") as handle:
         handle.write(data)
         if durable:

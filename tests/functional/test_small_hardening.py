@@ -203,7 +203,7 @@ def test_non_finite_config_numbers_are_refused(dsdt, ctx: str, key: str, value: 
         load_settings()
     assert type(caught.value) is ConfigError and str(caught.value) == message
     listed = dsdt("ls")
-    assert (listed.code, listed.err.splitlines()) == (1, [f"dsdt ls: {message}", f"hint: {ConfigError.default_hint}"])
+    assert (listed.code, listed.err.splitlines()) == (1, [f"dsdt ls: {message}", f"hint: fix line 3 of {path}"])
 
 
 def test_config_with_a_byte_order_mark_is_read(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]

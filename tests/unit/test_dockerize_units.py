@@ -154,22 +154,26 @@ class StubEngine:
 
     def __init__(self, existing: set[str] | None = None) -> None:
         self.images = set(existing or ())
+        self.registry: set[str] = set()  # repository:tag the registry holds
         self.calls: list[tuple[Any, ...]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(engine, "connect", lambda: "client")
+        monkeypatch.setattr(engine, "registry_has", lambda _c, ref, _auth: ref in self.registry)
         monkeypatch.setattr(engine, "image_exists", lambda _c, ref: ref in self.images)
         monkeypatch.setattr(engine, "build", self.build)
         monkeypatch.setattr(engine, "tag", self.tag)
-        monkeypatch.setattr(
-            engine, "push", lambda _c, repo, tags, auth, _log: self.calls.append(("push", repo, tuple(tags), auth))
-        )
+        monkeypatch.setattr(engine, "push", lambda _c, repo, tags, auth, _log: self.push(repo, tuple(tags), auth))
         monkeypatch.setattr(engine, "ecr_login", lambda name: ("123.dkr.ecr", {"username": "AWS"}))
 
     def build(self, _client: Any, path: str, tag: str, base: str, network: Any, log: Any, no_cache: bool) -> None:
         assert Path(path, "Dockerfile").is_file()
         self.calls.append(("build", tag, base, network))
         self.images.add(tag)
+
+    def push(self, repository: str, tags: tuple[str, ...], auth: Any) -> None:
+        self.calls.append(("push", repository, tags, auth))
+        self.registry.update(f"{repository}:{t}" for t in tags)
 
     def tag(self, _client: Any, source: str, repository: str, tag_name: str) -> None:
         self.calls.append(("tag", source, f"{repository}:{tag_name}"))
@@ -195,6 +199,12 @@ def test_dockerize_builds_once_tags_each_module_and_pushes(tmp_path: Path, monke
         f"127.0.0.1:5999/disdat-etl-ingest:{results[1].content_tag}",
         "127.0.0.1:5999/disdat-etl-ingest:latest",
     )
+    stub.calls.clear()
+    pushed_again = images.dockerize(
+        images.DockerizeRequest(pipe_root=root, pipe_cls="etl.ingest.Ingest", push=True, base_image="b:1"), settings
+    )
+    assert not [c for c in stub.calls if c[0] == "push"]  # the registry has that content tag: nothing pushed
+    assert pushed_again[0].pushed == (f"127.0.0.1:5999/disdat-etl-ingest:{results[1].content_tag}",)
     stub.calls.clear()
     again = images.dockerize(
         images.DockerizeRequest(pipe_root=root, pipe_cls="etl.ingest.Ingest", base_image="b:1"), settings
