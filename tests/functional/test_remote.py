@@ -301,9 +301,10 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
     with _sent() as sent:
         api.push(remote_ctx, "large")
     parts = [{k.lower(): _text(v) for k, v in r.headers.items()} for op, r in sent if op == "UploadPart"]
-    # loopback endpoint: no SHA-256 pass for the signature, but every part still carries a CRC32
+    # loopback endpoint: no SHA-256 pass for the signature, but every part carries its SHA-256
+    # checksum, which S3 checks and keeps (what `push -d` later trusts)
     assert len(parts) == 6
-    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" and "x-amz-checksum-crc32" in h for h in parts)
+    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" and "x-amz-checksum-sha256" in h for h in parts)
     key = f"team/context/shared/objects/{bundle.uuid}/data/blob.bin"
     client = boto3.client("s3")
     assert client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-6")  # 5 x 8 MiB + the rest

@@ -6,6 +6,7 @@ credentials come from the standard AWS configuration (AWS_PROFILE, AWS_ENDPOINT_
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import functools
@@ -85,22 +86,37 @@ class S3:
         self, path: Path, bucket: str, key: str, sha256: str, size: int, moved: Callable[[int], None] | None = None
     ) -> None:
         """Upload a file that must have `size` bytes and digest `sha256`, hashing it while it is
-        read: a small one is read, checked, then sent; a large one goes multipart and, when its
-        bytes turn out not to match, the object is deleted again. A mismatch raises BundleCorrupt
-        and nothing stays at `key`; a failed multipart upload is aborted."""
+        read: a small one is read, checked, then sent; a large one goes multipart and is checked
+        when its last part is read, before the upload is completed (and, should a mismatch still
+        be found after, the object is deleted again). A mismatch raises BundleCorrupt and nothing
+        stays at `key`; a failed multipart upload is aborted.
+
+        Every object goes up with S3's SHA-256 checksum (per part for multipart), which S3 checks
+        against the bytes it receives and keeps: that, not the sha256 metadata label (still written
+        for earlier releases, but anyone can write it), is what `proves` later relies on."""
         url = f"s3://{bucket}/{key}"
         with open(path, "rb") as handle:
             if size < MULTIPART_THRESHOLD:
                 body = handle.read(size + 1)
-                _check_content(url, path, len(body), hashlib.sha256(body).hexdigest(), size, sha256)
+                digest = hashlib.sha256(body)
+                _check_content(url, path, len(body), digest.hexdigest(), size, sha256)
+                checksum = base64.b64encode(digest.digest()).decode()  # botocore then hashes nothing more
                 with _translate(url):
-                    self.client.put_object(Bucket=bucket, Key=key, Body=body, **self._extra(sha256))
+                    self.client.put_object(
+                        Bucket=bucket,
+                        Key=key,
+                        Body=body,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                        **self._extra(sha256),
+                    )
                 return
-            reader = _HashingReader(handle)
+            reader = _HashingReader(handle, lambda n, digest: _check_content(url, path, n, digest, size, sha256))
+            extra = {**self._extra(sha256), "ChecksumAlgorithm": "SHA256"}
             try:
                 with _translate(url):
                     self.client.upload_fileobj(
-                        reader, bucket, key, ExtraArgs=self._extra(sha256), Config=self.transfer_config, Callback=moved
+                        reader, bucket, key, ExtraArgs=extra, Config=self.transfer_config, Callback=moved
                     )
             except BaseException:
                 self.abort_uploads(bucket, key)
@@ -203,13 +219,37 @@ class S3:
         except _NotFound:
             return None
 
-    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+    def head(self, bucket: str, key: str, checksum: bool = False) -> dict[str, Any] | None:
+        """The object's metadata, None when there is none; with `checksum` also the checksum S3
+        keeps for it (ChecksumSHA256 when it was uploaded with one)."""
+        extra = {"ChecksumMode": "ENABLED"} if checksum else {}
         try:
             with _translate(f"s3://{bucket}/{key}"):
-                result: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
+                result: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key, **extra)
                 return result
         except _NotFound:
             return None
+
+    def proves(self, head: dict[str, Any], path: Path, sha256: str) -> bool | None:
+        """Whether the SHA-256 checksum S3 keeps for an object (from `head(..., checksum=True)`)
+        proves the object's content has digest `sha256`: True, False, or None when it cannot
+        tell (no such checksum: the object was replaced by another writer or pushed by an earlier
+        release). S3 checked that checksum against the bytes when they arrived. A multipart
+        object's is a checksum of its parts' checksums: it is compared with the one computed from
+        the local copy at `path` (read now, in our part size; None when that copy no longer has
+        digest `sha256` or the object was cut into other parts)."""
+        value = str(head.get("ChecksumSHA256") or "")
+        if not value:
+            return None
+        value, _, parts = value.partition("-")
+        if not parts:  # S3 writes a composite checksum as "...-N"; some servers leave that off
+            parts = str(head.get("ETag", "")).strip('"').partition("-")[2]
+        if not parts:
+            return value == base64.b64encode(bytes.fromhex(sha256)).decode()
+        if not parts.isdigit():
+            return None
+        composite = _composite_checksum(path, sha256, int(parts), self.transfer_config.multipart_chunksize)
+        return True if composite is not None and value == composite else None
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[RemoteObject]:
         with _translate(f"s3://{bucket}/{prefix}"):
@@ -237,10 +277,13 @@ class S3:
 
 class _HashingReader:
     """A file read once, front to back, hashed as it goes. It says it cannot seek, so the
-    transfer manager reads it in order (and retries parts from its own buffers)."""
+    transfer manager reads it in order (and retries parts from its own buffers). At the end of
+    the file `at_end(size, sha256)` is called: what it raises fails the upload before S3 is
+    asked to complete it (the transfer manager then aborts it)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, at_end: Callable[[int, str], None] | None = None) -> None:
         self._handle = handle
+        self._at_end = at_end
         self.digest = hashlib.sha256()
         self.size = 0
 
@@ -248,6 +291,8 @@ class _HashingReader:
         chunk: bytes = self._handle.read(amount)
         self.digest.update(chunk)
         self.size += len(chunk)
+        if self._at_end is not None and (amount < 0 or len(chunk) < amount):
+            self._at_end(self.size, self.digest.hexdigest())
         return chunk
 
     def readable(self) -> bool:
@@ -265,6 +310,21 @@ def _check_content(url: str, path: Path, size: int, digest: str, want_size: int,
             hint="the file changed after its bundle was closed: `dsdt verify` lists such bundles; "
             "make a new bundle from the new content",
         )
+
+
+def _composite_checksum(path: Path, sha256: str, parts: int, part_size: int) -> str | None:
+    """The SHA-256 checksum S3 keeps for the file at `path` uploaded in `parts` parts of
+    `part_size` bytes (base64 of the sha256 of the parts' sha256 digests); None when the file
+    is not that many parts long or no longer has digest `sha256`."""
+    whole = hashlib.sha256()
+    digests: list[bytes] = []
+    with open(path, "rb") as handle:
+        while chunk := handle.read(part_size):
+            whole.update(chunk)
+            digests.append(hashlib.sha256(chunk).digest())
+    if len(digests) != parts or whole.hexdigest() != sha256:
+        return None
+    return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
 
 
 class _Hasher:
@@ -382,9 +442,9 @@ def _on_this_host(endpoint_url: str) -> bool:
     """Whether the endpoint is plain HTTP to a loopback address (a local moto or MinIO).
 
     botocore hashes every upload body with SHA-256 for its signature when there is no TLS; with
-    TLS it relies on TLS plus the CRC32 checksum it sends with each part. Loopback traffic never
-    leaves this host, so that extra pass over the data protects nothing there and is skipped; the
-    CRC32 checksum still goes with every request."""
+    TLS it relies on TLS plus the checksum it sends with each request (SHA-256 for data files,
+    CRC32 otherwise). Loopback traffic never leaves this host, so that extra pass over the data
+    protects nothing there and is skipped; the checksum still goes with every request."""
     url = urlsplit(endpoint_url)
     if url.scheme != "http" or url.hostname is None:
         return False

@@ -330,7 +330,7 @@ class RemoteSync:
                 self.context.publish(draft, manifest, committed=True, remote_only=remote_only, files_synced=localize)
                 drafts.pop(0)
         finally:
-            for draft, _ in drafts:
+            for draft, _ in drafts:  # one published after all (Ctrl-C in its last steps) is kept
                 self.context.abandon(draft)
         for item in items:
             uuid = item.manifest.uuid
@@ -353,43 +353,61 @@ class RemoteSync:
 
     def localize(self, bundle: Bundle, rels: Iterable[str] | None = None, progress: Progress | None = None) -> int:
         """Download the bundle's missing files (all, or `rels`), each verified before it appears;
-        how many were downloaded."""
+        how many were downloaded. Done under the bundle's lock, as is delocalize's marking and
+        dropping: files are never dropped between the check that all are here and the removal of
+        the `.remote` marker."""
         wanted = set(rels) if rels is not None else None
         local_dir = Path(bundle.local_dir)
-        missing = [
-            e for e in bundle.files if (wanted is None or e.path in wanted) and not (local_dir / e.path).exists()
-        ]
-        jobs = self._file_jobs(local_dir, bundle.uuid, missing)
-        if jobs:
-            transfer.run_all(
-                jobs, transfer.downloader(self.s3), self.settings.transfer_threads, progress or self.progress
-            )
-        if all((local_dir / e.path).exists() for e in bundle.files):
-            self.context.set_remote_only(bundle.uuid, False)
+
+        def missing() -> list[FileEntry]:
+            return [
+                e for e in bundle.files if (wanted is None or e.path in wanted) and not (local_dir / e.path).exists()
+            ]
+
+        if not missing() and not self.context.is_remote_only(bundle.uuid):
+            return 0  # nothing to do (and nothing written: a read-only store stays readable)
+        with self.context.bundle_lock(bundle.uuid):
+            jobs = self._file_jobs(local_dir, bundle.uuid, missing())
+            if jobs:
+                transfer.run_all(
+                    jobs, transfer.downloader(self.s3), self.settings.transfer_threads, progress or self.progress
+                )
+            if all((local_dir / e.path).exists() for e in bundle.files):
+                self.context.set_remote_only(bundle.uuid, False)
         return len(jobs)
 
     def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
         """Drop local copies of files the remote verifiably holds: the remote manifest is this
-        bundle's, and each object has the size and the sha256 recorded when its content was
-        hashed on upload (every file is checked before any is dropped)."""
+        bundle's, and each object has the size and the content of its manifest entry, proven by
+        the checksum S3 keeps or by reading it back (every file is checked before any is dropped)."""
         wanted = set(rels) if rels is not None else None
         entries = [e for e in bundle.files if wanted is None or e.path in wanted]
         self._check_same(bundle)
         local_dir = Path(bundle.local_dir)
         local = [e for e in entries if (local_dir / e.path).exists()]
-        self._map(lambda e: self._check_remote_copy(bundle.uuid, e), local)
-        self.context.set_remote_only(bundle.uuid, True)
-        for entry in local:
-            (local_dir / entry.path).unlink(missing_ok=True)
+        self._map(lambda e: self._check_remote_copy(bundle.uuid, e, local_dir / e.path), local)
+        with self.context.bundle_lock(bundle.uuid):  # see localize
+            self.context.set_remote_only(bundle.uuid, True)
+            for entry in local:
+                (local_dir / entry.path).unlink(missing_ok=True)
 
-    def _check_remote_copy(self, uuid: str, entry: FileEntry) -> None:
-        head = self.s3.head(self.location.bucket, self.location.file_key(uuid, entry.path))
+    def _check_remote_copy(self, uuid: str, entry: FileEntry, path: Path) -> None:
+        """The remote object has the entry's content: by the SHA-256 checksum S3 keeps (checked
+        by S3 against the bytes it received), else by reading it back and hashing it. Its sha256
+        metadata label proves nothing (any writer of the bucket can keep it on other bytes)."""
+        bucket, key = self.location.bucket, self.location.file_key(uuid, entry.path)
+        head = self.s3.head(bucket, key, checksum=True)
         if head is None or head.get("ContentLength") != entry.size:
             raise TransferError(f"the remote copy of {entry.path} of bundle {uuid} is missing or incomplete")
-        if head.get("Metadata", {}).get("sha256") != entry.sha256:
-            raise TransferError(
-                f"the remote copy of {entry.path} of bundle {uuid} does not carry its sha256; the local copy is kept",
-                hint="push the bundle again to replace the remote copy",
+        proven = self.s3.proves(head, path, entry.sha256)
+        if proven is None:  # no checksum to compare (replaced, or pushed by an earlier release)
+            proven = self.s3.sha256_of(bucket, key) == (entry.size, entry.sha256)
+        if not proven:
+            raise BundleCorrupt(
+                f"the remote copy of {entry.path} of bundle {uuid} does not match its manifest; "
+                "no local copy was dropped",
+                hint=f"the remote copy was replaced after the push: `dsdt rmr -u {uuid}`, then "
+                f"`dsdt push -u {uuid}` publishes this good copy again",
             )
 
     # --- removal ---------------------------------------------------------------------------

@@ -118,16 +118,17 @@ class _Meter:
 
 
 def uploader(s3: S3, absent: set[str]) -> Callable[[FileTransfer, Moved], bool]:
-    """Upload a file; a key not in `absent` (just listed) is first asked for: when the remote holds
-    it with the same size and sha256 it is skipped, so an interrupted push resumes."""
+    """Upload a file; a key not in `absent` (just listed) is first asked for: when the checksum
+    S3 keeps for it proves it holds this content it is skipped, so an interrupted push resumes.
+    Anything else there (no checksum, another one, only a matching sha256 label) is replaced."""
 
     def upload(job: FileTransfer, moved: Moved) -> bool:
         if job.key not in absent:
-            existing = s3.head(job.bucket, job.key)
+            existing = s3.head(job.bucket, job.key, checksum=True)
             if (
                 existing is not None
                 and existing.get("ContentLength") == job.size
-                and existing.get("Metadata", {}).get("sha256") == job.sha256
+                and s3.proves(existing, job.local, job.sha256)
             ):
                 return False
         s3.upload(job.local, job.bucket, job.key, job.sha256, job.size, moved)
