@@ -33,7 +33,7 @@ from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, JobFailed, QueueNotFound, RunError
-from disdat_luigi.run import aws, jobs
+from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
 from disdat_luigi.run.images import refresh_image
@@ -432,7 +432,9 @@ class BatchExecutor(ContainerExecutor):
         inline = taskspec.inline_arguments(spec_)
         args = inline if len(inline[1]) <= INLINE_SPEC_LIMIT else self._store([task])
         spec = self._spec(task, args, _job_name(task))
-        return aws.submit_job(**spec.submission())
+        job_id = aws.submit_job(**spec.submission())
+        self._record_jobs([(task, job_id)], spec)
+        return job_id
 
     def _store(self, tasks: Sequence[RemoteTask]) -> list[str]:
         """The specs of `tasks` on the remote (a list for an array job, one spec for a single job);
@@ -451,7 +453,30 @@ class BatchExecutor(ContainerExecutor):
         submission["tags"] = {**submission.get("tags", {}), "disdat:identity": f"array-of-{len(group)}"}
         parent = aws.submit_job(**submission)
         self.log(f"submitted array job {parent} of {len(group)} {first.cls_name} tasks")
-        return [(task, f"{parent}:{index}") for index, task in enumerate(group)]
+        children = [(task, f"{parent}:{index}") for index, task in enumerate(group)]
+        self._record_jobs(children, spec)
+        return children
+
+    def _record_jobs(self, started: Sequence[tuple[RemoteTask, str]], spec: jobs.JobSpec) -> None:
+        """Each job in the context's job record, as `dsdt run` records its own: `dsdt jobs`, `logs`,
+        `wait` and `cancel` find executor jobs (array children too) the same way."""
+        definition = next(
+            (d for d in self.definitions.values() if d.get("jobDefinitionArn") == spec.definition_arn), {}
+        )
+        for task, job_id in started:
+            journal.remember(
+                self.context.path,
+                journal.JobRecord(
+                    job_id=job_id,
+                    job_name=spec.name,
+                    pipe_cls=task.pipe_cls,
+                    output_bundle=task.output_bundle,
+                    queue=spec.queue,
+                    definition=str(definition.get("jobDefinitionName", "")),
+                    memory=spec.resources.memory,
+                    submitted=journal.now(),
+                ),
+            )
 
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
         """Single jobs described (100 per request); array children through their parent: one

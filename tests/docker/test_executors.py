@@ -267,6 +267,10 @@ def test_exact_reuse_on_batch(farm: str, bucket: str, tmp_path: Path, monkeypatc
     first = dsdt("apply", "reuse.tasks.Root")
     assert first.code == 0, first.err[-3000:]
     assert api.get("work", "Root").data == [20, 2] and len(_jobs(farm)) == 2
+    listed = dsdt("jobs")  # executor jobs are in the context's one job record
+    assert listed.code == 0 and all(j["jobId"] in listed.out for j in _jobs(farm)), listed.out
+    shown = dsdt("logs", _jobs(farm)[0]["jobId"])
+    assert shown.code == 0, shown.err
 
     (root / "reuse" / "helpers.py").write_text(f"FACTOR = 3  # {uuid.uuid4().hex}\n")
     explained = dsdt("apply", "--explain", "reuse.tasks.Root")

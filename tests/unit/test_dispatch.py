@@ -25,7 +25,7 @@ from disdat_luigi.cli import container
 from disdat_luigi.config import DockerSettings, ExecutorSettings, RunSettings, Settings
 from disdat_luigi.errors import JobFailed, TaskSpecRejected
 from disdat_luigi.pipe import PipeTask
-from disdat_luigi.run import aws, executors
+from disdat_luigi.run import aws, executors, journal
 from disdat_luigi.store.store import LocalStore
 
 
@@ -189,6 +189,9 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     array = [s for s in submitted if "arrayProperties" in s]
     assert len(submitted) == 3 and len(array) == 1 and array[0]["arrayProperties"] == {"size": 4}
     assert [job for _t, job in started][:4] == ["job1:0", "job1:1", "job1:2", "job1:3"]
+    recorded = {r.job_id: r for r in journal.records(context.path)}  # what dsdt jobs/logs/wait/cancel read
+    assert sorted(recorded) == ["job1:0", "job1:1", "job1:2", "job1:3", "job2", "job3"]
+    assert recorded["job1:2"].pipe_cls == "m.Fit" and recorded["job2"].output_bundle == "Fit"
     (key,) = stored
     assert key.startswith("team/context/shared/tasks/") and [s["output_uuid"] for s in json.loads(stored[key])] == [
         "u0", "u1", "u2", "u3",
