@@ -212,9 +212,10 @@ class Planner:
             if renamed is not None:
                 return run(f"output renamed: {renamed.name} -> {name}")
             return run(self._why_new(task, name))
-        code_checked = code is not None and row.code_version and not self.options.ignore_code_version
-        if code_checked and row.code_version != code.version:  # type: ignore[union-attr]
-            return run(self._why_code(row, code.version, identity))  # type: ignore[union-attr]
+        if code is not None and not self.options.ignore_code_version and row.code_version != code.version:
+            if not row.code_version:  # a bundle that does not say what code made it is not this task's
+                return run("its bundle records no code identity")
+            return run(self._why_code(row, code.version, identity))
         wanted_tags = output_tags(task)
         have_tags = tags.get(row.uuid, {})
         if any(have_tags.get(k) != v for k, v in wanted_tags.items()):

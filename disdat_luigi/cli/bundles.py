@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
+from disdat_luigi.errors import BundleCorrupt
 from disdat_luigi.store.names import printable  # what manifests hold is shown, never sent raw to the terminal
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def _ls(args: argparse.Namespace) -> int:
         if args.print_tags:
             line += f"  tags={json.dumps(bundle.tags, sort_keys=True)}"
         if args.print_args:
-            line += f"  params={printable(_short(bundle.params))}"
+            line += f"  params={printable(_short(_params_or_why(bundle)))}"
         print(line)
     return 0
 
@@ -222,3 +223,11 @@ def _verify(args: argparse.Namespace) -> int:
         f"{len(report.cleaned)} crash leftover(s) removed"
     )
     return 1 if report.problems else 0
+
+
+def _params_or_why(bundle: Any) -> Any:
+    """A row's parameters, or why they cannot be shown (one damaged bundle never stops a listing)."""
+    try:
+        return bundle.params
+    except BundleCorrupt as err:
+        return f"(unreadable: {err.message})"

@@ -13,6 +13,7 @@ from typing import Any
 
 from disdat_luigi import __version__
 from disdat_luigi.errors import DisdatError, describe_os_error
+from disdat_luigi.store.names import printable
 
 COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
 
@@ -77,9 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DisdatError as err:
         if args.verbose:
             traceback.print_exc()
-        print(f"dsdt {args.command}: {err.message}", file=sys.stderr)
+        # an error may quote what a manifest or a job's log holds: shown, never sent raw to the terminal
+        print(f"dsdt {args.command}: {printable(err.message)}", file=sys.stderr)
         if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
+            print(f"hint: {printable(err.hint, keep=chr(10))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)
@@ -91,13 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as err:  # the local disk or the index, outside any bundle operation
         if args.verbose:
             traceback.print_exc()
-        print(f"dsdt {args.command}: {describe_os_error(err)}", file=sys.stderr)
+        print(f"dsdt {args.command}: {printable(describe_os_error(err))}", file=sys.stderr)
         print("hint: check the path, its permissions and free space; --verbose shows the traceback", file=sys.stderr)
         return 1
     except Exception as err:  # a bug or an unwrapped third-party failure: still one clear line
         if args.verbose:
             traceback.print_exc()
-        print(f"dsdt {args.command}: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"dsdt {args.command}: unexpected {type(err).__name__}: {printable(str(err))}", file=sys.stderr)
         print("hint: rerun with `dsdt --verbose ...` for the traceback", file=sys.stderr)
         return 2
 

@@ -361,15 +361,16 @@ class Bundle:
     def params(self) -> dict[str, Any]:
         """The parameters as given; for a task's bundle each is luigi's serialized string, as in
         Disdat, so `Cls.param.parse(bundle.params[name])` returns the value."""
-        decoded = codec.decode(self.manifest.params) if self.manifest.params is not None else {}
-        return dict(decoded)
+        if self.manifest.params is None:
+            return {}
+        return dict(codec.decode(self.manifest.params, what=f"the parameters of bundle {self.uuid}"))
 
     @property
     def typed_params(self) -> dict[str, Any]:
         """A task's parameters as Python values (ints, lists, dates, ...); `params` otherwise."""
         if self.manifest.typed_params is None:
             return self.params
-        return dict(codec.decode(self.manifest.typed_params))
+        return dict(codec.decode(self.manifest.typed_params, what=f"the parameters of bundle {self.uuid}"))
 
     @property
     def dependencies(self) -> tuple[Dependency, ...]:
@@ -409,7 +410,7 @@ class Bundle:
     @property
     def data(self) -> Any:
         """The stored value, decoded anew on every access (mutating it never changes the bundle)."""
-        return codec.decode(self.manifest.data, _LocalSource(self))
+        return codec.decode(self.manifest.data, _LocalSource(self), what=f"the data of bundle {self.uuid}")
 
     def cat(self) -> Any:
         return self.data

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from disdat_luigi.errors import BundleError, UnsupportedValue
+from disdat_luigi.errors import BundleCorrupt, BundleError, UnsupportedValue
 
 DATA_DIR = "data"
 VALUES_DIR = "values"
@@ -92,8 +92,22 @@ def encode_inline(value: Any, what: str = "params") -> Any:
     return tree
 
 
-def decode(tree: Any, source: ValueSource | None = None) -> Any:
-    """Rebuild the value a tree describes; `source` finds the files it refers to."""
+def decode(tree: Any, source: ValueSource | None = None, what: str = "a stored value") -> Any:
+    """Rebuild the value a tree describes; `source` finds the files it refers to. A tree (or value
+    file) that passed the manifest's checks but cannot be rebuilt (a planted float "abc", a garbage
+    parquet file) is BundleCorrupt naming `what`, never an unexpected error."""
+    try:
+        return _decode(tree, source)
+    except BundleCorrupt:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:  # json, arrow, numpy, pandas
+        raise BundleCorrupt(
+            f"{what} cannot be read: {type(err).__name__}: {str(err)[:200]}",
+            hint="the bundle is damaged or was planted; remove it (dsdt rm -u UUID)",
+        ) from err
+
+
+def _decode(tree: Any, source: ValueSource | None) -> Any:
     kind = tree["t"]
     if kind == "none":
         return None
@@ -111,11 +125,11 @@ def decode(tree: Any, source: ValueSource | None = None) -> Any:
             return _need(source).value_path(tree["path"]).read_bytes()
         return base64.b64decode(tree["b64"])
     if kind == "list":
-        return [decode(item, source) for item in tree["items"]]
+        return [_decode(item, source) for item in tree["items"]]
     if kind == "tuple":
-        return tuple(decode(item, source) for item in tree["items"])
+        return tuple(_decode(item, source) for item in tree["items"])
     if kind == "dict":
-        return {decode(k, source): decode(v, source) for k, v in tree["items"]}
+        return {_decode(k, source): _decode(v, source) for k, v in tree["items"]}
     if kind in ("file", "dir"):
         return _need(source).file_path(tree["path"])
     return _decode_special(kind, tree, source)
@@ -152,15 +166,15 @@ def _decode_pandas(kind: str, tree: Any, source: ValueSource) -> Any:
 
     frame = pd.read_parquet(source.value_path(tree["path"]), engine="pyarrow")
     if "columns" in tree:
-        labels = decode(tree["columns"], source)
-        names = decode(tree["column_names"], source)
+        labels = _decode(tree["columns"], source)
+        names = _decode(tree["column_names"], source)
         if tree.get("multi_columns"):
             frame.columns = pd.MultiIndex.from_tuples(labels, names=names)
         else:
             frame.columns = pd.Index(labels, name=names[0])
     if kind == "series":
         series = frame.iloc[:, 0]
-        series.name = decode(tree["name"], source)
+        series.name = _decode(tree["name"], source)
         return series
     return frame
 

@@ -126,7 +126,7 @@ class BundleManifest:
 
 def safe_relpath(path: object, source: str) -> str:
     """A bundle-relative POSIX path that cannot leave the bundle directory."""
-    if not isinstance(path, str) or not path or "\x00" in path or "\\" in path:
+    if not isinstance(path, str) or not path or "\x00" in path or "\\" in path or has_control(path):
         raise ManifestRejected(f"manifest {source} names an invalid path {path!r}")
     norm = posixpath.normpath(path)
     if norm != path or path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
