@@ -25,7 +25,7 @@ from disdat_luigi.store.context import BundleDraft, LocalContext
 from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
 from disdat_luigi.store.names import check_name, check_tags, has_control
-from disdat_luigi.store.taint import InputStrings
+from disdat_luigi.store.taint import InputStrings, given_trees
 from disdat_luigi.store.transfers import Remote, RemoteRef, copy_in, open_remote
 
 
@@ -175,11 +175,12 @@ class Bundle:
     # --- filling an open bundle ------------------------------------------------------------
 
     def add_data(self, value: Any, inputs: Iterable[Bundle] = ()) -> Bundle:
-        """The value to store. A string the writer received as data of `inputs` (closed bundles
-        it read) stays a string even when it names a file or an s3:// object; the files of
-        `inputs` themselves, and paths the writer was not given, are copied in."""
+        """The value to store. A string the writer received from `inputs` (closed bundles it
+        read: their data, tags, params and other metadata) stays a string even when it names a
+        file or an s3:// object; the files of `inputs` themselves, and paths the writer was not
+        given, are copied in."""
         self._need_open("add_data")
-        sources = [(bundle.manifest.data, _LocalSource(bundle)) for bundle in inputs]
+        sources = [(tree, _LocalSource(bundle)) for bundle in inputs for tree in given_trees(bundle.manifest)]
         self._data = codec.KeepStrings(value, InputStrings(sources)) if sources else value
         return self
 

@@ -3,8 +3,12 @@ path or s3:// URL never makes a downstream task copy (and publish) the file it n
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import os
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,8 @@ import boto3
 import luigi
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from disdat_luigi import api
@@ -116,6 +122,19 @@ class PassesFile(PipeTask):
 
     def pipe_run(self, upstream):
         return {"file": upstream}
+
+
+class Pick(PipeTask):
+    """Returns strings it got from the planted bundle `source` some other way than as str data."""
+
+    source = luigi.Parameter()
+    how = luigi.Parameter()
+
+    def pipe_requires(self):
+        self.add_external_dependency("records", None, None, human_name=self.source)
+
+    def pipe_run(self, records):
+        return GIVEN[self.how][1](self, records)
 
 
 def _plant(bucket: str, name: str, data: dict[str, Any]) -> str:
@@ -255,3 +274,134 @@ def test_s3_key_normalisation_is_compared() -> None:
     assert targets_of("s3://b/keys/./x/../prod.pem") == targets_of("s3://b/keys//prod.pem/")
     assert targets_of("s3://B/keys/prod.pem") == {"s3://b/keys/prod.pem"}
     assert targets_of("no path here") == set()
+
+
+def _files(data: Any, files: dict[str, bytes], **changes: Any) -> dict[str, Any]:
+    """A planted manifest's data, its files (listed with size and sha256) and other fields."""
+    entries = [{"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for p, b in files.items()]
+    return {"doc": {"data": data, "files": entries, **changes}, "files": files}
+
+
+def _parquet(table: pa.Table) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return _files({"t": "dataframe", "path": "values/0.parquet"}, {"values/0.parquet": buffer.getvalue()})
+
+
+def _frame(frame: pd.DataFrame) -> dict[str, Any]:
+    return _parquet(pa.Table.from_pandas(frame, preserve_index=True))
+
+
+def _npy(array: np.ndarray) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return _files({"t": "ndarray", "path": "values/0.npy"}, {"values/0.npy": buffer.getvalue()})
+
+
+def _labelled(secret: str, key: str) -> pd.DataFrame:
+    frame = pd.DataFrame({"a": [1]}, index=pd.Index([0], name=secret))
+    frame.columns.name = key
+    return frame
+
+
+def _with_attrs(secret: str, key: str) -> pd.DataFrame:
+    frame = pd.DataFrame({"a": [1]})
+    frame.attrs = {"src": secret, "nested": {"keys": [key]}}
+    return frame
+
+
+def _bytes(text: str) -> dict[str, Any]:
+    return {"t": "bytes", "b64": base64.b64encode(text.encode()).decode()}
+
+
+def _bytes_scalar(text: str) -> dict[str, Any]:
+    scalar = np.bytes_(text.encode())
+    return {"t": "npscalar", "dtype": scalar.dtype.str, "hex": scalar.tobytes().hex()}
+
+
+def _strs(**items: str) -> dict[str, Any]:
+    return {"t": "dict", "items": [[_str(k), _str(v)] for k, v in items.items()]}
+
+
+Plants = Callable[[str, str], dict[str, Any]]
+Picks = Callable[[PipeTask, Any], list[str]]
+
+# how the secret path and the private URL reach a task other than as str data: (how they are
+# planted, given them; how the task gets them back as [secret, key])
+GIVEN: dict[str, tuple[Plants, Picks]] = {
+    "frame column labels": (
+        lambda s, k: _frame(pd.DataFrame({s: [1], k: [2]})),
+        lambda task, r: list(r.columns),
+    ),
+    "frame index and columns names": (
+        lambda s, k: _frame(_labelled(s, k)),
+        lambda task, r: [r.index.name, r.columns.name],
+    ),
+    "frame attrs": (
+        lambda s, k: _frame(_with_attrs(s, k)),
+        lambda task, r: [r.attrs["src"], r.attrs["nested"]["keys"][0]],
+    ),
+    "map column": (
+        lambda s, k: _parquet(pa.table({"m": pa.array([[(s, k)]], type=pa.map_(pa.string(), pa.string()))})),
+        lambda task, r: list(r["m"][0][0]),
+    ),
+    "list of structs column": (
+        lambda s, k: _parquet(pa.table({"n": pa.array([[{"a": s, "b": [k]}]])})),
+        lambda task, r: [r["n"][0][0]["a"], r["n"][0][0]["b"][0]],
+    ),
+    "binary column": (
+        lambda s, k: _parquet(pa.table({"b": pa.array([s.encode(), k.encode()], pa.binary())})),
+        lambda task, r: [cell.decode() for cell in r["b"]],
+    ),
+    "structured array": (
+        lambda s, k: _npy(np.array([(s, k.encode())], dtype=[("p", "U300"), ("k", "S300")])),
+        lambda task, r: [r.tolist()[0][0], r.tolist()[0][1].decode()],
+    ),
+    "array field names": (
+        lambda s, k: _npy(np.zeros(1, dtype=[(s, "i4"), (k, "i4")])),
+        lambda task, r: list(r.dtype.names),
+    ),
+    "bytes array": (
+        lambda s, k: _npy(np.array([s.encode(), k.encode()])),
+        lambda task, r: [cell.decode() for cell in r.tolist()],
+    ),
+    "bytes values": (
+        lambda s, k: _files({"t": "list", "items": [_bytes(s), _bytes(k)]}, {}),
+        lambda task, r: [cell.decode() for cell in r],
+    ),
+    "bytes scalars": (
+        lambda s, k: _files({"t": "list", "items": [_bytes_scalar(s), _bytes_scalar(k)]}, {}),
+        lambda task, r: [bytes(cell).decode() for cell in r],
+    ),
+    "dict keys": (
+        lambda s, k: _files({"t": "dict", "items": [[_str(s), {"t": "int", "v": 1}], [_str(k), {"t": "none"}]]}, {}),
+        lambda task, r: list(r),
+    ),
+    "tags": (
+        lambda s, k: _files({"t": "none"}, {}, tags={s: "mine", "p": k}),
+        lambda task, r: [*(key for key in task.get_tags("records") if key != "p"), task.get_tags("records")["p"]],
+    ),
+    "params and typed params": (
+        lambda s, k: _files({"t": "none"}, {}, params=_strs(where=s), typed_params=_strs(key=k)),
+        lambda task, r: [
+            task.input_bundles()["records"].params["where"],
+            task.input_bundles()["records"].typed_params["key"],
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(GIVEN))
+def test_strings_from_schemas_bytes_and_metadata_stay_strings(
+    remote_ctx: str, bucket: str, targets: dict[str, str], how: str
+) -> None:
+    """Paths planted in a frame's schema (labels, index and columns names, attrs), nested
+    parquet columns, structured and bytes arrays, bytes values, or the input's tags and params
+    stay strings when a task returns them; nothing is copied or published."""
+    planted = GIVEN[how][0](targets["secret"], targets["key"])
+    plant(bucket, manifest_doc("records", **planted["doc"]), planted["files"])
+    fresh = _fresh("fresh", bucket)
+    api.apply(fresh, Pick, params={"source": "records", "how": how}, incremental_pull=True, incremental_push=True)
+    bundle = api.get(fresh, "Pick")
+    assert bundle.data == [targets["secret"], targets["key"]]
+    _assert_nothing_copied(bundle, bucket)
