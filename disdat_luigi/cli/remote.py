@@ -138,7 +138,8 @@ def _pull(args: argparse.Namespace) -> int:
             raise failed
         raise api.BundleNotFound(f"no bundle named {args.bundle!r} on the remote of context {context!r}")
     files = " with their files" if args.localize else ""
-    print(f"{len(result) - len(fetched)} already here, {len(fetched)} pulled{files}")
+    skipped = f", {len(result.skipped)} skipped (damaged on the remote)" if result.skipped else ""
+    print(f"{len(result) - len(fetched)} already here, {len(fetched)} pulled{files}{skipped}")
     if partial is not None:
         raise partial
     return 0

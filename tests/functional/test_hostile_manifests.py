@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from disdat_luigi import api
-from disdat_luigi.errors import ManifestRejected, PartialPull
+from disdat_luigi.errors import BundleCorrupt, ManifestRejected, PartialPull
 from disdat_luigi.store.remote import sync
 from disdat_luigi.store.remote.sync import RemoteSync
 from tests.functional import pipelines as p
@@ -36,6 +36,19 @@ HOSTILE: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
 }
 BAD = {label: f"00000000-0000-4000-8000-{i:012d}" for i, label in enumerate(HOSTILE)}
+
+# valid manifests whose data objects are not what they list: (objects planted, the reason named)
+HELLO_TOO = {**HELLO, "path": "data/too.txt"}
+CORRUPT: dict[str, tuple[dict[str, bytes], str]] = {
+    "wrong sha256": ({"data/hello.txt": b"HELLO"}, "data/hello.txt does not match the sha256 in its manifest"),
+    "missing object": ({}, "data/hello.txt is missing from the remote"),
+    "wrong size": ({"data/hello.txt": b"hello!"}, "data/hello.txt has 6 bytes, its manifest says 5"),
+    "second file wrong": (
+        {"data/hello.txt": b"hello", "data/too.txt": b"jello"},
+        "data/too.txt does not match the sha256 in its manifest",
+    ),
+}
+ROTTEN = {label: f"00000000-0000-4000-9000-{i:012d}" for i, label in enumerate(CORRUPT)}
 
 
 def _doc(uuid: str, name: str, **changes: Any) -> dict[str, Any]:
@@ -62,16 +75,34 @@ def _push_good(ctx: str) -> dict[str, bytes]:
     return {b.uuid: b.data for b in made}
 
 
+def _plant_corrupt_among_good(ctx: str, bucket: str) -> dict[str, bytes]:
+    """Each CORRUPT bundle planted right after a good one is pushed (alternately named `model`
+    and `report`), so pulls newest first meet them interleaved: the good bundles' uuid -> data."""
+    good: dict[str, bytes] = {}
+    for i, (label, (objects, _)) in enumerate(CORRUPT.items()):
+        name = ("model", "report")[i % 2]
+        made = api.Bundle(ctx, name=name, data=b"%d" % i * 20_000).commit()
+        api.push(ctx, uuid=made.uuid)
+        good[made.uuid] = made.data
+        files = [HELLO, HELLO_TOO] if len(objects) == 2 else [HELLO]
+        plant(
+            bucket,
+            manifest_doc(name, ROTTEN[label], data={"t": "file", "path": "data/hello.txt"}, files=files),
+            objects,
+        )
+    return good
+
+
 def _fresh_context(name: str, bucket: str) -> str:
     api.context(name)
     api.remote(name, "shared", f"s3://{bucket}/team")
     return name
 
 
-def _assert_nothing_bad_written(ctx: str) -> None:
+def _assert_nothing_bad_written(ctx: str, bad: Iterable[str] = BAD.values()) -> None:
     home = Path(api._store().root) / "context" / ctx
     assert list((home / "tmp").iterdir()) == []
-    assert not any((home / "objects" / uuid).exists() for uuid in BAD.values())
+    assert not any((home / "objects" / uuid).exists() for uuid in bad)
     assert api.verify(ctx).ok
 
 
@@ -182,3 +213,117 @@ def test_a_damaged_local_manifest_is_an_error_not_a_crash(  # type: ignore[no-un
     assert f"dsdt rm -u {bundle.uuid}" in listed.err
     assert dsdt("rm", "-u", bundle.uuid).code == 0
     assert dsdt("ls", "-v").code == 0
+
+
+def _assert_pulled_around_corrupt(ctx: str, result: Any, good: dict[str, bytes], bucket: str) -> None:
+    """`result` brought exactly the good bundles with their files and named each CORRUPT one
+    with its reason; nothing of a corrupt one is in the context."""
+    assert sorted(b.uuid for b in result) == sorted(good) == sorted(result.fetched)
+    reasons = dict(result.skipped)
+    assert sorted(reasons) == sorted(ROTTEN.values())
+    for label, (_, reason) in CORRUPT.items():
+        assert reasons[ROTTEN[label]].startswith(f"s3://{bucket}/team/context/shared/objects/{ROTTEN[label]}/")
+        assert reason in reasons[ROTTEN[label]]
+    assert sorted(b.uuid for b in api.search(ctx)) == sorted(good)
+    for bundle in api.search(ctx):
+        assert bundle.files and all((Path(bundle.local_dir) / f.path).exists() for f in bundle.files)
+        assert bundle.data == good[bundle.uuid]
+    _assert_nothing_bad_written(ctx, ROTTEN.values())
+
+
+def test_pull_with_files_skips_and_names_bundles_whose_files_are_corrupt(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid manifests whose objects have another sha256, another size or are missing, in
+    batches (three bundles each) with good ones: `pull -l` brings every good bundle with its
+    files, names each corrupt one with its reason and keeps nothing of it (no file, no draft, no
+    index row); by uuid a corrupt bundle is still a clear BundleCorrupt."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 3)
+    good = _plant_corrupt_among_good(remote_ctx, bucket)
+    fresh = _fresh_context("fresh", bucket)
+    with pytest.raises(PartialPull) as caught:
+        api.pull(fresh, localize=True)
+    assert f"{len(CORRUPT)} remote bundle(s) were skipped as damaged" in caught.value.message
+    _assert_pulled_around_corrupt(fresh, caught.value.result, good, bucket)
+    for label, (_, reason) in CORRUPT.items():
+        with pytest.raises(BundleCorrupt, match=reason):
+            api.pull(fresh, uuid=ROTTEN[label], localize=True)
+    _assert_nothing_bad_written(fresh, ROTTEN.values())
+    by_name = _fresh_context("by_name", bucket)
+    with pytest.raises(PartialPull) as caught:
+        api.pull(by_name, "model", localize=True)
+    names = {b.uuid: b.name for b in api.search(fresh)}
+    models = sorted(u for u in good if names[u] == "model")
+    assert sorted(b.uuid for b in caught.value.result) == models == sorted(b.uuid for b in api.search(by_name))
+    assert sorted(u for u, _ in caught.value.result.skipped) == [ROTTEN["wrong sha256"], ROTTEN["wrong size"]]
+    _assert_nothing_bad_written(by_name, ROTTEN.values())
+
+
+def test_localizing_bundles_already_here_skips_the_corrupt_ones(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a metadata-only pull (the manifests are valid: everything arrives), `pull -l`
+    localizes the good bundles and names the corrupt ones, which stay as they were: remote-only,
+    the failing file not here, still refused when localized by uuid."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 3)
+    good = _plant_corrupt_among_good(remote_ctx, bucket)
+    fresh = _fresh_context("fresh", bucket)
+    assert sorted(b.uuid for b in api.pull(fresh)) == sorted([*good, *ROTTEN.values()])
+    with pytest.raises(PartialPull) as caught:
+        api.pull(fresh, localize=True)
+    result = caught.value.result
+    assert sorted(b.uuid for b in result) == sorted(good) == sorted(result.fetched)
+    assert sorted(u for u, _ in result.skipped) == sorted(ROTTEN.values())
+    context = api._context(fresh)
+    for bundle in api.search(fresh):
+        if bundle.uuid in good:
+            assert all((Path(bundle.local_dir) / f.path).exists() for f in bundle.files)
+            assert bundle.data == good[bundle.uuid]
+    for label, (_, reason) in CORRUPT.items():
+        failing = reason.split()[0]  # the file it fails on (a good file of it may be here, verified)
+        assert not (context.bundle_dir(ROTTEN[label]) / failing).exists()
+        assert context.is_remote_only(ROTTEN[label])
+    with pytest.raises(BundleCorrupt, match=CORRUPT["wrong sha256"][1]):
+        api.pull(fresh, uuid=ROTTEN["wrong sha256"], localize=True)
+    home = Path(api._store().root) / "context" / fresh
+    assert list((home / "tmp").iterdir()) == []
+    assert api.verify(fresh).ok
+
+
+def test_cli_pull_with_files_around_corrupt_bundles(  # type: ignore[no-untyped-def]
+    dsdt, remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsdt pull -l` lists the good bundles, names each corrupt one on stderr with its reason
+    and exits 1; `dsdt ls` then lists the good ones and `dsdt verify` is clean; `pull -u UUID -l`
+    of a corrupt one is the one-line BundleCorrupt with its hint."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 2)
+    good = _plant_corrupt_among_good(remote_ctx, bucket)
+    fresh = _fresh_context("fresh", bucket)
+    assert dsdt("switch", fresh).code == 0
+    pulled = dsdt("pull", "-l")
+    assert pulled.code == 1, pulled.err
+    assert "unexpected" not in pulled.err and "Traceback" not in pulled.err
+    for label, (_, reason) in CORRUPT.items():
+        uuid = ROTTEN[label]
+        assert f"skipped {uuid}: s3://{bucket}/team/context/shared/objects/{uuid}/{reason}" in pulled.err
+    assert f"{len(CORRUPT)} remote bundle(s) were skipped as damaged" in pulled.err
+    assert f"hint: delete a damaged remote copy with `dsdt rmr -u {min(ROTTEN.values())}`" in pulled.err
+    lines = pulled.out.splitlines()
+    assert sorted(line.split()[1] for line in lines[:-1]) == sorted(good)
+    assert (
+        lines[-1]
+        == f"0 already here, {len(good)} pulled with their files, {len(CORRUPT)} skipped (damaged on the remote)"
+    )
+    listed = dsdt("ls", "-v")
+    assert listed.code == 0, listed.err
+    assert sorted(row.split()[-1] for row in listed.out.splitlines()[1:]) == sorted(good)
+    assert sorted(dsdt("ls").out.splitlines()) == ["model", "model", "report", "report"]
+    assert dsdt("verify").code == 0
+    one = dsdt("pull", "-u", ROTTEN["wrong sha256"], "-l")
+    assert one.code == 1
+    assert one.err.splitlines()[-2:] == [  # after the progress bar
+        f"dsdt pull: s3://{bucket}/team/context/shared/objects/{ROTTEN['wrong sha256']}/data/hello.txt "
+        "does not match the sha256 in its manifest; nothing kept",
+        "hint: the remote copy is damaged: push the bundle again from a good copy",
+    ]
+    _assert_nothing_bad_written(fresh, ROTTEN.values())

@@ -27,6 +27,7 @@ from disdat_luigi.errors import (
     InvalidName,
     ManifestRejected,
     NotCommitted,
+    PartialPull,
     RemoteNotConfigured,
 )
 from disdat_luigi.store.remote import sync, transfer
@@ -194,11 +195,12 @@ def test_pull_in_batches_with_a_bundle_already_here(
     assert api.verify(fresh).ok
 
 
-def test_corrupt_file_fails_its_batch_and_keeps_nothing_partial(
+def test_corrupt_file_skips_its_bundle_and_the_batch_goes_on(
     remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A corrupt file stops the pull: its batch leaves no bundle and no draft; what is in the
-    context afterwards is complete and verifies."""
+    """A corrupt file skips its own bundle, named with the reason, and keeps nothing of it (no
+    file, no draft, no index row); the other bundles of its batch and of later batches arrive
+    with their files, and the context verifies."""
     monkeypatch.setattr(sync, "PULL_BATCH", 2)
     made = [api.Bundle(remote_ctx, name="g", data=b"%d" % i * 20_000).commit() for i in range(4)]
     api.push(remote_ctx)
@@ -206,15 +208,22 @@ def test_corrupt_file_fails_its_batch_and_keeps_nothing_partial(
     key = next(k for k in _keys(bucket, f"team/context/shared/objects/{bad.uuid}/") if k.endswith(".bin"))
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"x" * 20_000)
     fresh = _fresh_context("fresh", bucket)
-    with pytest.raises(BundleCorrupt, match="does not match the sha256"):
+    with pytest.raises(PartialPull) as caught:
         api.pull(fresh, localize=True)
+    result = caught.value.result
+    ((skipped, reason),) = result.skipped
+    assert (
+        skipped == bad.uuid and reason == f"s3://{bucket}/{key} does not match the sha256 in its manifest; nothing kept"
+    )
+    good = {b.uuid: b.data for b in made if b.uuid != bad.uuid}
+    assert sorted(b.uuid for b in result) == sorted(result.fetched) == sorted(good)
     assert api.get(fresh, None, uuid=bad.uuid) is None
+    for uuid, data in good.items():
+        got = api.get(fresh, None, uuid=uuid)
+        assert got is not None and got.data == data and not api._context(fresh).is_remote_only(uuid)
     assert api.verify(fresh).ok
     home = Path(api._store().root) / "context" / fresh
-    assert list((home / "tmp").iterdir()) == []
-    for uuid in {b.uuid for b in made} - {bad.uuid}:
-        got = api.get(fresh, None, uuid=uuid)
-        assert got is None or got.data == next(b for b in made if b.uuid == uuid).data
+    assert list((home / "tmp").iterdir()) == [] and not (home / "objects" / bad.uuid).exists()
 
 
 def test_files_stay_remote_until_localized(remote_ctx: str, bucket: str) -> None:
@@ -250,14 +259,18 @@ def test_push_delocalize_drops_local_copies(remote_ctx: str) -> None:
 
 
 def test_corrupted_remote_file_is_detected_and_nothing_kept(remote_ctx: str, bucket: str) -> None:
-    """A remote file whose bytes changed fails the sha256 check; the pull leaves no bundle, no part file."""
+    """A remote file whose bytes changed fails the sha256 check: by uuid the pull is BundleCorrupt,
+    by name the bundle is skipped and named; either leaves no bundle, no part file."""
     bundle = api.Bundle(remote_ctx, name="c", data=b"A" * 50_000).commit()
     api.push(remote_ctx, "c")
     key = next(k for k in _keys(bucket, f"team/context/shared/objects/{bundle.uuid}/") if k.endswith(".bin"))
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"B" * 50_000)
     fresh = _fresh_context("fresh", bucket)
     with pytest.raises(BundleCorrupt, match="does not match the sha256"):
+        api.pull(fresh, uuid=bundle.uuid, localize=True)
+    with pytest.raises(PartialPull, match="does not match the sha256") as caught:
         api.pull(fresh, "c", localize=True)
+    assert list(caught.value.result) == [] and [u for u, _ in caught.value.result.skipped] == [bundle.uuid]
     assert api.get(fresh, "c") is None
     home = Path(api._store().root) / "context" / fresh
     assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
@@ -268,7 +281,8 @@ def test_corrupted_remote_file_is_detected_and_nothing_kept(remote_ctx: str, buc
 
 def test_one_corrupt_file_among_many_names_the_damage(remote_ctx: str, bucket: str, dsdt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """With more files than transfer threads, a corrupt one still fails the pull with its own
-    error and hint (not the cancellation of the files left waiting), and nothing is kept."""
+    error and hint (not the cancellation of the files left waiting), and nothing is kept; by
+    name, the bundle is skipped and named with that same reason."""
     tree = tmp_path / "tree"
     tree.mkdir()
     for i in range(40):
@@ -281,12 +295,18 @@ def test_one_corrupt_file_among_many_names_the_damage(remote_ctx: str, bucket: s
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"\xff" * 4096)
     fresh = _fresh_context("fresh", bucket)
     assert dsdt("switch", fresh).code == 0
-    pulled = dsdt("pull", "many", "-l")
+    pulled = dsdt("pull", "-u", bundle.uuid, "-l")
     assert pulled.code == 1
     assert (
         "does not match the sha256 in its manifest" in pulled.err and "hint: the remote copy is damaged" in pulled.err
     )
     assert api.get(fresh, "many") is None
+    pulled = dsdt("pull", "many", "-l")
+    assert pulled.code == 1
+    assert f"skipped {bundle.uuid}: s3://{bucket}/{key} does not match the sha256 in its manifest" in pulled.err
+    assert api.get(fresh, "many") is None
+    home = Path(api._store().root) / "context" / fresh
+    assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
 
 
 def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket: str) -> None:
@@ -314,7 +334,7 @@ def test_large_file_multipart_round_trip_and_corruption(remote_ctx: str, bucket:
     client.put_object(Bucket=bucket, Key=key, Body=payload[:-1] + b"\0")
     other = _fresh_context("other", bucket)
     with pytest.raises(BundleCorrupt, match="does not match the sha256"):
-        api.pull(other, "large", localize=True)
+        api.pull(other, uuid=bundle.uuid, localize=True)
     home = Path(api._store().root) / "context" / other
     assert list((home / "tmp").iterdir()) == [] and list((home / "objects").iterdir()) == []
 

@@ -351,14 +351,14 @@ def test_two_pulls_of_one_bundle_and_a_third_writer(
     api.remote("second", "shared", f"s3://{bucket}/team")
     release = threading.Event()
     entered = threading.Event()
-    original = transfer.run_all
+    original = transfer.run_groups  # what a pull downloads through
 
-    def slow_run_all(*args: Any, **kwargs: Any) -> int:
+    def slow_run_groups(*args: Any, **kwargs: Any) -> int:
         entered.set()
         assert release.wait(30)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(transfer, "run_all", slow_run_all)
+    monkeypatch.setattr(transfer, "run_groups", slow_run_groups)
     results: dict[str, Any] = {}
 
     def pull(key: str) -> None:

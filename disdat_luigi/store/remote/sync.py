@@ -260,8 +260,9 @@ class RemoteSync:
 
     def pull(self, name: str | None = None, uuid: str | None = None, localize: bool = False) -> PullResult:
         """Bring bundles' metadata (and with `localize` their files, verified) into the context.
-        Pulling more than one uuid, a bundle whose remote manifest is rejected is skipped (and
-        named in the result's `skipped`) rather than stopping everyone else's."""
+        Pulling more than one uuid, a bundle whose remote manifest is rejected, or whose files
+        fail verification (BundleCorrupt), is skipped (and named in the result's `skipped`) with
+        nothing of it kept, rather than stopping everyone else's; by uuid it raises."""
         skipped: list[tuple[str, str]] = []
         remote = self._find_all(name, skipped) if uuid is None else self.find(name, uuid)
         if uuid is not None and not remote:
@@ -270,13 +271,15 @@ class RemoteSync:
         if localize:
             wanted = [e for item in remote for e in self._not_here(item)]
             progress.start(len(wanted), sum(e.size for e in wanted))
-        pulled = PullResult(skipped=sorted(skipped))  # fetched in parallel: name them in a stable order
+        pulled = PullResult(skipped=skipped)
         try:
             for start in range(0, len(remote), PULL_BATCH):
-                self._pull_batch(remote[start : start + PULL_BATCH], localize, Part(progress), pulled)
+                batch = remote[start : start + PULL_BATCH]
+                self._pull_batch(batch, localize, Part(progress), pulled, keep_going=uuid is None)
         finally:
             if localize:
                 progress.close()
+        pulled.skipped.sort()  # found in parallel and batch by batch: name them in a stable order
         return pulled
 
     def _find_all(self, name: str | None, skipped: list[tuple[str, str]]) -> list[RemoteBundle]:
@@ -303,14 +306,16 @@ class RemoteSync:
         return [e for e in item.manifest.files if not (local_dir / e.path).exists()]
 
     def _pull_batch(
-        self, items: Sequence[RemoteBundle], localize: bool, progress: Progress, pulled: PullResult
+        self, items: Sequence[RemoteBundle], localize: bool, progress: Progress, pulled: PullResult, keep_going: bool
     ) -> None:
         """Pull a few bundles at once: the new ones get a draft each, all their files go through
-        one transfer pool, and each draft is published only when every file of the batch is in."""
+        one transfer pool, and each draft is published only when every file of the batch is in.
+        A bundle whose files fail verification loses its draft and, with `keep_going`, is named
+        in `pulled.skipped` while the others are published; without, its BundleCorrupt is raised."""
         known = {u for u in (i.manifest.uuid for i in items) if self.context.search(BundleQuery(uuid=u))}
-        drafts: list[tuple[BundleDraft, BundleManifest]] = []
+        drafts: dict[str, tuple[BundleDraft, BundleManifest]] = {}  # in pull order
+        corrupt: dict[str, BundleCorrupt] = {}
         try:
-            jobs: list[FileTransfer] = []
             for item in items:
                 if item.manifest.uuid in known:
                     continue
@@ -319,29 +324,53 @@ class RemoteSync:
                 except BundleExists:  # another writer (a concurrent pull) brought it meanwhile
                     known.add(item.manifest.uuid)
                     continue
-                drafts.append((draft, item.manifest))
-                if localize:
-                    jobs.extend(self._file_jobs(draft.path, item.manifest.uuid, item.manifest.files))
-            if jobs:
-                transfer.run_all(jobs, transfer.downloader(self.s3), self.settings.transfer_threads, progress)
-            while drafts:
-                draft, manifest = drafts[0]
+                drafts[item.manifest.uuid] = (draft, item.manifest)
+            if localize:
+                corrupt = self._download(drafts, progress)
+            for uuid in corrupt:
+                self.context.abandon(drafts[uuid][0])
+                del drafts[uuid]
+            if corrupt and not keep_going:
+                raise next(iter(corrupt.values()))
+            for uuid, (draft, manifest) in list(drafts.items()):
                 remote_only = not localize and bool(manifest.files)
                 self.context.publish(draft, manifest, committed=True, remote_only=remote_only, files_synced=localize)
-                drafts.pop(0)
+                del drafts[uuid]
         finally:
-            for draft, _ in drafts:  # one published after all (Ctrl-C in its last steps) is kept
+            for draft, _ in drafts.values():  # one published after all (Ctrl-C in its last steps) is kept
                 self.context.abandon(draft)
         for item in items:
             uuid = item.manifest.uuid
-            if uuid in known:
+            if uuid in corrupt:
+                pulled.skipped.append((uuid, corrupt[uuid].message))
+            elif uuid in known:
                 bundle = Bundle.from_manifest(self.context, self.context.load_manifest(uuid), True)
-                if localize and self.localize(bundle, progress=progress):
-                    pulled.fetched.append(uuid)
+                try:
+                    if localize and self.localize(bundle, progress=progress):
+                        pulled.fetched.append(uuid)
+                except BundleCorrupt as err:
+                    if not keep_going:
+                        raise
+                    pulled.skipped.append((uuid, err.message))  # kept as it was: metadata, files remote
+                    continue
+                pulled.append(bundle)
             else:
-                bundle = Bundle.from_manifest(self.context, item.manifest, True)
                 pulled.fetched.append(uuid)
-            pulled.append(bundle)
+                pulled.append(Bundle.from_manifest(self.context, item.manifest, True))
+
+    def _download(
+        self, drafts: dict[str, tuple[BundleDraft, BundleManifest]], progress: Progress
+    ) -> dict[str, BundleCorrupt]:
+        """Every file of the drafts through one transfer pool, each verified before it appears;
+        the drafts whose files failed verification (a bad sha256 or size, a missing object), with
+        their error. Any other failure stops every download and is raised."""
+        uuids = list(drafts)
+        groups = [self._file_jobs(draft.path, uuid, manifest.files) for uuid, (draft, manifest) in drafts.items()]
+        if not any(groups):
+            return {}
+        downloader = transfer.downloader(self.s3)
+        _, failed = transfer.run_groups(groups, downloader, self.settings.transfer_threads, progress, (BundleCorrupt,))
+        return {uuids[index]: error for index, error in failed.items() if isinstance(error, BundleCorrupt)}
 
     def _file_jobs(self, root: Path, uuid: str, entries: Iterable[FileEntry]) -> list[FileTransfer]:
         bucket = self.location.bucket

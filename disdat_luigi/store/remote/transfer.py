@@ -55,19 +55,48 @@ def run_all(
 ) -> int:
     """Run `action` on every job in a pool of `threads` and count the jobs that moved data;
     the first failure is raised once every started transfer has stopped."""
+    moved, _ = run_groups([jobs], action, threads, progress)
+    return moved
+
+
+def run_groups(
+    groups: Sequence[Sequence[FileTransfer]],
+    action: Callable[[FileTransfer, Moved], bool],
+    threads: int,
+    progress: Progress | None,
+    contained: tuple[type[DisdatError], ...] = (),
+) -> tuple[int, dict[int, DisdatError]]:
+    """Run the jobs of every group (a bundle's files) in one pool of `threads`; count the jobs
+    that moved data. A failure of a `contained` type stops only its own group (no transfer of it
+    starts after) and is returned by group index, its files counted as done so the progress
+    totals still add up; any other failure stops every group and is raised once every started
+    transfer has stopped."""
     progress = progress or NoProgress()
-    progress.start(len(jobs), sum(j.size for j in jobs))
+    jobs = [(index, job) for index, group in enumerate(groups) for job in group]
+    progress.start(len(jobs), sum(j.size for _, j in jobs))
 
-    failed = threading.Event()  # set by the first failure: no transfer starts after it
+    stopped = threading.Event()  # set by the first failure not contained: no transfer starts after it
+    failed: dict[int, DisdatError] = {}  # group -> its first contained failure
+    lock = threading.Lock()
 
-    def run(job: FileTransfer) -> bool:
-        if failed.is_set():
+    def run(index: int, job: FileTransfer) -> bool:
+        if stopped.is_set():
+            return False
+        with lock:
+            skip = index in failed
+        if skip:
+            progress.file_done(job.size)
             return False
         meter = _Meter(progress)
         try:
             changed = action(job, meter)
+        except contained as err:
+            with lock:
+                failed.setdefault(index, err)
+            progress.file_done(job.size - meter.reported)
+            return False
         except BaseException:
-            failed.set()
+            stopped.set()
             raise
         progress.file_done(job.size - meter.reported)
         return changed
@@ -76,7 +105,7 @@ def run_all(
     moved = 0
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            futures = [pool.submit(run, job) for job in jobs]
+            futures = [pool.submit(run, index, job) for index, job in jobs]
             for future in as_completed(futures):
                 if future.cancelled():  # cancelled below, after the failure that is raised
                     continue
@@ -94,7 +123,7 @@ def run_all(
         if isinstance(first, DisdatError):
             raise first
         raise TransferError(f"transfer failed: {type(first).__name__}: {first}") from first
-    return moved
+    return moved, failed
 
 
 class _Meter:
