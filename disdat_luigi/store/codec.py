@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from disdat_luigi.errors import BundleCorrupt, BundleError, UnsupportedValue
+from disdat_luigi.errors import BundleCorrupt, BundleError, DisdatError, UnsupportedValue
 
 DATA_DIR = "data"
 VALUES_DIR = "values"
@@ -98,9 +98,9 @@ def decode(tree: Any, source: ValueSource | None = None, what: str = "a stored v
     parquet file) is BundleCorrupt naming `what`, never an unexpected error."""
     try:
         return _decode(tree, source)
-    except BundleCorrupt:
+    except DisdatError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:  # json, arrow, numpy, pandas
+    except Exception as err:  # noqa: BLE001 - untrusted input: whatever json, arrow, numpy or pandas raise
         raise BundleCorrupt(
             f"{what} cannot be read: {type(err).__name__}: {str(err)[:200]}",
             hint="the bundle is damaged or was planted; remove it (dsdt rm -u UUID)",

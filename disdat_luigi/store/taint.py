@@ -166,9 +166,9 @@ def _parquet_strings(path: Path) -> Iterator[str]:
 
     parquet = pq.ParquetFile(path)
     schema = parquet.schema_arrow
-    yield from _metadata_strings(schema.metadata)
+    yield from _with_tuple_parts(_metadata_strings(schema.metadata))
     for column in schema:
-        yield from _field_strings(column)
+        yield from _with_tuple_parts(_field_strings(column))
     names = [f.name for f in schema if _holds_text(f.type)]
     if names:
         table = parquet.read(columns=names)
@@ -197,14 +197,38 @@ def _field_strings(field: Any) -> Iterator[str]:
         item = stack.pop()
         yield item.name
         yield from _metadata_strings(item.metadata)
-        kind = item.type.value_type if pa.types.is_dictionary(item.type) else item.type
+        kind = _storage(item.type.value_type if pa.types.is_dictionary(item.type) else item.type)
         stack.extend(kind.field(i) for i in range(kind.num_fields))
+
+
+def _with_tuple_parts(texts: Iterable[str]) -> Iterator[str]:
+    """Each text, and for one that spells a tuple (how pandas names the columns of a MultiIndex,
+    which pyarrow turns back into tuples with `ast.literal_eval`) the strings in it too."""
+    import ast
+
+    for text in texts:
+        yield text
+        if text.startswith("(") and text.endswith(")"):
+            try:
+                parts = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if isinstance(parts, tuple):
+                yield from (part for part in parts if isinstance(part, str))
+
+
+def _storage(kind: Any) -> Any:
+    """An extension type's storage type (what its cells are), else the type itself."""
+    import pyarrow as pa
+
+    return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
 
 
 def _holds_text(kind: Any) -> bool:
     """Does an Arrow type hold strings or bytes, at any depth (lists, structs, maps, dictionaries)?"""
     import pyarrow as pa
 
+    kind = _storage(kind)
     if _is_text(kind):
         return True
     if pa.types.is_dictionary(kind):
@@ -230,6 +254,8 @@ def _arrow_strings(array: Any) -> Iterator[str]:
         for chunk in array.chunks:
             yield from _arrow_strings(chunk)
         return
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
     kind = array.type
     if pa.types.is_dictionary(kind):
         yield from _arrow_strings(array.dictionary)

@@ -4,6 +4,7 @@ clear error or is planned around; none is an unexpected error or a reused result
 
 from __future__ import annotations
 
+import functools
 import json
 
 import boto3
@@ -31,6 +32,8 @@ def _fresh(name: str, bucket: str) -> str:
         {"t": "timedelta", "us": 10**30},
         {"t": "datetime", "v": "not a date"},
         {"t": "dict", "items": [[{"t": "list", "items": []}, {"t": "int", "v": 1}]]},
+        {"t": "npscalar", "dtype": "<U1", "hex": "ffffffff"},
+        {"t": "json", "v": functools.reduce(lambda inner, _: [inner], range(600), [])},  # deeper than decoding goes
     ],
 )
 def test_an_unreadable_planted_value_is_named_not_unexpected(remote_ctx: str, bucket: str, dsdt, tree) -> None:  # type: ignore[no-untyped-def]

@@ -341,6 +341,14 @@ GIVEN: dict[str, tuple[Plants, Picks]] = {
         lambda s, k: _frame(_with_attrs(s, k)),
         lambda task, r: [r.attrs["src"], r.attrs["nested"]["keys"][0]],
     ),
+    "extension column (arrow.json)": (
+        lambda s, k: _parquet(pa.table({"j": pa.array([s, k], type=pa.json_())})),
+        lambda task, r: list(r["j"]),
+    ),
+    "multi-index column levels": (
+        lambda s, k: _frame(pd.DataFrame([[1]], columns=pd.MultiIndex.from_tuples([(s, k)]))),
+        lambda task, r: list(r.columns[0]),
+    ),
     "map column": (
         lambda s, k: _parquet(pa.table({"m": pa.array([[(s, k)]], type=pa.map_(pa.string(), pa.string()))})),
         lambda task, r: list(r["m"][0][0]),
