@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.images import ImageResult
+    from disdat_luigi.run.batch.state import JobState
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
@@ -658,11 +659,11 @@ def jobs(local_context: str) -> list[dict[str, Any]]:
     return list_jobs(_context(local_context))
 
 
-def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> dict[str, Any]:
-    """Send a job's log lines to `log` (with `follow`, until the job ends); its description."""
+def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> JobState:
+    """Send a job's log lines to `log` (with `follow`, until the job ends); its last state."""
     from disdat_luigi.run.runner import job_log
 
-    return dict(job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None)))
+    return job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None))
 
 
 def wait(local_context: str, job_id: str, log: Any = None) -> RunResult:

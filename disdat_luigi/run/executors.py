@@ -33,9 +33,12 @@ from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, JobFailed, QueueNotFound, RunError
-from disdat_luigi.run import aws, jobs, journal
+from disdat_luigi.run import journal
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.batch import client, state
+from disdat_luigi.run.batch import spec as assembly
+from disdat_luigi.run.batch.state import JobPhase, JobState
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest
@@ -47,15 +50,14 @@ from disdat_luigi.store.remote.sync import RemoteSync
 LogSink = Callable[[str], None]
 JOURNAL = "executor-jobs.jsonl"
 INLINE_SPEC_LIMIT = 6 * 1024  # larger task specs go through the remote (Batch caps a submission's size)
-BATCH_PHASES = {
-    "SUBMITTED": Phase.SUBMITTED,
-    "PENDING": Phase.SUBMITTED,
-    "RUNNABLE": Phase.SUBMITTED,
-    "STARTING": Phase.SUBMITTED,
-    "RUNNING": Phase.RUNNING,
-    "SUCCEEDED": Phase.DONE,
-    "FAILED": Phase.FAILED,
-}
+LAST_LINES = 10_000  # of an ended job's log, read from its end and shown with its result (a page of CloudWatch)
+
+
+def task_phase(phase: JobPhase) -> Phase:
+    """A Batch job's phase as the dispatcher sees a task's."""
+    if phase.waiting:
+        return Phase.SUBMITTED
+    return {JobPhase.RUNNING: Phase.RUNNING, JobPhase.SUCCEEDED: Phase.DONE}.get(phase, Phase.FAILED)
 
 
 def executor_factory(settings: Settings, build: bool = True) -> ExecutorFactory:
@@ -351,8 +353,8 @@ class BatchExecutor(ContainerExecutor):
         self.backend = BatchBackend(self.settings, self._say_once)
         self._said: set[str] = set()
         self.definitions: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-        self.described: dict[str, Mapping[str, Any]] = {}
-        self._summaries: dict[str, dict[str, int]] = {}  # array job -> its children's counts at the last poll
+        self.described: dict[str, JobState] = {}
+        self._summaries: dict[str, Mapping[JobPhase, int]] = {}  # array job -> its children's counts at the last poll
         self._child_phases: dict[str, dict[str, Phase]] = {}  # array job -> child -> phase last listed
 
     def _say_once(self, line: str) -> None:
@@ -409,14 +411,14 @@ class BatchExecutor(ContainerExecutor):
                 for task in group:
                     started(task, self._submit_one(task))
 
-    def _spec(self, task: RemoteTask, spec_args: Sequence[str], name: str) -> jobs.JobSpec:
+    def _spec(self, task: RemoteTask, spec_args: Sequence[str], name: str) -> assembly.JobSpec:
         request = self.run_request(task)
         image_name_, reference = self.images[task.pipe_cls]
         job = ContainerJob(
             image=reference,
             image_name=image_name_,
             command=self.command(spec_args),
-            environment=aws.endpoint_environment(),
+            environment=client.endpoint_environment(),
         )
         key = (reference, request.vcpus, request.memory, request.gpus)
         if key not in self.definitions:
@@ -432,7 +434,7 @@ class BatchExecutor(ContainerExecutor):
         inline = taskspec.inline_arguments(spec_)
         args = inline if len(inline[1]) <= INLINE_SPEC_LIMIT else self._store([task])
         spec = self._spec(task, args, _job_name(task))
-        job_id = aws.submit_job(**spec.submission())
+        job_id = client.submit_job(**spec.submission())
         self._record_jobs([(task, job_id)], spec)
         return job_id
 
@@ -451,13 +453,13 @@ class BatchExecutor(ContainerExecutor):
         submission = spec.submission()
         submission["arrayProperties"] = {"size": len(group)}
         submission["tags"] = {**submission.get("tags", {}), "disdat:identity": f"array-of-{len(group)}"}
-        parent = aws.submit_job(**submission)
+        parent = client.submit_job(**submission)
         self.log(f"submitted array job {parent} of {len(group)} {first.cls_name} tasks")
         children = [(task, f"{parent}:{index}") for index, task in enumerate(group)]
         self._record_jobs(children, spec)
         return children
 
-    def _record_jobs(self, started: Sequence[tuple[RemoteTask, str]], spec: jobs.JobSpec) -> None:
+    def _record_jobs(self, started: Sequence[tuple[RemoteTask, str]], spec: assembly.JobSpec) -> None:
         """Each job in the context's job record, as `dsdt run` records its own: `dsdt jobs`, `logs`,
         `wait` and `cancel` find executor jobs (array children too) the same way."""
         definition = next(
@@ -491,9 +493,9 @@ class BatchExecutor(ContainerExecutor):
             else:
                 single.append(job_id)
         found: dict[str, Phase | None] = {}
-        described = jobs.describe_many(single + list(children), aws.describe_jobs)
+        described = state.describe(single + list(children))
         for job_id in single:
-            found[job_id] = BATCH_PHASES.get(described[job_id]["status"]) if job_id in described else None
+            found[job_id] = task_phase(described[job_id].phase) if job_id in described else None
             if job_id in described:
                 self.described[job_id] = described[job_id]
         ended: list[str] = []
@@ -504,31 +506,35 @@ class BatchExecutor(ContainerExecutor):
             found.update(self._children(parent, ids, described[parent]))
             ended += [i for i in ids if found[i] in (Phase.DONE, Phase.FAILED)]
         if ended:
-            self.described.update(jobs.describe_many(ended, aws.describe_jobs))
+            self.described.update(state.describe(ended))
         return found
 
-    def _children(self, parent: str, ids: list[str], described: Mapping[str, Any]) -> dict[str, Phase | None]:
-        summary = dict((described.get("arrayProperties") or {}).get("statusSummary") or {})
+    def _children(self, parent: str, ids: list[str], described: JobState) -> dict[str, Phase | None]:
+        summary = described.array_counts
         before = self._summaries.get(parent, {})
-        moved = sorted(s for s in ("RUNNING", "SUCCEEDED", "FAILED") if summary.get(s, 0) != before.get(s, 0))
+        watched = (JobPhase.RUNNING, JobPhase.SUCCEEDED, JobPhase.FAILED)
+        moved = [p for p in watched if summary.get(p, 0) != before.get(p, 0)]
         self._summaries[parent] = summary
         known = self._child_phases.setdefault(parent, {})
-        for status in moved:
-            for child in aws.array_children(parent, status):
-                known[child] = BATCH_PHASES[status]
+        for phase in moved:
+            for child in state.children_in(parent, phase):
+                known[child] = task_phase(phase)
         return {i: known.get(i, Phase.SUBMITTED) for i in ids}
 
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
-        job = self.described.pop(tracked.job_id, {})
-        stream = (job.get("container") or {}).get("logStreamName")
-        page = aws.log_page(stream, None, from_head=False) if stream else None  # its end: where a failure shows
-        lines = without_output_line(str(e.get("message", "")) for e in page[0]) if page else []
+        job = self.described.pop(tracked.job_id, None)
+        stream = job.log_stream if job is not None else None  # the last attempt's
+        lines = without_output_line(state.last_lines(stream, LAST_LINES)) if stream else []  # its end
         if tracked.phase is Phase.DONE:
             return lines, None
-        return lines, jobs.failure(aws.with_exit_code(job), lines, tracked.memory)
+        if job is None:
+            return lines, JobFailed(f"AWS Batch job {tracked.job_id} failed", hint="`dsdt logs` shows its log")
+        if job.exit_code is None:
+            job = state.describe([job.job_id], exit_codes=True).get(job.job_id, job)
+        return lines, JobFailed.from_job(job, lines, tracked.memory)
 
     def terminate(self, job_id: str) -> None:
-        aws.terminate_job(job_id, "interrupted (Ctrl-C) in the dsdt apply that submitted it")
+        client.terminate_job(job_id, "interrupted (Ctrl-C) in the dsdt apply that submitted it")
 
 
 def _job_name(task: RemoteTask) -> str:
@@ -581,7 +587,7 @@ class DockerExecutor(ContainerExecutor):
             container = self.client.containers.run(
                 self.images[task.pipe_cls][1],
                 command=list(self.command(taskspec.inline_arguments(task.spec(self.name)))),
-                environment={**aws.endpoint_environment(), **self.backend.secret_environment()},
+                environment={**client.endpoint_environment(), **self.backend.secret_environment()},
                 network_mode=self.settings.docker.network_mode,
                 detach=True,
                 labels={"disdat.identity": task.identity, "disdat.executor": self.name},

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from disdat_luigi.run.batch.state import JobState
 
 JOURNAL = "jobs.jsonl"
 
@@ -20,7 +21,7 @@ class JobRecord:
     pipe_cls: str
     output_bundle: str
     queue: str
-    definition: str  # job definition name (its log streams are <definition>/default/<job id>)
+    definition: str  # job definition name (names its log streams: state.log_stream_name)
     memory: int
     submitted: float  # epoch seconds
 
@@ -59,17 +60,14 @@ def now() -> float:
     return time.time()
 
 
-def describe(record: JobRecord, job: Mapping[str, Any] | None) -> dict[str, Any]:
+def describe(record: JobRecord, job: JobState | None) -> dict[str, Any]:
     """A row of `dsdt jobs`: id, pipeline class, output name, status, started, duration."""
-    status = job.get("status", "?") if job else "UNKNOWN"
-    started = (job or {}).get("startedAt")
-    stopped = (job or {}).get("stoppedAt")
-    duration = (stopped - started) / 1000 if started and stopped else None
     return {
         "job_id": record.job_id,
         "pipe_cls": record.pipe_cls,
         "output": record.output_bundle,
-        "status": status,
-        "started": started / 1000 if started else None,
-        "duration": duration,
+        "status": job.phase.value if job else "UNKNOWN",
+        "attempt": f"{job.attempt}/{job.max_attempts}" if job else "",
+        "started": job.started if job else None,
+        "duration": job.duration if job else None,
     }

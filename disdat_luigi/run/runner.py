@@ -15,9 +15,10 @@ from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
-from disdat_luigi.run import aws, jobs, journal
+from disdat_luigi.run import journal
 from disdat_luigi.run.backends import load_backend
 from disdat_luigi.run.backends.base import LogSink
+from disdat_luigi.run.batch import client, state
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
@@ -67,7 +68,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         image=image,
         image_name=name,
         command=command,
-        environment=aws.endpoint_environment(),
+        environment=client.endpoint_environment(),
     )
 
     def remember(job_id: str, submission: Mapping[str, Any], definition: Mapping[str, Any]) -> None:
@@ -284,7 +285,7 @@ def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     """The jobs this context submitted, newest first, with their status (one describe_jobs call
     per 100 jobs)."""
     records = journal.records(context.path)
-    described = jobs.describe_many([r.job_id for r in records], aws.describe_jobs) if records else {}
+    described = state.describe([r.job_id for r in records]) if records else {}
     return [journal.describe(r, described.get(r.job_id)) for r in reversed(records)]
 
 
@@ -297,14 +298,14 @@ def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     return record
 
 
-def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> Mapping[str, Any]:
-    """Print a job's log (with `follow`: until the job ends); its last description."""
+def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> state.JobState:
+    """Print a job's log (with `follow`: until the job ends); its last state."""
     record = _record(context, job_id)
-    stream = f"{record.definition}/default/{job_id}"
+    stream = state.log_stream_name(record.definition, job_id)
     if follow:
-        return jobs.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
-    job = aws.describe_job(job_id)
-    for line in jobs.LogFollower(job.get("container", {}).get("logStreamName") or stream).read():
+        return state.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
+    job = state.describe_one(job_id)
+    for line in state.JobLog(job.stream(record.definition)).read():
         log(line)
     return job
 
@@ -312,15 +313,15 @@ def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings
 def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
     """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
     record = _record(context, job_id)
-    followed = jobs.follow(
+    followed = state.follow(
         job_id,
-        f"{record.definition}/default/{job_id}",
+        state.log_stream_name(record.definition, job_id),
         log,
         poll_seconds=settings.run.poll_seconds,
         runnable_warning_seconds=settings.run.runnable_warning_seconds,
     )
-    if followed.job["status"] == "FAILED":
-        raise jobs.failure(aws.with_exit_code(followed.job), followed.lines, record.memory)
+    if followed.job.failed:
+        raise JobFailed.from_job(followed.job, followed.lines, record.memory)
     name, uuid = output_of(followed.lines)
     result = RunResult(
         backend=BackendName.AWS_BATCH,
@@ -336,7 +337,7 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
 
 def cancel_job(context: LocalContext, job_id: str) -> None:
     _record(context, job_id)
-    aws.terminate_job(job_id, "cancelled with dsdt cancel")
+    client.terminate_job(job_id, "cancelled with dsdt cancel")
 
 
 def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:
@@ -344,13 +345,11 @@ def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | Non
     record = journal.for_output(context.path, output_bundle)
     if record is None:
         return None
-    job = jobs.describe_many([record.job_id], aws.describe_jobs).get(record.job_id)
-    if job is None or job.get("status") != "FAILED":
+    job = state.describe([record.job_id], exit_codes=True).get(record.job_id)
+    if job is None or not job.failed:
         return None
-    job = aws.with_exit_code(job)
-    stream = job.get("container", {}).get("logStreamName") or f"{record.definition}/default/{record.job_id}"
-    lines = jobs.LogFollower(stream).read()
-    return jobs.failure(job, lines, record.memory)
+    lines = state.last_lines(job.stream(record.definition), JobFailed.TAIL)
+    return JobFailed.from_job(job, lines, record.memory)
 
 
 def _request_for(record: journal.JobRecord) -> RunRequest:

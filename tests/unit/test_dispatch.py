@@ -25,7 +25,8 @@ from disdat_luigi.cli import container
 from disdat_luigi.config import DockerSettings, ExecutorSettings, RunSettings, Settings
 from disdat_luigi.errors import JobFailed, TaskSpecRejected
 from disdat_luigi.pipe import PipeTask
-from disdat_luigi.run import aws, executors, journal
+from disdat_luigi.run import executors, journal
+from disdat_luigi.run.batch import capacity, client
 from disdat_luigi.store.store import LocalStore
 
 
@@ -173,8 +174,8 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     )  # fmt: skip
     submitted: list[dict[str, Any]] = []
     stored: dict[str, bytes] = {}
-    monkeypatch.setattr(aws, "submit_job", lambda **kw: submitted.append(kw) or f"job{len(submitted)}")
-    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
+    monkeypatch.setattr(client, "submit_job", lambda **kw: submitted.append(kw) or f"job{len(submitted)}")
+    monkeypatch.setattr(client, "endpoint_environment", lambda: {})
     monkeypatch.setattr(executors.S3, "put_bytes", lambda self, bucket, key, body: stored.update({key: body}))
     batch = executors.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch", array_min_size=3), context=context,
@@ -352,7 +353,7 @@ def test_a_missing_queue_is_named_by_the_setting_that_gave_it(tmp_path: Path, mo
     def missing(queue: str) -> None:
         raise QueueNotFound(f"AWS Batch job queue {queue!r} does not exist")
 
-    monkeypatch.setattr(executors.jobs, "capacities", missing)
+    monkeypatch.setattr(capacity, "capacities", missing)
     noqueue = ExecutorSettings(name="noqueue", type="aws_batch", queue="nope", job_role_arn="arn:aws:iam::1:role/r")
     batch = executors.BatchExecutor(settings=settings, config=noqueue, context=context, build=True)
     with pytest.raises(QueueNotFound, match="'nope' does not exist") as refused:
@@ -386,8 +387,13 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
             for i in ids
         ]
 
-    monkeypatch.setattr(aws, "describe_jobs", describe)
-    monkeypatch.setattr(aws, "array_children", lambda parent, status: listed.append(status) or by_status[status])
+    monkeypatch.setattr(client, "describe_jobs", describe)
+
+    def list_jobs(arrayJobId: str, jobStatus: str) -> list[dict[str, str]]:
+        listed.append(jobStatus)
+        return [{"jobId": i} for i in by_status[jobStatus]]
+
+    monkeypatch.setattr(client, "list_jobs", list_jobs)
     ids = ["p:0", "p:1", "p:2"]
     assert set(batch.phases(ids).values()) == {Phase.SUBMITTED} and described == [["p"]] and listed == []
     summary.update(RUNNING=2, RUNNABLE=1)
@@ -398,7 +404,7 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
     by_status.update(RUNNING=["p:1"], SUCCEEDED=["p:0"], FAILED=["p:2"])
     listed.clear()
     assert batch.phases(ids) == {"p:0": Phase.DONE, "p:1": Phase.RUNNING, "p:2": Phase.FAILED}
-    assert listed == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
+    assert sorted(listed) == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
     assert set(batch.described) == {"p:0", "p:2"}  # kept for their diagnosis and log
 
 
@@ -420,8 +426,8 @@ def test_a_failed_submission_keeps_the_jobs_already_started_known(
             raise RunError("submit_job failed: throttled")
         return "job-1"
 
-    monkeypatch.setattr(aws, "submit_job", submit)
-    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
+    monkeypatch.setattr(client, "submit_job", submit)
+    monkeypatch.setattr(client, "endpoint_environment", lambda: {})
     batch = executors.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
     )

@@ -23,10 +23,13 @@ from disdat_luigi.errors import (
     QueueNotFound,
     RunError,
 )
-from disdat_luigi.run import aws, runner
+from disdat_luigi.run import runner
 from disdat_luigi.run.backends import BACKENDS, backend_name, load_backend
-from disdat_luigi.run.backends.batch import BatchBackend, job_definition_name
+from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.batch import client as batch_client
+from disdat_luigi.run.batch import state
+from disdat_luigi.run.batch.spec import job_definition_name
 from disdat_luigi.run.output import OUTPUT_MARKER, output_line, output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus, params_to_args
 
@@ -77,7 +80,7 @@ def test_backends_by_name() -> None:
 
 
 class StubBatch:
-    """The aws module's functions, recorded; the job goes through `states`, printing `log`."""
+    """The Batch client module's functions, recorded; the job goes through `states`, printing `log`."""
 
     def __init__(self, states: list[dict[str, Any]], log: list[str], definitions: list[dict[str, Any]] | None = None):
         self.states = states
@@ -92,18 +95,17 @@ class StubBatch:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(
-            aws, "active_job_definitions", lambda name: sorted(self.definitions, key=lambda d: -d["revision"])
+            batch_client, "active_job_definitions", lambda name: sorted(self.definitions, key=lambda d: -d["revision"])
         )
-        monkeypatch.setattr(aws, "register_job_definition", self.register)
-        monkeypatch.setattr(aws, "submit_job", self.submit)
-        monkeypatch.setattr(aws, "describe_jobs", self.describe)
-        monkeypatch.setattr(aws, "log_page", lambda stream, token: (
+        monkeypatch.setattr(batch_client, "register_job_definition", self.register)
+        monkeypatch.setattr(batch_client, "submit_job", self.submit)
+        monkeypatch.setattr(batch_client, "describe_jobs", self.describe)
+        monkeypatch.setattr(batch_client, "log_page", lambda stream, token: (
             [{"message": m} for m in self.log[int(token or 0):]], str(len(self.log))))  # fmt: skip
-        monkeypatch.setattr(aws, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
-        monkeypatch.setattr(aws, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
-        monkeypatch.setattr(aws, "with_exit_code", lambda job: job)
-        monkeypatch.setattr(aws, "compute_environments", lambda queue: self.environments)
-        monkeypatch.setattr(aws, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
+        monkeypatch.setattr(batch_client, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
+        monkeypatch.setattr(batch_client, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
+        monkeypatch.setattr(batch_client, "compute_environments", lambda queue: self.environments)
+        monkeypatch.setattr(batch_client, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
 
     def describe(self, ids: list[str]) -> list[dict[str, Any]]:
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -247,7 +249,9 @@ def test_ctrl_c_terminates_the_followed_job(tmp_path: Path, monkeypatch: pytest.
 
     import time
 
-    monkeypatch.setattr("disdat_luigi.run.jobs.time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic))
+    monkeypatch.setattr(
+        "disdat_luigi.run.batch.state.time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic)
+    )
     lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         _batch(tmp_path, lines.append).launch(_request(wait=True), JOB)
@@ -281,7 +285,7 @@ def test_batch_runs_the_pushed_content_tag(tmp_path: Path, monkeypatch: pytest.M
 
 
 class FakeClient:
-    """Answers the calls run/aws.py makes; `fail` maps a method name to the error it raises."""
+    """Answers the calls run/batch_client.py makes; `fail` maps a method name to the error it raises."""
 
     def __init__(self, fail: dict[str, Exception] | None = None) -> None:
         self.fail = fail or {}
@@ -323,43 +327,45 @@ def test_aws_wrappers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Queues, job definitions (every active revision, newest first), submission, job lookup,
     termination, session tokens, instance sizes and log pages, translated into disdat errors."""
     client = FakeClient()
-    monkeypatch.setattr(aws, "_client", lambda service: client)
+    monkeypatch.setattr(batch_client, "_client", lambda service: client)
     with pytest.raises(QueueNotFound):
-        aws.check_queue("q")
+        batch_client.check_queue("q")
     with pytest.raises(QueueNotFound):
-        aws.compute_environments("q")
-    assert [d["revision"] for d in aws.active_job_definitions("d")] == [3, 2, 1]
-    assert aws.register_job_definition("d", {"image": "i"}) == {"revision": 3}
-    assert aws.submit_job(jobName="n", jobQueue="q") == "j-9"
+        batch_client.compute_environments("q")
+    assert [d["revision"] for d in batch_client.active_job_definitions("d")] == [3, 2, 1]
+    assert batch_client.register_job_definition("d", {"image": "i"}) == {"revision": 3}
+    assert batch_client.submit_job(jobName="n", jobQueue="q") == "j-9"
     with pytest.raises(RunError, match="knows no job"):
-        aws.describe_job("j-9")
-    aws.terminate_job("j-9", "why")
+        state.describe_one("j-9")
+    batch_client.terminate_job("j-9", "why")
     assert ("terminate_job", {"jobId": "j-9", "reason": "why"}) in client.calls
-    assert aws.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
-    assert aws.instance_sizes(["p3.2xlarge", "optimal"]) == {"p3.2xlarge": (8, 62464, 1)}
-    assert aws.instance_sizes(["m5"]) == {}
-    assert aws.log_page("s", None) == ([{"message": "one\ntwo"}], "f/1")
-    assert client.calls[-1][1] == {"logGroupName": aws.LOG_GROUP, "logStreamName": "s", "startFromHead": True}
-    aws.log_page("s", "f/1")
+    assert batch_client.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
+    assert batch_client.instance_sizes(["p3.2xlarge", "optimal"]) == {"p3.2xlarge": (8, 62464, 1)}
+    assert batch_client.instance_sizes(["m5"]) == {}
+    assert batch_client.log_page("s", None) == ([{"message": "one\ntwo"}], "f/1")
+    assert client.calls[-1][1] == {"logGroupName": batch_client.LOG_GROUP, "logStreamName": "s", "startFromHead": True}
+    batch_client.log_page("s", "f/1")
     assert client.calls[-1][1]["nextToken"] == "f/1"
     missing = FakeClient()
     missing.fail["get_log_events"] = missing.exceptions.ResourceNotFoundException()
-    monkeypatch.setattr(aws, "_client", lambda service: missing)
-    assert aws.log_page("s", None) is None
+    monkeypatch.setattr(batch_client, "_client", lambda service: missing)
+    assert batch_client.log_page("s", None) is None
     throttled = FakeClient({"get_log_events": ClientError({"Error": {"Code": "ThrottlingException"}}, "GetLogEvents")})
-    monkeypatch.setattr(aws, "_client", lambda service: throttled)
-    monkeypatch.setattr(aws.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(batch_client, "_client", lambda service: throttled)
+    monkeypatch.setattr(batch_client.time, "sleep", lambda _s: None)
     with pytest.raises(RunError, match="reading the job log"):
-        aws.log_page("s", None)
+        batch_client.log_page("s", None)
     assert len(throttled.calls) == 8  # backed off and retried before giving up
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SubmitJob")
     monkeypatch.setattr(
-        aws, "_client", lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()})
+        batch_client,
+        "_client",
+        lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()}),
     )
     with pytest.raises(RunError, match="submit_job failed"):
-        aws.submit_job(jobName="n")
+        batch_client.submit_job(jobName="n")
     with pytest.raises(CredentialsError):
-        aws.session_credentials(900)
+        batch_client.session_credentials(900)
 
 
 # --- the Local backend ---------------------------------------------------------------------------

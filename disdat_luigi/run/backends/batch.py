@@ -8,16 +8,13 @@ from typing import Any
 
 from disdat_luigi.config import ECR_REGISTRY
 from disdat_luigi.dockerize import engine
-from disdat_luigi.errors import ImageNotFound, RunError
-from disdat_luigi.run import aws, jobs
+from disdat_luigi.errors import ImageNotFound, JobFailed, RunError
 from disdat_luigi.run.backends.base import Backend
-from disdat_luigi.run.jobs import JobSpec, Resources
+from disdat_luigi.run.batch import capacity, client, state
+from disdat_luigi.run.batch import spec as assembly
+from disdat_luigi.run.batch.spec import JobSpec, Resources
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
-
-
-def job_definition_name(image_name: str) -> str:
-    return f"{image_name.replace('/', '-')}-job-definition"
 
 
 class BatchBackend(Backend):
@@ -56,24 +53,10 @@ class BatchBackend(Backend):
             )
         return chosen
 
-    def container_properties(self, request: RunRequest, image: str) -> dict[str, Any]:
-        properties: dict[str, Any] = {"image": image, "resourceRequirements": self.resources(request).requirements()}
-        role = request.job_role_arn or self.settings.run.job_role_arn
-        if role:
-            properties["jobRoleArn"] = role
-        return properties
-
     def job_definition(self, request: RunRequest, job: ContainerJob, register: bool = True) -> Mapping[str, Any]:
-        """Any active revision whose image, resources and role match (not only the newest); a new
-        revision only when none does (without `register`: the definition that would be registered)."""
-        name = job_definition_name(job.image_name)
-        wanted = self.container_properties(request, job.image)
-        for current in aws.active_job_definitions(name):
-            if _matches(current.get("containerProperties", {}), wanted):
-                return current
-        if not register:
-            return {"jobDefinitionName": name, "type": "container", "containerProperties": wanted}
-        return aws.register_job_definition(name, wanted)
+        role = request.job_role_arn or self.settings.run.job_role_arn
+        properties = assembly.container_properties(job.image, self.resources(request), role)
+        return assembly.job_definition(job.image_name, properties, register)
 
     def spec(
         self, request: RunRequest, job: ContainerJob, definition: Mapping[str, Any], memory: int | None = None
@@ -87,7 +70,7 @@ class BatchBackend(Backend):
                 "warning: --use-aws-session-token puts temporary AWS keys in the job's overrides, readable by "
                 "anyone who can describe jobs; give the job a role instead ([run] job_role_arn)"
             )
-            credentials = aws.session_credentials(request.use_aws_session_token)
+            credentials = client.session_credentials(request.use_aws_session_token)
             environment.update(credentials)
             secrets = frozenset(credentials)
         resources = self.resources(request, memory)
@@ -116,7 +99,7 @@ class BatchBackend(Backend):
         """Before anything is submitted: the queue exists and one of its compute environments can
         ever place a job of these resources."""
         queue = self.queue(request)
-        problems = jobs.placement_problems(self.resources(request), queue, jobs.capacities(queue))
+        problems = capacity.placement_problems(self.resources(request), queue, capacity.capacities(queue))
         if problems:
             raise RunError("; ".join(problems), hint="ask for fewer resources, or use a queue that can give them")
 
@@ -128,7 +111,7 @@ class BatchBackend(Backend):
         self.check(request)
         definition = self.job_definition(request, job)
         spec = self.spec(request, job, definition)
-        job_id = aws.submit_job(**spec.submission())
+        job_id = client.submit_job(**spec.submission())
         self.on_submitted(job_id, spec.shown(), definition)
         self.log(f"submitted AWS Batch job {job_id} ({spec.name}) to queue {spec.queue}")
         if not request.wait or request.detach:
@@ -147,18 +130,17 @@ class BatchBackend(Backend):
         """Follow the job to its end (Ctrl-C terminates it); an out-of-memory kill is retried once
         with more memory when [run] memory_retry_factor asks for it."""
         followed = self.follow(job_id, spec, definition)
-        followed.job = aws.with_exit_code(followed.job)
         factor = self.settings.run.memory_retry_factor
-        if followed.job["status"] == "FAILED" and jobs.is_out_of_memory(followed.job) and factor > 1:
-            more = jobs.escalated_memory(spec.resources.memory, factor, jobs.capacities(spec.queue))
+        if followed.job.phase is state.JobPhase.FAILED and followed.job.out_of_memory and factor > 1:
+            more = capacity.escalated_memory(spec.resources.memory, factor, capacity.capacities(spec.queue))
             if more is not None:
                 self.log(f"job {job_id} ran out of memory with {spec.resources.memory} MiB; retrying with {more} MiB")
                 spec = self.spec(request, job, definition, memory=more)
-                job_id = aws.submit_job(**spec.submission())
+                job_id = client.submit_job(**spec.submission())
                 self.on_submitted(job_id, spec.shown(), definition)
                 followed = self.follow(job_id, spec, definition)
-        if followed.job["status"] == "FAILED":
-            raise jobs.failure(aws.with_exit_code(followed.job), followed.lines, spec.resources.memory)
+        if followed.job.phase is state.JobPhase.FAILED:
+            raise JobFailed.from_job(followed.job, followed.lines, spec.resources.memory)
         name, uuid = output_of(followed.lines)
         return RunResult(
             backend=self.name,
@@ -171,29 +153,18 @@ class BatchBackend(Backend):
             log_tail=tuple(followed.lines[-20:]),
         )
 
-    def follow(self, job_id: str, spec: JobSpec, definition: Mapping[str, Any]) -> jobs.Followed:
-        stream = f"{definition['jobDefinitionName']}/default/{job_id}"
+    def follow(self, job_id: str, spec: JobSpec, definition: Mapping[str, Any]) -> state.Followed:
+        stream = state.log_stream_name(definition["jobDefinitionName"], job_id)
         try:
-            return jobs.follow(
+            return state.follow(
                 job_id,
                 stream,
                 self.log,
                 poll_seconds=self.settings.run.poll_seconds,
                 runnable_warning_seconds=self.settings.run.runnable_warning_seconds,
-                diagnose_runnable=lambda described: jobs.runnable_diagnosis(described, spec.resources, spec.queue),
+                diagnose_runnable=lambda described: capacity.runnable_diagnosis(described, spec.resources, spec.queue),
             )
         except KeyboardInterrupt:
-            aws.terminate_job(job_id, "interrupted (Ctrl-C) by the user following it with dsdt")
+            client.terminate_job(job_id, "interrupted (Ctrl-C) by the user following it with dsdt")
             self.log(f"terminated AWS Batch job {job_id}")
             raise
-
-
-def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    def resources(props: Mapping[str, Any]) -> dict[str, str]:
-        return {r["type"]: str(r["value"]) for r in props.get("resourceRequirements", [])}
-
-    return (
-        current.get("image") == wanted.get("image")
-        and resources(current) == resources(wanted)
-        and (current.get("jobRoleArn") or None) == (wanted.get("jobRoleArn") or None)
-    )
