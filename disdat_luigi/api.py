@@ -617,8 +617,7 @@ def run(
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
     come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
     the container's output lines."""
-    from disdat_luigi.run.backends import backend_name
-    from disdat_luigi.run.request import RunRequest, params_to_args
+    from disdat_luigi.run.request import RunRequest, backend_name, params_to_args
     from disdat_luigi.run.runner import run as run_container
 
     request = RunRequest(

@@ -240,13 +240,13 @@ class Dispatcher:
 
     def _prepare(self, remote: list[PipeTask]) -> None:
         """Each executor made and ready for its classes (images built/pushed); the context's remote.
-        An executor configured as `type = local` runs its tasks here."""
+        An executor that `runs_here` (`type = local`) has its tasks run in this process."""
         by_executor: dict[str, dict[str, type]] = collections.defaultdict(dict)
         for task in remote:
             executor_options(type(task))  # a bad option fails here, before anything is built
             by_executor[self._executor_name(task)][class_path(type(task))] = type(task)
         made = {name: self._make_executor(name, self.context) for name in by_executor}
-        self._local_names.update(name for name, executor in made.items() if executor is None)
+        self._local_names.update(name for name, executor in made.items() if executor.runs_here)
         elsewhere = [t for t in remote if not self._is_local(t)]
         if not elsewhere:
             return
@@ -261,7 +261,7 @@ class Dispatcher:
                 hint=f"bind one: dsdt remote {self.context.name} s3://bucket/prefix",
             ) from err
         for name, executor in made.items():
-            if executor is not None:
+            if not executor.runs_here:
                 executor.prepare(list(by_executor[name].values()), self.log)
                 self._executors[name] = executor
 

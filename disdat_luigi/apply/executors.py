@@ -1,6 +1,6 @@
 """Where each task of an apply runs: the choice (class attribute, overridden per run) and the
-interface a remote executor implements. The executors themselves (AWS Batch, the local Docker
-engine) live in the run layer and are handed to apply by the caller."""
+one interface every executor implements. The executors themselves (local, AWS Batch, the local
+Docker engine, a stub) live in the run layer and are handed to apply by the caller."""
 
 from __future__ import annotations
 
@@ -165,10 +165,13 @@ class JobUpdate:
 
 
 class Executor(ABC):
-    """Runs RemoteTasks somewhere else, many at once, without a local process per task."""
+    """Runs tasks somewhere: in this process (`runs_here`: the dispatcher runs them itself), or
+    elsewhere, many at once, without a local process per task. The types are registered by name
+    in run/executors."""
 
     name: str
     max_concurrent: int = 100
+    runs_here: bool = False
 
     @abstractmethod
     def prepare(self, classes: Sequence[type], log: Callable[[str], None]) -> None:
@@ -192,5 +195,5 @@ class Executor(ABC):
         """Tasks handed over and not yet reported DONE or FAILED."""
 
 
-# (executor name, the apply's context) -> the executor; None: that executor runs its tasks here
-ExecutorFactory = Callable[[str, "LocalContext"], "Executor | None"]
+# (executor name, the apply's context) -> the executor
+ExecutorFactory = Callable[[str, "LocalContext"], "Executor"]

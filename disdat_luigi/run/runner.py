@@ -1,5 +1,6 @@
-"""`dsdt run` on the host: find the image, publish the input, start the container through a
-backend, and bring the output bundle (with its lineage) back into the local context."""
+"""`dsdt run` on the host: find the image, publish the input, hand one job whose work is a whole
+apply to the `docker` or `aws_batch` executor (waiting for it, or not), and bring the output
+bundle (with its lineage) back into the local context."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Any
 
 from disdat_luigi.apply.driver import ApplyRequest
 from disdat_luigi.apply.plan import Decision
-from disdat_luigi.config import Settings
+from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
 from disdat_luigi.run import journal
-from disdat_luigi.run.backends import load_backend
-from disdat_luigi.run.backends.base import LogSink
 from disdat_luigi.run.batch import client, state
+from disdat_luigi.run.command import apply_work, container_command
+from disdat_luigi.run.executors import executor_type
+from disdat_luigi.run.executors.container import ContainerExecutor, LogSink
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
@@ -35,7 +37,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     location = RemoteLocation.of(context)
     module, _cls = module_of(request.pipe_cls)
     name = image_name(module, settings.docker.repository_prefix)
-    backend = load_backend(request.backend)(settings, log)
+    backend = run_executor(request, settings, context, log)
     pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
     # the class and its parameters fail here, before anything is pushed or started
     pipeline = _load_pipeline(request, pipe_root) if pipe_root is not None else None
@@ -54,7 +56,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
-            backend=backend.name,
+            backend=request.backend,
             status=RunStatus.SUCCEEDED,
             output_name=reused.bundle_name,
             output_uuid=reused.uuid,
@@ -63,7 +65,17 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
-    command = _command(request, location, input_uuid, settings)
+    work = apply_work(
+        pipe_cls=request.pipe_cls,
+        pipe_args=request.pipe_args,
+        input_uuid=input_uuid,
+        output_bundle=request.output_bundle,
+        workers=request.workers,
+        force=request.force,
+        force_all=request.force_all,
+        output_tags=request.output_tags,
+    )
+    command = container_command(location, settings.remote, work)
     job = ContainerJob(
         image=image,
         image_name=name,
@@ -96,6 +108,21 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if result.status is RunStatus.SUCCEEDED:
         _pull_output(context, sync, result, request)
     return result
+
+
+# `dsdt run --backend` -> the executor type that runs its one job
+RUN_EXECUTORS = {BackendName.LOCAL: "docker", BackendName.AWS_BATCH: "aws_batch"}
+
+
+def run_executor(request: RunRequest, settings: Settings, context: LocalContext, log: LogSink) -> ContainerExecutor:
+    """The executor of `dsdt run`'s job: `[run]`'s settings (request options override them in
+    each job's resources), named after the backend."""
+    kind = RUN_EXECUTORS[request.backend]
+    config = ExecutorSettings(name=f"run-{kind}", type=kind, queue=settings.run.aws_batch_queue)
+    executor: ContainerExecutor = executor_type(kind)(
+        settings=settings, config=config, context=context, build=request.build, log=log
+    )
+    return executor
 
 
 def container_apply(
@@ -231,28 +258,6 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
     if not request.no_push_input and not request.no_submit:  # --no-submit changes nothing
         sync.push([bundle])
     return bundle.uuid
-
-
-def _command(
-    request: RunRequest, location: RemoteLocation, input_uuid: str | None, settings: Settings
-) -> tuple[str, ...]:
-    args = [
-        "--remote-context", location.context,
-        "--remote-url", f"s3://{location.bucket}/{location.prefix}".rstrip("/"),
-        "--input-bundle", input_uuid or "-",
-        "--output-bundle", request.output_bundle or "-",
-        "--workers", str(request.workers),
-        "--server-side-encryption", settings.remote.server_side_encryption,
-    ]  # fmt: skip
-    if settings.remote.sse_kms_key_id:
-        args += ["--sse-kms-key-id", settings.remote.sse_kms_key_id]
-    if request.force:
-        args.append("--force")
-    if request.force_all:
-        args.append("--force-all")
-    for key, value in request.output_tags.items():
-        args += ["--output-tag", f"{key}:{value}"]
-    return (*args, request.pipe_cls, *request.pipe_args)
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:

@@ -12,7 +12,8 @@ from disdat_luigi.apply.executors import Phase
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.run.batch import client
 from disdat_luigi.run.batch.state import JobState
-from disdat_luigi.run.executors import BatchExecutor, Tracked
+from disdat_luigi.run.executors.batch import BatchExecutor
+from disdat_luigi.run.executors.container import Tracked
 from disdat_luigi.store.store import LocalStore
 
 
