@@ -56,6 +56,12 @@ class Progress:
     """Counts per (task class, executor), for the status table."""
 
     counts: dict[tuple[str, str], collections.Counter[str]] = field(default_factory=dict)
+    retried: set[str] = field(default_factory=set)  # tasks whose job is past its first attempt
+
+    def retry(self, key: tuple[str, str], task_id: str) -> None:
+        if task_id not in self.retried:
+            self.retried.add(task_id)
+            self.counts.setdefault(key, collections.Counter())["retried"] += 1
 
     def set(self, key: tuple[str, str], old: str | None, new: str) -> None:
         counter = self.counts.setdefault(key, collections.Counter())
@@ -64,7 +70,7 @@ class Progress:
         counter[new] += 1
 
     def table(self) -> str:
-        columns = ["pending", "submitted", "running", "done", "reused", "failed"]
+        columns = ["pending", "submitted", "running", "done", "reused", "failed", "retried"]
         width = max([4, *(len(k[0]) for k in self.counts)])
         lines = [f"{'TASK':<{width}}  {'EXECUTOR':<10} " + " ".join(f"{c.upper():>9}" for c in columns)]
         for (cls, executor), counter in sorted(self.counts.items()):
@@ -202,6 +208,10 @@ class Dispatcher:
             task = self.tasks[update.task_id]
             for line in update.log:
                 self.log(f"[{task}] {line}")
+            if update.note:
+                self.log(f"[{task}] {update.note}")
+            if update.attempt > 1:
+                self.progress.retry((type(task).__name__, self._executor_name(task)), task.task_id)
             if update.phase is Phase.DONE:
                 mismatch = self._record_remote(task, update.output_uuid)
                 if mismatch:

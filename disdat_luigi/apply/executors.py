@@ -162,6 +162,9 @@ class JobUpdate:
     output_uuid: str = ""  # when DONE: the bundle on the remote (another apply's, when shared)
     error: DisdatError | None = None  # when FAILED: the diagnosis
     log: tuple[str, ...] = ()  # the job's log lines, when it ended
+    attempt: int = 1  # the job's attempt (a retry after a lost host, an out-of-memory kill)
+    attempts: int = 1  # of how many it may have
+    note: str = ""  # what the user should hear of it (a retry and why)
 
 
 class Executor(ABC):

@@ -193,12 +193,12 @@ def _jobs(args: argparse.Namespace) -> int:
     from disdat_luigi.cli.common import current_context
 
     rows = api.jobs(current_context())
-    print(f"{'JOB ID':<38} {'PIPELINE':<32} {'OUTPUT':<20} {'STATUS':<10} {'STARTED':<19} DURATION")
+    print(f"{'JOB ID':<38} {'PIPELINE':<32} {'OUTPUT':<20} {'STATUS':<10} {'ATTEMPT':<7} {'STARTED':<19} DURATION")
     for row in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])) if row["started"] else "-"
         duration = f"{row['duration']:.0f} s" if row["duration"] is not None else "-"
         print(f"{row['job_id']:<38} {row['pipe_cls'][-32:]:<32} {row['output'][:20]:<20} {row['status']:<10} "
-              f"{started:<19} {duration}")  # fmt: skip
+              f"{row['attempt']:<7} {started:<19} {duration}")  # fmt: skip
     return 0
 
 

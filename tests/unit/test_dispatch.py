@@ -93,6 +93,17 @@ def test_a_failure_stops_new_work_and_lets_the_rest_finish(planned) -> None:  # 
     assert (counts["done"], counts["failed"], counts["pending"]) == (2, 1, 3)
 
 
+def test_a_retried_job_is_said_and_counted(planned) -> None:  # type: ignore[no-untyped-def]
+    """An executor's retry of a job reaches the user: its note in the log, RETRIED in the table."""
+    stub = StubExecutor(name="far", max_concurrent=4, retry={"Leaf(n=1)"})
+    lines: list[str] = []
+    dispatcher = planned(3, stub)
+    dispatcher.log = lines.append
+    dispatcher.run()
+    assert "[Leaf(n=1)] job stub-2 attempt 2/2: the stub lost its host" in lines
+    assert dispatcher.progress.counts[("Leaf", "far")]["retried"] == 1 and not dispatcher.failures
+
+
 def test_ctrl_c_cancels_what_is_in_flight(planned, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     stub = StubExecutor(name="far", max_concurrent=4)
     lines: list[str] = []
@@ -109,14 +120,19 @@ def test_ctrl_c_cancels_what_is_in_flight(planned, monkeypatch: pytest.MonkeyPat
 
 
 def test_the_status_table() -> None:
+    """Counts per class and executor; a task whose job is past its first attempt counts once as retried."""
     progress = Progress()
     progress.set(("Fit", "batch"), None, "pending")
     progress.set(("Fit", "batch"), "pending", "running")
+    progress.retry(("Fit", "batch"), "Fit_1")
+    progress.retry(("Fit", "batch"), "Fit_1")  # its third attempt: still one task retried
     progress.set(("Prep", "local"), None, "reused")
     header, fit, prep = progress.table().splitlines()
-    assert header.split() == ["TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "DONE", "REUSED", "FAILED"]
-    assert fit.split() == ["Fit", "batch", "0", "0", "1", "0", "0", "0"]
-    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "1", "0"]
+    assert header.split() == [
+        "TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "DONE", "REUSED", "FAILED", "RETRIED",
+    ]  # fmt: skip
+    assert fit.split() == ["Fit", "batch", "0", "0", "1", "0", "0", "0", "1"]
+    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "1", "0", "0"]
 
 
 def _task(n: int, cls: str = "m.Fit", memory: int | None = None) -> RemoteTask:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from disdat_luigi.config import DockerSettings, RemoteSettings, RunSettings, Settings
+from disdat_luigi.config import EXECUTOR_TYPES, DockerSettings, RemoteSettings, RunSettings, Settings
 from disdat_luigi.dockerize import engine
 from disdat_luigi.errors import (
+    ConfigError,
     CredentialsError,
     ImageNotFound,
     JobFailed,
@@ -24,15 +25,13 @@ from disdat_luigi.errors import (
     RunError,
 )
 from disdat_luigi.run import runner
-from disdat_luigi.config import EXECUTOR_TYPES
-from disdat_luigi.errors import ConfigError
+from disdat_luigi.run.batch import client as batch_client
+from disdat_luigi.run.batch import state
+from disdat_luigi.run.batch.spec import job_definition_name
 from disdat_luigi.run.executors import EXECUTORS, executor_type
 from disdat_luigi.run.executors.batch import BatchExecutor
 from disdat_luigi.run.executors.docker import DockerExecutor
 from disdat_luigi.run.executors.local import LocalExecutor
-from disdat_luigi.run.batch import client as batch_client
-from disdat_luigi.run.batch import state
-from disdat_luigi.run.batch.spec import job_definition_name
 from disdat_luigi.run.output import OUTPUT_MARKER, output_line, output_of
 from disdat_luigi.run.request import (
     BackendName,

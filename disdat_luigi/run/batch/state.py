@@ -53,6 +53,7 @@ class JobState:
     name: str = ""
     phase: JobPhase
     status_reason: str = ""
+    attempt_reason: str = ""  # why the last ended attempt ended (a retry's cause)
     exit_code: int | None = None
     container_reason: str = ""
     log_stream: str | None = None  # the current (or last) attempt's
@@ -79,6 +80,7 @@ class JobState:
             name=str(job.get("jobName", "")),
             phase=JobPhase(job["status"]),
             status_reason=str(job.get("statusReason") or ""),
+            attempt_reason=str((attempts[-1].get("statusReason") or "") if attempts else ""),
             exit_code=None if exit_code is None else int(exit_code),
             container_reason=str(container.get("reason") or last.get("reason") or ""),
             log_stream=container.get("logStreamName") or last.get("logStreamName"),

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from disdat_luigi.apply import taskspec
-from disdat_luigi.apply.executors import Phase, RemoteTask, executor_options
+from disdat_luigi.apply.executors import JobUpdate, Phase, RemoteTask, executor_options
 from disdat_luigi.apply.identity import class_path
 from disdat_luigi.config import ECR_REGISTRY
 from disdat_luigi.dockerize import engine
@@ -20,7 +20,7 @@ from disdat_luigi.run.batch import capacity, client, state
 from disdat_luigi.run.batch import spec as assembly
 from disdat_luigi.run.batch.spec import JobSpec, Resources
 from disdat_luigi.run.batch.state import JobPhase, JobState
-from disdat_luigi.run.executors.container import ContainerExecutor, LogSink, Tracked
+from disdat_luigi.run.executors.container import Attempt, ContainerExecutor, LogSink, Tracked
 from disdat_luigi.run.output import output_of, without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store.remote.s3 import S3
@@ -210,6 +210,42 @@ class BatchExecutor(ContainerExecutor):
             for child in state.children_in(parent, phase):
                 known[child] = task_phase(phase)
         return {i: known.get(i, Phase.SUBMITTED) for i in ids}
+
+    def attempt_of(self, job_id: str) -> Attempt | None:
+        """Batch's own retries (a lost host: `Host EC2*`) as seen at the last describe."""
+        job = self.described.get(job_id)
+        if job is None:
+            return None
+        return Attempt(number=job.attempt, of=job.max_attempts, reason=job.attempt_reason)
+
+    def retry(self, tracked: Tracked) -> JobUpdate | None:
+        """A job killed for running out of memory, once more as a new job with `[run]
+        memory_retry_factor` times the memory (capped at the queue's largest instance), as
+        `dsdt run` does."""
+        job = self.described.get(tracked.job_id)
+        factor = self.settings.run.memory_retry_factor
+        task = tracked.task
+        if job is None or not job.out_of_memory or factor <= 1 or task.identity in self.more_memory:
+            return None
+        queue = self.queue(self.run_request(task))
+        more = capacity.escalated_memory(tracked.memory, factor, capacity.capacities(queue))
+        if more is None:
+            return None
+        self.more_memory[task.identity] = more
+        self.described.pop(tracked.job_id, None)
+        job_id = self._submit_one(task)
+        self.remember_job(task, job_id)
+        attempt = tracked.attempt + 1
+        self.tracked[job_id] = Tracked(task, job_id, tracked.output_uuid, Phase.SUBMITTED, more, attempt=attempt)
+        return JobUpdate(
+            task_id=task.task_id,
+            phase=Phase.SUBMITTED,
+            job_id=job_id,
+            attempt=attempt,
+            attempts=attempt,
+            note=f"job {tracked.job_id} ran out of memory with {tracked.memory} MiB; "
+            f"retrying as job {job_id} with {more} MiB",
+        )
 
     def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
         job = self.described.pop(tracked.job_id, None)

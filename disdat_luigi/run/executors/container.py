@@ -96,6 +96,16 @@ class Tracked:
     output_uuid: str
     phase: Phase
     memory: int = 0
+    attempt: int = 1  # of the job (the executor's own retries, e.g. after a lost host)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """Which attempt a job is on, of how many, and why the one before it ended."""
+
+    number: int
+    of: int
+    reason: str = ""
 
 
 class ContainerExecutor(Executor):
@@ -121,6 +131,7 @@ class ContainerExecutor(Executor):
         self.journal = ExecutorJournal(context)
         self.images: dict[str, tuple[str, str]] = {}  # class path -> (image name, reference)
         self.tracked: dict[str, Tracked] = {}  # job id -> the task it runs
+        self.more_memory: dict[str, int] = {}  # task identity -> MiB of its retry after an out-of-memory kill
         self.log: LogSink = log or (lambda _line: None)
         # told of each `dsdt run` job as soon as it is submitted (so it can be found again, even
         # when the process following it fails): (job id, submission, job definition)
@@ -223,9 +234,24 @@ class ContainerExecutor(Executor):
         updates: list[JobUpdate] = []
         for job_id, phase in self.phases(list(self.tracked)).items():
             tracked = self.tracked.get(job_id)
-            if tracked is None or phase is None or phase is tracked.phase:
+            if tracked is None or phase is None:
+                continue
+            attempt = self.attempt_of(job_id)
+            retried = attempt is not None and attempt.number > tracked.attempt
+            if phase is tracked.phase and not retried:
                 continue
             tracked.phase = phase
+            if retried and attempt is not None:
+                tracked.attempt = attempt.number
+                updates.append(self._retried(tracked, attempt))
+                if phase is not Phase.DONE and phase is not Phase.FAILED:
+                    continue
+            if phase is Phase.FAILED:
+                again = self.retry(tracked)
+                if again is not None:
+                    del self.tracked[job_id]
+                    updates.append(again)
+                    continue
             if phase is Phase.DONE or phase is Phase.FAILED:
                 del self.tracked[job_id]
                 lines, error = self.finish(tracked)
@@ -242,6 +268,42 @@ class ContainerExecutor(Executor):
             else:
                 updates.append(JobUpdate(task_id=tracked.task.task_id, phase=phase, job_id=job_id))
         return updates
+
+    def remember_job(self, task: RemoteTask, job_id: str) -> None:
+        """A job started for `task` outside `submit` (a retry) in the executor journal, so the next
+        apply attaches to it."""
+        self.journal.add(
+            [
+                ExecutorJob(
+                    identity=task.identity,
+                    job_id=job_id,
+                    output_uuid=task.output_uuid,
+                    executor=self.name,
+                    task=task.label,
+                    submitted=time.time(),
+                )
+            ]
+        )
+
+    def _retried(self, tracked: Tracked, attempt: Attempt) -> JobUpdate:
+        why = f": {attempt.reason}" if attempt.reason else ""
+        return JobUpdate(
+            task_id=tracked.task.task_id,
+            phase=tracked.phase,
+            job_id=tracked.job_id,
+            attempt=attempt.number,
+            attempts=attempt.of,
+            note=f"job {tracked.job_id} attempt {attempt.number}/{attempt.of}{why}",
+        )
+
+    def attempt_of(self, job_id: str) -> Attempt | None:
+        """The attempt a job is on (None: the executor does not retry jobs itself)."""
+        return None
+
+    def retry(self, tracked: Tracked) -> JobUpdate | None:
+        """A failed job started again in a new job (e.g. with more memory): the update saying so;
+        None: the failure stands."""
+        return None
 
     def cancel(self) -> list[str]:
         stopped = []
@@ -269,7 +331,7 @@ class ContainerExecutor(Executor):
             pipe_cls=task.pipe_cls,
             backend=BackendName.AWS_BATCH if self.push_images else BackendName.LOCAL,
             vcpus=options.get("vcpus", config.vcpus),
-            memory=options.get("memory", config.memory),
+            memory=self._memory(task),
             gpus=options.get("gpus", config.gpus),
             timeout=options.get("timeout", config.timeout),
             retries=options.get("retries", config.retries),
@@ -280,7 +342,7 @@ class ContainerExecutor(Executor):
         )
 
     def _memory(self, task: RemoteTask) -> int:
-        return int(task.options.get("memory", self.config.memory))
+        return self.more_memory.get(task.identity) or int(task.options.get("memory", self.config.memory))
 
     # what each executor does its own way
     def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:

@@ -13,7 +13,8 @@ from disdat_luigi.errors import JobFailed
 
 class StubExecutor(Executor):
     """Ends the oldest task it holds at each poll: DONE with a made-up bundle uuid, or FAILED
-    for a task whose label is in `fail`. `batches`, `peak` and `cancelled` record what it saw."""
+    for a task whose label is in `fail`; a task whose label is in `retry` first goes to a second
+    attempt (as a job on a lost host would). `batches`, `peak` and `cancelled` record what it saw."""
 
     def __init__(
         self,
@@ -21,12 +22,14 @@ class StubExecutor(Executor):
         name: str = "stub",
         max_concurrent: int = 100,
         fail: Collection[str] = (),
+        retry: Collection[str] = (),
         config: Any = None,
         **_unused: Any,
     ) -> None:
         self.name = getattr(config, "name", name)
         self.max_concurrent = getattr(config, "max_concurrent_jobs", max_concurrent)
         self.fail = set(fail)
+        self.retry = set(retry)
         self.classes: list[type] = []
         self.held: list[tuple[RemoteTask, str]] = []
         self.batches: list[int] = []
@@ -51,7 +54,14 @@ class StubExecutor(Executor):
     def poll(self) -> list[JobUpdate]:
         if not self.held:
             return []
-        (task, job_id), self.held = self.held[0], self.held[1:]
+        task, job_id = self.held[0]
+        if task.label in self.retry:
+            self.retry.discard(task.label)
+            note = f"job {job_id} attempt 2/2: the stub lost its host"
+            return [
+                JobUpdate(task_id=task.task_id, phase=Phase.RUNNING, job_id=job_id, attempt=2, attempts=2, note=note)
+            ]
+        self.held = self.held[1:]
         if task.label in self.fail:
             error = JobFailed(f"{task.label} failed in the stub executor")
             return [JobUpdate(task_id=task.task_id, phase=Phase.FAILED, job_id=job_id, error=error)]
