@@ -60,6 +60,7 @@ __all__ = [
     "add",
     "apply",
     "cancel",
+    "cancel_apply",
     "apply_outcome",
     "cat",
     "commit",
@@ -651,8 +652,9 @@ def run(
 
 
 def jobs(local_context: str) -> list[dict[str, Any]]:
-    """The AWS Batch jobs this context submitted, newest first: id, pipeline class, output name,
-    status, started (epoch seconds) and duration."""
+    """The AWS Batch jobs this context submitted (`dsdt run`'s and executor jobs), newest first: id,
+    pipeline class, task, executor, apply, output name, status, attempt, started (epoch seconds),
+    duration and vCPU-seconds."""
     from disdat_luigi.run.runner import list_jobs
 
     return list_jobs(_context(local_context))
@@ -677,6 +679,13 @@ def cancel(local_context: str, job_id: str) -> None:
     from disdat_luigi.run.runner import cancel_job
 
     cancel_job(_context(local_context), job_id)
+
+
+def cancel_apply(local_context: str, apply_id: str) -> list[str]:
+    """Terminate every job one apply submitted that is still queued or running; their ids."""
+    from disdat_luigi.run.runner import cancel_apply as stop_apply
+
+    return stop_apply(_context(local_context), apply_id)
 
 
 def failed_job_for(local_context: str, bundle_name: str) -> JobFailed | None:

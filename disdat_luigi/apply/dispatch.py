@@ -274,6 +274,8 @@ class Dispatcher:
             if not executor.runs_here:
                 executor.prepare(list(by_executor[name].values()), self.log)
                 self._executors[name] = executor
+        if self._executors and self.options.apply_id:
+            self.log(f"apply {self.options.apply_id}: `dsdt cancel --apply {self.options.apply_id}` stops its jobs")
 
     def _remote_task(self, task: PipeTask) -> RemoteTask:
         decision = self.decisions[task.task_id]
@@ -297,6 +299,7 @@ class Dispatcher:
             options=executor_options(type(task)),
             code=decision.code_version,
             forced_by=self.options.apply_id if decision.forced else "",
+            apply_id=self.options.apply_id,
         )
 
     def _uuid_of(self, task: PipeTask) -> str:

@@ -105,6 +105,7 @@ class RemoteTask:
     options: dict[str, int] = field(default_factory=dict)  # the class's executor_options
     code: str = ""  # the code identity the host planned with: the container must run the same
     forced_by: str = ""  # the apply's id when the run is forced (never shared with another apply)
+    apply_id: str = ""  # the apply that submits it (`dsdt cancel --apply ID`); not part of its identity
 
     @property
     def task_identity(self) -> TaskIdentity:

@@ -95,6 +95,9 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
                 definition=str(definition.get("jobDefinitionName", "")),
                 memory=_memory_of(submission),
                 submitted=journal.now(),
+                task=request.pipe_cls,
+                executor=backend.name,
+                vcpus=_requirement(submission, "VCPU"),
             ),
         )
 
@@ -240,8 +243,12 @@ def _refresh_image(request: RunRequest, pipe_root: Path | None, settings: Settin
 
 
 def _memory_of(submission: Mapping[str, Any]) -> int:
+    return _requirement(submission, "MEMORY")
+
+
+def _requirement(submission: Mapping[str, Any], kind: str) -> int:
     for requirement in submission.get("containerOverrides", {}).get("resourceRequirements", []):
-        if requirement.get("type") == "MEMORY":
+        if requirement.get("type") == kind:
             return int(requirement["value"])
     return 0
 
@@ -343,6 +350,22 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
 def cancel_job(context: LocalContext, job_id: str) -> None:
     _record(context, job_id)
     client.terminate_job(job_id, "cancelled with dsdt cancel")
+
+
+def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
+    """Terminate every job of one apply still queued or running (an array job through its parent,
+    which stops its children); the ids terminated."""
+    records = journal.for_apply(context.path, apply_id)
+    if not records:
+        raise RunError(
+            f"context {context.name!r} has no jobs of apply {apply_id}",
+            hint="`dsdt jobs` lists the jobs and the apply of each",
+        )
+    ids = sorted({r.job_id.partition(":")[0] for r in records})
+    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended]
+    for job_id in running:
+        client.terminate_job(job_id, f"cancelled with dsdt cancel --apply {apply_id}")
+    return running
 
 
 def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:

@@ -121,3 +121,44 @@ def test_without_retries_a_lost_host_fails(tmp_path: Path, retries: int) -> None
     with double.installed():
         updates = _run(_executor(tmp_path, retries=retries), [_task(5)])
     assert updates[-1].phase is Phase.FAILED and "Host EC2" in (updates[-1].error.message if updates[-1].error else "")
+
+
+def test_jobs_lists_executor_jobs_and_cancel_stops_one_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dsdt jobs` rows of executor jobs (array children too) name the task, executor, apply,
+    attempt and vCPU-seconds; `cancel --apply` terminates that apply's unfinished jobs only
+    (an array job through its parent)."""
+    from dataclasses import replace
+
+    from disdat_luigi.errors import RunError
+    from disdat_luigi.run import runner
+    from disdat_luigi.run.executors import batch as batch_executor
+
+    monkeypatch.setattr(batch_executor.S3, "put_bytes", lambda self, bucket, key, body: None)  # the array's specs
+    double = BatchDouble(plan=lambda _s: [Attempt(runnable_polls=1000)])  # they wait to be placed
+    executor = _executor(tmp_path)
+    executor.config = replace(executor.config, array_min_size=3)
+    mine = [replace(_task(n), apply_id="a1") for n in range(4)]
+    with double.installed():
+        executor.submit(mine[:1])
+        executor.submit(mine[1:])  # three siblings: one array job
+        executor.submit([replace(_task(9), apply_id="other")])
+        rows = runner.list_jobs(executor.context)
+        stopped = runner.cancel_apply(executor.context, "a1")
+        with pytest.raises(RunError, match="has no jobs of apply nope"):
+            runner.cancel_apply(executor.context, "nope")
+    assert stopped == ["job-1", "job-2"] and double.terminated == ["job-1", "job-2"]
+    by_id = {r["job_id"]: r for r in rows}
+    assert set(by_id) == {"job-1", "job-2:0", "job-2:1", "job-2:2", "job-3"}
+    child = by_id["job-2:1"]
+    assert (child["task"], child["executor"], child["apply_id"]) == ("Fit(n=2)", "farm", "a1")
+    assert by_id["job-1"]["status"] == "RUNNABLE" and by_id["job-1"]["attempt"] == "1/3"
+    assert by_id["job-1"]["vcpu_seconds"] is None  # not started
+
+
+def test_cancel_names_one_job_or_one_apply(dsdt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt cancel` with neither a job nor --apply (or with both) is a one-line error."""
+    monkeypatch.setenv("DISDAT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DISDAT_CONFIG", str(tmp_path / "disdat.cfg"))
+    for args in ((), ("job-1", "--apply", "a1")):
+        result = dsdt("cancel", *args)
+        assert result.code != 0 and "name one job, or one apply with --apply ID" in result.err

@@ -167,6 +167,10 @@ class BatchExecutor(ContainerExecutor):
                     definition=str(definition.get("jobDefinitionName", "")),
                     memory=spec.resources.memory,
                     submitted=journal.now(),
+                    task=task.label,
+                    executor=self.name,
+                    apply_id=task.apply_id,
+                    vcpus=spec.resources.vcpus,
                 ),
             )
 
