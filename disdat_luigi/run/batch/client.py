@@ -47,19 +47,23 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(2**attempt * 0.2, 5))
 
 
-def _call(what: str, function: Any, **kwargs: Any) -> Any:
-    """One API call; throttling is waited out (up to ATTEMPTS tries), anything else is a RunError."""
+def _call(what: str, function: Any, missing: type[Exception] | None = None, **kwargs: Any) -> Any:
+    """One API call; throttling is waited out (up to ATTEMPTS tries), anything else is a RunError;
+    None when it raises `missing` (a resource that does not exist yet)."""
     for attempt in range(ATTEMPTS):
         try:
             return function(**kwargs)
         except NoCredentialsError as err:
             raise CredentialsError(f"no AWS credentials for {what}") from err
-        except ClientError as err:
-            if not _throttled(err) or attempt == ATTEMPTS - 1:
+        except Exception as err:
+            if missing is not None and isinstance(err, missing):
+                return None
+            if isinstance(err, ClientError) and _throttled(err) and attempt < ATTEMPTS - 1:
+                _backoff(attempt)
+                continue
+            if isinstance(err, (ClientError, BotoCoreError)):
                 raise RunError(f"{what} failed: {err}") from err
-            _backoff(attempt)
-        except BotoCoreError as err:
-            raise RunError(f"{what} failed: {err}") from err
+            raise
     raise AssertionError("unreachable")
 
 
@@ -165,20 +169,16 @@ def log_page(
     kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": from_head}
     if token is not None:
         kwargs["nextToken"] = token
-    for attempt in range(ATTEMPTS):
-        try:
-            answer = logs.get_log_events(**kwargs)
-            following = answer.get("nextForwardToken" if from_head else "nextBackwardToken")
-            return list(answer.get("events", [])), following
-        except logs.exceptions.ResourceNotFoundException:
-            return None
-        except ClientError as err:
-            if not _throttled(err) or attempt == ATTEMPTS - 1:
-                raise RunError(f"reading the job log {stream} failed: {err}") from err
-            _backoff(attempt)
-        except BotoCoreError as err:
-            raise RunError(f"reading the job log {stream} failed: {err}") from err
-    return None
+    answer = _call(
+        f"reading the job log {stream}",
+        logs.get_log_events,
+        missing=logs.exceptions.ResourceNotFoundException,
+        **kwargs,
+    )
+    if answer is None:
+        return None
+    following = answer.get("nextForwardToken" if from_head else "nextBackwardToken")
+    return list(answer.get("events", [])), following
 
 
 def session_credentials(seconds: int) -> dict[str, str]:

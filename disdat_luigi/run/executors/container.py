@@ -178,18 +178,7 @@ class ContainerExecutor(Executor):
             def remember(task: RemoteTask, job_id: str) -> None:
                 """Journaled and tracked the moment it is started: should a later submission of the
                 batch fail, every job already running is still known (to Ctrl-C, to the next apply)."""
-                self.journal.add(
-                    [
-                        ExecutorJob(
-                            identity=task.identity,
-                            job_id=job_id,
-                            output_uuid=task.output_uuid,
-                            executor=self.name,
-                            task=task.label,
-                            submitted=time.time(),
-                        )
-                    ]
-                )
+                self.remember_job(task, job_id)
                 self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
                 started.append((task, job_id))
 
@@ -270,8 +259,7 @@ class ContainerExecutor(Executor):
         return updates
 
     def remember_job(self, task: RemoteTask, job_id: str) -> None:
-        """A job started for `task` outside `submit` (a retry) in the executor journal, so the next
-        apply attaches to it."""
+        """A job started for `task` in the executor journal, so the next apply attaches to it."""
         self.journal.add(
             [
                 ExecutorJob(
