@@ -125,8 +125,8 @@ def describe(job_ids: Sequence[str], exit_codes: bool = False) -> dict[str, JobS
     for start in range(0, len(job_ids), DESCRIBE_BATCH):
         for job in client.describe_jobs(list(job_ids[start : start + DESCRIBE_BATCH])):
             state = JobState.of(job)
-            if exit_codes and state.phase is JobPhase.FAILED and state.exit_code is None and state.queue:
-                state = _with_listed_exit_code(state)
+            if exit_codes:
+                state = with_exit_code(state)
             found[state.job_id] = state
     return found
 
@@ -138,9 +138,12 @@ def describe_one(job_id: str, exit_codes: bool = False) -> JobState:
     return found
 
 
-def _with_listed_exit_code(state: JobState) -> JobState:
+def with_exit_code(state: JobState) -> JobState:
+    """A failed job's exit code from the queue's list of failed jobs, when describe_jobs left it out."""
     from dataclasses import replace
 
+    if state.phase is not JobPhase.FAILED or state.exit_code is not None or not state.queue:
+        return state
     listed = client.list_jobs(jobQueue=state.queue, jobStatus=JobPhase.FAILED.value)
     code = next((j.get("container", {}).get("exitCode") for j in listed if j.get("jobId") == state.job_id), None)
     return state if code is None else replace(state, exit_code=int(code))

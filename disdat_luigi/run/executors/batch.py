@@ -259,8 +259,7 @@ class BatchExecutor(ContainerExecutor):
             return lines, None
         if job is None:
             return lines, JobFailed(f"AWS Batch job {tracked.job_id} failed", hint="`dsdt logs` shows its log")
-        if job.exit_code is None:
-            job = state.describe([job.job_id], exit_codes=True).get(job.job_id, job)
+        job = state.with_exit_code(job)
         return lines, JobFailed.from_job(job, lines, tracked.memory)
 
     def terminate(self, job_id: str) -> None:
