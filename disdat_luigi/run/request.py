@@ -70,7 +70,7 @@ class ContainerJob:
     image: str
     image_name: str
     command: tuple[str, ...]
-    environment: Mapping[str, str]  # no secrets: the docker executor adds the host's (DockerExecutor.secret_environment)
+    environment: Mapping[str, str]  # no secrets: the docker executor adds the host's own
 
 
 @dataclass(frozen=True, kw_only=True)
