@@ -70,7 +70,7 @@ class Progress:
         counter[new] += 1
 
     def table(self) -> str:
-        columns = ["pending", "submitted", "running", "done", "reused", "failed", "retried"]
+        columns = ["pending", "submitted", "running", "retried", "done", "reused", "failed"]
         width = max([4, *(len(k[0]) for k in self.counts)])
         lines = [f"{'TASK':<{width}}  {'EXECUTOR':<10} " + " ".join(f"{c.upper():>9}" for c in columns)]
         for (cls, executor), counter in sorted(self.counts.items()):

@@ -129,10 +129,10 @@ def test_the_status_table() -> None:
     progress.set(("Prep", "local"), None, "reused")
     header, fit, prep = progress.table().splitlines()
     assert header.split() == [
-        "TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "DONE", "REUSED", "FAILED", "RETRIED",
+        "TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "RETRIED", "DONE", "REUSED", "FAILED",
     ]  # fmt: skip
-    assert fit.split() == ["Fit", "batch", "0", "0", "1", "0", "0", "0", "1"]
-    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "1", "0", "0"]
+    assert fit.split() == ["Fit", "batch", "0", "0", "1", "1", "0", "0", "0"]
+    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "0", "1", "0"]
 
 
 def _task(n: int, cls: str = "m.Fit", memory: int | None = None) -> RemoteTask:
