@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.images import ImageResult
+    from disdat_luigi.run.batch.state import JobState
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
@@ -59,6 +60,7 @@ __all__ = [
     "add",
     "apply",
     "cancel",
+    "cancel_apply",
     "apply_outcome",
     "cat",
     "commit",
@@ -616,8 +618,7 @@ def run(
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
     come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
     the container's output lines."""
-    from disdat_luigi.run.backends import backend_name
-    from disdat_luigi.run.request import RunRequest, params_to_args
+    from disdat_luigi.run.request import RunRequest, backend_name, params_to_args
     from disdat_luigi.run.runner import run as run_container
 
     request = RunRequest(
@@ -651,18 +652,19 @@ def run(
 
 
 def jobs(local_context: str) -> list[dict[str, Any]]:
-    """The AWS Batch jobs this context submitted, newest first: id, pipeline class, output name,
-    status, started (epoch seconds) and duration."""
+    """The AWS Batch jobs this context submitted (`dsdt run`'s and executor jobs), newest first: id,
+    pipeline class, task, executor, apply, output name, status, attempt, started (epoch seconds),
+    duration and vCPU-seconds."""
     from disdat_luigi.run.runner import list_jobs
 
     return list_jobs(_context(local_context))
 
 
-def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> dict[str, Any]:
-    """Send a job's log lines to `log` (with `follow`, until the job ends); its description."""
+def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> JobState:
+    """Send a job's log lines to `log` (with `follow`, until the job ends); its last state."""
     from disdat_luigi.run.runner import job_log
 
-    return dict(job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None)))
+    return job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None))
 
 
 def wait(local_context: str, job_id: str, log: Any = None) -> RunResult:
@@ -677,6 +679,13 @@ def cancel(local_context: str, job_id: str) -> None:
     from disdat_luigi.run.runner import cancel_job
 
     cancel_job(_context(local_context), job_id)
+
+
+def cancel_apply(local_context: str, apply_id: str) -> list[str]:
+    """Terminate every job one apply submitted that is still queued or running; their ids."""
+    from disdat_luigi.run.runner import cancel_apply as stop_apply
+
+    return stop_apply(_context(local_context), apply_id)
 
 
 def failed_job_for(local_context: str, bundle_name: str) -> JobFailed | None:

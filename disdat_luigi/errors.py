@@ -44,7 +44,8 @@ DisdatError
 from __future__ import annotations
 
 import errno
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 
 class DisdatError(Exception):
@@ -213,8 +214,49 @@ class QueueNotFound(RunError):
     default_hint = "set [run] aws_batch_queue in disdat.cfg to an existing AWS Batch job queue"
 
 
+class FailedJob(Protocol):
+    """What a diagnosis needs of a failed job (the Batch layer's `JobState` has it)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status_reason(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def container_reason(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def out_of_memory(self) -> bool: ...
+
+
 class JobFailed(RunError):
-    pass
+    TAIL = 15  # log lines quoted in the hint
+
+    @classmethod
+    def from_job(cls, job: FailedJob, lines: Sequence[str], memory: int) -> JobFailed:
+        """The error for a failed job: its name and id, AWS's status reason, the container's exit
+        code and reason, a likely out-of-memory kill said as such, and the last log lines (of its
+        last attempt) as the hint."""
+        parts = [f"AWS Batch job {job.name} ({job.job_id}) failed"]
+        if job.attempts > 1:
+            parts[0] += f" after {job.attempts} attempts"
+        parts.append(f"status reason: {job.status_reason or 'none given'}")
+        if job.exit_code is not None:
+            parts.append(f"exit code {job.exit_code}")
+        if job.container_reason:
+            parts.append(f"container: {job.container_reason}")
+        message = "; ".join(parts)
+        if job.out_of_memory:
+            message += (
+                f". It was most likely killed for running out of memory: it asked for {memory} MiB; "
+                f"ask for more with --memory {memory * 2} (or [run] memory, or [run] memory_retry_factor to retry)"
+            )
+        tail = "\n".join(lines[-cls.TAIL :]) if lines else "the job left no log"
+        return cls(message, hint="last log lines:\n" + tail)
 
 
 class TaskSpecRejected(RunError):

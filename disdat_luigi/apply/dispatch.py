@@ -56,6 +56,12 @@ class Progress:
     """Counts per (task class, executor), for the status table."""
 
     counts: dict[tuple[str, str], collections.Counter[str]] = field(default_factory=dict)
+    retried: set[str] = field(default_factory=set)  # tasks whose job is past its first attempt
+
+    def retry(self, key: tuple[str, str], task_id: str) -> None:
+        if task_id not in self.retried:
+            self.retried.add(task_id)
+            self.counts.setdefault(key, collections.Counter())["retried"] += 1
 
     def set(self, key: tuple[str, str], old: str | None, new: str) -> None:
         counter = self.counts.setdefault(key, collections.Counter())
@@ -64,7 +70,7 @@ class Progress:
         counter[new] += 1
 
     def table(self) -> str:
-        columns = ["pending", "submitted", "running", "done", "reused", "failed"]
+        columns = ["pending", "submitted", "running", "retried", "done", "reused", "failed"]
         width = max([4, *(len(k[0]) for k in self.counts)])
         lines = [f"{'TASK':<{width}}  {'EXECUTOR':<10} " + " ".join(f"{c.upper():>9}" for c in columns)]
         for (cls, executor), counter in sorted(self.counts.items()):
@@ -202,6 +208,10 @@ class Dispatcher:
             task = self.tasks[update.task_id]
             for line in update.log:
                 self.log(f"[{task}] {line}")
+            if update.note:
+                self.log(f"[{task}] {update.note}")
+            if update.attempt > 1:
+                self.progress.retry((type(task).__name__, self._executor_name(task)), task.task_id)
             if update.phase is Phase.DONE:
                 mismatch = self._record_remote(task, update.output_uuid)
                 if mismatch:
@@ -240,13 +250,13 @@ class Dispatcher:
 
     def _prepare(self, remote: list[PipeTask]) -> None:
         """Each executor made and ready for its classes (images built/pushed); the context's remote.
-        An executor configured as `type = local` runs its tasks here."""
+        An executor that `runs_here` (`type = local`) has its tasks run in this process."""
         by_executor: dict[str, dict[str, type]] = collections.defaultdict(dict)
         for task in remote:
             executor_options(type(task))  # a bad option fails here, before anything is built
             by_executor[self._executor_name(task)][class_path(type(task))] = type(task)
         made = {name: self._make_executor(name, self.context) for name in by_executor}
-        self._local_names.update(name for name, executor in made.items() if executor is None)
+        self._local_names.update(name for name, executor in made.items() if executor.runs_here)
         elsewhere = [t for t in remote if not self._is_local(t)]
         if not elsewhere:
             return
@@ -261,9 +271,11 @@ class Dispatcher:
                 hint=f"bind one: dsdt remote {self.context.name} s3://bucket/prefix",
             ) from err
         for name, executor in made.items():
-            if executor is not None:
+            if not executor.runs_here:
                 executor.prepare(list(by_executor[name].values()), self.log)
                 self._executors[name] = executor
+        if self._executors and self.options.apply_id:
+            self.log(f"apply {self.options.apply_id}: `dsdt cancel --apply {self.options.apply_id}` stops its jobs")
 
     def _remote_task(self, task: PipeTask) -> RemoteTask:
         decision = self.decisions[task.task_id]
@@ -287,6 +299,7 @@ class Dispatcher:
             options=executor_options(type(task)),
             code=decision.code_version,
             forced_by=self.options.apply_id if decision.forced else "",
+            apply_id=self.options.apply_id,
         )
 
     def _uuid_of(self, task: PipeTask) -> str:

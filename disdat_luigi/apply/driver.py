@@ -255,7 +255,7 @@ def _dispatch(
     return ApplyOutcome(success=True, did_work=did_work, root_uuid=root_uuid, root_name=root.bundle_name)
 
 
-def _no_executors(name: str, context: Any) -> None:
+def _no_executors(name: str, context: Any) -> Any:
     raise ConfigError(f"executor {name!r} is not available to this apply")
 
 

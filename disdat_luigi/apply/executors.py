@@ -1,6 +1,6 @@
 """Where each task of an apply runs: the choice (class attribute, overridden per run) and the
-interface a remote executor implements. The executors themselves (AWS Batch, the local Docker
-engine) live in the run layer and are handed to apply by the caller."""
+one interface every executor implements. The executors themselves (local, AWS Batch, the local
+Docker engine, a stub) live in the run layer and are handed to apply by the caller."""
 
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ class RemoteTask:
     options: dict[str, int] = field(default_factory=dict)  # the class's executor_options
     code: str = ""  # the code identity the host planned with: the container must run the same
     forced_by: str = ""  # the apply's id when the run is forced (never shared with another apply)
+    apply_id: str = ""  # the apply that submits it (`dsdt cancel --apply ID`); not part of its identity
 
     @property
     def task_identity(self) -> TaskIdentity:
@@ -162,13 +163,19 @@ class JobUpdate:
     output_uuid: str = ""  # when DONE: the bundle on the remote (another apply's, when shared)
     error: DisdatError | None = None  # when FAILED: the diagnosis
     log: tuple[str, ...] = ()  # the job's log lines, when it ended
+    attempt: int = 1  # the job's attempt (a retry after a lost host, an out-of-memory kill)
+    attempts: int = 1  # of how many it may have
+    note: str = ""  # what the user should hear of it (a retry and why)
 
 
 class Executor(ABC):
-    """Runs RemoteTasks somewhere else, many at once, without a local process per task."""
+    """Runs tasks somewhere: in this process (`runs_here`: the dispatcher runs them itself), or
+    elsewhere, many at once, without a local process per task. The types are registered by name
+    in run/executors."""
 
     name: str
     max_concurrent: int = 100
+    runs_here: bool = False
 
     @abstractmethod
     def prepare(self, classes: Sequence[type], log: Callable[[str], None]) -> None:
@@ -192,5 +199,5 @@ class Executor(ABC):
         """Tasks handed over and not yet reported DONE or FAILED."""
 
 
-# (executor name, the apply's context) -> the executor; None: that executor runs its tasks here
-ExecutorFactory = Callable[[str, "LocalContext"], "Executor | None"]
+# (executor name, the apply's context) -> the executor
+ExecutorFactory = Callable[[str, "LocalContext"], "Executor"]

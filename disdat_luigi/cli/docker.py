@@ -82,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     run_p.set_defaults(func=_run)
 
-    jobs_p = subparsers.add_parser("jobs", help="list the AWS Batch jobs this context submitted")
+    jobs_p = subparsers.add_parser(
+        "jobs", help="list the AWS Batch jobs this context submitted (dsdt run's and executor jobs, array children)"
+    )
     jobs_p.set_defaults(func=_jobs)
     logs_p = subparsers.add_parser("logs", help="print a job's log (-f: follow it to the end)")
     logs_p.add_argument("job_id")
@@ -91,8 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wait_p = subparsers.add_parser("wait", help="follow a submitted job to its end and pull its output")
     wait_p.add_argument("job_id")
     wait_p.set_defaults(func=_wait)
-    cancel_p = subparsers.add_parser("cancel", help="terminate a job this context submitted")
-    cancel_p.add_argument("job_id")
+    cancel_p = subparsers.add_parser("cancel", help="terminate a job this context submitted (or every job of an apply)")
+    cancel_p.add_argument("job_id", nargs="?")
+    cancel_p.add_argument("--apply", dest="apply_id", metavar="ID", help="every job of apply ID (`dsdt jobs` shows it)")
     cancel_p.set_defaults(func=_cancel)
 
 
@@ -193,12 +196,15 @@ def _jobs(args: argparse.Namespace) -> int:
     from disdat_luigi.cli.common import current_context
 
     rows = api.jobs(current_context())
-    print(f"{'JOB ID':<38} {'PIPELINE':<32} {'OUTPUT':<20} {'STATUS':<10} {'STARTED':<19} DURATION")
+    print(f"{'JOB ID':<38} {'TASK':<32} {'EXECUTOR':<14} {'OUTPUT':<20} {'STATUS':<10} {'ATTEMPT':<7} "
+          f"{'STARTED':<19} {'DURATION':>8} {'VCPU-S':>8} APPLY")  # fmt: skip
     for row in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])) if row["started"] else "-"
         duration = f"{row['duration']:.0f} s" if row["duration"] is not None else "-"
-        print(f"{row['job_id']:<38} {row['pipe_cls'][-32:]:<32} {row['output'][:20]:<20} {row['status']:<10} "
-              f"{started:<19} {duration}")  # fmt: skip
+        vcpu_seconds = f"{row['vcpu_seconds']:.0f}" if row["vcpu_seconds"] is not None else "-"
+        print(f"{row['job_id']:<38} {row['task'][-32:]:<32} {row['executor'][:14]:<14} {row['output'][:20]:<20} "
+              f"{row['status']:<10} {row['attempt']:<7} {started:<19} {duration:>8} {vcpu_seconds:>8} "
+              f"{row['apply_id'] or '-'}")  # fmt: skip
     return 0
 
 
@@ -206,7 +212,7 @@ def _logs(args: argparse.Namespace) -> int:
     from disdat_luigi.cli.common import current_context
 
     job = api.logs(current_context(), args.job_id, follow=args.follow, log=print)
-    return 1 if job.get("status") == "FAILED" else 0
+    return 1 if job.failed else 0
 
 
 def _wait(args: argparse.Namespace) -> int:
@@ -219,7 +225,14 @@ def _wait(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from disdat_luigi.cli.common import current_context
+    from disdat_luigi.errors import RunError
 
+    if (args.job_id is None) == (args.apply_id is None):
+        raise RunError("name one job, or one apply with --apply ID", hint="dsdt cancel JOB | dsdt cancel --apply ID")
+    if args.apply_id is not None:
+        stopped = api.cancel_apply(current_context(), args.apply_id)
+        print(f"terminated {len(stopped)} job(s) of apply {args.apply_id}: {' '.join(stopped) or 'none still running'}")
+        return 0
     api.cancel(current_context(), args.job_id)
     print(f"terminated {args.job_id}")
     return 0

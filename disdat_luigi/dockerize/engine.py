@@ -26,6 +26,27 @@ def connect() -> Any:
     return client
 
 
+def run_container(
+    client: Any,
+    image: str,
+    command: list[str],
+    environment: dict[str, str],
+    network_mode: str | None,
+    labels: dict[str, str] | None = None,
+    **limits: Any,
+) -> Any:
+    """`docker run --detach` of a container the host never shares its store with (no mounts)."""
+    return client.containers.run(
+        image,
+        command=command,
+        environment=environment,
+        network_mode=network_mode,
+        detach=True,
+        labels=labels or {},
+        **limits,
+    )
+
+
 def image_exists(client: Any, reference: str) -> bool:
     from docker.errors import ImageNotFound as SdkImageNotFound
 

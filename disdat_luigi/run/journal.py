@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from disdat_luigi.run.batch.state import JobState
 
 JOURNAL = "jobs.jsonl"
 
@@ -20,9 +21,13 @@ class JobRecord:
     pipe_cls: str
     output_bundle: str
     queue: str
-    definition: str  # job definition name (its log streams are <definition>/default/<job id>)
+    definition: str  # job definition name (names its log streams: state.log_stream_name)
     memory: int
     submitted: float  # epoch seconds
+    task: str = ""  # an executor job's task (as luigi prints it); a run's: its pipeline class
+    executor: str = ""  # the executor that submitted it (`dsdt run`: run-aws_batch)
+    apply_id: str = ""  # the apply whose task it runs (executor jobs)
+    vcpus: int = 0
 
 
 def remember(context_dir: Path, record: JobRecord) -> None:
@@ -59,17 +64,26 @@ def now() -> float:
     return time.time()
 
 
-def describe(record: JobRecord, job: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A row of `dsdt jobs`: id, pipeline class, output name, status, started, duration."""
-    status = job.get("status", "?") if job else "UNKNOWN"
-    started = (job or {}).get("startedAt")
-    stopped = (job or {}).get("stoppedAt")
-    duration = (stopped - started) / 1000 if started and stopped else None
+def for_apply(context_dir: Path, apply_id: str) -> list[JobRecord]:
+    """The jobs one apply submitted (its executor jobs, array children included)."""
+    return [r for r in records(context_dir) if apply_id and r.apply_id == apply_id]
+
+
+def describe(record: JobRecord, job: JobState | None) -> dict[str, Any]:
+    """A row of `dsdt jobs`: id, task (or pipeline class), executor, output name, status, attempt,
+    started, duration and vCPU-seconds."""
+    duration = job.duration if job else None
+    vcpus = (job.vcpus if job else 0) or record.vcpus
     return {
         "job_id": record.job_id,
         "pipe_cls": record.pipe_cls,
+        "task": record.task or record.pipe_cls,
+        "executor": record.executor or "run",
+        "apply_id": record.apply_id,
         "output": record.output_bundle,
-        "status": status,
-        "started": started / 1000 if started else None,
+        "status": job.phase.value if job else "UNKNOWN",
+        "attempt": f"{job.attempt}/{job.max_attempts}" if job else "",
+        "started": job.started if job else None,
         "duration": duration,
+        "vcpu_seconds": duration * vcpus if duration is not None and vcpus else None,
     }

@@ -15,6 +15,16 @@ class BackendName(str, Enum):
     AWS_BATCH = "AWSBatch"
 
 
+def backend_name(name: str | BackendName) -> BackendName:
+    from disdat_luigi.errors import RunError
+
+    try:
+        return BackendName(name)
+    except ValueError as err:
+        choices = ", ".join(b.value for b in BackendName)
+        raise RunError(f"unknown backend {name!r}", hint=f"choose one of {choices}") from err
+
+
 class RunStatus(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -60,7 +70,7 @@ class ContainerJob:
     image: str
     image_name: str
     command: tuple[str, ...]
-    environment: Mapping[str, str]  # no secrets: a backend adds its own (see Backend.secret_environment)
+    environment: Mapping[str, str]  # no secrets: the docker executor adds the host's own
 
 
 @dataclass(frozen=True, kw_only=True)

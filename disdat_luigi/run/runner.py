@@ -1,5 +1,6 @@
-"""`dsdt run` on the host: find the image, publish the input, start the container through a
-backend, and bring the output bundle (with its lineage) back into the local context."""
+"""`dsdt run` on the host: find the image, publish the input, hand one job whose work is a whole
+apply to the `docker` or `aws_batch` executor (waiting for it, or not), and bring the output
+bundle (with its lineage) back into the local context."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any
 
 from disdat_luigi.apply.driver import ApplyRequest
 from disdat_luigi.apply.plan import Decision
-from disdat_luigi.config import Settings
+from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
-from disdat_luigi.run import aws, jobs, journal
-from disdat_luigi.run.backends import load_backend
-from disdat_luigi.run.backends.base import LogSink
+from disdat_luigi.run import journal
+from disdat_luigi.run.batch import client, state
+from disdat_luigi.run.command import apply_work, container_command
+from disdat_luigi.run.executors import executor_type
+from disdat_luigi.run.executors.container import ContainerExecutor, LogSink
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import output_of
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
@@ -34,7 +37,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     location = RemoteLocation.of(context)
     module, _cls = module_of(request.pipe_cls)
     name = image_name(module, settings.docker.repository_prefix)
-    backend = load_backend(request.backend)(settings, log)
+    backend = run_executor(request, settings, context, log)
     pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
     # the class and its parameters fail here, before anything is pushed or started
     pipeline = _load_pipeline(request, pipe_root) if pipe_root is not None else None
@@ -53,7 +56,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
-            backend=backend.name,
+            backend=request.backend,
             status=RunStatus.SUCCEEDED,
             output_name=reused.bundle_name,
             output_uuid=reused.uuid,
@@ -62,12 +65,22 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
-    command = _command(request, location, input_uuid, settings)
+    work = apply_work(
+        pipe_cls=request.pipe_cls,
+        pipe_args=request.pipe_args,
+        input_uuid=input_uuid,
+        output_bundle=request.output_bundle,
+        workers=request.workers,
+        force=request.force,
+        force_all=request.force_all,
+        output_tags=request.output_tags,
+    )
+    command = container_command(location, settings.remote, work)
     job = ContainerJob(
         image=image,
         image_name=name,
         command=command,
-        environment=aws.endpoint_environment(),
+        environment=client.endpoint_environment(),
     )
 
     def remember(job_id: str, submission: Mapping[str, Any], definition: Mapping[str, Any]) -> None:
@@ -82,6 +95,9 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
                 definition=str(definition.get("jobDefinitionName", "")),
                 memory=_memory_of(submission),
                 submitted=journal.now(),
+                task=request.pipe_cls,
+                executor=backend.name,
+                vcpus=_requirement(submission, "VCPU"),
             ),
         )
 
@@ -95,6 +111,21 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     if result.status is RunStatus.SUCCEEDED:
         _pull_output(context, sync, result, request)
     return result
+
+
+# `dsdt run --backend` -> the executor type that runs its one job
+RUN_EXECUTORS = {BackendName.LOCAL: "docker", BackendName.AWS_BATCH: "aws_batch"}
+
+
+def run_executor(request: RunRequest, settings: Settings, context: LocalContext, log: LogSink) -> ContainerExecutor:
+    """The executor of `dsdt run`'s job: `[run]`'s settings (request options override them in
+    each job's resources), named after the backend."""
+    kind = RUN_EXECUTORS[request.backend]
+    config = ExecutorSettings(name=f"run-{kind}", type=kind, queue=settings.run.aws_batch_queue)
+    executor: ContainerExecutor = executor_type(kind)(
+        settings=settings, config=config, context=context, build=request.build, log=log
+    )
+    return executor
 
 
 def container_apply(
@@ -212,8 +243,12 @@ def _refresh_image(request: RunRequest, pipe_root: Path | None, settings: Settin
 
 
 def _memory_of(submission: Mapping[str, Any]) -> int:
+    return _requirement(submission, "MEMORY")
+
+
+def _requirement(submission: Mapping[str, Any], kind: str) -> int:
     for requirement in submission.get("containerOverrides", {}).get("resourceRequirements", []):
-        if requirement.get("type") == "MEMORY":
+        if requirement.get("type") == kind:
             return int(requirement["value"])
     return 0
 
@@ -230,28 +265,6 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
     if not request.no_push_input and not request.no_submit:  # --no-submit changes nothing
         sync.push([bundle])
     return bundle.uuid
-
-
-def _command(
-    request: RunRequest, location: RemoteLocation, input_uuid: str | None, settings: Settings
-) -> tuple[str, ...]:
-    args = [
-        "--remote-context", location.context,
-        "--remote-url", f"s3://{location.bucket}/{location.prefix}".rstrip("/"),
-        "--input-bundle", input_uuid or "-",
-        "--output-bundle", request.output_bundle or "-",
-        "--workers", str(request.workers),
-        "--server-side-encryption", settings.remote.server_side_encryption,
-    ]  # fmt: skip
-    if settings.remote.sse_kms_key_id:
-        args += ["--sse-kms-key-id", settings.remote.sse_kms_key_id]
-    if request.force:
-        args.append("--force")
-    if request.force_all:
-        args.append("--force-all")
-    for key, value in request.output_tags.items():
-        args += ["--output-tag", f"{key}:{value}"]
-    return (*args, request.pipe_cls, *request.pipe_args)
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:
@@ -284,7 +297,7 @@ def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     """The jobs this context submitted, newest first, with their status (one describe_jobs call
     per 100 jobs)."""
     records = journal.records(context.path)
-    described = jobs.describe_many([r.job_id for r in records], aws.describe_jobs) if records else {}
+    described = state.describe([r.job_id for r in records]) if records else {}
     return [journal.describe(r, described.get(r.job_id)) for r in reversed(records)]
 
 
@@ -297,14 +310,14 @@ def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     return record
 
 
-def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> Mapping[str, Any]:
-    """Print a job's log (with `follow`: until the job ends); its last description."""
+def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> state.JobState:
+    """Print a job's log (with `follow`: until the job ends); its last state."""
     record = _record(context, job_id)
-    stream = f"{record.definition}/default/{job_id}"
+    stream = state.log_stream_name(record.definition, job_id)
     if follow:
-        return jobs.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
-    job = aws.describe_job(job_id)
-    for line in jobs.LogFollower(job.get("container", {}).get("logStreamName") or stream).read():
+        return state.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
+    job = state.describe_one(job_id)
+    for line in state.JobLog(job.stream(record.definition)).read():
         log(line)
     return job
 
@@ -312,15 +325,15 @@ def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings
 def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
     """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
     record = _record(context, job_id)
-    followed = jobs.follow(
+    followed = state.follow(
         job_id,
-        f"{record.definition}/default/{job_id}",
+        state.log_stream_name(record.definition, job_id),
         log,
         poll_seconds=settings.run.poll_seconds,
         runnable_warning_seconds=settings.run.runnable_warning_seconds,
     )
-    if followed.job["status"] == "FAILED":
-        raise jobs.failure(aws.with_exit_code(followed.job), followed.lines, record.memory)
+    if followed.job.failed:
+        raise JobFailed.from_job(followed.job, followed.lines, record.memory)
     name, uuid = output_of(followed.lines)
     result = RunResult(
         backend=BackendName.AWS_BATCH,
@@ -336,7 +349,23 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
 
 def cancel_job(context: LocalContext, job_id: str) -> None:
     _record(context, job_id)
-    aws.terminate_job(job_id, "cancelled with dsdt cancel")
+    client.terminate_job(job_id, "cancelled with dsdt cancel")
+
+
+def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
+    """Terminate every job of one apply still queued or running (an array job through its parent,
+    which stops its children); the ids terminated."""
+    records = journal.for_apply(context.path, apply_id)
+    if not records:
+        raise RunError(
+            f"context {context.name!r} has no jobs of apply {apply_id}",
+            hint="`dsdt jobs` lists the jobs and the apply of each",
+        )
+    ids = sorted({r.job_id.partition(":")[0] for r in records})
+    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended]
+    for job_id in running:
+        client.terminate_job(job_id, f"cancelled with dsdt cancel --apply {apply_id}")
+    return running
 
 
 def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:
@@ -344,13 +373,11 @@ def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | Non
     record = journal.for_output(context.path, output_bundle)
     if record is None:
         return None
-    job = jobs.describe_many([record.job_id], aws.describe_jobs).get(record.job_id)
-    if job is None or job.get("status") != "FAILED":
+    job = state.describe([record.job_id], exit_codes=True).get(record.job_id)
+    if job is None or not job.failed:
         return None
-    job = aws.with_exit_code(job)
-    stream = job.get("container", {}).get("logStreamName") or f"{record.definition}/default/{record.job_id}"
-    lines = jobs.LogFollower(stream).read()
-    return jobs.failure(job, lines, record.memory)
+    lines = state.last_lines(job.stream(record.definition), JobFailed.TAIL)
+    return JobFailed.from_job(job, lines, record.memory)
 
 
 def _request_for(record: journal.JobRecord) -> RunRequest:

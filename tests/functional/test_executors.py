@@ -17,7 +17,8 @@ from disdat_luigi.apply.driver import ApplyRequest, apply_outcome
 from disdat_luigi.apply.executors import Phase, RemoteTask, executor_name, executor_options, parse_overrides
 from disdat_luigi.config import ExecutorSettings, load_settings
 from disdat_luigi.errors import ApplyError, ConfigError, PipelineError, RemoteNotConfigured
-from disdat_luigi.run.executors import ContainerExecutor, Tracked
+from disdat_luigi.run.executors.container import ContainerExecutor, Tracked
+from disdat_luigi.run.executors.local import LocalExecutor
 from disdat_luigi.store.store import LocalStore
 from tests.functional import pipelines as p
 
@@ -96,7 +97,7 @@ def farm(remote_ctx: str, disdat_env: Path):  # type: ignore[no-untyped-def]
         def make(name: str, _context):  # type: ignore[no-untyped-def]
             config = settings.executor(name)
             if config.type == "local":
-                return None
+                return LocalExecutor(config=config)
             return ProcessExecutor(settings=settings, config=config, context=context, build=True)
 
         request = ApplyRequest(context=remote_ctx, transform=transform, **fields)

@@ -10,8 +10,10 @@ import boto3
 
 from disdat_luigi.apply.executors import Phase
 from disdat_luigi.config import ExecutorSettings, Settings
-from disdat_luigi.run import aws
-from disdat_luigi.run.executors import BatchExecutor, Tracked
+from disdat_luigi.run.batch import client
+from disdat_luigi.run.batch.state import JobState
+from disdat_luigi.run.executors.batch import BatchExecutor
+from disdat_luigi.run.executors.container import Tracked
 from disdat_luigi.store.store import LocalStore
 
 
@@ -20,18 +22,20 @@ def test_a_failed_jobs_last_lines_are_the_end_of_a_20000_line_log(aws_env: str, 
     logs = boto3.client("logs")
     stream = f"job/default/{time.time_ns()}"
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-        logs.create_log_group(logGroupName=aws.LOG_GROUP)
-    logs.create_log_stream(logGroupName=aws.LOG_GROUP, logStreamName=stream)
+        logs.create_log_group(logGroupName=client.LOG_GROUP)
+    logs.create_log_stream(logGroupName=client.LOG_GROUP, logStreamName=stream)
     now = int(time.time() * 1000)
     lines = [f"chatty line {i}" for i in range(19_999)] + ["ValueError: the real failure"]
     for start in range(0, len(lines), 5_000):
         events = [{"timestamp": now + i, "message": m} for i, m in enumerate(lines[start : start + 5_000], start)]
-        logs.put_log_events(logGroupName=aws.LOG_GROUP, logStreamName=stream, logEvents=events)
+        logs.put_log_events(logGroupName=client.LOG_GROUP, logStreamName=stream, logEvents=events)
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home")
     context = LocalStore(tmp_path / "home").create_context("c")
     config = ExecutorSettings(name="batch", type="aws_batch")
     executor = BatchExecutor(settings=settings, config=config, context=context, build=False)
-    executor.described = {"job-1": {"jobId": "job-1", "status": "FAILED", "container": {"logStreamName": stream}}}
+    executor.described = {
+        "job-1": JobState.of({"jobId": "job-1", "status": "FAILED", "container": {"logStreamName": stream}})
+    }
     tracked = Tracked(task=None, job_id="job-1", output_uuid="", phase=Phase.FAILED)  # type: ignore[arg-type]
     shown, error = executor.finish(tracked)
     assert shown[-1] == "ValueError: the real failure" and "chatty line 19998" in shown

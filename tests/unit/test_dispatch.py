@@ -1,13 +1,12 @@
-"""The dispatch of an apply's tasks to executors, with stubbed executors and a stubbed AWS: how
-many are in flight, what a failure stops, how array jobs are formed, the journal and the
-container's choice of its task."""
+"""The dispatch of an apply's tasks to executors, with the stub executor shipped in the package
+and a stubbed AWS: how many are in flight, what a failure stops, how array jobs are formed, the
+journal and the container's choice of its task."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,19 @@ import pytest
 from disdat_luigi.apply import dispatch as dispatch_module
 from disdat_luigi.apply import taskspec
 from disdat_luigi.apply.dispatch import Dispatcher, Progress
-from disdat_luigi.apply.executors import Executor, JobUpdate, Phase, RemoteTask
+from disdat_luigi.apply.executors import Phase, RemoteTask
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Planner, post_order
 from disdat_luigi.apply.taskspec import TaskSpec
 from disdat_luigi.cli import container
 from disdat_luigi.config import DockerSettings, ExecutorSettings, RunSettings, Settings
-from disdat_luigi.errors import JobFailed, TaskSpecRejected
+from disdat_luigi.errors import TaskSpecRejected
 from disdat_luigi.pipe import PipeTask
-from disdat_luigi.run import aws, executors, journal
+from disdat_luigi.run import journal
+from disdat_luigi.run.batch import capacity, client
+from disdat_luigi.run.executors import batch as batch_executor
+from disdat_luigi.run.executors import container as container_executor
+from disdat_luigi.run.executors.stub import StubExecutor
 from disdat_luigi.store.store import LocalStore
 
 
@@ -40,44 +43,6 @@ class Root(PipeTask):
     def pipe_requires(self) -> None:
         for n in range(self.count):
             self.add_dependency(f"leaf_{n}", Leaf, {"n": n})
-
-
-class StubExecutor(Executor):
-    """Finishes every task it holds at the next poll (failing the ones named in `fail`)."""
-
-    name = "far"
-
-    def __init__(self, max_concurrent: int, fail: set[int] | None = None) -> None:
-        self.max_concurrent = max_concurrent
-        self.fail = fail or set()
-        self.held: list[RemoteTask] = []
-        self.batches: list[int] = []
-        self.peak = 0
-
-    def prepare(self, classes: Sequence[type], log: Any) -> None:
-        self.classes = list(classes)
-
-    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
-        self.held += tasks
-        self.batches.append(len(tasks))
-        self.peak = max(self.peak, len(self.held))
-        return [JobUpdate(task_id=t.task_id, phase=Phase.SUBMITTED, job_id=f"j{t.params['n']}") for t in tasks]
-
-    def poll(self) -> list[JobUpdate]:
-        done, self.held = self.held[:1], self.held[1:]  # one finishes per poll
-        return [
-            JobUpdate(task_id=t.task_id, phase=Phase.FAILED, error=JobFailed("boom"))
-            if int(t.params["n"]) in self.fail
-            else JobUpdate(task_id=t.task_id, phase=Phase.DONE, output_uuid=f"u{t.params['n']}", log=("hello",))
-            for t in done
-        ]
-
-    def cancel(self) -> list[str]:
-        return [t.label for t in self.held]
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.held)
 
 
 @pytest.fixture
@@ -109,7 +74,7 @@ def planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
 
 
 def test_no_more_than_max_concurrent_in_flight(planned) -> None:  # type: ignore[no-untyped-def]
-    stub = StubExecutor(max_concurrent=2)
+    stub = StubExecutor(name="far", max_concurrent=2)
     dispatcher = planned(7, stub)
     dispatcher.run()
     assert stub.batches[0] == 2 and stub.peak == 2 and sum(stub.batches) == 7
@@ -118,7 +83,7 @@ def test_no_more_than_max_concurrent_in_flight(planned) -> None:  # type: ignore
 
 
 def test_a_failure_stops_new_work_and_lets_the_rest_finish(planned) -> None:  # type: ignore[no-untyped-def]
-    stub = StubExecutor(max_concurrent=3, fail={0})
+    stub = StubExecutor(name="far", max_concurrent=3, fail={"Leaf(n=0)"})
     dispatcher = planned(6, stub)
     dispatcher.run()
     assert [f.label for f in dispatcher.failures] == ["Leaf(n=0)"]
@@ -128,8 +93,19 @@ def test_a_failure_stops_new_work_and_lets_the_rest_finish(planned) -> None:  # 
     assert (counts["done"], counts["failed"], counts["pending"]) == (2, 1, 3)
 
 
+def test_a_retried_job_is_said_and_counted(planned) -> None:  # type: ignore[no-untyped-def]
+    """An executor's retry of a job reaches the user: its note in the log, RETRIED in the table."""
+    stub = StubExecutor(name="far", max_concurrent=4, retry={"Leaf(n=1)"})
+    lines: list[str] = []
+    dispatcher = planned(3, stub)
+    dispatcher.log = lines.append
+    dispatcher.run()
+    assert "[Leaf(n=1)] job stub-2 attempt 2/2: the stub lost its host" in lines
+    assert dispatcher.progress.counts[("Leaf", "far")]["retried"] == 1 and not dispatcher.failures
+
+
 def test_ctrl_c_cancels_what_is_in_flight(planned, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    stub = StubExecutor(max_concurrent=4)
+    stub = StubExecutor(name="far", max_concurrent=4)
     lines: list[str] = []
     dispatcher = planned(4, stub)
     dispatcher.log = lines.append
@@ -140,18 +116,23 @@ def test_ctrl_c_cancels_what_is_in_flight(planned, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(dispatch_module.time, "sleep", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dispatcher.run()
-    assert any(line.startswith("interrupted: terminated 4 far job(s): Leaf(n=0)") for line in lines)
+    assert any(line.startswith("interrupted: terminated 4 far job(s): stub-1 (Leaf(n=0))") for line in lines)
 
 
 def test_the_status_table() -> None:
+    """Counts per class and executor; a task whose job is past its first attempt counts once as retried."""
     progress = Progress()
     progress.set(("Fit", "batch"), None, "pending")
     progress.set(("Fit", "batch"), "pending", "running")
+    progress.retry(("Fit", "batch"), "Fit_1")
+    progress.retry(("Fit", "batch"), "Fit_1")  # its third attempt: still one task retried
     progress.set(("Prep", "local"), None, "reused")
     header, fit, prep = progress.table().splitlines()
-    assert header.split() == ["TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "DONE", "REUSED", "FAILED"]
-    assert fit.split() == ["Fit", "batch", "0", "0", "1", "0", "0", "0"]
-    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "1", "0"]
+    assert header.split() == [
+        "TASK", "EXECUTOR", "PENDING", "SUBMITTED", "RUNNING", "RETRIED", "DONE", "REUSED", "FAILED",
+    ]  # fmt: skip
+    assert fit.split() == ["Fit", "batch", "0", "0", "1", "1", "0", "0", "0"]
+    assert prep.split() == ["Prep", "local", "0", "0", "0", "0", "0", "1", "0"]
 
 
 def _task(n: int, cls: str = "m.Fit", memory: int | None = None) -> RemoteTask:
@@ -173,15 +154,15 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     )  # fmt: skip
     submitted: list[dict[str, Any]] = []
     stored: dict[str, bytes] = {}
-    monkeypatch.setattr(aws, "submit_job", lambda **kw: submitted.append(kw) or f"job{len(submitted)}")
-    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
-    monkeypatch.setattr(executors.S3, "put_bytes", lambda self, bucket, key, body: stored.update({key: body}))
-    batch = executors.BatchExecutor(
+    monkeypatch.setattr(client, "submit_job", lambda **kw: submitted.append(kw) or f"job{len(submitted)}")
+    monkeypatch.setattr(client, "endpoint_environment", lambda: {})
+    monkeypatch.setattr(batch_executor.S3, "put_bytes", lambda self, bucket, key, body: stored.update({key: body}))
+    batch = batch_executor.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch", array_min_size=3), context=context,
         build=True,
     )  # fmt: skip
-    monkeypatch.setattr(batch.backend, "check", lambda request: None)
-    monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
+    monkeypatch.setattr(batch, "check", lambda request: None)
+    monkeypatch.setattr(batch, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
     batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1"), "m.Other": ("disdat-m", "reg/disdat-m:c1")}
     tasks = [_task(n) for n in range(4)] + [_task(9, "m.Other")] + [_task(7, memory=64)]
     started: list[tuple[RemoteTask, str]] = []
@@ -213,8 +194,10 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_the_journal_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
     context = LocalStore(tmp_path / "home").create_context("c")
-    journal = executors.ExecutorJournal(context)
-    record = executors.ExecutorJob(identity="i", job_id="j", output_uuid="u", executor="b", task="t", submitted=1.0)
+    journal = container_executor.ExecutorJournal(context)
+    record = container_executor.ExecutorJob(
+        identity="i", job_id="j", output_uuid="u", executor="b", task="t", submitted=1.0
+    )
     with journal.claimed() as known:
         assert known == {}
         journal.add([record])
@@ -308,12 +291,14 @@ def test_prepare_checks_images_and_placement_before_anything_runs(
     context = LocalStore(tmp_path / "home").create_context("c")
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
     refreshed: list[tuple[str, bool]] = []
-    monkeypatch.setattr(executors, "find_pipe_root", lambda module, configured: tmp_path)
-    monkeypatch.setattr(executors, "refresh_image", lambda cls, root, **kw: refreshed.append((cls, kw["push"])))
-    batch = executors.BatchExecutor(
+    monkeypatch.setattr(container_executor, "find_pipe_root", lambda module, configured: tmp_path)
+    monkeypatch.setattr(
+        container_executor, "refresh_image", lambda cls, root, **kw: refreshed.append((cls, kw["push"]))
+    )
+    batch = batch_executor.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
     )
-    monkeypatch.setattr(batch.backend, "image_reference", lambda name: f"reg/{name}:c1")
+    monkeypatch.setattr(batch, "image_reference", lambda name: f"reg/{name}:c1")
     asked: list[int] = []
 
     def check(request: Any) -> None:
@@ -321,7 +306,7 @@ def test_prepare_checks_images_and_placement_before_anything_runs(
         if request.memory > 4096:
             raise RunError("no compute environment of queue q can give 8192 MiB")
 
-    monkeypatch.setattr(batch.backend, "check", check)
+    monkeypatch.setattr(batch, "check", check)
 
     class Big(Leaf):
         executor_options = {"memory": 8192}
@@ -347,19 +332,19 @@ def test_a_missing_queue_is_named_by_the_setting_that_gave_it(tmp_path: Path, mo
 
     context = LocalStore(tmp_path / "home").create_context("c")
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home")
-    monkeypatch.setattr(executors, "refresh_image", lambda *a, **kw: pytest.fail("built before the checks"))
+    monkeypatch.setattr(container_executor, "refresh_image", lambda *a, **kw: pytest.fail("built before the checks"))
 
     def missing(queue: str) -> None:
         raise QueueNotFound(f"AWS Batch job queue {queue!r} does not exist")
 
-    monkeypatch.setattr(executors.jobs, "capacities", missing)
+    monkeypatch.setattr(capacity, "capacities", missing)
     noqueue = ExecutorSettings(name="noqueue", type="aws_batch", queue="nope", job_role_arn="arn:aws:iam::1:role/r")
-    batch = executors.BatchExecutor(settings=settings, config=noqueue, context=context, build=True)
+    batch = batch_executor.BatchExecutor(settings=settings, config=noqueue, context=context, build=True)
     with pytest.raises(QueueNotFound, match="'nope' does not exist") as refused:
         batch.prepare([Leaf], print)
     assert refused.value.hint == "fix [executor.noqueue] queue: name an existing AWS Batch job queue"
     unset = ExecutorSettings(name="farm", type="aws_batch", job_role_arn="arn:aws:iam::1:role/r")
-    batch = executors.BatchExecutor(settings=settings, config=unset, context=context, build=True)
+    batch = batch_executor.BatchExecutor(settings=settings, config=unset, context=context, build=True)
     with pytest.raises(RunError, match="executor 'farm' \\(aws_batch\\) has no job queue"):
         batch.prepare([Leaf], print)
 
@@ -369,7 +354,7 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
     each ended child described once."""
     context = LocalStore(tmp_path / "home").create_context("c")
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
-    batch = executors.BatchExecutor(
+    batch = batch_executor.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
     )
     summary = {"RUNNING": 0, "SUCCEEDED": 0, "FAILED": 0, "RUNNABLE": 3}
@@ -386,8 +371,13 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
             for i in ids
         ]
 
-    monkeypatch.setattr(aws, "describe_jobs", describe)
-    monkeypatch.setattr(aws, "array_children", lambda parent, status: listed.append(status) or by_status[status])
+    monkeypatch.setattr(client, "describe_jobs", describe)
+
+    def list_jobs(arrayJobId: str, jobStatus: str) -> list[dict[str, str]]:
+        listed.append(jobStatus)
+        return [{"jobId": i} for i in by_status[jobStatus]]
+
+    monkeypatch.setattr(client, "list_jobs", list_jobs)
     ids = ["p:0", "p:1", "p:2"]
     assert set(batch.phases(ids).values()) == {Phase.SUBMITTED} and described == [["p"]] and listed == []
     summary.update(RUNNING=2, RUNNABLE=1)
@@ -398,7 +388,7 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
     by_status.update(RUNNING=["p:1"], SUCCEEDED=["p:0"], FAILED=["p:2"])
     listed.clear()
     assert batch.phases(ids) == {"p:0": Phase.DONE, "p:1": Phase.RUNNING, "p:2": Phase.FAILED}
-    assert listed == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
+    assert sorted(listed) == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
     assert set(batch.described) == {"p:0", "p:2"}  # kept for their diagnosis and log
 
 
@@ -420,12 +410,12 @@ def test_a_failed_submission_keeps_the_jobs_already_started_known(
             raise RunError("submit_job failed: throttled")
         return "job-1"
 
-    monkeypatch.setattr(aws, "submit_job", submit)
-    monkeypatch.setattr(aws, "endpoint_environment", lambda: {})
-    batch = executors.BatchExecutor(
+    monkeypatch.setattr(client, "submit_job", submit)
+    monkeypatch.setattr(client, "endpoint_environment", lambda: {})
+    batch = batch_executor.BatchExecutor(
         settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
     )
-    monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
+    monkeypatch.setattr(batch, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
     batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1")}
     with pytest.raises(RunError, match="throttled"):
         batch.submit([_task(1), _task(2)])

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from disdat_luigi.config import DockerSettings, RemoteSettings, RunSettings, Settings
+from disdat_luigi.config import EXECUTOR_TYPES, DockerSettings, RemoteSettings, RunSettings, Settings
 from disdat_luigi.dockerize import engine
 from disdat_luigi.errors import (
+    ConfigError,
     CredentialsError,
     ImageNotFound,
     JobFailed,
@@ -23,12 +24,24 @@ from disdat_luigi.errors import (
     QueueNotFound,
     RunError,
 )
-from disdat_luigi.run import aws, runner
-from disdat_luigi.run.backends import BACKENDS, backend_name, load_backend
-from disdat_luigi.run.backends.batch import BatchBackend, job_definition_name
-from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run import runner
+from disdat_luigi.run.batch import client as batch_client
+from disdat_luigi.run.batch import state
+from disdat_luigi.run.batch.spec import job_definition_name
+from disdat_luigi.run.executors import EXECUTORS, executor_type
+from disdat_luigi.run.executors.batch import BatchExecutor
+from disdat_luigi.run.executors.docker import DockerExecutor
+from disdat_luigi.run.executors.local import LocalExecutor
 from disdat_luigi.run.output import OUTPUT_MARKER, output_line, output_of
-from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus, params_to_args
+from disdat_luigi.run.request import (
+    BackendName,
+    ContainerJob,
+    RunRequest,
+    RunResult,
+    RunStatus,
+    backend_name,
+    params_to_args,
+)
 
 
 def _settings(tmp_path: Path, **run: Any) -> Settings:
@@ -62,10 +75,15 @@ def test_the_output_marker_is_the_last_one_printed() -> None:
     assert output_of(lines) == ("out", "u2") and output_of(["nothing"]) == (None, None)
 
 
-def test_backends_by_name() -> None:
-    """The registry maps each BackendName to its class; unknown names are a RunError naming the choices."""
-    assert load_backend("Local") is LocalBackend and load_backend(BackendName.AWS_BATCH) is BatchBackend
-    assert set(BACKENDS) == set(BackendName)
+def test_executors_by_name() -> None:
+    """One registry of executor types (every type the config accepts), imported when asked for;
+    each `dsdt run --backend` runs on one of them; unknown names are errors naming the choices."""
+    assert executor_type("local") is LocalExecutor and executor_type("docker") is DockerExecutor
+    assert executor_type("aws_batch") is BatchExecutor and set(EXECUTORS) == set(EXECUTOR_TYPES)
+    assert set(runner.RUN_EXECUTORS) == set(BackendName) and set(runner.RUN_EXECUTORS.values()) <= set(EXECUTORS)
+    with pytest.raises(ConfigError, match="no executor type 'k8s'") as unknown:
+        executor_type("k8s")
+    assert unknown.value.hint == "use one of: local, docker, aws_batch"
     assert backend_name("AWSBatch") is BackendName.AWS_BATCH
     with pytest.raises(RunError, match="unknown backend 'Kubernetes'") as caught:
         backend_name("Kubernetes")
@@ -77,7 +95,7 @@ def test_backends_by_name() -> None:
 
 
 class StubBatch:
-    """The aws module's functions, recorded; the job goes through `states`, printing `log`."""
+    """The Batch client module's functions, recorded; the job goes through `states`, printing `log`."""
 
     def __init__(self, states: list[dict[str, Any]], log: list[str], definitions: list[dict[str, Any]] | None = None):
         self.states = states
@@ -92,18 +110,17 @@ class StubBatch:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(
-            aws, "active_job_definitions", lambda name: sorted(self.definitions, key=lambda d: -d["revision"])
+            batch_client, "active_job_definitions", lambda name: sorted(self.definitions, key=lambda d: -d["revision"])
         )
-        monkeypatch.setattr(aws, "register_job_definition", self.register)
-        monkeypatch.setattr(aws, "submit_job", self.submit)
-        monkeypatch.setattr(aws, "describe_jobs", self.describe)
-        monkeypatch.setattr(aws, "log_page", lambda stream, token: (
+        monkeypatch.setattr(batch_client, "register_job_definition", self.register)
+        monkeypatch.setattr(batch_client, "submit_job", self.submit)
+        monkeypatch.setattr(batch_client, "describe_jobs", self.describe)
+        monkeypatch.setattr(batch_client, "log_page", lambda stream, token: (
             [{"message": m} for m in self.log[int(token or 0):]], str(len(self.log))))  # fmt: skip
-        monkeypatch.setattr(aws, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
-        monkeypatch.setattr(aws, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
-        monkeypatch.setattr(aws, "with_exit_code", lambda job: job)
-        monkeypatch.setattr(aws, "compute_environments", lambda queue: self.environments)
-        monkeypatch.setattr(aws, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
+        monkeypatch.setattr(batch_client, "session_credentials", lambda seconds: {"AWS_SESSION_TOKEN": f"tok{seconds}"})
+        monkeypatch.setattr(batch_client, "terminate_job", lambda job_id, reason: self.terminated.append(job_id))
+        monkeypatch.setattr(batch_client, "compute_environments", lambda queue: self.environments)
+        monkeypatch.setattr(batch_client, "instance_sizes", lambda types: {"m5.large": (2, 8192, 0)})
 
     def describe(self, ids: list[str]) -> list[dict[str, Any]]:
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -125,8 +142,19 @@ class StubBatch:
         return f"job-{len(self.submitted)}"
 
 
-def _batch(tmp_path: Path, log: Any = None, **run: Any) -> BatchBackend:
-    return BatchBackend(_settings(tmp_path, poll_seconds=0.0, **run), log or (lambda _line: None))
+def _executor(tmp_path: Path, settings: Settings, backend: BackendName, log: Any = None) -> Any:
+    """`dsdt run`'s executor for `backend`, on a context of its own."""
+    from disdat_luigi.store.store import LocalStore
+
+    store = LocalStore(tmp_path / "home")
+    context = store.context("c") if "c" in store.list_contexts() else store.create_context("c")
+    return runner.run_executor(_request(backend=backend), settings, context, log or (lambda _line: None))
+
+
+def _batch(tmp_path: Path, log: Any = None, **run: Any) -> BatchExecutor:
+    settings = _settings(tmp_path, poll_seconds=0.0, **run)
+    executor: BatchExecutor = _executor(tmp_path, settings, BackendName.AWS_BATCH, log)
+    return executor
 
 
 def test_batch_job_definitions_are_reused_when_they_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,7 +275,9 @@ def test_ctrl_c_terminates_the_followed_job(tmp_path: Path, monkeypatch: pytest.
 
     import time
 
-    monkeypatch.setattr("disdat_luigi.run.jobs.time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic))
+    monkeypatch.setattr(
+        "disdat_luigi.run.batch.state.time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic)
+    )
     lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         _batch(tmp_path, lines.append).launch(_request(wait=True), JOB)
@@ -263,15 +293,17 @@ def test_batch_runs_the_pushed_content_tag(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(engine, "get_image", lambda _c, ref: SimpleNamespace(labels=labels if ref in known else {}))
     monkeypatch.setattr(engine, "image_exists", lambda _c, ref: ref in known)
     monkeypatch.setattr(engine, "ecr_login", lambda name: ("123.ecr", {}))
-    backend = BatchBackend(_settings(tmp_path), lambda _line: None)
+    backend = _batch(tmp_path)
     assert backend.image_reference("disdat-etl-x") == "127.0.0.1:5999/disdat-etl-x:c123"
     ecr = Settings(config_path=tmp_path, root=tmp_path, docker=DockerSettings(registry="*ECR*"))
-    assert BatchBackend(ecr, lambda _l: None).image_reference("disdat-etl-x") == "123.ecr/disdat-etl-x:c123"
+    assert (
+        _executor(tmp_path, ecr, BackendName.AWS_BATCH).image_reference("disdat-etl-x") == "123.ecr/disdat-etl-x:c123"
+    )
     known.add("disdat-etl-y:latest")  # built locally, never pushed
     with pytest.raises(ImageNotFound, match="never pushed"):
         backend.image_reference("disdat-etl-y")
     with pytest.raises(RunError, match="from a registry"):
-        BatchBackend(Settings(config_path=tmp_path, root=tmp_path), lambda _l: None).image_reference("x")
+        _executor(tmp_path, Settings(config_path=tmp_path, root=tmp_path), BackendName.AWS_BATCH).image_reference("x")
     labels.clear()
     with pytest.raises(ImageNotFound, match="not built by dsdt dockerize"):
         backend.image_reference("disdat-etl-x")
@@ -281,7 +313,7 @@ def test_batch_runs_the_pushed_content_tag(tmp_path: Path, monkeypatch: pytest.M
 
 
 class FakeClient:
-    """Answers the calls run/aws.py makes; `fail` maps a method name to the error it raises."""
+    """Answers the calls run/batch_client.py makes; `fail` maps a method name to the error it raises."""
 
     def __init__(self, fail: dict[str, Exception] | None = None) -> None:
         self.fail = fail or {}
@@ -323,43 +355,45 @@ def test_aws_wrappers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Queues, job definitions (every active revision, newest first), submission, job lookup,
     termination, session tokens, instance sizes and log pages, translated into disdat errors."""
     client = FakeClient()
-    monkeypatch.setattr(aws, "_client", lambda service: client)
+    monkeypatch.setattr(batch_client, "_client", lambda service: client)
     with pytest.raises(QueueNotFound):
-        aws.check_queue("q")
+        batch_client.check_queue("q")
     with pytest.raises(QueueNotFound):
-        aws.compute_environments("q")
-    assert [d["revision"] for d in aws.active_job_definitions("d")] == [3, 2, 1]
-    assert aws.register_job_definition("d", {"image": "i"}) == {"revision": 3}
-    assert aws.submit_job(jobName="n", jobQueue="q") == "j-9"
+        batch_client.compute_environments("q")
+    assert [d["revision"] for d in batch_client.active_job_definitions("d")] == [3, 2, 1]
+    assert batch_client.register_job_definition("d", {"image": "i"}) == {"revision": 3}
+    assert batch_client.submit_job(jobName="n", jobQueue="q") == "j-9"
     with pytest.raises(RunError, match="knows no job"):
-        aws.describe_job("j-9")
-    aws.terminate_job("j-9", "why")
+        state.describe_one("j-9")
+    batch_client.terminate_job("j-9", "why")
     assert ("terminate_job", {"jobId": "j-9", "reason": "why"}) in client.calls
-    assert aws.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
-    assert aws.instance_sizes(["p3.2xlarge", "optimal"]) == {"p3.2xlarge": (8, 62464, 1)}
-    assert aws.instance_sizes(["m5"]) == {}
-    assert aws.log_page("s", None) == ([{"message": "one\ntwo"}], "f/1")
-    assert client.calls[-1][1] == {"logGroupName": aws.LOG_GROUP, "logStreamName": "s", "startFromHead": True}
-    aws.log_page("s", "f/1")
+    assert batch_client.session_credentials(900)["AWS_SESSION_TOKEN"] == "T"
+    assert batch_client.instance_sizes(["p3.2xlarge", "optimal"]) == {"p3.2xlarge": (8, 62464, 1)}
+    assert batch_client.instance_sizes(["m5"]) == {}
+    assert batch_client.log_page("s", None) == ([{"message": "one\ntwo"}], "f/1")
+    assert client.calls[-1][1] == {"logGroupName": batch_client.LOG_GROUP, "logStreamName": "s", "startFromHead": True}
+    batch_client.log_page("s", "f/1")
     assert client.calls[-1][1]["nextToken"] == "f/1"
     missing = FakeClient()
     missing.fail["get_log_events"] = missing.exceptions.ResourceNotFoundException()
-    monkeypatch.setattr(aws, "_client", lambda service: missing)
-    assert aws.log_page("s", None) is None
+    monkeypatch.setattr(batch_client, "_client", lambda service: missing)
+    assert batch_client.log_page("s", None) is None
     throttled = FakeClient({"get_log_events": ClientError({"Error": {"Code": "ThrottlingException"}}, "GetLogEvents")})
-    monkeypatch.setattr(aws, "_client", lambda service: throttled)
-    monkeypatch.setattr(aws.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(batch_client, "_client", lambda service: throttled)
+    monkeypatch.setattr(batch_client.time, "sleep", lambda _s: None)
     with pytest.raises(RunError, match="reading the job log"):
-        aws.log_page("s", None)
+        batch_client.log_page("s", None)
     assert len(throttled.calls) == 8  # backed off and retried before giving up
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SubmitJob")
     monkeypatch.setattr(
-        aws, "_client", lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()})
+        batch_client,
+        "_client",
+        lambda service: FakeClient({"submit_job": denied, "get_session_token": NoCredentialsError()}),
     )
     with pytest.raises(RunError, match="submit_job failed"):
-        aws.submit_job(jobName="n")
+        batch_client.submit_job(jobName="n")
     with pytest.raises(CredentialsError):
-        aws.session_credentials(900)
+        batch_client.session_credentials(900)
 
 
 # --- the Local backend ---------------------------------------------------------------------------
@@ -392,9 +426,9 @@ def test_local_backend_runs_with_host_credentials(tmp_path: Path, monkeypatch: p
     client = SimpleNamespace(containers=SimpleNamespace(run=run))
     monkeypatch.setattr(engine, "connect", lambda: client)
     monkeypatch.setattr(engine, "image_exists", lambda _c, ref: ref == "disdat-etl-x:latest")
-    monkeypatch.setattr(LocalBackend, "secret_environment", lambda self: {"AWS_ACCESS_KEY_ID": "host"})
+    monkeypatch.setattr(DockerExecutor, "secret_environment", lambda self: {"AWS_ACCESS_KEY_ID": "host"})
     lines: list[str] = []
-    backend = LocalBackend(_settings(tmp_path), lines.append)
+    backend = _executor(tmp_path, _settings(tmp_path), BackendName.LOCAL, lines.append)
     assert backend.image_reference("disdat-etl-x") == "disdat-etl-x:latest"
     with pytest.raises(ImageNotFound):
         backend.image_reference("disdat-etl-y")
@@ -411,9 +445,9 @@ def test_local_credentials_come_from_the_credential_chain(monkeypatch: pytest.Mo
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
-    env = LocalBackend(_settings(tmp_path), lambda _l: None).secret_environment()
+    env = _executor(tmp_path, _settings(tmp_path), BackendName.LOCAL).secret_environment()
     assert env == {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
-    assert BatchBackend(_settings(tmp_path), lambda _l: None).secret_environment() == {}
+    assert not hasattr(_batch(tmp_path), "secret_environment")  # never given to AWS Batch jobs
 
 
 # --- the host side of dsdt run ---------------------------------------------------------------------
@@ -471,7 +505,7 @@ def test_run_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     sync = FakeSync()
     backend = FakeBackend(None, None)  # type: ignore[arg-type]
     monkeypatch.setattr(runner, "RemoteSync", lambda *_args: sync)
-    monkeypatch.setattr(runner, "load_backend", lambda name: lambda settings, log: backend)
+    monkeypatch.setattr(runner, "run_executor", lambda request, settings, context, log: backend)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", remote=store.remote_settings)  # type: ignore[arg-type]
@@ -483,8 +517,9 @@ def test_run_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.output_uuid == "u-out" and sync.pushed[0].uuid == raw.uuid
     command = backend.jobs[0].command
     assert command[:4] == ("--remote-context", "shared", "--remote-url", "s3://bucket/team")
-    assert ("--input-bundle", raw.uuid) == command[4:6] and "--force" in command and "--output-tag" in command
-    assert command[-3:] == ("etl.x.X", "--n", "2") and command[10:12] == ("--server-side-encryption", "AES256")
+    assert command[4:6] == ("--server-side-encryption", "AES256")
+    assert ("--input-bundle", raw.uuid) == command[6:8] and "--force" in command and "--output-tag" in command
+    assert command[-3:] == ("etl.x.X", "--n", "2")
     assert backend.jobs[0].environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
     assert not any("SECRET" in k for k in backend.jobs[0].environment)
     assert [p["uuid"] for p in sync.pulls] == ["u-out", "u-up"] and sync.pulls[0]["localize"]
@@ -518,11 +553,11 @@ def test_local_limits_and_container_provenance() -> None:
     an error); the container records the Batch job and its memory in every bundle it makes."""
     from disdat_luigi.cli.container import _provenance
 
-    assert LocalBackend.limits(_request(vcpus=2, memory=512)) == {"nano_cpus": 2_000_000_000, "mem_limit": "512m"}
-    assert LocalBackend.limits(_request()) == {}
+    assert DockerExecutor.limits(_request(vcpus=2, memory=512)) == {"nano_cpus": 2_000_000_000, "mem_limit": "512m"}
+    assert DockerExecutor.limits(_request()) == {}
     with pytest.raises(RunError, match="at least 1 CPU"):
-        LocalBackend.limits(_request(vcpus=0))
+        DockerExecutor.limits(_request(vcpus=0))
     with pytest.raises(RunError, match="--gpus is for AWS Batch"):
-        LocalBackend.limits(_request(gpus=1))
+        DockerExecutor.limits(_request(gpus=1))
     env = {"AWS_BATCH_JOB_ID": "j-1", "DISDAT_JOB_MEMORY": "4096", "OTHER": "x"}
     assert _provenance(env) == {"batch_job_id": "j-1", "batch_memory_mib": "4096"} and _provenance({}) == {}

@@ -1,4 +1,6 @@
-"""Thin wrappers around the boto3 Batch, CloudWatch Logs and STS calls `dsdt run` makes."""
+"""The bottom of the Batch layer: thin wrappers around each boto3 call (Batch, CloudWatch Logs,
+STS, EC2) that `dsdt run` and the executors make, with pagination, throttling retried, and
+errors translated into disdat's. Nothing here interprets a job (see `state`)."""
 
 from __future__ import annotations
 
@@ -33,13 +35,36 @@ def _cached_client(service: str, environment: tuple[tuple[str, str | None], ...]
         ) from err
 
 
-def _call(what: str, function: Any, **kwargs: Any) -> Any:
-    try:
-        return function(**kwargs)
-    except NoCredentialsError as err:
-        raise CredentialsError(f"no AWS credentials for {what}") from err
-    except (ClientError, BotoCoreError) as err:
-        raise RunError(f"{what} failed: {err}") from err
+THROTTLED = ("ThrottlingException", "TooManyRequestsException", "Throttling")
+ATTEMPTS = 8
+
+
+def _throttled(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") in THROTTLED
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2**attempt * 0.2, 5))
+
+
+def _call(what: str, function: Any, missing: type[Exception] | None = None, **kwargs: Any) -> Any:
+    """One API call; throttling is waited out (up to ATTEMPTS tries), anything else is a RunError;
+    None when it raises `missing` (a resource that does not exist yet)."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return function(**kwargs)
+        except NoCredentialsError as err:
+            raise CredentialsError(f"no AWS credentials for {what}") from err
+        except Exception as err:
+            if missing is not None and isinstance(err, missing):
+                return None
+            if isinstance(err, ClientError) and _throttled(err) and attempt < ATTEMPTS - 1:
+                _backoff(attempt)
+                continue
+            if isinstance(err, (ClientError, BotoCoreError)):
+                raise RunError(f"{what} failed: {err}") from err
+            raise
+    raise AssertionError("unreachable")
 
 
 def check_queue(queue: str) -> None:
@@ -76,48 +101,21 @@ def submit_job(**submission: Any) -> str:
     return str(response["jobId"])
 
 
-def describe_job(job_id: str) -> Mapping[str, Any]:
-    jobs = describe_jobs([job_id])
-    if not jobs:
-        raise RunError(f"AWS Batch knows no job {job_id}")
-    return jobs[0]
-
-
 def describe_jobs(job_ids: list[str]) -> list[Mapping[str, Any]]:
-    """One describe_jobs call (at most 100 ids: see jobs.describe_many)."""
+    """One describe_jobs call (at most 100 ids: see state.describe)."""
     return list(_call("describe_jobs", _client("batch").describe_jobs, jobs=job_ids).get("jobs", []))
 
 
-def array_children(array_job_id: str, status: str) -> list[str]:
-    """The ids of an array job's children in `status` (list_jobs, every page)."""
-    found: list[str] = []
-    kwargs: dict[str, Any] = {"arrayJobId": array_job_id, "jobStatus": status}
+def list_jobs(**filters: Any) -> list[Mapping[str, Any]]:
+    """Job summaries of list_jobs (`arrayJobId=`, `jobQueue=`, `jobStatus=`...), every page."""
+    found: list[Mapping[str, Any]] = []
+    kwargs: dict[str, Any] = dict(filters)
     while True:
         answer = _call("list_jobs", _client("batch").list_jobs, **kwargs)
-        found += [str(j["jobId"]) for j in answer.get("jobSummaryList", [])]
+        found += list(answer.get("jobSummaryList", []))
         if not answer.get("nextToken"):
             return found
         kwargs["nextToken"] = answer["nextToken"]
-
-
-def with_exit_code(job: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The job with `container.exitCode` filled in when describe_jobs left it out: from its last
-    attempt, else from the queue's list of failed jobs (which some Batch implementations, moto
-    among them, are the only ones to report it in)."""
-    container = dict(job.get("container") or {})
-    if container.get("exitCode") is not None or job.get("status") != "FAILED":
-        return job
-    attempts = job.get("attempts") or []
-    code = (attempts[-1].get("container") or {}).get("exitCode") if attempts else None
-    if code is None and job.get("jobQueue"):
-        listed = _call("list_jobs", _client("batch").list_jobs, jobQueue=job["jobQueue"], jobStatus="FAILED").get(
-            "jobSummaryList", []
-        )
-        code = next((j.get("container", {}).get("exitCode") for j in listed if j.get("jobId") == job["jobId"]), None)
-    if code is None:
-        return job
-    container["exitCode"] = code
-    return {**job, "container": container}
 
 
 def terminate_job(job_id: str, reason: str) -> None:
@@ -163,26 +161,24 @@ def instance_sizes(instance_types: list[str]) -> dict[str, tuple[int, int, int]]
 def log_page(
     stream: str, token: str | None, from_head: bool = True
 ) -> tuple[list[Mapping[str, Any]], str | None] | None:
-    """One page of a job's CloudWatch log from `token` on (from the top without one; with
-    `from_head=False`, the last page: the end of the log): (events, nextForwardToken); None while
-    the stream does not exist. Throttling is waited out."""
+    """One page of a job's CloudWatch log from `token` on (from the top without one):
+    (events, nextForwardToken); with `from_head=False`, a page read backwards from the end (or
+    from `token`): (events, nextBackwardToken). None while the stream does not exist. Throttling
+    is waited out."""
     logs = _client("logs")
     kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": from_head}
     if token is not None:
         kwargs["nextToken"] = token
-    for attempt in range(8):
-        try:
-            answer = logs.get_log_events(**kwargs)
-            return list(answer.get("events", [])), answer.get("nextForwardToken")
-        except logs.exceptions.ResourceNotFoundException:
-            return None
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") != "ThrottlingException" or attempt == 7:
-                raise RunError(f"reading the job log {stream} failed: {err}") from err
-            time.sleep(min(2**attempt * 0.2, 5))
-        except BotoCoreError as err:
-            raise RunError(f"reading the job log {stream} failed: {err}") from err
-    return None
+    answer = _call(
+        f"reading the job log {stream}",
+        logs.get_log_events,
+        missing=logs.exceptions.ResourceNotFoundException,
+        **kwargs,
+    )
+    if answer is None:
+        return None
+    following = answer.get("nextForwardToken" if from_head else "nextBackwardToken")
+    return list(answer.get("events", [])), following
 
 
 def session_credentials(seconds: int) -> dict[str, str]:
@@ -197,10 +193,6 @@ def session_credentials(seconds: int) -> dict[str, str]:
 
 def endpoint_environment() -> dict[str, str]:
     """Endpoint and region settings a container needs to reach the same AWS (no secrets)."""
-    import os
-
-    import boto3
-
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL") or k == "AWS_EC2_METADATA_DISABLED"}
     region = boto3.session.Session().region_name
     if region:

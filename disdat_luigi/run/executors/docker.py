@@ -1,0 +1,146 @@
+"""The `docker` executor: the same containers on this machine's engine (each task alone in its
+module's image, as AWS Batch would run it), and `dsdt run --backend Local`'s one container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from disdat_luigi.apply import taskspec
+from disdat_luigi.apply.executors import Phase, RemoteTask
+from disdat_luigi.dockerize import engine
+from disdat_luigi.errors import DisdatError, ImageNotFound, JobFailed, RunError
+from disdat_luigi.run.batch import client
+from disdat_luigi.run.executors.container import ContainerExecutor, Tracked
+from disdat_luigi.run.output import output_of, without_output_line
+from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
+
+
+class DockerExecutor(ContainerExecutor):
+    """The same containers on this machine's engine (to debug what Batch would run)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: Any = None
+        self.exit_codes: dict[str, int] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = engine.connect()
+        return self._client
+
+    def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
+        for task in tasks:
+            request = replace(self.run_request(task), gpus=None)
+            if task.options.get("gpus"):
+                raise JobFailed(f"{task.label} asks for GPUs, which the docker executor does not pass to containers")
+            container = engine.run_container(
+                self.client,
+                self.images[task.pipe_cls][1],
+                command=list(self.command(taskspec.inline_arguments(task.spec(self.name)))),
+                environment={**client.endpoint_environment(), **self.secret_environment()},
+                network_mode=self.settings.docker.network_mode,
+                labels={"disdat.identity": task.identity, "disdat.executor": self.name},
+                **self.limits(request),
+            )
+            started(task, str(container.id))
+
+    def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
+        import docker.errors
+
+        found: dict[str, Phase | None] = {}
+        for job_id in job_ids:
+            try:
+                state = self.client.containers.get(job_id).attrs.get("State", {})
+            except docker.errors.NotFound:
+                found[job_id] = None
+                continue
+            if state.get("Status") in ("exited", "dead"):
+                self.exit_codes[job_id] = int(state.get("ExitCode", 1))
+                found[job_id] = Phase.DONE if self.exit_codes[job_id] == 0 else Phase.FAILED
+            else:
+                found[job_id] = Phase.RUNNING if state.get("Status") == "running" else Phase.SUBMITTED
+        return found
+
+    def finish(self, tracked: Tracked) -> tuple[list[str], DisdatError | None]:
+        container = self.client.containers.get(tracked.job_id)
+        lines = without_output_line(container.logs().decode("utf-8", "replace").splitlines())
+        container.remove(force=True)
+        code = self.exit_codes.pop(tracked.job_id, 1)
+        if tracked.phase is Phase.DONE:
+            return lines, None
+        reason = "it ran out of memory (exit code 137)" if code == 137 else f"exit code {code}"
+        return lines, JobFailed(
+            f"its container {tracked.job_id[:12]} failed: {reason}", hint="last log lines:\n" + "\n".join(lines[-20:])
+        )
+
+    def terminate(self, job_id: str) -> None:
+        self.client.containers.get(job_id).remove(force=True)
+
+    def secret_environment(self) -> dict[str, str]:
+        """The host's resolved credentials (from any profile or chain): a container on this
+        machine acts as the user who started it. Never given to AWS Batch jobs."""
+        import boto3
+
+        credentials = boto3.session.Session().get_credentials()
+        if credentials is None:
+            return {}
+        frozen = credentials.get_frozen_credentials()
+        env = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+        return env
+
+    def image_reference(self, name: str) -> str:
+        reference = f"{name}:latest"
+        if not engine.image_exists(self.client, reference):
+            raise ImageNotFound(f"no local image {reference}")
+        return reference
+
+    @staticmethod
+    def limits(request: RunRequest) -> dict[str, Any]:
+        """--vcpus and --memory as docker's CPU and memory limits (never silently ignored)."""
+        limits: dict[str, Any] = {}
+        if request.vcpus is not None:
+            if request.vcpus < 1:
+                raise RunError(f"--vcpus {request.vcpus}: a container needs at least 1 CPU")
+            limits["nano_cpus"] = int(request.vcpus * 1e9)
+        if request.memory is not None:
+            if request.memory < 6:
+                raise RunError(f"--memory {request.memory}: docker needs at least 6 MiB")
+            limits["mem_limit"] = f"{request.memory}m"
+        if request.gpus:
+            raise RunError("--gpus is for AWS Batch; the Local backend does not pass GPUs to the container")
+        return limits
+
+    def launch(self, request: RunRequest, job: ContainerJob) -> RunResult:
+        """docker run with the configured network mode; the host store is never mounted."""
+        container = engine.run_container(
+            self.client,
+            job.image,
+            command=list(job.command),
+            environment={**job.environment, **self.secret_environment()},
+            network_mode=self.settings.docker.network_mode,
+            **self.limits(request),
+        )
+        lines: list[str] = []
+        try:
+            for raw in container.logs(stream=True, follow=True):
+                for line in raw.decode("utf-8", "replace").splitlines():
+                    lines.append(line)
+                    self.log(line)
+            status = container.wait()
+        finally:
+            container.remove(force=True)
+        if status.get("StatusCode", 1) != 0:
+            return RunResult(backend=BackendName.LOCAL, status=RunStatus.FAILED, log_tail=tuple(lines[-20:]))
+        name, uuid = output_of(lines)
+        return RunResult(
+            backend=BackendName.LOCAL,
+            status=RunStatus.SUCCEEDED,
+            output_name=name,
+            output_uuid=uuid,
+            log_tail=tuple(lines[-20:]),
+        )
