@@ -58,15 +58,19 @@ BATCH_PHASES = {
 }
 
 
-def executor_factory(settings: Settings, build: bool = True) -> ExecutorFactory:
-    """Makes the executor an `[executor.NAME]` section describes, for an apply on `context`."""
+def executor_factory(
+    settings: Settings, build: bool = True, images: Mapping[str, str] | None = None
+) -> ExecutorFactory:
+    """Makes the executor an `[executor.NAME]` section describes, for an apply on `context`;
+    `images` (class path -> image), given to a driver job, are run as they are (never built)."""
 
     def make(name: str, context: LocalContext) -> Executor | None:
         config = settings.executor(name)
+        given = dict(images or {})
         if config.type == "aws_batch":
-            return BatchExecutor(settings=settings, config=config, context=context, build=build)
+            return BatchExecutor(settings=settings, config=config, context=context, build=build, images=given)
         if config.type == "docker":
-            return DockerExecutor(settings=settings, config=config, context=context, build=build)
+            return DockerExecutor(settings=settings, config=config, context=context, build=build, images=given)
         return None  # type = local: its tasks run in the apply process
 
     return make
@@ -139,8 +143,17 @@ class ContainerExecutor(Executor):
 
     push_images = False
 
-    def __init__(self, *, settings: Settings, config: ExecutorSettings, context: LocalContext, build: bool) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        config: ExecutorSettings,
+        context: LocalContext,
+        build: bool,
+        images: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.given_images = dict(images or {})  # class path -> image, chosen by the host of a driver
         self.config = config
         self.context = context
         self.build = build
@@ -167,6 +180,9 @@ class ContainerExecutor(Executor):
             path = class_path(cls)
             module, _name = module_of(path)
             name = image_name(module, self.settings.docker.repository_prefix)
+            if path in self.given_images:
+                self.images[path] = (name, self.given_images[path])
+                continue
             if name not in done:
                 root = find_pipe_root(module, self.settings.dockerize.pipe_root)
                 refresh_image(path, root, push=self.push_images, build=self.build, settings=self.settings, log=log)

@@ -15,7 +15,7 @@ from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
-from disdat_luigi.run import aws, jobs, journal
+from disdat_luigi.run import aws, driver_job, jobs, journal
 from disdat_luigi.run.backends import load_backend
 from disdat_luigi.run.backends.base import LogSink
 from disdat_luigi.run.images import refresh_image
@@ -38,6 +38,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
     # the class and its parameters fail here, before anything is pushed or started
     pipeline = _load_pipeline(request, pipe_root) if pipe_root is not None else None
+    driver = _driver(request, pipeline, settings, context, log)
     _refresh_image(request, pipe_root, settings, log)
     try:
         image = backend.image_reference(name)
@@ -62,7 +63,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
-    command = _command(request, location, input_uuid, settings)
+    command = _command(request, location, input_uuid, settings, driver)
     job = ContainerJob(
         image=image,
         image_name=name,
@@ -232,8 +233,33 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
     return bundle.uuid
 
 
+def _driver(
+    request: RunRequest,
+    pipeline: tuple[type, dict[str, Any]] | None,
+    settings: Settings,
+    context: LocalContext,
+    log: LogSink,
+) -> driver_job.DriverConfig | None:
+    """For a Batch run of a pipeline whose tasks name aws_batch executors: their images built and
+    pushed and their queues checked here, and what the driver job needs to send them out."""
+    if request.backend is not BackendName.AWS_BATCH or pipeline is None:
+        return None
+    cls, params = pipeline
+    planned = driver_job.plan(cls(**params), settings)
+    if not planned.remote:
+        return None
+    role = request.job_role_arn or settings.run.job_role_arn
+    if request.use_aws_session_token and not role and not request.no_submit:
+        log(driver_job.session_token_warning(request.use_aws_session_token))
+    return driver_job.prepare(planned, settings, context, build=request.build, job_role_arn=role, log=log)
+
+
 def _command(
-    request: RunRequest, location: RemoteLocation, input_uuid: str | None, settings: Settings
+    request: RunRequest,
+    location: RemoteLocation,
+    input_uuid: str | None,
+    settings: Settings,
+    driver: driver_job.DriverConfig | None = None,
 ) -> tuple[str, ...]:
     args = [
         "--remote-context", location.context,
@@ -251,6 +277,8 @@ def _command(
         args.append("--force-all")
     for key, value in request.output_tags.items():
         args += ["--output-tag", f"{key}:{value}"]
+    if driver is not None:
+        args += ["--driver-config", driver.to_json()]
     return (*args, request.pipe_cls, *request.pipe_args)
 
 
