@@ -52,10 +52,11 @@ class DriverConfig:
                 f"--driver-config has version {found!r}, this image reads version {VERSION}",
                 hint="rebuild the image with the dsdt that submits the run",
             )
-        sections, images = doc.get("sections"), doc.get("images")
+        sections: Any = doc.get("sections")
+        images: Any = doc.get("images")
         if not _strings_of_strings(sections) or not _strings(images):
             raise TaskSpecRejected("--driver-config needs 'sections' (section -> key -> text) and 'images'")
-        return cls(sections=sections, images=images)
+        return cls(sections={name: dict(values) for name, values in sections.items()}, images=dict(images))
 
     def install(self, path: Path) -> None:
         """Add the host's sections to the driver's own config file (the remote's stay)."""
