@@ -241,6 +241,7 @@ def _dispatch(
         log=log,
         poll_seconds=settings.run.poll_seconds,
         localize=request.localize,
+        workers=request.workers,
     )
     journal = Journal(journal_path)
     try:
