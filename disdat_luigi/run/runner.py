@@ -38,7 +38,6 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     pipe_root = find_pipe_root(module, settings.dockerize.pipe_root)
     # the class and its parameters fail here, before anything is pushed or started
     pipeline = _load_pipeline(request, pipe_root) if pipe_root is not None else None
-    driver = _driver(request, pipeline, settings, context, log)
     _refresh_image(request, pipe_root, settings, log)
     try:
         image = backend.image_reference(name)
@@ -63,6 +62,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
+    driver = _driver(request, pipeline, settings, context, log)  # the images its tasks run, built and pushed
     command = _command(request, location, input_uuid, settings, driver)
     job = ContainerJob(
         image=image,
