@@ -27,6 +27,7 @@ from disdat_luigi.apply.executors import (
 )
 from disdat_luigi.apply.identity import class_path, differs_from_plan, luigi_params
 from disdat_luigi.apply.journal import Journal
+from disdat_luigi.apply.localpool import LocalPool, LocalResult
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision
 from disdat_luigi.apply.state import declaration_of, is_root, output_tags, state_of
@@ -94,12 +95,14 @@ class Dispatcher:
         poll_seconds: float,
         localize: bool = False,
         status_seconds: float = 30.0,
+        workers: int = 1,
     ) -> None:
         self.context = context
         self.options = options
         self.tasks = {t.task_id: t for t in order}
         self.decisions = decisions
         self.run_local = run_local
+        self.local = LocalPool(run_local, workers)
         self.log = log
         self.poll_seconds = poll_seconds
         self.localize = localize
@@ -144,18 +147,27 @@ class Dispatcher:
                 if not self.failures:  # remote work first, so it runs while local tasks do
                     for executor in self._executors.values():
                         self._hand_over(executor, ready)
-                if self._local and not self.failures:
+                if self._local and not self.failures and self.local.has_room():
                     self._run_here(self.tasks[self._local.popleft()], ready)
                     if self._busy() and time.monotonic() - last_poll >= self.poll_seconds:
                         last_poll = self._poll(ready)
                     continue
                 if ready:
                     continue
-                if not self._busy():
+                if not self._busy() and not self.local.in_flight:
                     break
-                time.sleep(max(0.0, self.poll_seconds - (time.monotonic() - last_poll)))
-                last_poll = self._poll(ready)
+                # until a local task ends, or it is time to poll the executors
+                wait = max(0.0, self.poll_seconds - (time.monotonic() - last_poll)) if self._busy() else None
+                if self.local.in_flight:
+                    self._local_ended(self.local.wait(wait), ready)
+                else:
+                    time.sleep(wait or 0.0)
+                if self._busy() and time.monotonic() - last_poll >= self.poll_seconds:
+                    last_poll = self._poll(ready)
         except KeyboardInterrupt:
+            stopped_here = self.local.cancel()
+            if stopped_here:
+                self.log(f"interrupted: stopped {len(stopped_here)} local task(s): {', '.join(stopped_here)}")
             for executor in self._executors.values():
                 stopped = executor.cancel()
                 if stopped:
@@ -185,12 +197,18 @@ class Dispatcher:
 
     def _run_here(self, task: PipeTask, ready: collections.deque[str]) -> None:
         self._set(task.task_id, "running")
-        error = self.run_local(task)
-        if error is not None:
-            self._fail(task.task_id, Failure(str(task), str(error), cause=_root_cause(error)))
-            return
-        uuid = state_of(task).produced or ""
-        self._done(task.task_id, uuid, ready)
+        ended = self.local.start(task)  # with one worker it ran to its end; else it runs on
+        if ended is not None:
+            self._local_ended([ended], ready)
+
+    def _local_ended(self, results: Iterable[LocalResult], ready: collections.deque[str]) -> None:
+        for result in results:
+            if result.error is not None:
+                task = self.tasks[result.task_id]
+                self._fail(result.task_id, Failure(str(task), str(result.error), cause=_root_cause(result.error)))
+            else:
+                state_of(self.tasks[result.task_id]).produced = result.uuid or None
+                self._done(result.task_id, result.uuid, ready)
 
     def _hand_over(self, executor: Executor, ready: collections.deque[str]) -> None:
         """As many queued tasks as the executor takes now: what they read pushed, then handed over

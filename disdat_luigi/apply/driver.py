@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from disdat_luigi.apply.dispatch import Dispatcher, LogSink, first_failure
 from disdat_luigi.apply.executors import LOCAL, ExecutorFactory, check_overrides
 from disdat_luigi.apply.journal import Journal
 from disdat_luigi.apply.loader import coerce_params, load_pipe_class
-from disdat_luigi.apply.local import luigi_configured, run_in_process
+from disdat_luigi.apply.local import RetryPolicy, luigi_configured, run_with_retries
 from disdat_luigi.apply.options import ApplyOptions
 from disdat_luigi.apply.plan import Decision, Planner, post_order
 from disdat_luigi.apply.scheduling import SchedulerFactory
@@ -232,10 +233,15 @@ def _dispatch(
         order=post_order(prepared.root),
         decisions=by_id,
         make_executor=executors,
-        run_local=run_in_process if in_process else lambda task: _run_here(task, request, journal_path),
+        run_local=(
+            functools.partial(run_with_retries, policy=RetryPolicy.from_luigi(), log=log)
+            if in_process
+            else lambda task: _run_here(task, request, journal_path)
+        ),
         log=log,
         poll_seconds=settings.run.poll_seconds,
         localize=request.localize,
+        workers=request.workers,
     )
     journal = Journal(journal_path)
     try:

@@ -5,14 +5,19 @@ in plan order, with luigi's task events (START, SUCCESS, FAILURE, PROCESSING_TIM
 worker would; dynamic dependencies (`yield self.yield_dependency(...)`) are planned and run when
 they are yielded, and the generator resumes with them done (luigi would restart `pipe_run`).
 
-Applies that ask for luigi's own machinery (several workers, the central scheduler, luigi options,
-or `[worker]`/`[scheduler]` settings such as retries) still go through `luigi.build`.
+luigi's retry settings are honoured here as luigi's worker would: with `[worker] keep_alive`, a
+failed task runs again after `[scheduler] retry_delay` seconds until it has failed `retry_count`
+times (the task's own `retry_count`, else `[scheduler] retry_count`). Applies that ask for the rest
+of luigi's machinery (several workers, the central scheduler, luigi options, other `[worker]` or
+`[scheduler]` settings) still go through `luigi.build`.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import luigi
@@ -25,13 +30,66 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.task import PipeTask
 
 LUIGI_SECTIONS = ("worker", "scheduler")
+# luigi settings this runner honours itself (the retry of failed tasks, and how often luigi's
+# worker would look for work, which does not apply here)
+OWN_SETTINGS = {
+    "scheduler": {"retry_delay", "retry_count", "disable_window"},
+    "worker": {"keep_alive", "wait_interval", "wait_jitter"},
+}
 
 
 def luigi_configured() -> bool:
-    """True when luigi's own config has worker or scheduler settings (retries, keep_alive, ...):
-    those are honoured by luigi's scheduler only."""
+    """True when luigi's own config has worker or scheduler settings this runner does not honour
+    itself: those need luigi's scheduler."""
     config = luigi.configuration.get_config()
-    return any(config.has_section(section) and config.items(section) for section in LUIGI_SECTIONS)
+    return any(
+        key not in OWN_SETTINGS[section]
+        for section in LUIGI_SECTIONS
+        if config.has_section(section)
+        for key, _value in config.items(section)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """luigi's retry of failed tasks: only while the worker is kept alive, each task until it has
+    failed `retry_count` times, `delay` seconds apart."""
+
+    keep_alive: bool = False
+    retry_count: int = 999999999  # luigi's default: retried for as long as the worker lives
+    delay: float = 900.0
+
+    @classmethod
+    def from_luigi(cls) -> RetryPolicy:
+        from luigi.scheduler import scheduler
+        from luigi.worker import worker
+
+        scheduling = scheduler()
+        return cls(
+            keep_alive=bool(worker().keep_alive),
+            retry_count=int(scheduling.retry_count),
+            delay=float(scheduling.retry_delay),
+        )
+
+    def attempts(self, task: Any) -> int:
+        if not self.keep_alive:
+            return 1
+        own = task.retry_count  # a class may set its own (luigi's Task property is None)
+        return max(1, int(own) if own is not None else self.retry_count)
+
+
+def run_with_retries(
+    task: PipeTask, policy: RetryPolicy, log: Callable[[str], None], sleep: Callable[[float], None] = time.sleep
+) -> Exception | None:
+    """`run_in_process`, again after a failure while the policy allows: None, or the last failure."""
+    attempts = policy.attempts(task)
+    for attempt in range(1, attempts + 1):
+        failed = run_in_process(task)
+        if failed is None or attempt == attempts:
+            return failed
+        log(f"{task} failed ({failed}); retrying in {policy.delay:g} s (attempt {attempt + 1} of {attempts})")
+        sleep(policy.delay)
+    return None
 
 
 class _Failed(Exception):

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--task-spec-url", help="s3:// task spec (or list of an array job's, the child's index picks one)"
     )
     parser.add_argument("--task-spec-sha256", help="the sha256 the stored task spec must have (set by the host)")
+    parser.add_argument(
+        "--driver-config", help="run as a driver: send tasks to the host's executors (JSON from the host)"
+    )
     parser.add_argument("pipe_cls", nargs="?", help="module.submodule.ClassName")
     parser.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     return parser
@@ -101,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             provenance=_provenance(os.environ),
         )
-        # `dsdt run` is a whole pipeline in this one container, whatever executors its classes name
-        outcome = apply_outcome(dataclasses.replace(request, executors={"*": "local"}), load_settings())
+        if args.driver_config:
+            outcome = _drive(args.driver_config, request)
+        else:  # a whole pipeline in this one container, whatever executors its classes name
+            outcome = apply_outcome(dataclasses.replace(request, executors={"*": "local"}), load_settings())
     except DisdatError as err:
         if args.verbose:
             traceback.print_exc()
@@ -116,6 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a reused root came from the remote (incremental pull); a new one was pushed as it closed
     print(output_line(outcome.root_name, outcome.root_uuid), flush=True)
     return 0
+
+
+def _drive(driver_config: str, request: Any) -> Any:
+    """The apply of a driver job: tasks whose executor is aws_batch go out as their own jobs, on
+    the images the host pushed; the rest run here."""
+    from disdat_luigi.apply.driver import apply_outcome
+    from disdat_luigi.config import load_settings
+    from disdat_luigi.run.driver_job import DriverConfig
+    from disdat_luigi.run.executors import executor_factory
+
+    driver = DriverConfig.from_json(driver_config)
+    driver.install(Path(os.environ["DISDAT_CONFIG"]))
+    settings = load_settings()
+    factory = executor_factory(settings, build=False, images=driver.images)
+    return apply_outcome(request, settings, factory, lambda line: print(line, flush=True))
 
 
 def _task_spec(args: argparse.Namespace, env: Mapping[str, str]) -> Any:

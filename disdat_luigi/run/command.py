@@ -32,8 +32,10 @@ def apply_work(
     force: bool,
     force_all: bool,
     output_tags: Mapping[str, str],
+    driver: str | None = None,
 ) -> list[str]:
-    """The work of `dsdt run`: a whole apply of `pipe_cls` in the container."""
+    """The work of `dsdt run`: a whole apply of `pipe_cls` in the container (with `driver`, the
+    host's DriverConfig as JSON: an apply that sends tasks to executors, see run/driver_job.py)."""
     args = ["--input-bundle", input_uuid or "-", "--output-bundle", output_bundle or "-", "--workers", str(workers)]
     if force:
         args.append("--force")
@@ -41,4 +43,6 @@ def apply_work(
         args.append("--force-all")
     for key, value in output_tags.items():
         args += ["--output-tag", f"{key}:{value}"]
+    if driver is not None:
+        args += ["--driver-config", driver]
     return [*args, pipe_cls, *pipe_args]

@@ -16,7 +16,7 @@ from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCommitted, RunError
-from disdat_luigi.run import journal
+from disdat_luigi.run import driver_job, journal
 from disdat_luigi.run.batch import client, state
 from disdat_luigi.run.command import apply_work, container_command
 from disdat_luigi.run.executors import executor_type
@@ -65,6 +65,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
+    driver = _driver(request, pipeline, settings, context, log)  # the images its tasks run, built and pushed
     work = apply_work(
         pipe_cls=request.pipe_cls,
         pipe_args=request.pipe_args,
@@ -74,6 +75,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         force=request.force,
         force_all=request.force_all,
         output_tags=request.output_tags,
+        driver=driver.to_json() if driver is not None else None,
     )
     command = container_command(location, settings.remote, work)
     job = ContainerJob(
@@ -265,6 +267,27 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
     if not request.no_push_input and not request.no_submit:  # --no-submit changes nothing
         sync.push([bundle])
     return bundle.uuid
+
+
+def _driver(
+    request: RunRequest,
+    pipeline: tuple[type, dict[str, Any]] | None,
+    settings: Settings,
+    context: LocalContext,
+    log: LogSink,
+) -> driver_job.DriverConfig | None:
+    """For a Batch run of a pipeline whose tasks name aws_batch executors: their images built and
+    pushed and their queues checked here, and what the driver job needs to send them out."""
+    if request.backend is not BackendName.AWS_BATCH or pipeline is None:
+        return None
+    cls, params = pipeline
+    planned = driver_job.plan(cls(**params), settings)
+    if not planned.remote:
+        return None
+    role = request.job_role_arn or settings.run.job_role_arn
+    if request.use_aws_session_token and not role and not request.no_submit:
+        log(driver_job.session_token_warning(request.use_aws_session_token))
+    return driver_job.prepare(planned, settings, context, build=request.build, job_role_arn=role, log=log)
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:

@@ -342,3 +342,30 @@ def test_a_stopped_container_ends_at_once_and_keeps_nothing(naps: Path, farm: st
     assert "stopped (SIGTERM)" in logs
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="farm/context/shared/catalog/Nap/")
     assert listed["KeyCount"] == 0  # no bundle of the stopped task was published
+
+
+def test_a_detached_driver_sends_the_fits_out_as_their_own_jobs(farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt run --backend AWSBatch --detach` of the hybrid sweep returns once the driver is
+    submitted (the host builds and pushes the images first); the driver job runs Clean and Sweep
+    itself and sends each Fit out as its own Batch job; `dsdt wait` collects the output later."""
+    started = dsdt(
+        "run", "--backend", "AWSBatch", "--queue", farm, "--use-aws-session-token", "900", "--detach",
+        "-", "swept", "ml.sweep.Sweep", "--alphas", "[0.5, 2.0]",
+    )  # fmt: skip
+    assert started.code == 0, started.err[-3000:]
+    assert "child jobs inherit them" in started.err  # a driver on session credentials says what that means
+    driver = started.out.strip()
+    assert _jobs(farm) == []  # nothing but the driver was submitted by the host
+    waited = dsdt("wait", driver)
+    assert waited.code == 0, waited.err[-3000:]
+    assert any(line.startswith("swept ") for line in waited.out.splitlines()), waited.out[-3000:]
+    assert sorted(api.get("work", "swept").data.alpha) == [0.5, 2.0]
+    fits = api.search("work", "Fit")
+    assert len(fits) == 2
+    children = {(fit.git_info or {}).get("batch_job_id") for fit in fits}
+    assert driver not in children and children == {j["jobId"] for j in _jobs(farm)}  # one job per Fit
+    assert dsdt("pull").code == 0
+    clean = api.search("work", "clean_readings")
+    assert [(c.git_info or {}).get("batch_job_id") for c in clean] == [driver]  # made in the driver itself
+    log = dsdt("logs", driver)
+    assert "JOB STATUS" in log.out + log.err  # the driver's status table is in its log

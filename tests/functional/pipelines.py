@@ -363,3 +363,34 @@ class HybridEvaluate(PipeTask):
     def pipe_run(self, **fits):
         best = max(fits.values(), key=lambda f: f["score"])
         return {"best_alpha": best["alpha"], "fits": len(fits), "pids": sorted({f["pid"] for f in fits.values()})}
+
+
+class HybridNap(PipeTask):
+    """A local task that takes a while and says when and where it ran."""
+
+    n = luigi.IntParameter()
+    seconds = luigi.FloatParameter(default=1.0)
+
+    def pipe_run(self):
+        import time
+
+        started = time.time()
+        time.sleep(self.seconds)
+        if os.environ.get("HYBRID_FAIL_NAP") == str(self.n):
+            raise RuntimeError(f"nap {self.n} woke badly")
+        return {"n": self.n, "start": started, "end": time.time(), "pid": os.getpid()}
+
+
+class HybridNaps(PipeTask):
+    """Several local naps and one remote fit, side by side."""
+
+    count = luigi.IntParameter(default=3)
+    seconds = luigi.FloatParameter(default=1.0)
+
+    def pipe_requires(self):
+        for n in range(self.count):
+            self.add_dependency(f"nap_{n}", HybridNap, {"n": n, "seconds": self.seconds})
+        self.add_dependency("fit", HybridFit, {"alpha": 1})
+
+    def pipe_run(self, fit, **naps):
+        return {"naps": sorted(naps.values(), key=lambda nap: nap["n"]), "fit": fit["alpha"]}

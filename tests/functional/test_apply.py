@@ -167,6 +167,38 @@ def test_luigi_retries_a_failed_task(ctx: str, tmp_path: Path) -> None:
     assert (tmp_path / "failed").exists() and api.get(ctx, "FailsOnce").data == 1
 
 
+def test_luigi_retry_settings_are_honoured_without_luigis_scheduler(
+    ctx: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retry settings alone keep the apply on the in-process runner (luigi's scheduler is
+    quadratic): a task failing once is run again after retry_delay; retry_count bounds it."""
+    import luigi.worker
+
+    config = luigi.configuration.get_config()
+    settings = {("scheduler", "retry_delay"): "0", ("worker", "keep_alive"): "true", ("scheduler", "retry_count"): "2"}
+    for (section, key), value in settings.items():
+        if not config.has_section(section):
+            config.add_section(section)
+        config.set(section, key, value)
+
+    def no_luigi_worker(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("luigi's worker was used")
+
+    monkeypatch.setattr(luigi.worker.Worker, "__init__", no_luigi_worker)
+    try:
+        with caplog.at_level("INFO", logger="disdat_luigi.apply"):
+            result = api.apply(ctx, p.FailsOnce, params={"marker": str(tmp_path / "failed")})
+        assert result == {"success": True, "did_work": True}
+        assert "FailsOnce() failed (RuntimeError: first attempt fails); retrying in 0 s (attempt 2 of 2)" in caplog.text
+        caplog.clear()
+        with caplog.at_level("INFO", logger="disdat_luigi.apply"), pytest.raises(ApplyError, match="Fails.* boom"):
+            api.apply(ctx, p.Fails)  # fails on every attempt: two, then the apply fails
+        assert caplog.text.count("retrying in 0 s") == 1
+    finally:
+        for section, key in settings:
+            config.remove_option(section, key)
+
+
 def test_parameters_added_to_a_class_later_are_seen(ctx: str) -> None:
     """PipeTask remembers each class's parameters; adding or removing one on a base class is seen."""
 

@@ -263,3 +263,23 @@ def test_a_misspelled_executor_override_is_refused(farm, remote_ctx: str, dsdt) 
     explained = dsdt("apply", "--explain", "--executor", "HybridFt=here", "tests.functional.pipelines.HybridEvaluate")
     assert explained.code == 1 and "names no task class" in explained.err
     assert farm(executors={"tests.functional.pipelines.HybridFit": "here", "Transient": "here"}).success
+
+
+def test_local_tasks_of_a_hybrid_apply_run_w_at_once(farm, remote_ctx: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`-w 3`: the three local naps run at the same time, each in a worker process, while the fit
+    runs elsewhere; with one worker they run one after another in the apply's own process; a
+    failing one fails the apply with its error and keeps the others' bundles."""
+    parallel = farm(transform=p.HybridNaps, params={"count": 3, "seconds": 1.5}, workers=3)
+    naps = api.get(remote_ctx, None, uuid=parallel.root_uuid).data["naps"]
+    assert max(n["start"] for n in naps) < min(n["end"] for n in naps)  # all three overlapped
+    assert os.getpid() not in {n["pid"] for n in naps} and len({n["pid"] for n in naps}) == 3
+    serial = farm(transform=p.HybridNaps, params={"count": 3, "seconds": 0.5}, workers=1)
+    naps = sorted(api.get(remote_ctx, None, uuid=serial.root_uuid).data["naps"], key=lambda n: n["start"])
+    assert all(a["end"] <= b["start"] for a, b in zip(naps, naps[1:])) and {n["pid"] for n in naps} == {os.getpid()}
+    monkeypatch.setenv("HYBRID_FAIL_NAP", "1")
+    with pytest.raises(ApplyError, match=r"HybridNap\(n=1, seconds=0.2\) failed: .*nap 1 woke badly"):
+        farm(transform=p.HybridNaps, params={"count": 3, "seconds": 0.2}, workers=3)
+    assert sorted(b.params["n"] for b in api.search(remote_ctx, "HybridNap") if b.params["seconds"] == "0.2") == [
+        "0",
+        "2",
+    ]

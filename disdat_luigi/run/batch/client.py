@@ -181,8 +181,18 @@ def log_page(
     return list(answer.get("events", [])), following
 
 
+SESSION_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def session_credentials(seconds: int) -> dict[str, str]:
-    """Temporary credentials from STS for a job (never the caller's long-term keys)."""
+    """Temporary credentials from STS for a job (never the caller's long-term keys). A caller on
+    temporary credentials already (a driver job given them by its host) hands on its own: STS
+    mints no session token from a session token."""
+    import os
+
+    inherited = {key: os.environ.get(key, "") for key in SESSION_KEYS}
+    if all(inherited.values()):
+        return inherited
     token = _call("sts get_session_token", _client("sts").get_session_token, DurationSeconds=seconds)["Credentials"]
     return {
         "AWS_ACCESS_KEY_ID": token["AccessKeyId"],

@@ -4,6 +4,7 @@ one table of where a task can run (the registry style of the store's transfer sc
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from disdat_luigi.errors import ConfigError
@@ -29,12 +30,17 @@ def executor_type(kind: str) -> Any:
     return getattr(importlib.import_module(module), cls_name)
 
 
-def executor_factory(settings: Settings, build: bool = True) -> ExecutorFactory:
-    """Makes the executor an `[executor.NAME]` section describes, for an apply on a context."""
+def executor_factory(
+    settings: Settings, build: bool = True, images: Mapping[str, str] | None = None
+) -> ExecutorFactory:
+    """Makes the executor an `[executor.NAME]` section describes, for an apply on a context;
+    `images` (class path -> image), given to a driver job by its host, are run as they are."""
 
     def make(name: str, context: LocalContext) -> Executor:
         config = settings.executor(name)
-        executor: Executor = executor_type(config.type)(settings=settings, config=config, context=context, build=build)
+        kind = executor_type(config.type)
+        given = {"images": dict(images)} if images and config.type != "local" else {}
+        executor: Executor = kind(settings=settings, config=config, context=context, build=build, **given)
         return executor
 
     return make

@@ -121,8 +121,10 @@ class ContainerExecutor(Executor):
         context: LocalContext,
         build: bool,
         log: LogSink | None = None,
+        images: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.given_images = dict(images or {})  # class path -> image, chosen by the host of a driver
         self.config = config
         self.context = context
         self.build = build
@@ -153,6 +155,9 @@ class ContainerExecutor(Executor):
             path = class_path(cls)
             module, _name = module_of(path)
             name = image_name(module, self.settings.docker.repository_prefix)
+            if path in self.given_images:
+                self.images[path] = (name, self.given_images[path])
+                continue
             if name not in done:
                 root = find_pipe_root(module, self.settings.dockerize.pipe_root)
                 refresh_image(path, root, push=self.push_images, build=self.build, settings=self.settings, log=log)

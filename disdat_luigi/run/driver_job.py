@@ -1,0 +1,159 @@
+"""Pipelines that need no host: `dsdt run --backend AWSBatch` of a pipeline whose tasks name
+`aws_batch` executors runs the apply itself (the driver) as one Batch job, which sends those tasks
+out as their own jobs, exactly as a laptop apply would.
+
+The host decides, checks and builds: it finds the pipeline's remote classes, builds and pushes
+their images, and hands the driver a `DriverConfig` (the executor sections it used and the exact
+image of each remote class) in the job's command, which only the Batch API sets. Inside the driver,
+`docker` executors run their tasks in the driver's own container (no Docker socket is mounted).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disdat_luigi.apply.executors import executor_name
+from disdat_luigi.apply.identity import class_path
+from disdat_luigi.config import Settings, config_path
+from disdat_luigi.errors import TaskSpecRejected
+from disdat_luigi.store.context import LocalContext
+
+LogSink = Callable[[str], None]
+VERSION = 1
+# what a driver takes from the host's config besides its [executor.*] sections
+HOST_SECTIONS = {"docker": ("registry", "repository_prefix"), "run": None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverConfig:
+    """What a driver job needs of the host that submitted it."""
+
+    sections: dict[str, dict[str, str]]  # config sections, as the host's file has them
+    images: dict[str, str]  # class path -> the registry image its jobs run (pushed by the host)
+    version: int = VERSION
+
+    def to_json(self) -> str:
+        return json.dumps({"version": self.version, "sections": self.sections, "images": self.images}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DriverConfig:
+        try:
+            doc = json.loads(text)
+        except ValueError as err:
+            raise TaskSpecRejected(f"--driver-config is not JSON ({err})") from err
+        if not isinstance(doc, dict) or doc.get("version") != VERSION:
+            found = doc.get("version") if isinstance(doc, dict) else type(doc).__name__
+            raise TaskSpecRejected(
+                f"--driver-config has version {found!r}, this image reads version {VERSION}",
+                hint="rebuild the image with the dsdt that submits the run",
+            )
+        sections: Any = doc.get("sections")
+        images: Any = doc.get("images")
+        if not _strings_of_strings(sections) or not _strings(images):
+            raise TaskSpecRejected("--driver-config needs 'sections' (section -> key -> text) and 'images'")
+        return cls(sections={name: dict(values) for name, values in sections.items()}, images=dict(images))
+
+    def install(self, path: Path) -> None:
+        """Add the host's sections to the driver's own config file (the remote's stay)."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(path)
+        for section, values in self.sections.items():
+            if not parser.has_section(section):
+                parser.add_section(section)
+            for key, value in values.items():
+                parser.set(section, key, value)
+        with open(path, "w", encoding="utf-8") as handle:
+            parser.write(handle)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverPlan:
+    """The remote classes of a pipeline, by the `aws_batch` executor each names."""
+
+    remote: dict[str, list[type]] = field(default_factory=dict)
+    executors: tuple[str, ...] = ()  # every executor the pipeline names (local ones too)
+
+
+def plan(root: Any, settings: Settings) -> DriverPlan:
+    """Which of the planned tasks' classes run as their own Batch jobs (static dependencies; a
+    class yielded at run time is sent out by the driver as it would be by a laptop apply)."""
+    from disdat_luigi.apply.plan import post_order
+
+    remote: dict[str, list[type]] = {}
+    names: set[str] = set()
+    for task in post_order(root):
+        cls = type(task)
+        name = executor_name(cls, {})
+        names.add(name)
+        if settings.executor(name).type == "aws_batch" and cls not in remote.setdefault(name, []):
+            remote[name].append(cls)
+    return DriverPlan(remote={k: v for k, v in remote.items() if v}, executors=tuple(sorted(names)))
+
+
+def prepare(
+    driver: DriverPlan,
+    settings: Settings,
+    context: LocalContext,
+    *,
+    build: bool,
+    job_role_arn: str | None,
+    log: LogSink,
+) -> DriverConfig:
+    """On the host, before the driver is submitted: each executor's queue and resources checked,
+    the images built and pushed; the settings and images the driver runs with."""
+    from disdat_luigi.run.executors import executor_factory
+
+    make = executor_factory(settings, build=build)
+    images: dict[str, str] = {}
+    for name, classes in driver.remote.items():
+        executor: Any = make(name, context)
+        executor.prepare(classes, log)
+        images.update({class_path(cls): executor.images[class_path(cls)][1] for cls in classes})
+    return DriverConfig(sections=host_sections(config_path(), driver.executors, job_role_arn), images=images)
+
+
+def host_sections(path: Path, executors: tuple[str, ...], job_role_arn: str | None) -> dict[str, dict[str, str]]:
+    """The host's [executor.NAME] sections the pipeline names (a `docker` one becomes `local`: the
+    driver runs those tasks in its own container), its registry settings and its [run] section.
+    A driver with a job role gives its children roles, not session tokens (STS cannot mint those
+    from a role's credentials)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path, encoding="utf-8-sig")
+    found: dict[str, dict[str, str]] = {}
+    for name in executors:
+        section = f"executor.{name}"
+        if parser.has_section(section):
+            values = dict(parser.items(section))
+            if values.get("type", "").strip() == "docker":
+                values["type"] = "local"
+            if job_role_arn:
+                values["use_aws_session_token"] = "0"
+            found[section] = values
+    for section, keys in HOST_SECTIONS.items():
+        if parser.has_section(section):
+            values = dict(parser.items(section))
+            found[section] = {k: v for k, v in values.items() if keys is None or k in keys}
+    if job_role_arn:
+        found.setdefault("run", {})["job_role_arn"] = job_role_arn
+    return found
+
+
+def session_token_warning(seconds: int) -> str:
+    return (
+        f"warning: the driver runs on temporary credentials (use_aws_session_token = {seconds} s) and its "
+        "child jobs inherit them: every job of this run must end before they expire; real runs should "
+        "give the driver a job role ([run] job_role_arn)"
+    )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _strings_of_strings(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and _strings(v) for k, v in value.items())
