@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.images import ImageResult
+    from disdat_luigi.dockerize.prune import PruneReport
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
@@ -66,6 +67,7 @@ __all__ = [
     "current_context",
     "delete_context",
     "dockerize",
+    "prune_images",
     "explain",
     "get",
     "init",
@@ -581,6 +583,48 @@ def dockerize(
         no_build=no_build,
     )
     return run_dockerize(request, load_settings(), log or (lambda _line: None))
+
+
+def prune_images(
+    pipe_root: str | Path,
+    pipe_cls: str | None = None,
+    keep: int | None = None,
+    registry: bool = False,
+    delete_registry: bool = False,
+) -> PruneReport:
+    """Remove this machine's images of `pipe_cls`'s module (every pipeline module without it)
+    beyond the newest `keep`; with `registry` list the registry's tags that would go too, and with
+    `delete_registry` delete them. Kept always: `latest`, tags a bundle on any context's remote
+    names as its image, tags an ACTIVE AWS Batch job definition uses."""
+    from disdat_luigi.dockerize.prune import DEFAULT_KEEP, PruneRequest, prune
+
+    request = PruneRequest(
+        pipe_root=Path(pipe_root),
+        pipe_cls=pipe_cls,
+        keep=DEFAULT_KEEP if keep is None else keep,
+        registry=registry,
+        delete_registry=registry and delete_registry,
+        bundle_tags=_bundle_image_tags() if registry else frozenset(),
+    )
+    return prune(request, load_settings())
+
+
+def _bundle_image_tags() -> frozenset[str]:
+    """The image content tag every bundle on every context's remote records (its git_info)."""
+    store = _store()
+    seen: set[str] = set()
+    tags: set[str] = set()
+    for name in store.list_contexts():
+        ctx = store.context(name)
+        where = f"{ctx.meta.remote_url}|{ctx.meta.remote_context}"
+        if not ctx.meta.remote_url or where in seen:
+            continue
+        seen.add(where)
+        for found in _sync(ctx).find():
+            image = (found.manifest.git_info or {}).get("image")
+            if image:
+                tags.add(str(image))
+    return frozenset(tags)
 
 
 def run(
