@@ -426,13 +426,16 @@ def apply(
     executors: dict[str, str] | None = None,
     no_build: bool = False,
     localize: bool = False,
+    env: Any = None,
+    secrets: Any = None,
 ) -> dict[str, bool]:
     """Run the PipeTask `transform` (a class or 'module.Class') with `params`, reusing every
     bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
     `.result`) when a task fails. `input_tags` select the newest bundle carrying them as the
     root's `pipeline_input`. `executors` sends task classes elsewhere for this run
     ({"Fit": "batch"}, {"*": "debug"}: names of [executor.NAME] sections); `no_build` refuses a
-    stale image instead of building it; `localize` brings remotely made bundles' files here."""
+    stale image instead of building it; `localize` brings remotely made bundles' files here.
+    `env` and `secrets` (as for `run`) go to every task that runs in a container."""
     return apply_outcome(
         local_context,
         transform,
@@ -451,6 +454,8 @@ def apply(
         executors=executors,
         no_build=no_build,
         localize=localize,
+        env=env,
+        secrets=secrets,
     ).as_result()
 
 
@@ -473,14 +478,18 @@ def apply_outcome(
     no_build: bool = False,
     localize: bool = False,
     log: Callable[[str], None] | None = None,
+    env: Any = None,
+    secrets: Any = None,
 ) -> ApplyOutcome:
     """`apply`, returning also the root's bundle name and uuid (made now or reused); `log`
     receives the status table and remote jobs' log lines (default: the `disdat_luigi.apply`
     logger, at INFO)."""
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import apply_outcome as run_apply
+    from disdat_luigi.run.environment import JobEnvironment
     from disdat_luigi.run.executors import executor_factory
 
+    environment = JobEnvironment.given(env, secrets)  # a bad --env fails before anything is planned
     request = ApplyRequest(
         context=local_context,
         transform=transform,
@@ -499,7 +508,7 @@ def apply_outcome(
         localize=localize,
     )
     settings = load_settings()
-    factory = executor_factory(settings, build=not no_build)
+    factory = executor_factory(settings, build=not no_build, environment=environment)
     return run_apply(request, settings, factory, log) if log else run_apply(request, settings, factory)
 
 
@@ -655,12 +664,19 @@ def run(
     queue: str | None = None,
     detach: bool = False,
     build: bool = True,
+    env: Any = None,
+    secrets: Any = None,
 ) -> RunResult:
     """Run `pipe_cls` in the image of its module (`dsdt run`), on the local Docker engine or AWS
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
     come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
-    the container's output lines."""
+    the container's output lines. `env` ({"KEY": "value"}; a None value takes this process's
+    value, masked wherever the submission is shown) and `secrets` ({"KEY": "arn:aws:..."}: a
+    Secrets Manager secret or SSM parameter, which Batch resolves as the job starts and the Local
+    backend resolves here) go to the container's environment; `DISDAT_*` and the AWS settings
+    disdat_luigi manages are refused (JobEnvironmentError)."""
     from disdat_luigi.run.backends import backend_name
+    from disdat_luigi.run.environment import JobEnvironment
     from disdat_luigi.run.request import RunRequest, params_to_args
     from disdat_luigi.run.runner import run as run_container
 
@@ -690,6 +706,7 @@ def run(
         wait=wait,
         detach=detach,
         build=build,
+        environment=JobEnvironment.given(env, secrets),
     )
     return run_container(request, load_settings(), log or (lambda _line: None))
 

@@ -78,6 +78,8 @@ class ExecutorSettings:
     array_min_size: int = 5
     tags: tuple[tuple[str, str], ...] = ()
     use_aws_session_token: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # `env = K=V, ...`: checked when an apply uses the section
+    secrets: tuple[tuple[str, str], ...] = ()  # `secrets = K=ARN, ...`
 
     @property
     def remote(self) -> bool:
@@ -230,6 +232,8 @@ def _executor(reader: _Reader, section: str) -> ExecutorSettings:
         array_min_size=reader.integer(section, "array_min_size", 5),
         tags=reader.pairs(section, "tags"),
         use_aws_session_token=reader.integer(section, "use_aws_session_token", 0, minimum=0),
+        env=reader.pairs(section, "env", "="),
+        secrets=reader.pairs(section, "secrets", "="),
     )
 
 
@@ -284,16 +288,16 @@ class _Reader:
             raise self.fail(section, key, f"must not be negative, not {value}")
         return value
 
-    def pairs(self, section: str, key: str) -> tuple[tuple[str, str], ...]:
-        """`k:v, k2:v2` as pairs (tags)."""
+    def pairs(self, section: str, key: str, separator: str = ":") -> tuple[tuple[str, str], ...]:
+        """`k:v, k2:v2` as pairs (tags; `k=v, ...` with separator '=')."""
         raw = self.text(section, key)
         if raw is None:
             return ()
         found = []
         for item in raw.split(","):
-            name, sep, value = item.strip().partition(":")
+            name, sep, value = item.strip().partition(separator)
             if not sep or not name.strip():
-                raise self.fail(section, key, f"has {item.strip()!r}, which is not key:value")
+                raise self.fail(section, key, f"has {item.strip()!r}, which is not key{separator}value")
             found.append((name.strip(), value.strip()))
         return tuple(found)
 

@@ -38,6 +38,7 @@ DisdatError
 └── RunError
     ├── QueueNotFound
     ├── JobFailed
+    ├── JobEnvironmentError   an --env/--secret (or env option) that cannot be given to a job
     └── TaskSpecRejected      a container's task spec that is malformed or not the one submitted
 """
 
@@ -215,6 +216,10 @@ class QueueNotFound(RunError):
 
 class JobFailed(RunError):
     pass
+
+
+class JobEnvironmentError(RunError):
+    default_hint = "write --env KEY=VALUE, --env KEY or --secret KEY=ARN"
 
 
 class TaskSpecRejected(RunError):

@@ -77,6 +77,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_p.add_argument("--job-role-arn", help="IAM role of the AWS Batch job")
     run_p.add_argument("--workers", type=int, default=1, help="luigi workers inside the container")
     run_p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="set KEY in the container (KEY alone: this shell's value, masked wherever the job is shown)",
+    )
+    run_p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="KEY=ARN",
+        help="set KEY from a Secrets Manager secret or SSM parameter ARN (AWSBatch resolves it as the job "
+        "starts; Local resolves it here); the value is never written into the job",
+    )
+    run_p.add_argument(
         "--no-submit",
         action="store_true",
         help="AWSBatch: change nothing; print the job definition and the exact submission as JSON",
@@ -224,7 +239,8 @@ def _run(args: argparse.Namespace) -> int:
         use_aws_session_token=args.use_aws_session_token, vcpus=args.vcpus, memory=args.memory,
         job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
         pipe_args=args.pipe_args, log=_stderr, gpus=args.gpus, timeout=args.timeout, retries=args.retries,
-        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build,
+        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build, env=args.env,
+        secrets=args.secret,
     )  # fmt: skip
     if result.reused:
         print(f"{result.output_name} {result.output_uuid}")

@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-build", action="store_true", help="refuse a stale image of a remote task instead of building it"
     )
     apply_p.add_argument("--localize", action="store_true", help="bring the files of remotely made bundles here")
+    apply_p.add_argument(
+        "--env", action="append", default=[], metavar="KEY[=VALUE]", help="as dsdt run: for every containerized task"
+    )
+    apply_p.add_argument(
+        "--secret", action="append", default=[], metavar="KEY=ARN", help="as dsdt run: for every containerized task"
+    )
     apply_p.add_argument("pipe_cls", help="module.submodule.ClassName")
     apply_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     apply_p.set_defaults(func=_apply)
@@ -98,6 +104,8 @@ def _apply(args: argparse.Namespace) -> int:
         no_build=args.no_build,
         localize=args.localize,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        env=args.env,
+        secrets=args.secret,
     )
     what = "new bundles made" if outcome.did_work else "everything was up to date, nothing ran"
     print(f"done: {what}; the output is {outcome.root_name} {outcome.root_uuid}")

@@ -36,6 +36,7 @@ from disdat_luigi.errors import DisdatError, JobFailed, QueueNotFound, RunError
 from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.environment import JobEnvironment, class_environment
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest
@@ -58,15 +59,19 @@ BATCH_PHASES = {
 }
 
 
-def executor_factory(settings: Settings, build: bool = True) -> ExecutorFactory:
-    """Makes the executor an `[executor.NAME]` section describes, for an apply on `context`."""
+def executor_factory(
+    settings: Settings, build: bool = True, environment: JobEnvironment | None = None
+) -> ExecutorFactory:
+    """Makes the executor an `[executor.NAME]` section describes, for an apply on `context`;
+    `environment` (the apply's env and secrets) goes to every job, over the section's and class's."""
 
     def make(name: str, context: LocalContext) -> Executor | None:
         config = settings.executor(name)
+        given = environment or JobEnvironment()
         if config.type == "aws_batch":
-            return BatchExecutor(settings=settings, config=config, context=context, build=build)
+            return BatchExecutor(settings=settings, config=config, context=context, build=build, environment=given)
         if config.type == "docker":
-            return DockerExecutor(settings=settings, config=config, context=context, build=build)
+            return DockerExecutor(settings=settings, config=config, context=context, build=build, environment=given)
         return None  # type = local: its tasks run in the apply process
 
     return make
@@ -139,8 +144,18 @@ class ContainerExecutor(Executor):
 
     push_images = False
 
-    def __init__(self, *, settings: Settings, config: ExecutorSettings, context: LocalContext, build: bool) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        config: ExecutorSettings,
+        context: LocalContext,
+        build: bool,
+        environment: JobEnvironment | None = None,
+    ) -> None:
         self.settings = settings
+        self.environment = environment or JobEnvironment()  # the apply's own (env=, secrets=)
+        self.environments: dict[str, JobEnvironment] = {}  # class path -> its jobs' environment
         self.config = config
         self.context = context
         self.build = build
@@ -160,8 +175,15 @@ class ContainerExecutor(Executor):
         """Read from the context's metadata once (it cannot change during an apply)."""
         return RemoteLocation.of(self.context)
 
+    def environments_of(self, classes: Sequence[type]) -> None:
+        """Each class's job environment (section < class < apply), checked before anything is built."""
+        section = JobEnvironment.from_pairs(self.config.env, self.config.secrets, f"[executor.{self.name}]")
+        for cls in classes:
+            self.environments[class_path(cls)] = section.merged(class_environment(cls)).merged(self.environment)
+
     def prepare(self, classes: Sequence[type], log: LogSink) -> None:
         self.log = log
+        self.environments_of(classes)
         done: dict[str, str] = {}
         for cls in classes:
             path = class_path(cls)
@@ -310,6 +332,7 @@ class ContainerExecutor(Executor):
             queue=config.queue,
             job_role_arn=config.job_role_arn,
             use_aws_session_token=config.use_aws_session_token or None,
+            environment=self.environments.get(task.pipe_cls, self.environment),
         )
 
     def _memory(self, task: RemoteTask) -> int:
@@ -368,6 +391,7 @@ class BatchExecutor(ContainerExecutor):
         """Before the expensive step (building and pushing images): the queue, each class's
         resources against it, and how the jobs get AWS credentials; then the images."""
         self.log = log
+        self.environments_of(classes)
         checked: set[tuple[Any, ...]] = set()
         for cls in classes:
             request = self.run_request(_probe(cls))
@@ -418,7 +442,13 @@ class BatchExecutor(ContainerExecutor):
             command=self.command(spec_args),
             environment=aws.endpoint_environment(),
         )
-        key = (reference, request.vcpus, request.memory, request.gpus)
+        key = (
+            reference,
+            request.vcpus,
+            request.memory,
+            request.gpus,
+            tuple(sorted(request.environment.secrets.items())),
+        )
         if key not in self.definitions:
             self.definitions[key] = self.backend.job_definition(request, job)
         spec = self.backend.spec(request, job, self.definitions[key])
@@ -561,6 +591,7 @@ class DockerExecutor(ContainerExecutor):
         self.backend = LocalBackend(self.settings, lambda line: self.log(line))
         self._client: Any = None
         self.exit_codes: dict[str, int] = {}
+        self.resolved: dict[str, dict[str, str]] = {}
 
     @property
     def client(self) -> Any:
@@ -573,6 +604,12 @@ class DockerExecutor(ContainerExecutor):
     def image_reference(self, name: str) -> str:
         return self.backend.image_reference(name)
 
+    def _resolved(self, pipe_cls: str) -> dict[str, str]:
+        """The class's environment with its secrets read on this host (once per class)."""
+        if pipe_cls not in self.resolved:
+            self.resolved[pipe_cls] = self.environments.get(pipe_cls, self.environment).resolved()
+        return self.resolved[pipe_cls]
+
     def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
         for task in tasks:
             request = replace(self.run_request(task), gpus=None)
@@ -581,7 +618,11 @@ class DockerExecutor(ContainerExecutor):
             container = self.client.containers.run(
                 self.images[task.pipe_cls][1],
                 command=list(self.command(taskspec.inline_arguments(task.spec(self.name)))),
-                environment={**aws.endpoint_environment(), **self.backend.secret_environment()},
+                environment={
+                    **self._resolved(task.pipe_cls),
+                    **aws.endpoint_environment(),
+                    **self.backend.secret_environment(),
+                },
                 network_mode=self.settings.docker.network_mode,
                 detach=True,
                 labels={"disdat.identity": task.identity, "disdat.executor": self.name},

@@ -61,6 +61,8 @@ class BatchBackend(Backend):
         role = request.job_role_arn or self.settings.run.job_role_arn
         if role:
             properties["jobRoleArn"] = role
+        if request.environment.secrets:  # by reference: Batch resolves them as the container starts
+            properties["secrets"] = request.environment.batch_secrets()
         return properties
 
     def job_definition(self, request: RunRequest, job: ContainerJob, register: bool = True) -> Mapping[str, Any]:
@@ -79,8 +81,8 @@ class BatchBackend(Backend):
         self, request: RunRequest, job: ContainerJob, definition: Mapping[str, Any], memory: int | None = None
     ) -> JobSpec:
         run = self.settings.run
-        environment = dict(job.environment)
-        secrets: frozenset[str] = frozenset()
+        environment = {**request.environment.values, **job.environment}
+        secrets: frozenset[str] = request.environment.from_host  # masked wherever shown
         role = request.job_role_arn or run.job_role_arn
         if request.use_aws_session_token and not role and not request.no_submit:
             self.log(
@@ -89,7 +91,7 @@ class BatchBackend(Backend):
             )
             credentials = aws.session_credentials(request.use_aws_session_token)
             environment.update(credentials)
-            secrets = frozenset(credentials)
+            secrets |= frozenset(credentials)
         resources = self.resources(request, memory)
         environment["DISDAT_JOB_MEMORY"] = str(resources.memory)  # recorded in the bundles it makes
         cls_name = request.pipe_cls.rpartition(".")[2]
@@ -196,4 +198,9 @@ def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
         current.get("image") == wanted.get("image")
         and resources(current) == resources(wanted)
         and (current.get("jobRoleArn") or None) == (wanted.get("jobRoleArn") or None)
+        and _secrets(current) == _secrets(wanted)
     )
+
+
+def _secrets(props: Mapping[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["valueFrom"] for s in props.get("secrets") or []}

@@ -57,7 +57,7 @@ class LocalBackend(Backend):
         container = client.containers.run(
             job.image,
             command=list(job.command),
-            environment={**job.environment, **self.secret_environment()},
+            environment={**request.environment.resolved(), **job.environment, **self.secret_environment()},
             network_mode=self.settings.docker.network_mode,
             detach=True,
             **self.limits(request),
