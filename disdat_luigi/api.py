@@ -69,6 +69,7 @@ __all__ = [
     "dockerize",
     "prune_images",
     "explain",
+    "explain_preparation",
     "get",
     "init",
     "jobs",
@@ -546,6 +547,15 @@ def explain(
         executors=dict(executors or {}),
     )
     return run_explain(request, load_settings())
+
+
+def explain_preparation(local_context: str, decisions: list[Decision]) -> list[str]:
+    """What must happen before the remote tasks among `decisions` (from `explain`) run: each image
+    that will be built or pushed and why, each AWS Batch job definition registered or reused; one
+    line each. Changes nothing."""
+    from disdat_luigi.run.preview import preparation
+
+    return preparation(decisions, load_settings(), _context(local_context))
 
 
 def _input_uuid(local_context: str, name: str | None, input_tags: dict[str, str] | None) -> str | None:

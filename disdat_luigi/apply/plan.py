@@ -53,6 +53,7 @@ class Decision:
     executor: str = LOCAL
     forced: bool = False  # its run is this apply's own: never shared with or adopted from another
     code_files: tuple[str, ...] = ()  # what its code identity covers, for `--explain --code`
+    pipe_cls: str = ""  # module.Class of the task
 
     @property
     def reuse(self) -> bool:
@@ -192,6 +193,7 @@ class Planner:
                 executor=executor,
                 forced=forced,
                 code_files=listing,
+                pipe_cls=class_path(type(task)),
             )
 
         def run(reason: str, forced: bool = False) -> Decision:

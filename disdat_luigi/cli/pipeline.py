@@ -68,7 +68,7 @@ def _apply(args: argparse.Namespace) -> int:
     cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
     executors = parse_overrides(args.executor)
     if args.explain:
-        for decision in api.explain(
+        decisions = api.explain(
             context,
             cls,
             output_bundle=args.output_bundle,
@@ -77,10 +77,13 @@ def _apply(args: argparse.Namespace) -> int:
             force_all=args.force_all,
             params=params,
             executors=executors,
-        ):
+        )
+        for decision in decisions:
             print(decision)
             if args.code:
                 print("".join(f"      {line}\n" for line in decision.code_files), end="")
+        for line in api.explain_preparation(context, decisions):
+            print(f"prepare {line}")
         return 0
     if args.code:
         raise DisdatError("--code goes with --explain", hint="dsdt apply --explain --code CLASS ...")
