@@ -46,6 +46,7 @@ class DockerizeSettings:
 class RunSettings:
     aws_batch_queue: str | None = None
     job_role_arn: str | None = None
+    execution_role_arn: str | None = None  # the role AWS Batch reads a job's --secret values with
     vcpus: int = 1
     memory: int = 2048
     gpus: int = 0
@@ -193,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         run=RunSettings(
             aws_batch_queue=reader.text("run", "aws_batch_queue"),
             job_role_arn=reader.text("run", "job_role_arn"),
+            execution_role_arn=reader.text("run", "execution_role_arn"),
             vcpus=reader.integer("run", "vcpus", 1),
             memory=reader.integer("run", "memory", 2048),
             gpus=reader.integer("run", "gpus", 0, minimum=0),

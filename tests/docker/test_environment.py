@@ -6,6 +6,7 @@ backend and the docker executor (the value reaches the container)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,15 @@ def test_batch_secrets_are_references_and_host_values_masked(envcheck: str, dsdt
     definition = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"][0]
     assert definition["containerProperties"]["secrets"] == [{"name": "TOKEN", "valueFrom": envcheck}]
     _nowhere(SECRET_VALUE, json.dumps(definition), json.dumps(job, default=str))
+    assert "[run] execution_role_arn is not set" in ran.err
+
+    cfg = Path(os.environ["DISDAT_CONFIG"])
+    role = "arn:aws:iam::123456789012:role/batch-secrets-reader"
+    cfg.write_text(cfg.read_text().replace("execution_role_arn =\n", f"execution_role_arn = {role}\n", 1))
+    with_role = dsdt("run", "--no-submit", *args, "-", "-", f"{PACKAGE}.tasks.Show")
+    properties = json.loads(with_role.out)["job_definition"]["containerProperties"]
+    assert properties["executionRoleArn"] == role and "revision" not in json.loads(with_role.out)["job_definition"]
+    assert "execution_role_arn is not set" not in with_role.err
 
 
 def test_docker_executor_gets_section_class_and_apply_environment(envcheck: str, dsdt) -> None:  # type: ignore[no-untyped-def]

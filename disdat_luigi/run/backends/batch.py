@@ -63,6 +63,13 @@ class BatchBackend(Backend):
             properties["jobRoleArn"] = role
         if request.environment.secrets:  # by reference: Batch resolves them as the container starts
             properties["secrets"] = request.environment.batch_secrets()
+            if self.settings.run.execution_role_arn:
+                properties["executionRoleArn"] = self.settings.run.execution_role_arn
+            else:
+                self.log(
+                    "warning: the job's secrets are read with its execution role, and [run] execution_role_arn "
+                    "is not set: on AWS, set it to a role that may read them"
+                )
         return properties
 
     def job_definition(self, request: RunRequest, job: ContainerJob, register: bool = True) -> Mapping[str, Any]:
@@ -199,6 +206,7 @@ def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
         and resources(current) == resources(wanted)
         and (current.get("jobRoleArn") or None) == (wanted.get("jobRoleArn") or None)
         and _secrets(current) == _secrets(wanted)
+        and (current.get("executionRoleArn") or None) == (wanted.get("executionRoleArn") or None)
     )
 
 
