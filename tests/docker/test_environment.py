@@ -39,6 +39,10 @@ class ShowInDocker(PipeTask):
 
     def pipe_run(self):
         return {name: os.environ.get(name) for name in NAMES}
+
+
+class ShowOnBatch(ShowInDocker):
+    executor = "batch"
 """
 
 
@@ -72,7 +76,10 @@ def envcheck(docker_env: Path, bucket: str, tmp_path: Path, dsdt, monkeypatch: p
     cfg = docker_env / "config" / "disdat.cfg"
     text = cfg.read_text().replace("aws_batch_queue =\n", f"aws_batch_queue = {queue}\n")
     text = text.replace("poll_seconds = 5\n", "poll_seconds = 1\n")
-    cfg.write_text(text + "\n[executor.debug]\ntype = docker\nenv = PLAIN=from-section, OTHER=x\n")
+    cfg.write_text(
+        text + "\n[executor.debug]\ntype = docker\nenv = PLAIN=from-section, OTHER=x\n"
+        f"\n[executor.batch]\ntype = aws_batch\nqueue = {queue}\nuse_aws_session_token = 900\n"
+    )
     assert dsdt("context", "work").code == 0 and dsdt("switch", "work").code == 0
     assert dsdt("remote", "shared", f"s3://{bucket}/env").code == 0
     return arn
@@ -142,6 +149,21 @@ def test_docker_executor_gets_section_class_and_apply_environment(envcheck: str,
         "FROMHOST": HOST_VALUE,
         "TOKEN": SECRET_VALUE,
     }
+
+
+def test_batch_executor_secrets_are_references(envcheck: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """An apply's aws_batch executor: the class's secret is in its job definition as a reference,
+    its value nowhere; the class's and the apply's values reach the job."""
+    result = dsdt("apply", "--env", "FROMHOST", f"{PACKAGE}.tasks.ShowOnBatch")
+    assert result.code == 0, result.err[-3000:]
+    _nowhere(SECRET_VALUE, result.out, result.err)
+    _nowhere(HOST_VALUE, result.out, result.err)
+    assert api.get("work", "ShowOnBatch").data == {"PLAIN": "from-class", "FROMHOST": HOST_VALUE, "TOKEN": None}
+    batch = boto3.client("batch")
+    job = batch.describe_jobs(jobs=[api.jobs("work")[0]["job_id"]])["jobs"][0]
+    definition = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"][0]
+    assert definition["containerProperties"]["secrets"] == [{"name": "TOKEN", "valueFrom": envcheck}]
+    _nowhere(SECRET_VALUE, json.dumps(definition), json.dumps(job, default=str))
 
 
 @pytest.mark.parametrize(
