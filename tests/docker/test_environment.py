@@ -67,9 +67,11 @@ def envcheck(docker_env: Path, bucket: str, tmp_path: Path, dsdt, monkeypatch: p
     (root / PACKAGE / "tasks.py").write_text(TASKS)
     (root / "setup.py").write_text(f"from setuptools import setup\nsetup(name='{PACKAGE}', packages=['{PACKAGE}'])\n")
     monkeypatch.syspath_prepend(str(root))
-    arn = boto3.client("secretsmanager").create_secret(Name=f"token-{uuid.uuid4().hex[:6]}", SecretString=SECRET_VALUE)[
-        "ARN"
-    ]
+    secrets = boto3.client("secretsmanager")
+    try:  # one secret for the module: the tasks module, imported once, keeps the ARN it read
+        arn = secrets.create_secret(Name=f"token-{PACKAGE}", SecretString=SECRET_VALUE)["ARN"]
+    except secrets.exceptions.ResourceExistsException:
+        arn = secrets.describe_secret(SecretId=f"token-{PACKAGE}")["ARN"]
     monkeypatch.setenv("ENV_TEST_ARN", arn)
     monkeypatch.setenv("FROMHOST", HOST_VALUE)
     queue = moto_batch_queue(monkeypatch)
