@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="instead of building: remove this machine's images of the module(s) beyond the newest --keep",
     )
     dock_p.add_argument(
-        "--keep", type=int, metavar="N", help="--prune: images kept besides the one latest points to (default 3)"
+        "--keep", type=int, metavar="N", help="--prune: the newest images kept (default 3; latest's always stays)"
     )
     dock_p.add_argument(
         "--registry",

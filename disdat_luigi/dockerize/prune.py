@@ -19,7 +19,7 @@ from disdat_luigi.dockerize import engine
 from disdat_luigi.dockerize.naming import check_pipe_class, image_name, pipeline_modules
 from disdat_luigi.errors import DisdatError, DockerError, PipeClassNotFound
 
-DEFAULT_KEEP = 3  # content tags of a module kept besides the one `latest` points to
+DEFAULT_KEEP = 3  # the newest images (content tags) of a module kept; the one `latest` points to always stays
 MANIFEST_TYPES = ", ".join(
     (
         "application/vnd.docker.distribution.manifest.v2+json",
