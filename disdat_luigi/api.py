@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from disdat_luigi.apply.driver import ApplyOutcome
     from disdat_luigi.apply.plan import Decision
     from disdat_luigi.dockerize.images import ImageResult
+    from disdat_luigi.dockerize.prune import PruneReport
     from disdat_luigi.run.batch.state import JobState
     from disdat_luigi.run.request import RunResult
     from disdat_luigi.store.remote.progress import Progress
@@ -68,7 +69,9 @@ __all__ = [
     "current_context",
     "delete_context",
     "dockerize",
+    "prune_images",
     "explain",
+    "explain_preparation",
     "get",
     "init",
     "jobs",
@@ -426,13 +429,16 @@ def apply(
     executors: dict[str, str] | None = None,
     no_build: bool = False,
     localize: bool = False,
+    env: Any = None,
+    secrets: Any = None,
 ) -> dict[str, bool]:
     """Run the PipeTask `transform` (a class or 'module.Class') with `params`, reusing every
     bundle whose recipe is unchanged. Returns {'success', 'did_work'}; raises ApplyError (with
     `.result`) when a task fails. `input_tags` select the newest bundle carrying them as the
     root's `pipeline_input`. `executors` sends task classes elsewhere for this run
     ({"Fit": "batch"}, {"*": "debug"}: names of [executor.NAME] sections); `no_build` refuses a
-    stale image instead of building it; `localize` brings remotely made bundles' files here."""
+    stale image instead of building it; `localize` brings remotely made bundles' files here.
+    `env` and `secrets` (as for `run`) go to every task that runs in a container."""
     return apply_outcome(
         local_context,
         transform,
@@ -451,6 +457,8 @@ def apply(
         executors=executors,
         no_build=no_build,
         localize=localize,
+        env=env,
+        secrets=secrets,
     ).as_result()
 
 
@@ -473,14 +481,18 @@ def apply_outcome(
     no_build: bool = False,
     localize: bool = False,
     log: Callable[[str], None] | None = None,
+    env: Any = None,
+    secrets: Any = None,
 ) -> ApplyOutcome:
     """`apply`, returning also the root's bundle name and uuid (made now or reused); `log`
     receives the status table and remote jobs' log lines (default: the `disdat_luigi.apply`
     logger, at INFO)."""
     from disdat_luigi.apply.driver import ApplyRequest
     from disdat_luigi.apply.driver import apply_outcome as run_apply
+    from disdat_luigi.run.environment import JobEnvironment
     from disdat_luigi.run.executors import executor_factory
 
+    environment = JobEnvironment.given(env, secrets)  # a bad --env fails before anything is planned
     request = ApplyRequest(
         context=local_context,
         transform=transform,
@@ -499,7 +511,7 @@ def apply_outcome(
         localize=localize,
     )
     settings = load_settings()
-    factory = executor_factory(settings, build=not no_build)
+    factory = executor_factory(settings, build=not no_build, environment=environment)
     return run_apply(request, settings, factory, log) if log else run_apply(request, settings, factory)
 
 
@@ -537,6 +549,15 @@ def explain(
         executors=dict(executors or {}),
     )
     return run_explain(request, load_settings())
+
+
+def explain_preparation(local_context: str, decisions: list[Decision]) -> list[str]:
+    """What must happen before the remote tasks among `decisions` (from `explain`) run: each image
+    that will be built or pushed and why, each AWS Batch job definition registered or reused; one
+    line each. Changes nothing."""
+    from disdat_luigi.run.preview import preparation
+
+    return preparation(decisions, load_settings(), _context(local_context))
 
 
 def _input_uuid(local_context: str, name: str | None, input_tags: dict[str, str] | None) -> str | None:
@@ -585,6 +606,48 @@ def dockerize(
     return run_dockerize(request, load_settings(), log or (lambda _line: None))
 
 
+def prune_images(
+    pipe_root: str | Path,
+    pipe_cls: str | None = None,
+    keep: int | None = None,
+    registry: bool = False,
+    delete_registry: bool = False,
+) -> PruneReport:
+    """Remove this machine's images of `pipe_cls`'s module (every pipeline module without it)
+    beyond the newest `keep`; with `registry` list the registry's tags that would go too, and with
+    `delete_registry` delete them. Kept always: `latest`, tags a bundle on any context's remote
+    names as its image, tags an ACTIVE AWS Batch job definition uses."""
+    from disdat_luigi.dockerize.prune import DEFAULT_KEEP, PruneRequest, prune
+
+    request = PruneRequest(
+        pipe_root=Path(pipe_root),
+        pipe_cls=pipe_cls,
+        keep=DEFAULT_KEEP if keep is None else keep,
+        registry=registry,
+        delete_registry=registry and delete_registry,
+        bundle_tags=_bundle_image_tags() if registry else frozenset(),
+    )
+    return prune(request, load_settings())
+
+
+def _bundle_image_tags() -> frozenset[str]:
+    """The image content tag every bundle on every context's remote records (its git_info)."""
+    store = _store()
+    seen: set[str] = set()
+    tags: set[str] = set()
+    for name in store.list_contexts():
+        ctx = store.context(name)
+        where = f"{ctx.meta.remote_url}|{ctx.meta.remote_context}"
+        if not ctx.meta.remote_url or where in seen:
+            continue
+        seen.add(where)
+        for found in _sync(ctx).find():
+            image = (found.manifest.git_info or {}).get("image")
+            if image:
+                tags.add(str(image))
+    return frozenset(tags)
+
+
 def run(
     local_context: str,
     input_bundle: str,
@@ -613,11 +676,18 @@ def run(
     queue: str | None = None,
     detach: bool = False,
     build: bool = True,
+    env: Any = None,
+    secrets: Any = None,
 ) -> RunResult:
     """Run `pipe_cls` in the image of its module (`dsdt run`), on the local Docker engine or AWS
     Batch, against the context's remote. `input_bundle`/`output_bundle` may be '-'. Parameters
     come as `pipeline_params` (values) or `pipe_args` (['--name', 'value', ...]); `log` receives
-    the container's output lines."""
+    the container's output lines. `env` ({"KEY": "value"}; a None value takes this process's
+    value, masked wherever the submission is shown) and `secrets` ({"KEY": "arn:aws:..."}: a
+    Secrets Manager secret or SSM parameter, which Batch resolves as the job starts and the Local
+    backend resolves here) go to the container's environment; `DISDAT_*` and the AWS settings
+    disdat_luigi manages are refused (JobEnvironmentError)."""
+    from disdat_luigi.run.environment import JobEnvironment
     from disdat_luigi.run.request import RunRequest, backend_name, params_to_args
     from disdat_luigi.run.runner import run as run_container
 
@@ -647,6 +717,7 @@ def run(
         wait=wait,
         detach=detach,
         build=build,
+        environment=JobEnvironment.given(env, secrets),
     )
     return run_container(request, load_settings(), log or (lambda _line: None))
 

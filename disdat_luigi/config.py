@@ -46,6 +46,7 @@ class DockerizeSettings:
 class RunSettings:
     aws_batch_queue: str | None = None
     job_role_arn: str | None = None
+    execution_role_arn: str | None = None  # the role AWS Batch reads a job's --secret values with
     vcpus: int = 1
     memory: int = 2048
     gpus: int = 0
@@ -78,6 +79,8 @@ class ExecutorSettings:
     array_min_size: int = 5
     tags: tuple[tuple[str, str], ...] = ()
     use_aws_session_token: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # `env = K=V, ...`: checked when an apply uses the section
+    secrets: tuple[tuple[str, str], ...] = ()  # `secrets = K=ARN, ...`
 
     @property
     def remote(self) -> bool:
@@ -191,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         run=RunSettings(
             aws_batch_queue=reader.text("run", "aws_batch_queue"),
             job_role_arn=reader.text("run", "job_role_arn"),
+            execution_role_arn=reader.text("run", "execution_role_arn"),
             vcpus=reader.integer("run", "vcpus", 1),
             memory=reader.integer("run", "memory", 2048),
             gpus=reader.integer("run", "gpus", 0, minimum=0),
@@ -230,6 +234,8 @@ def _executor(reader: _Reader, section: str) -> ExecutorSettings:
         array_min_size=reader.integer(section, "array_min_size", 5),
         tags=reader.pairs(section, "tags"),
         use_aws_session_token=reader.integer(section, "use_aws_session_token", 0, minimum=0),
+        env=reader.pairs(section, "env", "="),
+        secrets=reader.pairs(section, "secrets", "="),
     )
 
 
@@ -284,16 +290,16 @@ class _Reader:
             raise self.fail(section, key, f"must not be negative, not {value}")
         return value
 
-    def pairs(self, section: str, key: str) -> tuple[tuple[str, str], ...]:
-        """`k:v, k2:v2` as pairs (tags)."""
+    def pairs(self, section: str, key: str, separator: str = ":") -> tuple[tuple[str, str], ...]:
+        """`k:v, k2:v2` as pairs (tags; `k=v, ...` with separator '=')."""
         raw = self.text(section, key)
         if raw is None:
             return ()
         found = []
         for item in raw.split(","):
-            name, sep, value = item.strip().partition(":")
+            name, sep, value = item.strip().partition(separator)
             if not sep or not name.strip():
-                raise self.fail(section, key, f"has {item.strip()!r}, which is not key:value")
+                raise self.fail(section, key, f"has {item.strip()!r}, which is not key{separator}value")
             found.append((name.strip(), value.strip()))
         return tuple(found)
 

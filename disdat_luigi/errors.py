@@ -38,6 +38,7 @@ DisdatError
 └── RunError
     ├── QueueNotFound
     ├── JobFailed
+    ├── JobEnvironmentError   an --env/--secret (or env option) that cannot be given to a job
     └── TaskSpecRejected      a container's task spec that is malformed or not the one submitted
 """
 
@@ -257,6 +258,10 @@ class JobFailed(RunError):
             )
         tail = "\n".join(lines[-cls.TAIL :]) if lines else "the job left no log"
         return cls(message, hint="last log lines:\n" + tail)
+
+
+class JobEnvironmentError(RunError):
+    default_hint = "write --env KEY=VALUE, --env KEY or --secret KEY=ARN"
 
 
 class TaskSpecRejected(RunError):

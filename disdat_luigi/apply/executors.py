@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 LOCAL = "local"
 ALL_TASKS = "*"
 OPTION_NAMES = ("vcpus", "memory", "gpus", "timeout", "retries")
+ENVIRONMENT_OPTIONS = ("env", "secrets")
 
 
 def executor_name(cls: type, overrides: Mapping[str, str]) -> str:
@@ -40,10 +41,12 @@ def executor_options(cls: type) -> dict[str, int]:
         raise PipelineError(f"{class_path(cls)}.executor_options must be a dict, not {type(raw).__name__}")
     options: dict[str, int] = {}
     for key, value in raw.items():
+        if key in ENVIRONMENT_OPTIONS:
+            continue  # the job's environment: read and checked by the executor (run.environment)
         if key not in OPTION_NAMES:
             raise PipelineError(
                 f"{class_path(cls)}.executor_options has an unknown option {key!r}",
-                hint=f"use only {', '.join(OPTION_NAMES)}",
+                hint=f"use only {', '.join(OPTION_NAMES + ENVIRONMENT_OPTIONS)}",
             )
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PipelineError(

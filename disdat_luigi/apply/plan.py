@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 RUN = "run"
 REUSE = "reuse"
+EARLIER_BUNDLES = 50  # bundles of a name read to tell a changed value from one more value of a sweep
 LOG = logging.getLogger("disdat_luigi.apply")
 
 
@@ -52,6 +53,7 @@ class Decision:
     executor: str = LOCAL
     forced: bool = False  # its run is this apply's own: never shared with or adopted from another
     code_files: tuple[str, ...] = ()  # what its code identity covers, for `--explain --code`
+    pipe_cls: str = ""  # module.Class of the task
 
     @property
     def reuse(self) -> bool:
@@ -80,6 +82,7 @@ class Planner:
         self.sources = SourceIndex(_defines_tasks)
         self._unusable: set[str] = set()
         self._records: dict[type, tuple[dict[str, Any] | None, tuple[str, ...]]] = {}
+        self._params_seen: dict[tuple[type, str], list[Mapping[str, Any]]] = {}
 
     def plan(self, root: PipeTask) -> list[Decision]:
         """Decisions for `root` and everything it statically requires, upstream first. Each task
@@ -190,6 +193,7 @@ class Planner:
                 executor=executor,
                 forced=forced,
                 code_files=listing,
+                pipe_cls=class_path(type(task)),
             )
 
         def run(reason: str, forced: bool = False) -> Decision:
@@ -264,13 +268,58 @@ class Planner:
             LOG.warning("bundle %s is not used for reuse: %s", uuid, why)
 
     def _why_new(self, task: PipeTask, name: str) -> str:
-        """'new parameters' when the newest bundle of this name came from the same class."""
-        previous = self.context.search(BundleQuery(name=name, limit=1))
-        if not previous:
+        """Why a task with no bundle of its recipe runs. When its class has made this output with
+        one parameter set only, that value changed: 'new parameters: alpha=1.0 -> 0.5'. When it
+        has made it with several (a sweep), this is one more value: 'no bundle yet for c=666.0;
+        newest other: c=100.0'. Otherwise (never run, or another class's bundle): 'no bundle yet'."""
+        earlier = self._earlier_params(type(task), name)
+        if not earlier:
             return "no bundle yet"
-        manifest = self._manifest(previous[0].uuid)
-        if manifest is None or manifest.code_ref != class_path(type(task)):
-            return "no bundle yet"
+        before = earlier[0]
+        now = typed_params(task)
+        changed = [k for k in sorted(now) if before.get(k) != now[k]]
+        if not changed:
+            return "upstream recipe changed"
+        if len(earlier) == 1:
+            return f"new parameters: {', '.join(f'{k}={before.get(k)!r} -> {now[k]!r}' for k in changed)}"
+        mine = ", ".join(f"{k}={now[k]!r}" for k in changed)
+        other = ", ".join(f"{k}={before.get(k)!r}" for k in changed)
+        return f"no bundle yet for {mine}; newest other: {other}"
+
+    def _earlier_params(self, cls: type, name: str) -> list[Mapping[str, Any]]:
+        """The distinct parameter sets `cls` made bundles called `name` with, newest first (the
+        newest bundle of the name must be the class's own; a few recipes are read, once per apply)."""
+        key = (cls, name)
+        if key not in self._params_seen:
+            self._params_seen[key] = self._read_earlier_params(cls, name)
+        return self._params_seen[key]
+
+    def _read_earlier_params(self, cls: type, name: str) -> list[Mapping[str, Any]]:
+        rows = self.context.search(BundleQuery(name=name, limit=EARLIER_BUNDLES))
+        found: list[Mapping[str, Any]] = []
+        recipes: set[str] = set()
+        for i, row in enumerate(rows):
+            if row.processing_name in recipes or not row.processing_name.startswith(f"{cls.__name__}_"):
+                if i == 0:
+                    return []
+                continue
+            recipes.add(row.processing_name)
+            params = self._recorded_params(row.uuid, cls)
+            if params is None:
+                if i == 0:
+                    return []
+                continue
+            if params not in found:
+                found.append(params)
+            if len(found) > 1:  # enough to tell one value from several
+                break
+        return found
+
+    def _recorded_params(self, uuid: str, cls: type) -> Mapping[str, Any] | None:
+        """The typed parameters a bundle of `cls` records; None when it is another class's or unreadable."""
+        manifest = self._manifest(uuid)
+        if manifest is None or manifest.code_ref != class_path(cls):
+            return None
         from disdat_luigi.store import codec
 
         recorded = manifest.typed_params if manifest.typed_params is not None else manifest.params
@@ -278,13 +327,11 @@ class Planner:
             before = codec.decode(recorded) if recorded is not None else {}
         except Exception as err:  # noqa: BLE001 - a planted value: whatever decoding raises
             self._unusable_bundle(manifest.uuid, f"its parameters cannot be read ({type(err).__name__}: {err})")
-            return "no bundle yet"
+            return None
         if not isinstance(before, Mapping):
             self._unusable_bundle(manifest.uuid, f"its parameters are a {type(before).__name__}, not a mapping")
-            return "no bundle yet"
-        now = typed_params(task)
-        changed = [f"{k}={before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
-        return f"new parameters: {', '.join(changed)}" if changed else "upstream recipe changed"
+            return None
+        return before
 
     def _is_current(self, uuid: str) -> bool:
         """True when `uuid` is still the newest bundle of its recipe and name."""

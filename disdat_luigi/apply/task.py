@@ -81,7 +81,7 @@ class PipeTask(luigi.Task, metaclass=_PipeRegister):
     # where the task runs: an [executor.NAME] section ("local": in the apply process), and the
     # resources it asks of it (vcpus, memory MiB, gpus, timeout seconds, retries)
     executor: ClassVar[str] = "local"
-    executor_options: ClassVar[Mapping[str, int]] = {}
+    executor_options: ClassVar[Mapping[str, Any]] = {}
 
     # --- what users implement --------------------------------------------------------------
 

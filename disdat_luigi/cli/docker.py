@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from disdat_luigi import api
+from disdat_luigi.errors import DisdatError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dock_p.add_argument("--base-image", help="base image (overrides --os-type/--os-version)")
     dock_p.add_argument("--push", action="store_true", help="push to [docker] registry (host:port or *ECR*)")
     dock_p.add_argument("--no-build", action="store_true", help="do not build; use (and push) the existing image")
+    dock_p.add_argument(
+        "--prune",
+        action="store_true",
+        help="instead of building: remove this machine's images of the module(s) beyond the newest --keep",
+    )
+    dock_p.add_argument(
+        "--keep", type=int, metavar="N", help="--prune: the newest images kept (default 3; latest's always stays)"
+    )
+    dock_p.add_argument(
+        "--registry",
+        action="store_true",
+        help="--prune: also the registry's tags (listed first; deleted with --yes or when confirmed); never "
+        "latest, a tag a bundle on a remote names, or one an active job definition uses",
+    )
+    dock_p.add_argument("--yes", action="store_true", help="--prune --registry: delete without asking")
     dock_p.add_argument("pipe_root", type=Path, help="the pipeline project (directory with setup.py)")
     dock_p.add_argument("pipe_cls", nargs="?", help="module.submodule.ClassName")
     dock_p.set_defaults(func=_dockerize)
@@ -60,6 +76,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_p.add_argument("--queue", help="AWSBatch: job queue (default [run] aws_batch_queue)")
     run_p.add_argument("--job-role-arn", help="IAM role of the AWS Batch job")
     run_p.add_argument("--workers", type=int, default=1, help="luigi workers inside the container")
+    run_p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="set KEY in the container (KEY alone: this shell's value, masked wherever the job is shown)",
+    )
+    run_p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="KEY=ARN",
+        help="set KEY from a Secrets Manager secret or SSM parameter ARN (AWSBatch resolves it as the job "
+        "starts; Local resolves it here); the value is never written into the job",
+    )
     run_p.add_argument(
         "--no-submit",
         action="store_true",
@@ -132,6 +163,10 @@ class PushBar:
 
 
 def _dockerize(args: argparse.Namespace) -> int:
+    if args.prune:
+        return _prune(args)
+    if args.keep is not None or args.registry or args.yes:
+        raise DisdatError("--keep, --registry and --yes go with --prune", hint="add --prune")
     bar = PushBar()
 
     def log(line: str) -> None:
@@ -155,6 +190,44 @@ def _dockerize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    if args.yes and not args.registry:
+        raise DisdatError("--yes only confirms registry deletes", hint="add --registry, or drop --yes")
+    report = api.prune_images(args.pipe_root, args.pipe_cls, keep=args.keep, registry=args.registry)
+    for local in report.local:
+        freed = f"; freed {_size(local.freed_bytes)}" if local.deleted_images else ""
+        print(f"{local.name}: removed {len(local.removed)} tag(s), kept {len(local.kept)}{freed}")
+        for reference in local.removed:
+            print(f"  removed {reference}")
+        for reference in local.in_use:
+            print(f"  kept {reference} (a container uses it: remove the container first)")
+    doomed = sum(len(r.doomed) for r in report.registry)
+    for remote in report.registry:
+        print(f"registry {remote.repository}: {len(remote.doomed)} tag(s) to delete")
+        for tag in remote.doomed:
+            print(f"  delete {tag.tag} (built {tag.created[:19] or 'at an unknown time'})")
+        for tag_name, reason in remote.kept:
+            print(f"  keep {tag_name} ({reason})")
+    if not doomed:
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("nothing deleted from the registry: pass --yes to delete these tags", file=sys.stderr)
+            return 0
+        if input(f"delete {doomed} tag(s) from the registry? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted from the registry", file=sys.stderr)
+            return 0
+    report = api.prune_images(args.pipe_root, args.pipe_cls, keep=args.keep, registry=True, delete_registry=True)
+    for remote in report.registry:
+        for tag in remote.doomed:
+            print(f"deleted {remote.repository}:{tag.tag}")
+    return 0
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
 def _run(args: argparse.Namespace) -> int:
     import json
 
@@ -169,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
         use_aws_session_token=args.use_aws_session_token, vcpus=args.vcpus, memory=args.memory,
         job_role_arn=args.job_role_arn, workers=args.workers, no_submit=args.no_submit, wait=args.wait,
         pipe_args=args.pipe_args, log=_stderr, gpus=args.gpus, timeout=args.timeout, retries=args.retries,
-        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build,
+        job_tags=parse_tags(args.tag), queue=args.queue, detach=args.detach, build=args.build, env=args.env,
+        secrets=args.secret,
     )  # fmt: skip
     if result.reused:
         print(f"{result.output_name} {result.output_uuid}")

@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-build", action="store_true", help="refuse a stale image of a remote task instead of building it"
     )
     apply_p.add_argument("--localize", action="store_true", help="bring the files of remotely made bundles here")
+    apply_p.add_argument(
+        "--env", action="append", default=[], metavar="KEY[=VALUE]", help="as dsdt run: for every containerized task"
+    )
+    apply_p.add_argument(
+        "--secret", action="append", default=[], metavar="KEY=ARN", help="as dsdt run: for every containerized task"
+    )
     apply_p.add_argument("pipe_cls", help="module.submodule.ClassName")
     apply_p.add_argument("pipe_args", nargs=argparse.REMAINDER, help="--param value ...")
     apply_p.set_defaults(func=_apply)
@@ -62,7 +68,7 @@ def _apply(args: argparse.Namespace) -> int:
     cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
     executors = parse_overrides(args.executor)
     if args.explain:
-        for decision in api.explain(
+        decisions = api.explain(
             context,
             cls,
             output_bundle=args.output_bundle,
@@ -71,10 +77,13 @@ def _apply(args: argparse.Namespace) -> int:
             force_all=args.force_all,
             params=params,
             executors=executors,
-        ):
+        )
+        for decision in decisions:
             print(decision)
             if args.code:
                 print("".join(f"      {line}\n" for line in decision.code_files), end="")
+        for line in api.explain_preparation(context, decisions):
+            print(f"prepare {line}")
         return 0
     if args.code:
         raise DisdatError("--code goes with --explain", hint="dsdt apply --explain --code CLASS ...")
@@ -98,6 +107,8 @@ def _apply(args: argparse.Namespace) -> int:
         no_build=args.no_build,
         localize=args.localize,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        env=args.env,
+        secrets=args.secret,
     )
     what = "new bundles made" if outcome.did_work else "everything was up to date, nothing ran"
     print(f"done: {what}; the output is {outcome.root_name} {outcome.root_uuid}")

@@ -107,6 +107,67 @@ def dockerize(
         return results
 
 
+@dataclass(frozen=True, kw_only=True)
+class PlannedImage:
+    """What an apply or run would do to a module's image (for --explain): nothing is built."""
+
+    name: str
+    content_tag: str
+    present: bool  # this machine has name:content_tag
+    previous_tag: str | None  # the content tag name:latest holds here (another code version), if any
+    registry: str | None = None  # where it would be pushed (asked for): host or *ECR*
+    in_registry: bool = False
+
+    def describe(self) -> str:
+        """`image NAME:TAG: build (code changed since TAG0), then push to REG (not there yet)`."""
+        steps = []
+        if not self.present:
+            why = f"code changed since {self.previous_tag}" if self.previous_tag else "no image of it yet"
+            steps.append(f"will be built ({why})")
+        if self.registry and not self.in_registry:
+            steps.append(f"will be pushed to {self.registry} (the registry does not have it)")
+        return f"image {self.name}:{self.content_tag} " + (", then ".join(steps) if steps else "is ready")
+
+
+def plan_image(pipe_root: Path, pipe_cls: str, settings: Settings, push: bool) -> PlannedImage:
+    """The image `dockerize` would make for `pipe_cls` now, and whether it (and with `push`, the
+    registry) has it already."""
+    module = check_pipe_class(pipe_root, pipe_cls)
+    name = image_name(module, settings.docker.repository_prefix)
+    request = DockerizeRequest(pipe_root=pipe_root, pipe_cls=pipe_cls)
+    with tempfile.TemporaryDirectory(prefix="dsdt-explain-") as tmp:
+        dot_pip = settings.dockerize.dot_pip_file
+        context = assemble(
+            Path(tmp) / "context", pipe_root.resolve(), base_image_for(request, settings), None,
+            Path(dot_pip).expanduser() if dot_pip else None, capture(pipe_root),
+        )  # fmt: skip
+    client = engine.connect()
+    present = engine.image_exists(client, f"{name}:{context.content_tag}")
+    previous = None
+    if engine.image_exists(client, f"{name}:latest"):
+        previous = (engine.get_image(client, f"{name}:latest").labels or {}).get("disdat.content-tag")
+    registry = settings.docker.registry if push else None
+    in_registry = bool(registry) and _registry_has(client, registry or "", name, context.content_tag)
+    return PlannedImage(
+        name=name, content_tag=context.content_tag, present=present,
+        previous_tag=previous if previous != context.content_tag else None, registry=registry, in_registry=in_registry,
+    )  # fmt: skip
+
+
+def _registry_has(client: object, registry: str, name: str, content_tag: str) -> bool:
+    """Asked without side effects (no ECR repository is created)."""
+    if registry != ECR_REGISTRY:
+        return engine.registry_has(client, f"{registry}/{name}:{content_tag}", None)
+    import boto3
+    from botocore.exceptions import ClientError
+
+    try:
+        boto3.client("ecr").describe_images(repositoryName=name, imageIds=[{"imageTag": content_tag}])
+    except ClientError:
+        return False
+    return True
+
+
 def _push(client: object, name: str, content_tag: str, settings: Settings, log: engine.LogSink) -> tuple[str, ...]:
     registry = settings.docker.registry
     if not registry:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from disdat_luigi.run.environment import JobEnvironment
+
 
 class BackendName(str, Enum):
     """Where `dsdt run` starts the container (values as the CLI spells them)."""
@@ -61,6 +63,7 @@ class RunRequest:
     wait: bool = False
     detach: bool = False
     build: bool = True  # rebuild (and for Batch push) a stale image; False: refuse it
+    environment: JobEnvironment = field(default_factory=JobEnvironment)  # --env / --secret
 
 
 @dataclass(frozen=True, kw_only=True)

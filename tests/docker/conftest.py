@@ -40,12 +40,14 @@ def docker_engine() -> None:
 
 @pytest.fixture(scope="session")
 def registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A docker-registry on a free loopback port (the engine trusts 127.0.0.0/8 over HTTP)."""
+    """A docker-registry on a free loopback port (the engine trusts 127.0.0.0/8 over HTTP) that
+    takes deletes (as `dsdt dockerize --prune --registry` needs)."""
     root = tmp_path_factory.mktemp("registry")
     port = free_port()
     config = root / "config.yml"
     config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -43,6 +43,20 @@ def test_new_parameters_rerun_with_reason(ctx: str) -> None:
     assert _decisions(ctx, p.Double, params={"n": 4})[0] == ("Source(n=4)", "new parameters: n=3 -> 4")
 
 
+def test_one_more_value_of_a_sweep_says_no_bundle_yet(ctx: str) -> None:
+    """A class that ran with one parameter value changed it ('new parameters'); one that ran with
+    several gets one more value ('no bundle yet for ...; newest other: ...')."""
+    assert _decisions(ctx, p.Source, params={"n": 3}) == [("Source(n=3)", "no bundle yet")]
+    api.apply(ctx, p.Source, params={"n": 3})
+    assert _decisions(ctx, p.Source, params={"n": 4}) == [("Source(n=4)", "new parameters: n=3 -> 4")]
+    api.apply(ctx, p.Source, params={"n": 4})
+    assert _decisions(ctx, p.Source, params={"n": 666}) == [
+        ("Source(n=666)", "no bundle yet for n=666; newest other: n=4")
+    ]
+    api.apply(ctx, p.Source, params={"n": 3}, force=True)  # the newest other is the newest bundle
+    assert _decisions(ctx, p.Source, params={"n": 666})[0][1] == "no bundle yet for n=666; newest other: n=3"
+
+
 def test_force_and_force_all(ctx: str) -> None:
     """force re-runs only the root; force_all re-runs every task."""
     api.apply(ctx, p.Double)

@@ -100,10 +100,22 @@ def job_definition_name(image_name: str) -> str:
     return f"{image_name.replace('/', '-')}-job-definition"
 
 
-def container_properties(image: str, resources: Resources, role: str | None) -> dict[str, Any]:
+def container_properties(
+    image: str,
+    resources: Resources,
+    role: str | None,
+    secrets: list[dict[str, str]] | None = None,
+    execution_role: str | None = None,
+) -> dict[str, Any]:
+    """A job definition's container: image, resources, role, and secrets by reference (Batch
+    resolves them with the execution role as the container starts)."""
     properties: dict[str, Any] = {"image": image, "resourceRequirements": resources.requirements()}
     if role:
         properties["jobRoleArn"] = role
+    if secrets:
+        properties["secrets"] = secrets
+        if execution_role:
+            properties["executionRoleArn"] = execution_role
     return properties
 
 
@@ -127,4 +139,10 @@ def _matches(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
         current.get("image") == wanted.get("image")
         and resources(current) == resources(wanted)
         and (current.get("jobRoleArn") or None) == (wanted.get("jobRoleArn") or None)
+        and _secrets(current) == _secrets(wanted)
+        and (current.get("executionRoleArn") or None) == (wanted.get("executionRoleArn") or None)
     )
+
+
+def _secrets(props: Mapping[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["valueFrom"] for s in props.get("secrets") or []}

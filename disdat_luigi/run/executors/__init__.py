@@ -12,6 +12,7 @@ from disdat_luigi.errors import ConfigError
 if TYPE_CHECKING:
     from disdat_luigi.apply.executors import Executor, ExecutorFactory
     from disdat_luigi.config import Settings
+    from disdat_luigi.run.environment import JobEnvironment
     from disdat_luigi.store.context import LocalContext
 
 # type (as `[executor.NAME] type` spells it) -> (module, class implementing apply.executors.Executor)
@@ -31,15 +32,21 @@ def executor_type(kind: str) -> Any:
 
 
 def executor_factory(
-    settings: Settings, build: bool = True, images: Mapping[str, str] | None = None
+    settings: Settings,
+    build: bool = True,
+    images: Mapping[str, str] | None = None,
+    environment: JobEnvironment | None = None,
 ) -> ExecutorFactory:
     """Makes the executor an `[executor.NAME]` section describes, for an apply on a context;
-    `images` (class path -> image), given to a driver job by its host, are run as they are."""
+    `images` (class path -> image), given to a driver job by its host, are run as they are;
+    `environment` (the apply's env and secrets) goes to every job, over the section's and class's."""
 
     def make(name: str, context: LocalContext) -> Executor:
         config = settings.executor(name)
         kind = executor_type(config.type)
-        given = {"images": dict(images)} if images and config.type != "local" else {}
+        given: dict[str, Any] = {}
+        if config.type != "local":
+            given = {"images": dict(images or {}), "environment": environment}
         executor: Executor = kind(settings=settings, config=config, context=context, build=build, **given)
         return executor
 

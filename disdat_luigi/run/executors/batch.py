@@ -60,9 +60,10 @@ class BatchExecutor(ContainerExecutor):
         """Before the expensive step (building and pushing images): the queue, each class's
         resources against it, and how the jobs get AWS credentials; then the images."""
         self.log = log
+        self.environments_of(classes)
         checked: set[tuple[Any, ...]] = set()
         for cls in classes:
-            request = self.run_request(_probe(cls))
+            request = self.run_request(probe(cls))
             key = (request.queue, request.vcpus, request.memory, request.gpus)
             if key not in checked:
                 self._check(request)
@@ -110,7 +111,13 @@ class BatchExecutor(ContainerExecutor):
             command=self.command(spec_args),
             environment=client.endpoint_environment(),
         )
-        key = (reference, request.vcpus, request.memory, request.gpus)
+        key = (
+            reference,
+            request.vcpus,
+            request.memory,
+            request.gpus,
+            tuple(sorted(request.environment.secrets.items())),
+        )
         if key not in self.definitions:
             self.definitions[key] = self.job_definition(request, job)
         spec = self.spec(request, job, self.definitions[key])
@@ -302,15 +309,23 @@ class BatchExecutor(ContainerExecutor):
 
     def job_definition(self, request: RunRequest, job: ContainerJob, register: bool = True) -> Mapping[str, Any]:
         role = request.job_role_arn or self.settings.run.job_role_arn
-        properties = assembly.container_properties(job.image, self.resources(request), role)
+        execution_role = self.settings.run.execution_role_arn
+        if request.environment.secrets and not execution_role:
+            self._say_once(
+                "warning: the job's secrets are read with its execution role, and [run] execution_role_arn "
+                "is not set: on AWS, set it to a role that may read them"
+            )
+        properties = assembly.container_properties(
+            job.image, self.resources(request), role, request.environment.batch_secrets(), execution_role
+        )
         return assembly.job_definition(job.image_name, properties, register)
 
     def spec(
         self, request: RunRequest, job: ContainerJob, definition: Mapping[str, Any], memory: int | None = None
     ) -> JobSpec:
         run = self.settings.run
-        environment = dict(job.environment)
-        secrets: frozenset[str] = frozenset()
+        environment = {**request.environment.values, **job.environment}
+        secrets: frozenset[str] = request.environment.from_host  # masked wherever shown
         role = request.job_role_arn or run.job_role_arn
         if request.use_aws_session_token and not role and not request.no_submit:
             self._say_once(
@@ -319,7 +334,7 @@ class BatchExecutor(ContainerExecutor):
             )
             credentials = client.session_credentials(request.use_aws_session_token)
             environment.update(credentials)
-            secrets = frozenset(credentials)
+            secrets |= frozenset(credentials)
         resources = self.resources(request, memory)
         environment["DISDAT_JOB_MEMORY"] = str(resources.memory)  # recorded in the bundles it makes
         cls_name = request.pipe_cls.rpartition(".")[2]
@@ -424,7 +439,7 @@ def _job_name(task: RemoteTask) -> str:
     return f"dsdt-{task.cls_name}-{task.identity}"
 
 
-def _probe(cls: type) -> RemoteTask:
+def probe(cls: type) -> RemoteTask:
     """A stand-in task of `cls`, for what depends on the class alone (its resources)."""
     return RemoteTask(
         task_id="",

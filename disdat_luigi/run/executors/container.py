@@ -26,6 +26,7 @@ from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, RunError
 from disdat_luigi.run.command import container_command
+from disdat_luigi.run.environment import JobEnvironment, class_environment
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult
 from disdat_luigi.store.context import LocalContext
@@ -122,8 +123,11 @@ class ContainerExecutor(Executor):
         build: bool,
         log: LogSink | None = None,
         images: Mapping[str, str] | None = None,
+        environment: JobEnvironment | None = None,
     ) -> None:
         self.settings = settings
+        self.environment = environment or JobEnvironment()  # the apply's own (env=, secrets=)
+        self.environments: dict[str, JobEnvironment] = {}  # class path -> its jobs' environment
         self.given_images = dict(images or {})  # class path -> image, chosen by the host of a driver
         self.config = config
         self.context = context
@@ -148,8 +152,15 @@ class ContainerExecutor(Executor):
         """Read from the context's metadata once (it cannot change during an apply)."""
         return RemoteLocation.of(self.context)
 
+    def environments_of(self, classes: Sequence[type]) -> None:
+        """Each class's job environment (section < class < apply), checked before anything is built."""
+        section = JobEnvironment.from_pairs(self.config.env, self.config.secrets, f"[executor.{self.name}]")
+        for cls in classes:
+            self.environments[class_path(cls)] = section.merged(class_environment(cls)).merged(self.environment)
+
     def prepare(self, classes: Sequence[type], log: LogSink) -> None:
         self.log = log
+        self.environments_of(classes)
         done: dict[str, str] = {}
         for cls in classes:
             path = class_path(cls)
@@ -332,6 +343,7 @@ class ContainerExecutor(Executor):
             queue=config.queue,
             job_role_arn=config.job_role_arn,
             use_aws_session_token=config.use_aws_session_token or None,
+            environment=self.environments.get(task.pipe_cls, self.environment),
         )
 
     def _memory(self, task: RemoteTask) -> int:

@@ -24,12 +24,19 @@ class DockerExecutor(ContainerExecutor):
         super().__init__(**kwargs)
         self._client: Any = None
         self.exit_codes: dict[str, int] = {}
+        self.resolved: dict[str, dict[str, str]] = {}  # class path -> its environment, secrets read here
 
     @property
     def client(self) -> Any:
         if self._client is None:
             self._client = engine.connect()
         return self._client
+
+    def _resolved(self, pipe_cls: str) -> dict[str, str]:
+        """The class's environment with its secrets read on this host (once per class)."""
+        if pipe_cls not in self.resolved:
+            self.resolved[pipe_cls] = self.environments.get(pipe_cls, self.environment).resolved()
+        return self.resolved[pipe_cls]
 
     def start(self, tasks: Sequence[RemoteTask], started: Callable[[RemoteTask, str], None]) -> None:
         for task in tasks:
@@ -40,7 +47,11 @@ class DockerExecutor(ContainerExecutor):
                 self.client,
                 self.images[task.pipe_cls][1],
                 command=list(self.command(taskspec.inline_arguments(task.spec(self.name)))),
-                environment={**client.endpoint_environment(), **self.secret_environment()},
+                environment={
+                    **self._resolved(task.pipe_cls),
+                    **client.endpoint_environment(),
+                    **self.secret_environment(),
+                },
                 network_mode=self.settings.docker.network_mode,
                 labels={"disdat.identity": task.identity, "disdat.executor": self.name},
                 **self.limits(request),
@@ -121,7 +132,7 @@ class DockerExecutor(ContainerExecutor):
             self.client,
             job.image,
             command=list(job.command),
-            environment={**job.environment, **self.secret_environment()},
+            environment={**request.environment.resolved(), **job.environment, **self.secret_environment()},
             network_mode=self.settings.docker.network_mode,
             **self.limits(request),
         )
