@@ -2,9 +2,10 @@
 a batch of sibling tasks) and containers on the local Docker engine (`type = docker`).
 
 Both run the task's module image with the entry point's `--task-spec`: exactly one task, its
-inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Each job
-is written to the context's executor journal under the task's identity before anything waits on
-it, so a later apply (or one running at the same time) attaches to it instead of starting it again.
+inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Before a
+Batch job is submitted its task's identity is claimed on the remote (run/claims.py), so any apply,
+on any machine, attaches to it instead of starting it again; a docker job is written to this
+context's executor journal, which later applies on this machine read the same way.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from disdat_luigi.errors import DisdatError, JobFailed, QueueNotFound, RunError
 from disdat_luigi.run import aws, jobs, journal
 from disdat_luigi.run.backends.batch import BatchBackend
 from disdat_luigi.run.backends.local import LocalBackend
+from disdat_luigi.run.claims import Sorting, TaskClaims, claimant_id
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.output import without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.claims import ClaimStore
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.sync import RemoteSync
 
@@ -90,14 +93,15 @@ class ExecutorJournal:
 
     def __init__(self, context: LocalContext) -> None:
         self.path = context.path / JOURNAL
-        self.locks = context.tmp_dir
 
     @contextlib.contextmanager
     def claimed(self) -> Iterator[dict[str, ExecutorJob]]:
         """The journal, read under an exclusive lock held until the caller has written the jobs it
-        starts: of two applies needing the same work, the second sees the first's job."""
-        self.locks.mkdir(parents=True, exist_ok=True)
-        with open(self.locks / "executor-jobs.lock", "a+") as lock:
+        starts: of two applies needing the same work, the second sees the first's job. The lock
+        is on the journal file itself, which is never removed or replaced (a lock file in tmp/
+        was taken by `dsdt verify` for a dead writer's and deleted under a holder)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield self._read()
@@ -221,25 +225,23 @@ class ContainerExecutor(Executor):
             self.tracked[known.job_id] = Tracked(task, known.job_id, known.output_uuid, phase, self._memory(task))
             self.log(f"{task.label}: attached to job {known.job_id}, already doing this work")
             return JobUpdate(task_id=task.task_id, phase=phase, job_id=known.job_id)
-        if phase is Phase.DONE and self._made_as_planned(task, known):
+        if phase is Phase.DONE and self._made_as_planned(task, known.job_id, known.output_uuid):
             self.log(f"{task.label}: job {known.job_id} already made its bundle {known.output_uuid}")
             return JobUpdate(task_id=task.task_id, phase=Phase.DONE, job_id=known.job_id, output_uuid=known.output_uuid)
         return None
 
-    def _made_as_planned(self, task: RemoteTask, known: ExecutorJob) -> bool:
+    def _made_as_planned(self, task: RemoteTask, job_id: str, output_uuid: str) -> bool:
         """The earlier job's bundle is on the remote, of the planned recipe and code identity."""
         try:
-            found = RemoteSync(self.context, self.context.remote_settings).fetch(known.output_uuid)
+            found = RemoteSync(self.context, self.context.remote_settings).fetch(output_uuid)
         except DisdatError as err:
-            self.log(
-                f"{task.label}: the bundle of job {known.job_id} cannot be read ({err.message}); starting a new job"
-            )
+            self.log(f"{task.label}: the bundle of job {job_id} cannot be read ({err.message}); starting a new job")
             return False
         if found is None:
             return False
         mismatch = differs_from_plan(found.manifest, task.processing_name, task.code)
         if mismatch is not None:
-            self.log(f"{task.label}: job {known.job_id} made {mismatch}; starting a new job")
+            self.log(f"{task.label}: job {job_id} made {mismatch}; starting a new job")
         return mismatch is None
 
     def poll(self) -> list[JobUpdate]:
@@ -354,6 +356,65 @@ class BatchExecutor(ContainerExecutor):
         self.described: dict[str, Mapping[str, Any]] = {}
         self._summaries: dict[str, dict[str, int]] = {}  # array job -> its children's counts at the last poll
         self._child_phases: dict[str, dict[str, Phase]] = {}  # array job -> child -> phase last listed
+        self._followed: set[str] = set()  # jobs of other applies this one follows
+
+    # --- the hook: claims on the remote decide who submits (run/claims.py) ---------------------------
+
+    @functools.cached_property
+    def claims(self) -> TaskClaims:
+        """Made when first needed: the context's remote is checked (with a clear error) first."""
+        store = ClaimStore(S3(self.context.remote_settings), self.location)
+        return TaskClaims(
+            store=store,
+            claimant=claimant_id(self.context.path),
+            phases=self.phases,
+            bundle_ready=self._made_as_planned,
+            log=lambda line: self.log(line),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        waiting = len(self.claims.waiting) if "claims" in self.__dict__ else 0
+        return len(self.tracked) + waiting
+
+    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
+        """Claimed on the remote, then started; tasks another apply claimed follow its job."""
+        return self._go(self.claims.sort(tasks))
+
+    def poll(self) -> list[JobUpdate]:
+        updates = self._go(self.claims.recheck())
+        self.claims.renew({t.task.identity for job_id, t in self.tracked.items() if job_id not in self._followed})
+        return updates + super().poll()
+
+    def cancel(self) -> list[str]:
+        """Only this apply's own jobs: a job followed from another apply goes on for it."""
+        for job_id in self._followed:
+            self.tracked.pop(job_id, None)
+        return super().cancel()
+
+    def _go(self, sorting: Sorting) -> list[JobUpdate]:
+        updates = []
+        for followed in sorting.follow:
+            task, job_id = followed.task, followed.job_id
+            if followed.phase is Phase.DONE:
+                self.log(f"{task.label}: job {job_id} already made its bundle {followed.bundle}")
+            else:
+                self.log(f"{task.label}: attached to job {job_id}, already doing this work")
+                self.tracked[job_id] = Tracked(task, job_id, followed.bundle, followed.phase, self._memory(task))
+                self._followed.add(job_id)
+            updates.append(
+                JobUpdate(task_id=task.task_id, phase=followed.phase, job_id=job_id, output_uuid=followed.bundle)
+            )
+        started: list[JobUpdate] = []
+
+        def remember(task: RemoteTask, job_id: str) -> None:
+            self.claims.submitted(task, job_id)
+            self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
+            started.append(JobUpdate(task_id=task.task_id, phase=Phase.SUBMITTED, job_id=job_id))
+
+        if sorting.submit:
+            self.start(sorting.submit, remember)
+        return updates + started
 
     def _say_once(self, line: str) -> None:
         """The backend's per-job remarks (a credentials warning) once per apply, not once per job."""
