@@ -220,6 +220,15 @@ class TaskClaims:
             else:
                 held.versioned = outcome
 
+    def release_unsubmitted(self) -> None:
+        """Submitting failed: each claim still pending is marked expired (over its ETag), so the
+        next apply takes it over at once instead of waiting out its expiry."""
+        for identity, held in list(self.held.items()):
+            claim = held.versioned.claim
+            if claim is not None and claim.state is ClaimState.PENDING:
+                self.store.replace(identity, replace(claim, expires=0.0), held.versioned.etag)
+                del self.held[identity]
+
     # --- helpers ---------------------------------------------------------------------------------------
 
     def _expiry(self) -> float:

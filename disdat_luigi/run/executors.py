@@ -413,7 +413,11 @@ class BatchExecutor(ContainerExecutor):
             started.append(JobUpdate(task_id=task.task_id, phase=Phase.SUBMITTED, job_id=job_id))
 
         if sorting.submit:
-            self.start(sorting.submit, remember)
+            try:
+                self.start(sorting.submit, remember)
+            except BaseException:
+                self.claims.release_unsubmitted()
+                raise
         return updates + started
 
     def _say_once(self, line: str) -> None:

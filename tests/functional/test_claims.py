@@ -395,4 +395,8 @@ def test_a_failed_submission_keeps_the_job_already_started_claimed(  # type: ign
     assert list(batch.tracked) == ["job-1"]
     store = batch.claims.store
     assert (body(store, task(1))["state"], body(store, task(1))["job_id"]) == ("submitted", "job-1")
-    assert body(store, task(2))["state"] == "pending"  # taken over by the next apply once it expires
+    left = body(store, task(2))
+    assert left["state"] == "pending" and left["expires"] == 0  # let go: the next apply takes it over at once
+    log: list[str] = []
+    assert claims(store, World(), Clock(), "next", log).sort([task(2)]).submit == [task(2)]
+    assert log == ["Fit(n=2): took over its claim (" + left["claimant"] + " held it pending past its expiry)"]
