@@ -400,3 +400,35 @@ def test_a_failed_submission_keeps_the_job_already_started_claimed(  # type: ign
     log: list[str] = []
     assert claims(store, World(), Clock(), "next", log).sort([task(2)]).submit == [task(2)]
     assert log == ["Fit(n=2): took over its claim (" + left["claimant"] + " held it pending past its expiry)"]
+
+
+def test_ctrl_c_stops_only_the_jobs_this_apply_submitted(  # type: ignore[no-untyped-def]
+    remote_ctx: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of the jobs an apply tracks, Ctrl-C terminates the ones it submitted; a job it follows for
+    another apply goes on (that apply still needs it)."""
+    from disdat_luigi.config import ExecutorSettings, RunSettings, Settings
+    from disdat_luigi.run import aws, executors
+
+    context = api._context(remote_ctx)
+    settings = Settings(config_path=tmp_path / "cfg", root=context.path.parent, run=RunSettings(aws_batch_queue="q"))
+    monkeypatch.setattr(aws, "submit_job", lambda **kwargs: "job-mine")
+    terminated: list[str] = []
+    monkeypatch.setattr(aws, "terminate_job", lambda job_id, reason: terminated.append(job_id))
+    other = claims(ClaimStore(S3(RemoteSettings()), RemoteLocation.of(context)), World(), Clock(), "other")
+    theirs = task(1)
+    other.sort([theirs])
+    other.submitted(theirs, "job-theirs")
+    batch = executors.BatchExecutor(
+        settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
+    )
+    monkeypatch.setattr(batch, "phases", lambda ids: dict.fromkeys(ids, Phase.RUNNING))
+    monkeypatch.setattr(batch.backend, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
+    batch.images = {"ml.Fit": ("disdat-ml", "reg/disdat-ml:c1")}
+    said: list[str] = []
+    batch.log = said.append
+    updates = batch.submit([task(0), theirs])
+    assert sorted((u.task_id, u.job_id) for u in updates) == [("Fit_0", "job-mine"), ("Fit_1", "job-theirs")]
+    assert "Fit(n=1): attached to job job-theirs, already doing this work" in said
+    assert batch.in_flight == 2
+    assert batch.cancel() == ["job-mine (Fit(n=0))"] and terminated == ["job-mine"]
