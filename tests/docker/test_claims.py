@@ -72,6 +72,8 @@ def two_stores(  # type: ignore[no-untyped-def]
     (root / "shared" / "tasks.py").write_text(SHARED + f"\n# {uuid.uuid4().hex}\n")  # an image no run built
     (root / "setup.py").write_text("from setuptools import setup\nsetup(name='shared', packages=['shared'])\n")
     monkeypatch.syspath_prepend(str(root))
+    for module in [m for m in sys.modules if m == "shared" or m.startswith("shared.")]:
+        monkeypatch.delitem(sys.modules, module)  # an earlier test's copy: this one's code differs
     monkeypatch.setenv("PYTHONPATH", f"{root}:{os.environ.get('PYTHONPATH', '')}")
     a = dict(os.environ)
     b = {**a, "DISDAT_HOME": str(tmp_path / "home-b")}
