@@ -4,10 +4,16 @@ pushed image on the real Docker engine), side by side with the same DAG run whol
 For each N: the wall time of one hybrid `dsdt apply` (the N leaves as Batch jobs: one array job
 with the default array_min_size, or N single jobs) and of `dsdt run --backend AWSBatch --wait` of
 the same DAG; the host apply's CPU seconds (its children included) and peak RSS; and the AWS
-Batch and CloudWatch Logs requests it made, counted at the endpoint (a counting layer in front of
-moto), which unlike time does not vary from run to run.
+Batch and CloudWatch Logs requests it made, and its requests on the claims of the remote
+(`claims/`, each task submitted once across machines), counted at the endpoint (a counting layer
+in front of moto), which unlike time does not vary from run to run.
 
-    python bench/executor_bench.py [--sizes 10 50] [--rounds 2]
+The hybrid applies run with the code before a change and after it, side by side (the sides
+alternating within each round): "before" is a copy of `disdat_luigi` at --before (`git archive`),
+put first on PYTHONPATH, with a store of its own (its images are built from that copy too);
+"after" is the working tree's installation.
+
+    python bench/executor_bench.py [--sizes 10 50] [--rounds 2] [--before REV | --no-before]
 
 Needs the test stack (tests/infra/stack.sh up: Docker engine, offline base image) and runs as root.
 """
@@ -32,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import AWS_ENV, free_port  # noqa: E402
+
+BEFORE = "256e396"  # the last commit before Batch tasks were claimed on the remote
 
 FAN = """
 import luigi
@@ -72,6 +80,8 @@ class Counting:
         path, target = environ.get("PATH_INFO", ""), environ.get("HTTP_X_AMZ_TARGET", "")
         if path.startswith("/v1/"):
             key = "batch:" + path[4:]
+        elif "/claims/" in path:  # S3, path style: /bucket/prefix/context/<remote>/claims/<digest>.json
+            key = "claims:" + environ.get("REQUEST_METHOD", "")
         elif target.startswith("Logs_"):
             key = "logs:" + target.rpartition(".")[2]
         else:
@@ -113,7 +123,29 @@ def start_registry(root: Path) -> tuple[str, subprocess.Popen[bytes]]:
     return f"127.0.0.1:{port}", proc
 
 
-def setup(work: Path) -> tuple[dict[str, str], Counting, subprocess.Popen[bytes]]:
+def code_tree(rev: str, dest: Path) -> str:
+    """A copy of the repository at `rev` under `dest` (the package links to files beside it);
+    a description of what was copied."""
+    commit = subprocess.run(
+        ["git", "--no-optional-locks", "-C", str(REPO), "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"not a revision of {REPO}: {rev}")
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return f"{rev} = {commit.stdout.strip()}"
+
+
+def side_env(env: dict[str, str], work: Path, side: str) -> dict[str, str]:
+    """The environment of one side's `dsdt`: its own store; "before" imports its copy first."""
+    path = f"{work / 'code-before'}:{work / 'pipes'}" if side == "before" else str(work / "pipes")
+    return {**env, "DISDAT_HOME": str(work / f"store-{side}"), "PYTHONPATH": path}
+
+
+def setup(work: Path, sides: list[str]) -> tuple[dict[str, dict[str, str]], Counting, subprocess.Popen[bytes]]:
     subprocess.run(["bash", str(REPO / "tests/infra/stack.sh"), "up"], check=True)
     endpoint, counting = start_moto()
     registry, registry_proc = start_registry(work)
@@ -160,11 +192,13 @@ def setup(work: Path) -> tuple[dict[str, str], Counting, subprocess.Popen[bytes]
     text += "\n[executor.batch]\ntype = aws_batch\nuse_aws_session_token = 900\n"
     text += "\n[executor.single]\ntype = aws_batch\nuse_aws_session_token = 900\narray_min_size = 100000\n"
     config.write_text(text)
-    for args in (("context", "bench"), ("switch", "bench"), ("remote", "shared", "s3://bench/runs")):
-        dsdt(env, *args)
-    dsdt(env, "dockerize", "--push", str(work / "pipes"), "fan.tasks.Fan")
+    envs = {side: side_env(env, work, side) for side in sides}
+    for side, side_env_ in envs.items():
+        for args in (("context", "bench"), ("switch", "bench"), ("remote", side, "s3://bench/runs")):
+            dsdt(side_env_, *args)
+        dsdt(side_env_, "dockerize", "--push", str(work / "pipes"), "fan.tasks.Fan")
     counting.take()
-    return env, counting, registry_proc
+    return envs, counting, registry_proc
 
 
 def dsdt(env: dict[str, str], *args: str) -> tuple[float, dict[str, float], str]:
@@ -187,74 +221,95 @@ def main() -> None:
     parser.add_argument(
         "--modes", nargs="+", default=["array", "single", "whole"], choices=["array", "single", "whole"]
     )
+    parser.add_argument("--before", default=BEFORE, help=f"revision of the code before the change ({BEFORE})")
+    parser.add_argument("--no-before", action="store_true", help="measure the working tree only")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-exec-bench-"))
-    env, counting, registry = setup(work)
-    best: dict[tuple[str, int], dict[str, Any]] = {}
+    sides = ["after"] if args.no_before else ["before", "after"]
+    if not args.no_before:
+        print(f"before: {code_tree(args.before, work / 'code-before')}", file=sys.stderr, flush=True)
+    envs, counting, registry = setup(work, sides)
+    best: dict[tuple[str, str, int], dict[str, Any]] = {}
     try:
         for round_ in range(args.rounds):
-            for n in args.sizes if round_ % 2 == 0 else list(reversed(args.sizes)):
-                for mode in args.modes if round_ % 2 == 0 else list(reversed(args.modes)):
-                    salt = uuid.uuid4().hex[:8]
-                    if mode == "whole":
-                        wall, report, _err = dsdt(env, "run", "--backend", "AWSBatch", "--wait",
-                                                  "--use-aws-session-token", "900", "-", f"whole_{salt}",
-                                                  "fan.tasks.Fan", "--n", str(n), "--salt", salt)  # fmt: skip
-                    else:
-                        executor = ["--executor", "Leaf=single"] if mode == "single" else []
-                        wall, report, _err = dsdt(env, "apply", *executor, "fan.tasks.Fan", "--n", str(n),
-                                                  "--salt", salt)  # fmt: skip
-                    counts = counting.take()
-                    row = {"wall": wall, **report, "counts": counts}
-                    key = (mode, n)
-                    if key not in best or wall < best[key]["wall"]:
-                        best[key] = row
-                    print(f"round {round_ + 1} {mode:>6} N={n:<4} {wall:7.1f} s", file=sys.stderr, flush=True)
+            order = 1 if round_ % 2 == 0 else -1
+            for n in args.sizes[::order]:
+                for mode in args.modes[::order]:
+                    for side in (["after"] if mode == "whole" else sides)[::order]:
+                        env, salt = envs[side], uuid.uuid4().hex[:8]
+                        if mode == "whole":
+                            wall, report, _err = dsdt(env, "run", "--backend", "AWSBatch", "--wait",
+                                                      "--use-aws-session-token", "900", "-", f"whole_{salt}",
+                                                      "fan.tasks.Fan", "--n", str(n), "--salt", salt)  # fmt: skip
+                        else:
+                            executor = ["--executor", "Leaf=single"] if mode == "single" else []
+                            wall, report, _err = dsdt(env, "apply", *executor, "fan.tasks.Fan", "--n", str(n),
+                                                      "--salt", salt)  # fmt: skip
+                        counts = counting.take()
+                        row = {"wall": wall, **report, "counts": counts}
+                        key = (side, mode, n)
+                        if key not in best or wall < best[key]["wall"]:
+                            best[key] = row
+                        print(
+                            f"round {round_ + 1} {side:>6} {mode:>6} N={n:<4} {wall:7.1f} s claims {_claims(counts)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     finally:
         registry.terminate()
-    if set(args.modes) == {"array", "single", "whole"}:
-        print_results(best, args.sizes)
-    else:
-        for key, row in sorted(best.items()):
-            print(
-                key,
-                f"{row['wall']:.1f} s",
-                f"cpu {row['cpu']:.2f} s",
-                f"{row['hwm_kb'] / 1024:.0f} MB",
-                dict(row["counts"]),
-            )
+        registry.wait()
+    print_results(best, args.sizes, sides, args.modes)
 
 
 def _aws(counts: collections.Counter[str]) -> int:
     return sum(v for k, v in counts.items() if k.startswith(("batch:", "logs:")))
 
 
-def print_results(best: dict[tuple[str, int], dict[str, Any]], sizes: list[int]) -> None:
+def _claims(counts: collections.Counter[str]) -> int:
+    return sum(v for k, v in counts.items() if k.startswith("claims:"))
+
+
+def print_results(
+    best: dict[tuple[str, str, int], dict[str, Any]], sizes: list[int], sides: list[str], modes: list[str]
+) -> None:
     print(
-        "\n| N | mode | hybrid apply | whole DAG in one container (`dsdt run --wait`) | ratio | "
-        "Batch+Logs requests / task | of which submit / describe / logs | host CPU ms / task | host peak RSS MB |"
+        "\n| N | mode | code | hybrid apply | whole DAG in one container (`dsdt run --wait`) | ratio | "
+        "Batch+Logs requests / task | of which submit / describe / logs | claim requests / task | "
+        "host CPU ms / task | host peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
-        whole = best[("whole", n)]["wall"]
-        for mode in ("array", "single"):
-            row = best[(mode, n)]
-            counts = row["counts"]
-            parts = (counts["batch:submitjob"], counts["batch:describejobs"], _aws(counts) - sum(
-                v for k, v in counts.items() if k.startswith("batch:")))  # fmt: skip
-            print(
-                f"| {n} | {mode} | {row['wall']:.1f} s | {whole:.1f} s | {row['wall'] / whole:.2f}x | "
-                f"{_aws(counts) / n:.2f} | {parts[0]} / {parts[1]} / {parts[2]} | "
-                f"{1000 * row['cpu'] / n:.0f} | {row['hwm_kb'] / 1024:.0f} |"
-            )
-    if len(sizes) >= 2:
-        small, large = min(sizes), max(sizes)
-        for mode in ("array", "single"):
-            a, b = best[(mode, small)], best[(mode, large)]
+        whole = best[("after", "whole", n)]["wall"] if "whole" in modes else None
+        for mode in [m for m in ("array", "single") if m in modes]:
+            for side in sides:
+                row = best[(side, mode, n)]
+                counts = row["counts"]
+                parts = (counts["batch:submitjob"], counts["batch:describejobs"], _aws(counts) - sum(
+                    v for k, v in counts.items() if k.startswith("batch:")))  # fmt: skip
+                ratio = f"{row['wall'] / whole:.2f}x" if whole else "n/a"
+                print(
+                    f"| {n} | {mode} | {side} | {row['wall']:.1f} s | {f'{whole:.1f} s' if whole else 'n/a'} | "
+                    f"{ratio} | {_aws(counts) / n:.2f} | {parts[0]} / {parts[1]} / {parts[2]} | "
+                    f"{_claims(counts) / n:.2f} | {1000 * row['cpu'] / n:.0f} | {row['hwm_kb'] / 1024:.0f} |"
+                )
+    for mode in [m for m in ("array", "single") if m in modes]:
+        worst = max(_claims(best[("after", mode, n)]["counts"]) / n for n in sizes)
+        print(
+            f"\n{mode}: claim requests per remote task at most {worst:.2f} "
+            f"(target <= 2: {'yes' if worst <= 2 else 'NO'})"
+        )
+        if "before" in sides:
+            grew = [
+                n for n in sizes if _aws(best[("after", mode, n)]["counts"]) > _aws(best[("before", mode, n)]["counts"])
+            ]
+            print(f"{mode}: Batch+Logs requests no more than before: {'yes' if not grew else f'NO (N={grew})'}")
+        if len(sizes) >= 2:
+            small, large = min(sizes), max(sizes)
+            a, b = best[("after", mode, small)], best[("after", mode, large)]
             marginal = 1000 * (b["cpu"] - a["cpu"]) / (large - small)
             growth = b["hwm_kb"] / a["hwm_kb"]
             print(
-                f"\n{mode}: host CPU per additional remote task {marginal:.0f} ms (target < 50: "
+                f"{mode}: host CPU per additional remote task {marginal:.0f} ms (target < 50: "
                 f"{'yes' if marginal < 50 else 'NO'}); peak RSS x{growth:.2f} from N={small} to N={large} "
                 f"(flat: {'yes' if growth < 1.25 else 'NO'})"
             )

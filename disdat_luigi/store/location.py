@@ -73,5 +73,14 @@ class RemoteLocation:
     def catalog_key(self, name: str, uuid: str) -> str:
         return f"{self.catalog_prefix(name)}{uuid}"
 
+    @property
+    def claims_prefix(self) -> str:
+        """Where the claims on pieces of work live: who submitted which task's job."""
+        return f"{self.root}claims/"
+
+    def claim_key(self, digest: str) -> str:
+        """The claim on the work of one TaskIdentity digest."""
+        return f"{self.claims_prefix}{digest}.json"
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -15,6 +15,7 @@ from disdat_luigi.config import ExecutorSettings, RunSettings, Settings
 from disdat_luigi.run import journal
 from disdat_luigi.run.batch.double import Attempt, BatchDouble
 from disdat_luigi.run.executors.batch import BatchExecutor
+from disdat_luigi.store.remote.claims import MemoryClaimStore
 from disdat_luigi.store.store import LocalStore
 
 LOST_HOST = Attempt(exit_code=1, status_reason="Host EC2 (instance i-0abc) terminated.", log=("lost work",))
@@ -38,6 +39,7 @@ def _executor(tmp_path: Path, retries: int = 2, factor: float = 1.0) -> BatchExe
     config = ExecutorSettings(name="farm", type="aws_batch", retries=retries, memory=2048, array_min_size=99)
     executor = BatchExecutor(settings=settings, config=config, context=context, build=False)
     executor.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1")}
+    executor.claim_store = MemoryClaimStore()
     return executor
 
 
@@ -100,8 +102,9 @@ def test_an_out_of_memory_kill_is_run_again_with_more_memory(tmp_path: Path) -> 
     ]
     assert updates[-1].phase is Phase.DONE and updates[-1].job_id == "job-2" and updates[-1].log == ("fits now",)
     assert [r.job_id for r in journal.records(executor.context.path)] == ["job-1", "job-2"]
-    with executor.journal.claimed() as known:
-        assert known[_task(3).identity].job_id == "job-2"  # the next apply attaches to the retry
+    claim = executor.claims.store.read(_task(3).identity)
+    assert claim is not None and claim.claim is not None
+    assert claim.claim.job_id == "job-2"  # the next apply, on any machine, attaches to the retry
 
 
 def test_out_of_memory_twice_fails(tmp_path: Path) -> None:

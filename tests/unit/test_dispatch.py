@@ -390,35 +390,3 @@ def test_array_children_are_polled_through_their_parent(tmp_path: Path, monkeypa
     assert batch.phases(ids) == {"p:0": Phase.DONE, "p:1": Phase.RUNNING, "p:2": Phase.FAILED}
     assert sorted(listed) == ["FAILED", "RUNNING", "SUCCEEDED"] and described[-1] == ["p:0", "p:2"]
     assert set(batch.described) == {"p:0", "p:2"}  # kept for their diagnosis and log
-
-
-def test_a_failed_submission_keeps_the_jobs_already_started_known(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The second submit_job of a batch fails: the first job is journaled and tracked (Ctrl-C and
-    the next apply know it), and the error reaches the caller."""
-    from disdat_luigi.errors import RunError
-
-    context = LocalStore(tmp_path / "home").create_context("c")
-    context.bind_remote("shared", "s3://bucket/team")
-    settings = Settings(config_path=tmp_path / "cfg", root=tmp_path / "home", run=RunSettings(aws_batch_queue="q"))
-    calls: list[int] = []
-
-    def submit(**kwargs: Any) -> str:
-        calls.append(1)
-        if len(calls) == 2:
-            raise RunError("submit_job failed: throttled")
-        return "job-1"
-
-    monkeypatch.setattr(client, "submit_job", submit)
-    monkeypatch.setattr(client, "endpoint_environment", lambda: {})
-    batch = batch_executor.BatchExecutor(
-        settings=settings, config=ExecutorSettings(name="b", type="aws_batch"), context=context, build=True
-    )
-    monkeypatch.setattr(batch, "job_definition", lambda request, job: {"jobDefinitionArn": "def"})
-    batch.images = {"m.Fit": ("disdat-m", "reg/disdat-m:c1")}
-    with pytest.raises(RunError, match="throttled"):
-        batch.submit([_task(1), _task(2)])
-    assert list(batch.tracked) == ["job-1"]
-    with batch.journal.claimed() as known:
-        assert [j.job_id for j in known.values()] == ["job-1"] and _task(1).identity in known

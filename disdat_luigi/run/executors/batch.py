@@ -4,6 +4,7 @@ whose work is a whole apply, followed to its end when asked."""
 
 from __future__ import annotations
 
+import functools
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -20,9 +21,11 @@ from disdat_luigi.run.batch import capacity, client, state
 from disdat_luigi.run.batch import spec as assembly
 from disdat_luigi.run.batch.spec import JobSpec, Resources
 from disdat_luigi.run.batch.state import JobPhase, JobState
+from disdat_luigi.run.claims import Sorting, TaskClaims, claimant_id
 from disdat_luigi.run.executors.container import Attempt, ContainerExecutor, LogSink, Tracked
 from disdat_luigi.run.output import output_of, without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
+from disdat_luigi.store.remote.claims import ClaimStore, MemoryClaimStore
 from disdat_luigi.store.remote.s3 import S3
 
 INLINE_SPEC_LIMIT = 6 * 1024  # larger task specs go through the remote (Batch caps a submission's size)
@@ -49,6 +52,70 @@ class BatchExecutor(ContainerExecutor):
         self.described: dict[str, JobState] = {}
         self._summaries: dict[str, Mapping[JobPhase, int]] = {}  # array job -> its children's counts at the last poll
         self._child_phases: dict[str, dict[str, Phase]] = {}  # array job -> child -> phase last listed
+        self._followed: set[str] = set()  # jobs of other applies this one follows
+        self.claim_store: ClaimStore | MemoryClaimStore | None = None  # default: the context's remote
+
+    # --- claims on the remote decide who submits (run/claims.py) -----------------------------------
+
+    @functools.cached_property
+    def claims(self) -> TaskClaims:
+        """Made when first needed: the context's remote is checked (with a clear error) first."""
+        store = self.claim_store or ClaimStore(S3(self.context.remote_settings), self.location)
+        return TaskClaims(
+            store=store,
+            claimant=claimant_id(self.context.path),
+            phases=self.phases,
+            bundle_ready=self._made_as_planned,
+            log=lambda line: self.log(line),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        waiting = len(self.claims.waiting) if "claims" in self.__dict__ else 0
+        return len(self.tracked) + waiting
+
+    def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
+        """Claimed on the remote, then started; tasks another apply claimed follow its job."""
+        return self._go(self.claims.sort(tasks))
+
+    def poll(self) -> list[JobUpdate]:
+        updates = self._go(self.claims.recheck())
+        self.claims.renew({t.task.identity for job_id, t in self.tracked.items() if job_id not in self._followed})
+        return updates + super().poll()
+
+    def cancel(self) -> list[str]:
+        """Only this apply's own jobs: a job followed from another apply goes on for it."""
+        for job_id in self._followed:
+            self.tracked.pop(job_id, None)
+        return super().cancel()
+
+    def _go(self, sorting: Sorting) -> list[JobUpdate]:
+        updates = []
+        for followed in sorting.follow:
+            task, job_id = followed.task, followed.job_id
+            if followed.phase is Phase.DONE:
+                self.log(f"{task.label}: job {job_id} already made its bundle {followed.bundle}")
+            else:
+                self.log(f"{task.label}: attached to job {job_id}, already doing this work")
+                self.tracked[job_id] = Tracked(task, job_id, followed.bundle, followed.phase, self._memory(task))
+                self._followed.add(job_id)
+            updates.append(
+                JobUpdate(task_id=task.task_id, phase=followed.phase, job_id=job_id, output_uuid=followed.bundle)
+            )
+        started: list[JobUpdate] = []
+
+        def remember(task: RemoteTask, job_id: str) -> None:
+            self.claims.submitted(task, job_id)
+            self.tracked[job_id] = Tracked(task, job_id, task.output_uuid, Phase.SUBMITTED, self._memory(task))
+            started.append(JobUpdate(task_id=task.task_id, phase=Phase.SUBMITTED, job_id=job_id))
+
+        if sorting.submit:
+            try:
+                self.start(sorting.submit, remember)
+            except BaseException:
+                self.claims.release_unsubmitted()
+                raise
+        return updates + started
 
     def _say_once(self, line: str) -> None:
         """The backend's per-job remarks (a credentials warning) once per apply, not once per job."""
@@ -245,7 +312,7 @@ class BatchExecutor(ContainerExecutor):
         self.more_memory[task.identity] = more
         self.described.pop(tracked.job_id, None)
         job_id = self._submit_one(task)
-        self.remember_job(task, job_id)
+        self.claims.submitted(task, job_id)  # the claim names the job doing the work now
         attempt = tracked.attempt + 1
         self.tracked[job_id] = Tracked(task, job_id, tracked.output_uuid, Phase.SUBMITTED, more, attempt=attempt)
         return JobUpdate(

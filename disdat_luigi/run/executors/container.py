@@ -3,9 +3,10 @@ which job does which piece of work, images checked once, tasks attached to known
 started, jobs polled in bulk, and the container's command line.
 
 Each runs the task's module image with the entry point's `--task-spec`: exactly one task, its
-inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Each job
-is written to the context's executor journal under the task's identity before anything waits on
-it, so a later apply (or one running at the same time) attaches to it instead of starting it again.
+inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Before a
+Batch job is submitted its task's identity is claimed on the remote (run/claims.py), so any apply,
+on any machine, attaches to it instead of starting it again; a docker job is written to this
+context's executor journal, which later applies on this machine read the same way.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ class ExecutorJournal:
 
     def __init__(self, context: LocalContext) -> None:
         self.path = context.path / JOURNAL
-        self.locks = context.tmp_dir
 
     @contextlib.contextmanager
     def claimed(self) -> Iterator[dict[str, ExecutorJob]]:
         """The journal, read under an exclusive lock held until the caller has written the jobs it
-        starts: of two applies needing the same work, the second sees the first's job."""
-        self.locks.mkdir(parents=True, exist_ok=True)
-        with open(self.locks / "executor-jobs.lock", "a+") as lock:
+        starts: of two applies needing the same work, the second sees the first's job. The lock
+        is on the journal file itself, which is never removed or replaced (a lock file in tmp/
+        was taken by `dsdt verify` for a dead writer's and deleted under a holder)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield self._read()
@@ -212,25 +214,23 @@ class ContainerExecutor(Executor):
             self.tracked[known.job_id] = Tracked(task, known.job_id, known.output_uuid, phase, self._memory(task))
             self.log(f"{task.label}: attached to job {known.job_id}, already doing this work")
             return JobUpdate(task_id=task.task_id, phase=phase, job_id=known.job_id)
-        if phase is Phase.DONE and self._made_as_planned(task, known):
+        if phase is Phase.DONE and self._made_as_planned(task, known.job_id, known.output_uuid):
             self.log(f"{task.label}: job {known.job_id} already made its bundle {known.output_uuid}")
             return JobUpdate(task_id=task.task_id, phase=Phase.DONE, job_id=known.job_id, output_uuid=known.output_uuid)
         return None
 
-    def _made_as_planned(self, task: RemoteTask, known: ExecutorJob) -> bool:
+    def _made_as_planned(self, task: RemoteTask, job_id: str, output_uuid: str) -> bool:
         """The earlier job's bundle is on the remote, of the planned recipe and code identity."""
         try:
-            found = RemoteSync(self.context, self.context.remote_settings).fetch(known.output_uuid)
+            found = RemoteSync(self.context, self.context.remote_settings).fetch(output_uuid)
         except DisdatError as err:
-            self.log(
-                f"{task.label}: the bundle of job {known.job_id} cannot be read ({err.message}); starting a new job"
-            )
+            self.log(f"{task.label}: the bundle of job {job_id} cannot be read ({err.message}); starting a new job")
             return False
         if found is None:
             return False
         mismatch = differs_from_plan(found.manifest, task.processing_name, task.code)
         if mismatch is not None:
-            self.log(f"{task.label}: job {known.job_id} made {mismatch}; starting a new job")
+            self.log(f"{task.label}: job {job_id} made {mismatch}; starting a new job")
         return mismatch is None
 
     def poll(self) -> list[JobUpdate]:

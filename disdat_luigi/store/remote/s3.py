@@ -150,6 +150,37 @@ class S3:
             return False
         return True
 
+    def put_conditional(
+        self, bucket: str, key: str, data: bytes, *, if_match: str | None = None, create_only: bool = False
+    ) -> str | None:
+        """Write a small object only if it is absent (`create_only`) or still the version whose
+        ETag is `if_match`; its new ETag, or None when another writer got there first (S3's 412
+        or 409: the caller reads the object again)."""
+        extra = self._extra()
+        if create_only:
+            extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                response = self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        except _Precondition:
+            return None
+        return str(response.get("ETag", ""))
+
+    def get_versioned(self, bucket: str, key: str, limit: int) -> tuple[bytes, str] | None:
+        """A small object's content and ETag (for a later `put_conditional(if_match=...)`), None
+        when it does not exist, an error past `limit` bytes."""
+        try:
+            with _translate(f"s3://{bucket}/{key}"):
+                response = self.client.get_object(Bucket=bucket, Key=key)
+                if response["ContentLength"] > limit:
+                    raise TransferError(f"s3://{bucket}/{key} is larger than {limit} bytes; refusing it")
+                data: bytes = response["Body"].read()
+                return data, str(response.get("ETag", ""))
+        except _NotFound:
+            return None
+
     def download(self, bucket: str, key: str, target: Path, moved: Callable[[int], None] | None = None) -> str:
         """Stream the object into `target` (constant memory), flush it to disk, return its sha256;
         `moved` hears of every chunk written.
