@@ -1,4 +1,5 @@
-"""Where a remote context's objects live: `s3://bucket/prefix/context/<remote>/objects/<uuid>/...`."""
+"""Where a remote context's objects live: `s3://bucket/prefix/context/<remote>/objects/<uuid>/...`,
+its catalog (`catalog/<name>/<uuid>`, empty objects) and its manifest packs (`packs/`)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,15 @@ class RemoteLocation:
 
     def catalog_key(self, name: str, uuid: str) -> str:
         return f"{self.catalog_prefix(name)}{uuid}"
+
+    @property
+    def packs_prefix(self) -> str:
+        """Where manifest packs live (see store/remote/packs.py): outside objects/ and catalog/,
+        so releases that know no packs never see them."""
+        return f"{self.root}packs/"
+
+    def pack_key(self, name: str) -> str:
+        return f"{self.packs_prefix}{name}"
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
