@@ -86,8 +86,9 @@ def make(root: str, context: str, count: int, names: int, remote_url: str) -> No
 # --- the parent -------------------------------------------------------------------------------
 
 
-def cli_seconds(code: Path, env: dict[str, str], args: list[str], first_line: bool = False) -> float:
-    """Wall time of `dsdt ARGS` (a fresh interpreter) to its exit, or to its first line of output."""
+def cli_seconds(code: Path, env: dict[str, str], args: list[str], first_line: bool = False) -> tuple[float, int]:
+    """Wall time of `dsdt ARGS` (a fresh interpreter) to its exit, or to its first line of
+    output; and how many lines it printed."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "disdat_luigi.cli.main", *args],
@@ -96,18 +97,15 @@ def cli_seconds(code: Path, env: dict[str, str], args: list[str], first_line: bo
         stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
-    if first_line:
-        line = proc.stdout.readline()
-        seconds = time.perf_counter() - started
-        proc.stdout.read()
-    else:
-        line = b"x"
-        proc.stdout.read()
+    first = proc.stdout.readline()
+    seconds = time.perf_counter() - started
+    lines = (1 if first else 0) + proc.stdout.read().count(b"\n")
+    if not first_line:
         seconds = time.perf_counter() - started
     err = proc.stderr.read() if proc.stderr else b""
-    if proc.wait() != 0 or not line:
+    if proc.wait() != 0 or (first_line and not first):
         raise RuntimeError(f"dsdt {' '.join(args)} failed: {err.decode()[-2000:]}")
-    return seconds
+    return seconds, lines
 
 
 def main() -> None:
@@ -174,6 +172,7 @@ def run_all(
     )
     print(f"made {remote_n} + {local_n} bundles in {time.perf_counter() - started:.0f} s", flush=True)
     results: dict[tuple[str, str], tuple[float, float | None]] = {}
+    printed: dict[tuple[str, str], set[int]] = {}  # lines each dsdt command printed: both sides must agree
     for side, code in codes.items():
         env = {**_store_env(work, side), "PYTHONPATH": str(code)}
         shutil.copytree(work / "src", work / side, symlinks=True)
@@ -207,13 +206,19 @@ def run_all(
             "--version": (empty, ["--version"], False),
         }
         for label, (store, argv, first_line) in timings.items():
-            best = min(cli_seconds(code, store, argv, first_line) for _ in range(rounds))
-            results[(side, label)] = (best, None)
+            runs = [cli_seconds(code, store, argv, first_line) for _ in range(rounds)]
+            results[(side, label)] = (min(seconds for seconds, _ in runs), None)
+            printed[(side, label)] = {lines for _, lines in runs}
         searched = min(
             (run_child([__file__, "--child", "search", str(code), "big"], big) for _ in range(rounds)),
             key=lambda m: m.seconds,
         )
         results[(side, SEARCH)] = (searched.seconds / max(1, searched.detail["count"]) * 1e6, None)
+    for label in {label for _, label in printed}:
+        if printed[("before", label)] != printed[("after", label)]:
+            print(
+                f"WARNING {label}: before printed {printed[('before', label)]} lines, after {printed[('after', label)]}"
+            )
     return _rows(results, remote_n, local_n)
 
 

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,7 +265,8 @@ class BundleIndex:
             while rows := cursor.fetchmany(BATCH):
                 yield from map(IndexRow.of, rows)
         finally:
-            cursor.close()
+            with suppress(sqlite3.ProgrammingError):  # the connection was closed before the reader stopped
+                cursor.close()
 
 
 def _where(query: BundleQuery, alias: str) -> tuple[list[str], list[object]]:
