@@ -95,6 +95,7 @@ def cli_seconds(code: Path, env: dict[str, str], args: list[str], first_line: bo
         env={**os.environ, **env, "PYTHONPATH": str(code)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        cwd=code,  # `-m` puts the working directory first on sys.path: it must hold that side's code
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -148,7 +149,10 @@ def main() -> None:
 
 
 def _dsdt(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "disdat_luigi.cli.main", *args], env={**os.environ, **env}, check=True)
+    code = env["PYTHONPATH"]  # run from there: `-m` puts the working directory first on sys.path
+    subprocess.run(
+        [sys.executable, "-m", "disdat_luigi.cli.main", *args], env={**os.environ, **env}, cwd=code, check=True
+    )
 
 
 def _store_env(work: Path, name: str) -> dict[str, str]:
