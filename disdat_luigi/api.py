@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +74,7 @@ __all__ = [
     "explain_preparation",
     "get",
     "init",
+    "iter_search",
     "jobs",
     "logs",
     "lineage",
@@ -312,6 +313,36 @@ def search(
     """Closed bundles, newest first. Names match exactly; a name with '*' or '?' is a glob.
     `before`/`after` are datetimes or, as in Disdat, strings ('12-1-2009', '12-1-2009 12:13:42',
     or ISO 8601)."""
+    return list(
+        iter_search(
+            local_context,
+            human_name,
+            processing_name,
+            tags,
+            is_committed,
+            find_intermediates,
+            find_roots,
+            before,
+            after,
+        )
+    )
+
+
+def iter_search(
+    local_context: str,
+    human_name: str | None = None,
+    processing_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    is_committed: bool | None = None,
+    find_intermediates: bool = False,
+    find_roots: bool = False,
+    before: datetime | str | None = None,
+    after: datetime | str | None = None,
+    newest_per_name: bool = False,
+) -> Iterator[StoreBundle]:
+    """`search`, one bundle at a time as the index yields them (`dsdt ls` prints the first row
+    at once); with `newest_per_name` only the newest match of each name. Each bundle reads its
+    manifest only when asked for something the index does not hold (its data, tags, files...)."""
     query = BundleQuery(
         name=human_name,
         processing_name=processing_name,
@@ -321,8 +352,9 @@ def search(
         roots=find_roots,
         before=parse_date(before) if before is not None else None,
         after=parse_date(after) if after is not None else None,
+        newest_per_name=newest_per_name,
     )
-    return queries.find(_context(local_context), query)
+    return queries.stream(_context(local_context), query)
 
 
 def get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from disdat_luigi import api
@@ -97,11 +98,12 @@ def _add(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     context = current_context()
     committed = True if args.committed else False if args.uncommitted else None
+    bundles: Iterable[StoreBundle]
     if args.uuid:
         bundle = api.get(context, None, uuid=args.uuid)
         bundles = [bundle] if bundle is not None else []
     else:
-        bundles = api.search(
+        bundles = api.iter_search(
             context,
             human_name=args.bundle,
             tags=parse_tags(args.tag),
@@ -110,13 +112,11 @@ def _ls(args: argparse.Namespace) -> int:
             find_roots=args.roots,
             before=args.before,
             after=args.after,
+            newest_per_name=args.latest_by_date,
         )
-    if args.latest_by_date:
-        seen: set[str] = set()
-        bundles = [b for b in bundles if not (b.name in seen or seen.add(b.name))]  # type: ignore[func-returns-value]
-    if args.long and bundles:
-        print(LS_HEADER)
-    for bundle in bundles:
+    for index, bundle in enumerate(bundles):  # each row as the index yields it
+        if args.long and index == 0:
+            print(LS_HEADER)
         line = _ls_line(bundle, args.long)
         if args.print_tags:
             line += f"  tags={json.dumps(bundle.tags, sort_keys=True)}"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from disdat_luigi import api
 from disdat_luigi.errors import DisdatError
+
+if TYPE_CHECKING:  # imported when a bar is first shown: commands that show none stay quick
+    from tqdm import tqdm
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -147,6 +149,8 @@ class PushBar:
         if status not in ("Preparing", "Waiting", "Pushing", *self.DONE) or not layer:
             return False
         if self.bar is None:
+            from tqdm import tqdm
+
             self.bar = tqdm(total=0, unit="layer", desc="push", file=sys.stderr, leave=False)
         if layer not in self.layers:
             self.layers.add(layer)

@@ -7,7 +7,6 @@ import logging
 import sys
 
 from disdat_luigi import api
-from disdat_luigi.apply.executors import parse_overrides
 from disdat_luigi.cli.common import current_context, parse_tags, pipeline_help
 from disdat_luigi.errors import DisdatError
 
@@ -66,6 +65,8 @@ def _apply(args: argparse.Namespace) -> int:
         return 0
     context = current_context()
     cls, params = api.parse_pipeline(args.pipe_cls, args.pipe_args)
+    from disdat_luigi.apply.executors import parse_overrides  # luigi: only for the commands that run pipelines
+
     executors = parse_overrides(args.executor)
     if args.explain:
         decisions = api.explain(

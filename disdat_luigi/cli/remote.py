@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import add_tag_option, current_context, parse_tags
 from disdat_luigi.store.names import printable
+
+if TYPE_CHECKING:  # imported when a bar is first shown: commands that show none stay quick
+    from tqdm import tqdm
 
 
 class BarProgress:
@@ -24,6 +26,8 @@ class BarProgress:
         self.lock = threading.Lock()  # transfer threads report concurrently
 
     def start(self, files: int, nbytes: int) -> None:
+        from tqdm import tqdm
+
         self.files = files
         self.done = 0
         self.bar = tqdm(

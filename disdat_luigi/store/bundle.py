@@ -8,7 +8,7 @@ import posixpath
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store import codec, fsutil
 from disdat_luigi.store.context import BundleDraft, LocalContext
+from disdat_luigi.store.index import IndexRow
 from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.manifest import BundleManifest, Dependency, FileEntry
 from disdat_luigi.store.names import check_name, check_tags, has_control
@@ -35,6 +36,7 @@ class _NoData:
 
 
 _NO_DATA: Any = _NoData()
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class Bundle:
@@ -67,6 +69,7 @@ class Bundle:
             )
         self._context = local_context
         self._manifest: BundleManifest | None = None
+        self._row: IndexRow | None = None
         self._draft: BundleDraft | None = None
         self._committed = False
         self._name = None if name is None else check_name(name)
@@ -97,14 +100,27 @@ class Bundle:
         bundle = cls.__new__(cls)
         bundle._context = context
         bundle._manifest = manifest
+        bundle._row = None
         bundle._draft = None
         bundle._committed = committed
+        return bundle
+
+    @classmethod
+    def from_row(cls, context: LocalContext, row: IndexRow) -> Bundle:
+        """A closed bundle from its index row: what the row holds (uuid, names, creation date,
+        state) is answered from it, the manifest is read (and validated) on first need of the rest."""
+        bundle = cls.__new__(cls)
+        bundle._context = context
+        bundle._manifest = None
+        bundle._row = row
+        bundle._draft = None
+        bundle._committed = row.committed
         return bundle
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def open(self, force_uuid: str | None = None) -> Bundle:
-        if self._manifest is not None:
+        if self.closed:
             raise BundleStateError(f"bundle {self.uuid} is closed and cannot be reopened")
         if self._draft is None:
             uuid = force_uuid or str(uuidlib.uuid4())
@@ -281,7 +297,7 @@ class Bundle:
         self._root_task = True
 
     def _need_open(self, action: str) -> BundleDraft:
-        if self._manifest is not None:
+        if self.closed:
             raise BundleStateError(f"cannot {action}: bundle {self.uuid} is closed (bundles are immutable)")
         if self._draft is None:
             raise BundleStateError(f"cannot {action}: the bundle is not open; call open() first")
@@ -292,12 +308,14 @@ class Bundle:
     @property
     def manifest(self) -> BundleManifest:
         if self._manifest is None:
-            raise BundleStateError("the bundle is not closed yet; close() it before reading it")
+            if self._row is None:
+                raise BundleStateError("the bundle is not closed yet; close() it before reading it")
+            self._manifest = self._context.load_manifest(self._row.uuid)
         return self._manifest
 
     @property
     def closed(self) -> bool:
-        return self._manifest is not None
+        return self._manifest is not None or self._row is not None
 
     @property
     def is_presentable(self) -> bool:
@@ -312,12 +330,16 @@ class Bundle:
     def uuid(self) -> str:
         if self._manifest is None and self._draft is not None:
             return self._draft.uuid
+        if self._row is not None:
+            return self._row.uuid
         return self.manifest.uuid
 
     @property
     def name(self) -> str:
         if self._manifest is None and self._draft is not None and self._name is not None:
             return self._name
+        if self._row is not None:
+            return self._row.name
         return self.manifest.name
 
     @name.setter
@@ -330,6 +352,8 @@ class Bundle:
     def processing_name(self) -> str:
         if self._manifest is None and self._draft is not None and self._processing_name is not None:
             return self._processing_name
+        if self._row is not None:
+            return self._row.processing_name
         return self.manifest.processing_name
 
     @processing_name.setter
@@ -352,6 +376,8 @@ class Bundle:
 
     @property
     def creation_date(self) -> datetime:
+        if self._row is not None and self._manifest is None:
+            return EPOCH + timedelta(microseconds=self._row.created_us)
         return self.manifest.creation_date
 
     @property
@@ -392,6 +418,8 @@ class Bundle:
 
     @property
     def root_task(self) -> bool:
+        if self._row is not None:
+            return self._row.root_task
         return self.manifest.root_task
 
     @property
@@ -500,7 +528,7 @@ class Bundle:
         return hash(self.uuid)
 
     def __repr__(self) -> str:
-        if self._manifest is None:
+        if not self.closed:
             return f"<Bundle (open) in {self._context.name!r}>"
         return f"<Bundle {self.name!r} {self.uuid} in {self._context.name!r}>"
 

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ INDEX_NAME = "index.sqlite"
 COMMITTED_MARKER = ".committed"
 REMOTE_ONLY_MARKER = ".remote"  # some data files live only on the remote
 CONTEXT_META = "context.json"
+FLUSH_THREADS = 16  # drafts flushed at once by publish_many: the file system commits their fsyncs together
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ class ContextMeta:
     def from_json(cls, raw: bytes) -> ContextMeta:
         doc = json.loads(raw)
         return cls(name=doc["name"], remote_context=doc.get("remote_context"), remote_url=doc.get("remote_url"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Publication:
+    """A draft to publish with its manifest, and how (see LocalContext.publish)."""
+
+    draft: BundleDraft
+    manifest: BundleManifest
+    committed: bool = False
+    remote_only: bool = False
+    files_synced: bool = False
 
 
 @dataclass
@@ -175,27 +188,54 @@ class LocalContext:
         """Make the draft a visible bundle: every file flushed, then the manifest appears under
         its name in one rename (the commit point), then one index insert. `files_synced` says
         the writer already flushed every data file (only directories remain)."""
-        if committed:
+        self.publish_many(
+            [
+                Publication(
+                    draft=draft,
+                    manifest=manifest,
+                    committed=committed,
+                    remote_only=remote_only,
+                    files_synced=files_synced,
+                )
+            ]
+        )
+
+    def publish_many(self, publications: Sequence[Publication]) -> None:
+        """`publish` for many drafts at once: each is flushed and gets its manifest as `publish`
+        does, in a pool of threads (the file system commits their flushes together), then all
+        get their index rows in one transaction. When that insert fails none is published: every
+        manifest is taken back and the caller abandons the drafts."""
+        if len(publications) == 1:
+            self._place_manifest(publications[0])
+        elif publications:
+            with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(publications))) as pool:
+                list(pool.map(self._place_manifest, publications))  # the first failure is raised
+        try:
+            self.index.insert_many([(p.manifest, p.committed) for p in publications])
+        except BaseException:
+            # An insert that failed leaves no row: not published after all, drafts again, which
+            # the caller abandons (a crash right here instead leaves them for clean_leftovers,
+            # which indexes them: they are complete). An interrupt (Ctrl-C) landing after the
+            # rows were committed leaves the bundles published: abandon then keeps them.
+            if not self._indexed(publications[0].draft.uuid):
+                for publication in publications:
+                    (publication.draft.path / MANIFEST_NAME).unlink(missing_ok=True)
+            raise
+        for publication in publications:
+            self._release(publication.draft)
+
+    def _place_manifest(self, publication: Publication) -> None:
+        draft = publication.draft
+        if publication.committed:
             (draft.path / COMMITTED_MARKER).touch()
-        if remote_only:
+        if publication.remote_only:
             (draft.path / REMOTE_ONLY_MARKER).touch()
         if self.durable:  # data files and subdirectories first; the bundle directory itself last
-            fsutil.fsync_tree(draft.path, directories_only=files_synced, include_root=False)
+            fsutil.fsync_tree(draft.path, directories_only=publication.files_synced, include_root=False)
         # No fsync of objects/ afterwards: after a power loss the manifest (and the WAL index row,
         # synchronous=NORMAL) may be lost together, leaving a draft that cleanup removes; never a
         # half bundle. Durability of the last bundles is traded for speed.
-        fsutil.write_atomic(draft.path / MANIFEST_NAME, manifest.to_json(), self.durable)
-        try:
-            self.index.insert(manifest, committed=committed)
-        except BaseException:
-            # An insert that failed leaves no row: not published after all, a draft again, which
-            # the caller abandons (a crash right here instead leaves it for clean_leftovers, which
-            # indexes it: it is complete). An interrupt (Ctrl-C) landing after the row was
-            # committed leaves the bundle published: abandon then keeps it.
-            if not self._indexed(draft.uuid):
-                (draft.path / MANIFEST_NAME).unlink(missing_ok=True)
-            raise
-        self._release(draft)
+        fsutil.write_atomic(draft.path / MANIFEST_NAME, publication.manifest.to_json(), self.durable)
 
     def abandon(self, draft: BundleDraft) -> bool:
         """Throw a draft away and release its lock. A draft that is published after all (its

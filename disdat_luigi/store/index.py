@@ -6,7 +6,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +65,7 @@ class BundleQuery:
     before: datetime | None = None
     after: datetime | None = None
     limit: int | None = None
+    newest_per_name: bool = False  # only the newest match of each name
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,13 @@ class BundleIndex:
         self._conn = None
 
     def insert(self, manifest: BundleManifest, committed: bool) -> None:
+        self.insert_many([(manifest, committed)])
+
+    def insert_many(self, entries: Iterable[tuple[BundleManifest, bool]]) -> None:
+        """Index bundles in one transaction: all of them or none."""
         with _transaction(self.conn) as conn:
-            _insert(conn, manifest, committed)
+            for manifest, committed in entries:
+                _insert(conn, manifest, committed)
 
     def replace_all(self, entries: Iterable[tuple[BundleManifest, bool]]) -> None:
         """Swap the whole content for `entries` in one transaction (rebuild)."""
@@ -234,44 +240,63 @@ class BundleIndex:
         return found
 
     def search(self, query: BundleQuery) -> list[IndexRow]:
-        where, args = _where(query)
-        sql = f"SELECT {COLUMNS} FROM bundles b"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_us DESC, uuid DESC"
+        return list(self.iter_search(query))
+
+    def iter_search(self, query: BundleQuery) -> Iterator[IndexRow]:
+        """The rows of `search`, newest first, read from sqlite as they are consumed."""
+        columns = ", ".join(f"b.{column}" for column in COLUMNS.split(", "))
+        if query.newest_per_name:
+            # for each name (read off the name index) its newest match, found through that index too
+            where, args = _where(query, "n")
+            newest = " AND ".join(["n.name = names.name", *where])
+            sql = (
+                f"SELECT {columns} FROM (SELECT DISTINCT name FROM bundles) names JOIN bundles b ON b.uuid = "
+                f"(SELECT n.uuid FROM bundles n WHERE {newest} ORDER BY n.created_us DESC, n.uuid DESC LIMIT 1)"
+            )
+        else:
+            where, args = _where(query, "b")
+            sql = f"SELECT {columns} FROM bundles b" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY b.created_us DESC, b.uuid DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             args.append(query.limit)
-        return [IndexRow.of(r) for r in self.conn.execute(sql, args).fetchall()]
+        cursor = self.conn.execute(sql, args)
+        try:
+            while rows := cursor.fetchmany(BATCH):
+                yield from map(IndexRow.of, rows)
+        finally:
+            with suppress(sqlite3.ProgrammingError):  # the connection was closed before the reader stopped
+                cursor.close()
 
 
-def _where(query: BundleQuery) -> tuple[list[str], list[object]]:
+def _where(query: BundleQuery, alias: str) -> tuple[list[str], list[object]]:
+    """SQL conditions on the bundles table named `alias`, and their arguments."""
     where: list[str] = []
     args: list[object] = []
     for column, value in (("name", query.name), ("processing_name", query.processing_name)):
         if value is not None:
-            where.append(f"{column} GLOB ?" if is_glob(value) else f"{column} = ?")
+            where.append(f"{alias}.{column} GLOB ?" if is_glob(value) else f"{alias}.{column} = ?")
             args.append(value)
     if query.uuid is not None:
-        where.append("uuid = ?")
+        where.append(f"{alias}.uuid = ?")
         args.append(query.uuid)
     if query.committed is not None:
-        where.append("committed = ?")
+        where.append(f"{alias}.committed = ?")
         args.append(int(query.committed))
     if query.roots:
-        where.append("root_task = 1")
+        where.append(f"{alias}.root_task = 1")
     if query.intermediates:
         # made by a task that was not the root: `add` and hand-made bundles (processing name =
         # name) are nobody's intermediates
-        where.append("root_task = 0 AND processing_name != name")
+        where.append(f"{alias}.root_task = 0 AND {alias}.processing_name != {alias}.name")
     if query.before is not None:
-        where.append("created_us <= ?")
+        where.append(f"{alias}.created_us <= ?")
         args.append(to_us(query.before))
     if query.after is not None:
-        where.append("created_us >= ?")
+        where.append(f"{alias}.created_us >= ?")
         args.append(to_us(query.after))
     for key, value in (query.tags or {}).items():
-        where.append("EXISTS (SELECT 1 FROM tags t WHERE t.uuid = b.uuid AND t.key = ? AND t.value = ?)")
+        where.append(f"EXISTS (SELECT 1 FROM tags t WHERE t.uuid = {alias}.uuid AND t.key = ? AND t.value = ?)")
         args.extend([key, value])
     return where, args
 

@@ -1,4 +1,5 @@
-"""Where a remote context's objects live: `s3://bucket/prefix/context/<remote>/objects/<uuid>/...`."""
+"""Where a remote context's objects live: `s3://bucket/prefix/context/<remote>/objects/<uuid>/...`,
+its catalog (`catalog/<name>/<uuid>`, empty objects) and its manifest packs (`packs/`)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ class RemoteLocation:
     def claim_key(self, digest: str) -> str:
         """The claim on the work of one TaskIdentity digest."""
         return f"{self.claims_prefix}{digest}.json"
+
+    @property
+    def packs_prefix(self) -> str:
+        """Where manifest packs live (see store/remote/packs.py): outside objects/ and catalog/,
+        so releases that know no packs never see them."""
+        return f"{self.root}packs/"
+
+    def pack_key(self, name: str) -> str:
+        return f"{self.packs_prefix}{name}"
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,12 +16,18 @@ from disdat_luigi.store.manifest import Dependency
 
 
 def load(context: LocalContext, row: IndexRow) -> Bundle:
-    return Bundle.from_manifest(context, context.load_manifest(row.uuid), row.committed)
+    """The bundle of an index row; its manifest is read when first needed."""
+    return Bundle.from_row(context, row)
 
 
 def find(context: LocalContext, query: BundleQuery) -> list[Bundle]:
     """Bundles matching `query`, newest first."""
-    return [load(context, row) for row in context.search(query)]
+    return list(stream(context, query))
+
+
+def stream(context: LocalContext, query: BundleQuery) -> Iterator[Bundle]:
+    """`find`, one bundle at a time as the index yields them (a listing starts at once)."""
+    return (Bundle.from_row(context, row) for row in context.index.iter_search(query))
 
 
 def newest(

@@ -75,6 +75,19 @@ def test_ls_flags(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
     assert dsdt("ls", "-r").out == ""
 
 
+def test_ls_latest_applies_the_filters_first(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """`ls -l` with a filter shows, per name, the newest bundle that matches it (not the newest
+    bundle of the name when that one does not match); rows come newest first."""
+    api.Bundle(ctx, name="x", data=1, tags={"keep": "yes"})
+    api.Bundle(ctx, name="y", data=2, tags={"keep": "yes"})
+    newest_x = api.Bundle(ctx, name="x", data=3)
+    assert dsdt("ls", "-l").out.splitlines() == ["x", "y"]
+    tagged = dsdt("ls", "-l", "-v", "-t", "keep:yes").out.splitlines()[1:]
+    assert [row.split()[0] for row in tagged] == ["y", "x"] and newest_x.uuid not in "".join(tagged)
+    assert dsdt("ls", "-l", "x").out.splitlines() == ["x"]
+    assert dsdt("ls", "-l", "--uncommitted", "-t", "keep:no").out == ""
+
+
 def test_cat_prints_whole_dataframes(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
     """cat prints every row and column of a DataFrame."""
     import pandas as pd

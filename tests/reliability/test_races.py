@@ -23,6 +23,7 @@ from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleIndex
 from disdat_luigi.store.manifest import BundleManifest
+from disdat_luigi.store.remote import sync
 from disdat_luigi.store.remote.sync import RemoteSync
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -215,9 +216,9 @@ def test_verify_while_another_process_publishes(ledger, ctx: str) -> None:  # ty
 INTERRUPTS: list[tuple[str, Any, str, bool, bool]] = [
     # label, target, attribute, raise before (else after) the call, published at that point
     ("before the manifest is written", BundleManifest, "to_json", True, False),
-    ("after the manifest, before the index insert", BundleIndex, "insert", True, False),
+    ("after the manifest, before the index insert", BundleIndex, "insert_many", True, False),
     ("inside the index insert, before its COMMIT", index_module, "_insert", False, False),
-    ("right after the index insert", BundleIndex, "insert", False, True),
+    ("right after the index insert", BundleIndex, "insert_many", False, True),
     ("at the release step", LocalContext, "_release", True, True),
     ("inside the release step", LocalContext, "_unlock", False, True),
 ]
@@ -270,10 +271,20 @@ def test_ctrl_c_during_close(  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("label", "target", "attr", "before", "published"), INTERRUPTS[1:], ids=lambda v: v)
 def test_ctrl_c_during_pull_batch(  # type: ignore[no-untyped-def]
-    ledger, remote_ctx: str, bucket: str, label: str, target: Any, attr: str, before: bool, published: bool
+    ledger,
+    remote_ctx: str,
+    bucket: str,
+    label: str,
+    target: Any,
+    attr: str,
+    before: bool,
+    published: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A KeyboardInterrupt while a pull batch publishes its second of three bundles: the first
-    (and the second once indexed) stay, the rest are abandoned cleanly; pulling again completes."""
+    """A KeyboardInterrupt while a pull publishes its second of three bundles (a batch each:
+    a batch's bundles are published together, all or none): the first (and the second once
+    indexed) stay, the rest are abandoned cleanly; pulling again completes."""
+    monkeypatch.setattr(sync, "PULL_BATCH", 1)
     for i in range(3):
         api.Bundle(remote_ctx, name=f"pb{i}", data=b"p" * (5000 + i)).commit()
     api.push(remote_ctx)
@@ -323,6 +334,53 @@ def test_ctrl_c_during_pull_batch(  # type: ignore[no-untyped-def]
         int(row[0]) + 1,
         int(row[1]) + len(failures),
         "interrupt at the 2nd of 3 publishes: indexed bundles stay, rest abandoned; pull again completes",
+    )
+    assert not failures, f"{label}: {failures}"
+
+
+BATCH_INTERRUPTS: list[tuple[str, Any, str, bool, bool]] = [
+    # label, target, attribute, raise before (else after) the call, published at that point
+    ("while the drafts get their manifests", LocalContext, "_place_manifest", False, False),
+    ("after the manifests, before the index insert", BundleIndex, "insert_many", True, False),
+    ("inside the index insert, before its COMMIT", index_module, "_insert", False, False),
+    ("right after the index insert", BundleIndex, "insert_many", False, True),
+]
+
+
+@pytest.mark.parametrize(("label", "target", "attr", "before", "published"), BATCH_INTERRUPTS, ids=lambda v: v)
+def test_ctrl_c_while_a_pull_batch_publishes_together(  # type: ignore[no-untyped-def]
+    ledger, remote_ctx: str, bucket: str, label: str, target: Any, attr: str, before: bool, published: bool
+) -> None:
+    """A KeyboardInterrupt while one batch publishes its three bundles together: all three stay
+    (their rows were committed) or none does, nothing is left in tmp/; pulling again completes."""
+    for i in range(3):
+        api.Bundle(remote_ctx, name=f"pt{i}", data=i).commit()
+    api.push(remote_ctx)
+    api.context("puller")
+    api.remote("puller", "shared", f"s3://{bucket}/team")
+    failures: list[str] = []
+    try:
+        with _once(target, attr, lambda original: _interrupt(original, before)):
+            api.pull("puller")
+        failures.append("the interrupt never landed")
+    except KeyboardInterrupt:
+        pass
+    here = {b.name for b in api.search("puller")}
+    if here != ({"pt0", "pt1", "pt2"} if published else set()):
+        failures.append(f"after the interrupt {sorted(here)} are here: a batch is published whole or not at all")
+    failures += _problems("puller")
+    tmp = Path(os.environ["DISDAT_HOME"]) / "context" / "puller" / "tmp"
+    if list(tmp.iterdir()):
+        failures.append(f"left in tmp/: {sorted(p.name for p in tmp.iterdir())}")
+    api.pull("puller")
+    if {b.name for b in api.search("puller")} != {"pt0", "pt1", "pt2"}:
+        failures.append("pulling again did not complete")
+    row = ledger.rows.get("Ctrl-C while a pull batch publishes", [0, 0, ""])
+    ledger.record(
+        "Ctrl-C while a pull batch publishes",
+        int(row[0]) + 1,
+        int(row[1]) + len(failures),
+        "interrupt in publish_many (manifests, index insert): the batch is published whole or not at all",
     )
     assert not failures, f"{label}: {failures}"
 

@@ -23,3 +23,18 @@ from disdat_luigi.store.remote.s3 import _on_this_host
 )
 def test_only_plain_http_to_a_loopback_address_counts_as_this_host(url: str, expected: bool) -> None:
     assert _on_this_host(url) is expected
+
+
+def test_timestamps_read_fast_mean_the_same_instant() -> None:
+    """The stdlib reading of listing timestamps gives the instant botocore's own parser gives,
+    and forms it does not know still go to botocore's parser."""
+    import botocore.utils
+
+    from disdat_luigi.store.remote.s3 import _parse_timestamp
+
+    for value in ("2026-12-07T20:13:11.000Z", "2026-12-07T20:13:11Z", "2026-12-07T22:13:11.250+02:00"):
+        assert _parse_timestamp(value) == botocore.utils.parse_timestamp(value)
+        assert _parse_timestamp(value).tzinfo is not None
+    assert _parse_timestamp("Mon, 07 Dec 2026 20:13:11 GMT") == botocore.utils.parse_timestamp(
+        "Mon, 07 Dec 2026 20:13:11 GMT"
+    )

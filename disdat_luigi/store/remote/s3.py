@@ -17,11 +17,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
+import botocore.utils
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -448,8 +451,10 @@ def aws_environment() -> tuple[tuple[str, str | None], ...]:
 @functools.lru_cache(maxsize=8)
 def _client(aws_environment: tuple[tuple[str, str | None], ...], threads: int, pid: int) -> Any:
     """One client per AWS environment, pool size and process (clients do not survive a fork)."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
     try:
-        session = boto3.session.Session(profile_name=dict(aws_environment).get("AWS_PROFILE"))
+        session = boto3.session.Session(botocore_session=core, profile_name=dict(aws_environment).get("AWS_PROFILE"))
     except BotoCoreError as err:  # ProfileNotFound and friends
         raise CredentialsError(
             f"cannot use the AWS configuration: {err}", hint="check --profile / AWS_PROFILE"
@@ -467,6 +472,17 @@ def _client(aws_environment: tuple[tuple[str, str | None], ...], threads: int, p
         return client
     except BotoCoreError as err:
         raise RemoteError(f"cannot create an S3 client: {err}", hint="check the AWS region and profile") from err
+
+
+def _parse_timestamp(value: str) -> datetime:
+    """A response's timestamp (every listed object has one): the ISO 8601 form S3 sends, read by
+    the standard library; anything else by botocore's own parser (dateutil, a hundred times
+    slower: a listing of 100,000 keys spent seconds there)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def _on_this_host(endpoint_url: str) -> bool:

@@ -24,11 +24,11 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
-from disdat_luigi.store.context import BundleDraft, LocalContext
-from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.context import BundleDraft, LocalContext, Publication
+from disdat_luigi.store.index import BundleQuery, IndexRow, to_us
 from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
-from disdat_luigi.store.remote import transfer
+from disdat_luigi.store.remote import packs, transfer
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
@@ -36,6 +36,8 @@ from disdat_luigi.store.transfers import RemoteRef
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 PULL_BATCH = 64  # bundles pulled together: one transfer pool for all their files, one draft each
+CATALOG_NAMES_LISTED = 100  # a push of more names lists the whole catalog instead of each name
+LIST_ALL_MIN = 100  # a push of this many bundles lists the bundle directories once, not each one
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -87,8 +89,8 @@ class RemoteSync:
                 raise NotCommitted(f"bundle {bundle.name} {bundle.uuid} is not committed")
         result = PushResult()
         cataloged = self._cataloged({b.name for b in bundles}) if len(bundles) > 1 else set()
-        unknown = [b for b in bundles if b.uuid not in cataloged]
-        listings = dict(zip((b.uuid for b in unknown), self._map(self._listed_sizes, [b.uuid for b in unknown])))
+        unknown = [b.uuid for b in bundles if b.uuid not in cataloged]
+        listings = self._listings(unknown)
         todo: list[Bundle] = []
         healed: list[Bundle] = []
         for bundle in bundles:
@@ -118,7 +120,10 @@ class RemoteSync:
             )
         result.files = len(jobs)
         result.bytes = sum(j.size for j in jobs)
-        self._map(self._publish_manifest, todo)
+        published = self._map(self._publish_manifest, todo)
+        packs.write(
+            self.s3, self.location, [raw for raw in published if raw is not None], self.settings.transfer_threads
+        )
         result.pushed.extend(b.uuid for b in todo)
         if delocalize:
             for bundle in bundles:
@@ -131,9 +136,24 @@ class RemoteSync:
 
     def _cataloged(self, names: set[str]) -> set[str]:
         """Uuids the remote catalog lists under `names`: complete bundles (a catalog entry is
-        written after its manifest and removed before it), found with a list per name."""
+        written after its manifest and removed before it), found with a list per name, or with
+        many names one listing of the whole catalog."""
+        if len(names) > CATALOG_NAMES_LISTED:
+            prefix = self.location.catalog_prefix()
+            keys = (o.key[len(prefix) :].rpartition("/") for o in self.s3.list_objects(self.location.bucket, prefix))
+            return {uuid for name, _, uuid in keys if name in names}
         found = self._map(self.remote_uuids, sorted(names))
         return {uuid for uuids in found for uuid in uuids}
+
+    def _listings(self, uuids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """What the remote holds below each bundle's directory (key -> size): a list per bundle,
+        or for many bundles one listing of the bundle directories first, so that only those
+        with something there are listed one by one."""
+        if len(uuids) < LIST_ALL_MIN:
+            return dict(zip(uuids, self._map(self._listed_sizes, uuids)))
+        present = set(self.remote_uuids()) & set(uuids)
+        listed = dict(zip(present, self._map(self._listed_sizes, sorted(present))))
+        return {uuid: listed.get(uuid, {}) for uuid in uuids}
 
     def _jobs(self, bundle: Bundle) -> list[FileTransfer]:
         local_dir = Path(bundle.local_dir)
@@ -163,10 +183,15 @@ class RemoteSync:
                 return False
         return True
 
-    def _publish_manifest(self, bundle: Bundle) -> None:
+    def _publish_manifest(self, bundle: Bundle) -> bytes | None:
+        """Publish the manifest (create-only), then the catalog entry; the manifest when this
+        push created it (a manifest pack may then copy it)."""
         raw = (Path(bundle.local_dir) / MANIFEST_NAME).read_bytes()
-        self.s3.put_bytes(self.location.bucket, self.location.manifest_key(bundle.uuid), raw, create_only=True)
+        created = self.s3.put_bytes(
+            self.location.bucket, self.location.manifest_key(bundle.uuid), raw, create_only=True
+        )
         self._write_catalog(bundle.manifest)
+        return raw if created else None
 
     def _write_catalog(self, manifest: BundleManifest) -> None:
         key = self.location.catalog_key(manifest.name, manifest.uuid)
@@ -264,7 +289,9 @@ class RemoteSync:
         fail verification (BundleCorrupt), is skipped (and named in the result's `skipped`) with
         nothing of it kept, rather than stopping everyone else's; by uuid it raises."""
         skipped: list[tuple[str, str]] = []
-        remote = self._find_all(name, skipped) if uuid is None else self.find(name, uuid)
+        remote: Sequence[RemoteBundle | IndexRow] = (
+            self._find_all(name, skipped) if uuid is None else self.find(name, uuid)
+        )
         if uuid is not None and not remote:
             raise BundleNotFound(f"bundle {uuid} is not on the remote {self.location.url(self.location.root)}")
         progress = self.progress or NoProgress()
@@ -282,49 +309,89 @@ class RemoteSync:
         pulled.skipped.sort()  # found in parallel and batch by batch: name them in a stable order
         return pulled
 
-    def _find_all(self, name: str | None, skipped: list[tuple[str, str]]) -> list[RemoteBundle]:
-        """`find` by name or all, leaving out (into `skipped`) bundles whose manifest is rejected."""
+    def _find_all(self, name: str | None, skipped: list[tuple[str, str]]) -> list[RemoteBundle | IndexRow]:
+        """`find` by name or all, newest first, leaving out (into `skipped`) bundles whose
+        manifest is rejected. A bundle this context already has is answered by its index row:
+        no request for it (a pull with nothing new costs the listing only)."""
+        listed = list(dict.fromkeys(self.remote_uuids(name)))
+        rows = self.context.index.rows(listed)
+        here = [row for row in rows.values() if name is None or row.name == name]
+        new = self._manifests([u for u in listed if u not in rows], name, skipped)
+        found = [RemoteBundle(m, b"") for m in new if name is None or m.name == name]
+        items: list[RemoteBundle | IndexRow] = [*found, *here]
+        return sorted(items, key=_created_us, reverse=True)
 
-        def fetch(uuid: str) -> RemoteBundle | None:
+    def _manifests(
+        self, uuids: Sequence[str], name: str | None, skipped: list[tuple[str, str]]
+    ) -> list[BundleManifest]:
+        """The remote manifests of `uuids` (listed under `name`, or anywhere): many of them from
+        manifest packs, the rest (and any a pack cannot vouch for) one request each, validated;
+        rejected ones are named in `skipped`."""
+        from_packs: dict[str, BundleManifest] = {}
+        if len(uuids) >= packs.PACK_MIN:
+            refs = packs.listed(self.s3, self.location)
+            if refs:
+                names = {u: frozenset([name]) for u in uuids} if name is not None else self._catalog_names(uuids)
+                from_packs = packs.read(self.s3, self.location, refs, names, self.settings.transfer_threads)
+
+        def fetch(uuid: str) -> BundleManifest | None:
             try:
-                return self.fetch(uuid)
+                fetched = self.fetch(uuid)
             except ManifestRejected as err:
                 skipped.append((uuid, err.message))
                 return None
+            return fetched.manifest if fetched is not None else None
 
-        found = [b for b in self._map(fetch, self.remote_uuids(name)) if b is not None]
-        if name is not None:
-            found = [b for b in found if b.manifest.name == name]
-        return sorted(found, key=lambda b: b.manifest.creation_date, reverse=True)
+        rest = self._map(fetch, [u for u in uuids if u not in from_packs])
+        return [*from_packs.values(), *(m for m in rest if m is not None)]
 
-    def _not_here(self, item: RemoteBundle) -> list[FileEntry]:
+    def _catalog_names(self, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """Of `uuids`, those the catalog lists, with the names it lists each under (one listing
+        of the whole catalog: a request per thousand bundles)."""
+        wanted = set(uuids)
+        prefix = self.location.catalog_prefix()
+        names: dict[str, set[str]] = {}
+        for obj in self.s3.list_objects(self.location.bucket, prefix):
+            bundle_name, _, uuid = obj.key[len(prefix) :].rpartition("/")
+            if uuid in wanted and bundle_name:
+                names.setdefault(uuid, set()).add(bundle_name)
+        return {uuid: frozenset(found) for uuid, found in names.items()}
+
+    def _not_here(self, item: RemoteBundle | IndexRow) -> list[FileEntry]:
         """Files of a remote bundle this context lacks (all of them when the bundle is new)."""
-        uuid = item.manifest.uuid
-        if not self.context.search(BundleQuery(uuid=uuid)):
+        if isinstance(item, RemoteBundle):
             return list(item.manifest.files)
-        local_dir = self.context.bundle_dir(uuid)
-        return [e for e in item.manifest.files if not (local_dir / e.path).exists()]
+        local_dir = self.context.bundle_dir(item.uuid)
+        return [e for e in self.context.load_manifest(item.uuid).files if not (local_dir / e.path).exists()]
 
     def _pull_batch(
-        self, items: Sequence[RemoteBundle], localize: bool, progress: Progress, pulled: PullResult, keep_going: bool
+        self,
+        items: Sequence[RemoteBundle | IndexRow],
+        localize: bool,
+        progress: Progress,
+        pulled: PullResult,
+        keep_going: bool,
     ) -> None:
         """Pull a few bundles at once: the new ones get a draft each, all their files go through
-        one transfer pool, and each draft is published only when every file of the batch is in.
-        A bundle whose files fail verification loses its draft and, with `keep_going`, is named
-        in `pulled.skipped` while the others are published; without, its BundleCorrupt is raised."""
-        known = {u for u in (i.manifest.uuid for i in items) if self.context.search(BundleQuery(uuid=u))}
+        one transfer pool, and the drafts are published together only when every file of the
+        batch is in. A bundle whose files fail verification loses its draft and, with
+        `keep_going`, is named in `pulled.skipped` while the others are published; without, its
+        BundleCorrupt is raised. Bundles already here (index rows) get their missing files."""
+        fresh = [i.manifest for i in items if isinstance(i, RemoteBundle)]
+        known = {i.uuid for i in items if isinstance(i, IndexRow)}
+        known |= set(self.context.index.rows([m.uuid for m in fresh]))
         drafts: dict[str, tuple[BundleDraft, BundleManifest]] = {}  # in pull order
         corrupt: dict[str, BundleCorrupt] = {}
         try:
-            for item in items:
-                if item.manifest.uuid in known:
+            for manifest in fresh:
+                if manifest.uuid in known:
                     continue
                 try:
-                    draft = self.context.begin_bundle(item.manifest.uuid)
+                    draft = self.context.begin_bundle(manifest.uuid)
                 except BundleExists:  # another writer (a concurrent pull) brought it meanwhile
-                    known.add(item.manifest.uuid)
+                    known.add(manifest.uuid)
                     continue
-                drafts[item.manifest.uuid] = (draft, item.manifest)
+                drafts[manifest.uuid] = (draft, manifest)
             if localize:
                 corrupt = self._download(drafts, progress)
             for uuid in corrupt:
@@ -332,19 +399,31 @@ class RemoteSync:
                 del drafts[uuid]
             if corrupt and not keep_going:
                 raise next(iter(corrupt.values()))
-            for uuid, (draft, manifest) in list(drafts.items()):
-                remote_only = not localize and bool(manifest.files)
-                self.context.publish(draft, manifest, committed=True, remote_only=remote_only, files_synced=localize)
-                del drafts[uuid]
+            self.context.publish_many(
+                [
+                    Publication(
+                        draft=draft,
+                        manifest=manifest,
+                        committed=True,
+                        remote_only=not localize and bool(manifest.files),
+                        files_synced=localize,
+                    )
+                    for draft, manifest in drafts.values()
+                ]
+            )
+            drafts.clear()
         finally:
-            for draft, _ in drafts.values():  # one published after all (Ctrl-C in its last steps) is kept
+            for draft, _ in drafts.values():  # published after all (Ctrl-C in the last steps): kept
                 self.context.abandon(draft)
+        rows = self.context.index.rows(known)
         for item in items:
-            uuid = item.manifest.uuid
+            uuid = item.manifest.uuid if isinstance(item, RemoteBundle) else item.uuid
             if uuid in corrupt:
                 pulled.skipped.append((uuid, corrupt[uuid].message))
             elif uuid in known:
-                bundle = Bundle.from_manifest(self.context, self.context.load_manifest(uuid), True)
+                if uuid not in rows:  # removed here while this pull ran
+                    continue
+                bundle = Bundle.from_row(self.context, rows[uuid])
                 try:
                     if localize and self.localize(bundle, progress=progress):
                         pulled.fetched.append(uuid)
@@ -355,6 +434,7 @@ class RemoteSync:
                     continue
                 pulled.append(bundle)
             else:
+                assert isinstance(item, RemoteBundle)
                 pulled.fetched.append(uuid)
                 pulled.append(Bundle.from_manifest(self.context, item.manifest, True))
 
@@ -513,3 +593,7 @@ def bundles_to_remove(
     if uuid is None and not rm_all:
         found = found[:1]
     return [RemoteRef(m.uuid, m.name) for m in found]
+
+
+def _created_us(item: RemoteBundle | IndexRow) -> int:
+    return to_us(item.manifest.creation_date) if isinstance(item, RemoteBundle) else item.created_us
