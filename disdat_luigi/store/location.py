@@ -73,5 +73,29 @@ class RemoteLocation:
     def catalog_key(self, name: str, uuid: str) -> str:
         return f"{self.catalog_prefix(name)}{uuid}"
 
+    @property
+    def holds_prefix(self) -> str:
+        """`<root>holds/<uuid>/<store id>`: a store that dropped its local files keeps the bundle."""
+        return f"{self.root}holds/"
+
+    def hold_prefix(self, uuid: str) -> str:
+        return f"{self.holds_prefix}{uuid}/"
+
+    def hold_key(self, uuid: str, store_id: str) -> str:
+        return f"{self.hold_prefix(uuid)}{store_id}"
+
+    @property
+    def intents_prefix(self) -> str:
+        """`<root>intents/<uuid>`: a push in flight (written before its files, removed after its manifest)."""
+        return f"{self.root}intents/"
+
+    def intent_key(self, uuid: str) -> str:
+        return f"{self.intents_prefix}{uuid}"
+
+    @property
+    def claims_prefix(self) -> str:
+        """`<root>claims/<digest>.json`: a running apply's or job's claim on its inputs."""
+        return f"{self.root}claims/"
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
