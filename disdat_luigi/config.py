@@ -106,7 +106,7 @@ class Settings:
     docker: DockerSettings = DockerSettings()
     dockerize: DockerizeSettings = DockerizeSettings()
     run: RunSettings = RunSettings()
-    gc: GcSettings = GcSettings()
+    gc_section: tuple[tuple[str, str], ...] = ()  # `[gc]` as written: read and checked when gc runs
     # the `[executor.NAME]` sections as written: each is read and checked when an apply uses it
     # (or by `dsdt config check`), so a mistake in one breaks only what uses it
     executor_sections: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
@@ -125,9 +125,21 @@ class Settings:
             hint=f"add an [executor.{name}] section with type = aws_batch | docker | local to {self.config_path}",
         )
 
+    @property
+    def gc(self) -> GcSettings:
+        """The `[gc]` section, typed; ConfigError naming the section and the key. Read only when
+        gc or du runs, so a mistake there never breaks the other commands."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_dict({"gc": dict(self.gc_section)})
+        return _gc(_Reader(parser, self.config_path))
+
     def check(self) -> list[ConfigError]:
-        """Every executor section read as an apply would read it: what is wrong, if anything."""
+        """Every executor section (and [gc]) read as its command would read it: what is wrong."""
         problems = []
+        try:
+            _ = self.gc
+        except ConfigError as err:
+            problems.append(err)
         for section, _items in self.executor_sections:
             try:
                 self.executor(section.partition(".")[2])
@@ -215,7 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
             poll_seconds=reader.number("run", "poll_seconds", 5.0),
         ),
-        gc=_gc(reader),
+        gc_section=tuple(parser.items("gc", raw=True)) if parser.has_section("gc") else (),
         executor_sections=tuple(
             (section, tuple(parser.items(section, raw=True)))
             for section in parser.sections()
