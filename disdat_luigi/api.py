@@ -24,6 +24,7 @@ from disdat_luigi.errors import (
     JobFailed,
     PartialPull,
     PathNotFound,
+    RemoteError,
     RemoteOnlyData,
     UnsupportedValue,
 )
@@ -787,4 +788,12 @@ def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True)
             report.problems.append(
                 Problem(uuid, "its files are only on the remote, and the remote no longer has this bundle")
             )
+    if ctx.meta.remote_url:
+        from disdat_luigi.store.remote.gc import RemoteCollector
+
+        sync = _sync(ctx)
+        try:
+            report.remote_unnamed = [sync.location.url(o.key) for o in RemoteCollector(sync).unnamed()]
+        except RemoteError as err:
+            log.warning("could not list the remote for objects no manifest names: %s", err)
     return report

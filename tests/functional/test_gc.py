@@ -349,14 +349,17 @@ def test_remote_claims_keep_inputs(remote_ctx: str, bucket: str) -> None:
     assert "live claim" in str(reasons[made[0]])
 
 
-def test_remote_orphans_wait_for_the_grace_period(remote_ctx: str, bucket: str, disdat_env: Path) -> None:
-    """Objects no manifest names stay while younger than [gc] grace_hours; past it they are
-    deleted, and the dry run counts them."""
+def test_remote_orphans_wait_for_the_grace_period(dsdt, remote_ctx: str, bucket: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """Objects no manifest names are reported by `dsdt verify` and stay while younger than [gc]
+    grace_hours; past it they are deleted, and the dry run counts them."""
     s3 = boto3.client("s3")
     orphan = "team/context/shared/objects/00000000-0000-4000-8000-000000000001/blob.bin"
     s3.put_object(Bucket=bucket, Key=orphan, Body=b"x" * 100)
     _pushed(remote_ctx, "o", 1)
     assert api.gc(remote_ctx, remote=True).orphans == 0  # younger than 24 hours
+    report = dsdt("verify")
+    assert f"UNNAMED s3://{bucket}/{orphan}" in report.out
+    assert "the remote holds 1 object(s) no manifest names" in report.out
     _set_gc(disdat_env, "grace_hours = 0")
     time.sleep(1.1)  # S3 times have whole seconds
     planned = api.gc(remote_ctx, remote=True)

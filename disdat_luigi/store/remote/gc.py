@@ -152,13 +152,10 @@ class RemoteCollector:
                 found += [Orphan(key, 0) for _, key in entries]
         return found
 
-    def orphans(self, grace_hours: float) -> list[Orphan]:
-        """What `dsdt verify` reports: objects of the remote no manifest names, past the grace period."""
+    def unnamed(self) -> list[Orphan]:
+        """What `dsdt verify` reports: every object no manifest names (in flight or left over)."""
         listed, catalog = self._list()
-        now = time.time()
-        return self._orphans(
-            listed, catalog, set(self.guards.live_intents(grace_hours * 3600, now)), grace_hours * 3600, now
-        )
+        return self._orphans(listed, catalog, set(), 0.0, float("inf"))
 
     def usage(self) -> list[NameUsage]:
         """Bytes and bundles per name on the remote (by its catalog); objects without a manifest apart."""
