@@ -7,6 +7,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,20 +102,20 @@ def reclaim(context: LocalContext, uuids: Sequence[str]) -> list[str]:
 def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
     locked: dict[str, int] = {}
     trash: list[Path] = []
-    try:
+    with ExitStack() as held:
         for uuid in uuids:
             try:
-                locked[uuid] = context.lock_dir(uuid, shared=False)
+                fd = context.lock_dir(uuid, shared=False)
             except BundleNotFound:
                 continue  # removed by someone else meanwhile
+            held.callback(os.close, fd)
+            locked[uuid] = fd
+            held.enter_context(context.bundle_lock(uuid))  # no localize or delocalize inside it either
         context.index.delete(list(locked))
         for uuid in locked:
             moved = context.tmp_dir / f"trash-{uuid}"
             os.rename(context.bundle_dir(uuid), moved)
             trash.append(moved)
-    finally:
-        for fd in locked.values():
-            os.close(fd)
     for path in trash:
         fsutil.remove_tree(path)
     return list(locked)
