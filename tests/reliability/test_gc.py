@@ -4,14 +4,17 @@ a `push -d` elsewhere survives; applies and readers racing a local gc read whole
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import boto3
+import pytest
 
 from disdat_luigi import api
 from disdat_luigi.store.manifest import MANIFEST_NAME
@@ -311,4 +314,69 @@ def test_reader_holds_off_gc(ledger, ctx: str) -> None:  # type: ignore[no-untyp
     except BundleNotFound:
         pass
     ledger.record("reader vs local gc", 1, len(failures), "gc waits for a reader's shared lock; late reader told")
+    assert not failures, failures
+
+
+def test_resumed_push_keeps_its_old_files_from_gc(ledger, remote_ctx: str, bucket: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """A push dies after its files and before its manifest; once its files are past the grace
+    period gc would delete them, but the push resumed now writes a fresh intent, and a gc run while
+    it is about to write its manifest keeps them: the bundle is published whole."""
+    from disdat_luigi.store.remote.sync import RemoteSync
+
+    with api.Bundle(remote_ctx, name="resumed") as bundle:
+        paths = []
+        for j in range(3):
+            path = Path(bundle.get_file(f"f{j}.bin"))
+            path.write_bytes(f"resumed {j}\n".encode() * 1000)
+            paths.append(str(path))
+        bundle.add_data(paths)
+    bundle.commit()
+    original = RemoteSync._publish_manifest
+    entered, release = threading.Event(), threading.Event()
+    failures: list[str] = []
+
+    def dies(self: RemoteSync, pushed: object) -> None:
+        raise KeyboardInterrupt  # the first push stops right before its manifest
+
+    def waits(self: RemoteSync, pushed: object) -> None:
+        entered.set()
+        assert release.wait(30)
+        original(self, pushed)  # type: ignore[arg-type]
+
+    config = disdat_env / "config" / "disdat.cfg"
+    head, _, tail = config.read_text().partition("[gc]\n")
+    config.write_text(f"{head}[gc]\ngrace_hours = 0.001\n{tail[tail.find(chr(10) + '[') :]}")  # 3.6 seconds
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RemoteSync, "_publish_manifest", dies)
+        with contextlib.suppress(KeyboardInterrupt):
+            api.push(remote_ctx, uuid=bundle.uuid)
+        time.sleep(4.5)  # the files (and the dead push's intent) are past the grace period now
+        stale = api.gc(remote_ctx, remote=True).orphans
+        if stale != 3:
+            failures.append(f"the dead push's 3 files are not seen as past the grace period ({stale})")
+        patch.setattr(RemoteSync, "_publish_manifest", waits)
+        errors: list[BaseException] = []
+        pusher = threading.Thread(target=_push, args=(remote_ctx, bundle.uuid, errors))
+        pusher.start()
+        try:
+            assert entered.wait(30)
+            result = api.gc(remote_ctx, remote=True, dry_run=False)
+            if result.orphans:
+                failures.append(f"gc deleted {result.orphans} file(s) of the resumed push")
+        finally:
+            release.set()
+            pusher.join(30)
+        failures += [f"the resumed push failed: {err!r}" for err in errors]
+    failures += _remote_problems(bucket, [bundle.uuid])
+    api.context("reader")
+    api.remote("reader", "shared", f"s3://{bucket}/team")
+    (pulled,) = api.pull("reader", uuid=bundle.uuid, localize=True)
+    if [Path(p).read_bytes() for p in pulled.data] != [f"resumed {j}\n".encode() * 1000 for j in range(3)]:
+        failures.append("the resumed push's bundle does not pull back intact")
+    ledger.record(
+        "resumed push vs remote gc",
+        1,
+        len(failures),
+        "files past the grace period kept by the resumed push's fresh intent; published whole",
+    )
     assert not failures, failures
