@@ -47,22 +47,28 @@ def _gc(args: argparse.Namespace) -> int:
         "remote": args.remote,
         "force": args.force,
     }
+    if args.yes:  # plan and reclaim in one pass (one listing of the remote)
+        done = api.gc(context, dry_run=False, **options)
+        _print_plan(done)
+        _print_done(done)
+        return 0
     planned = api.gc(context, dry_run=True, **options)
     _print_plan(planned)
-    reclaimable = bool(planned.plan.reclaimed or planned.orphans)
-    go = args.yes or (reclaimable and sys.stdin.isatty() and _ask(len(planned.plan.reclaimed)))
-    if not reclaimable:
+    if not (planned.plan.reclaimed or planned.orphans):
         print("nothing to reclaim")
         return 0
-    if not go:
+    if not (sys.stdin.isatty() and _ask(len(planned.plan.reclaimed))):  # no terminal: never asks
         print("dry run: nothing was deleted; run with --yes to reclaim")
         return 0
-    done = api.gc(context, dry_run=False, **options)
+    _print_done(api.gc(context, dry_run=False, **options))  # planned again: others may have worked meanwhile
+    return 0
+
+
+def _print_done(done: api.GcResult) -> None:
     where = "from the remote" if done.remote else "locally"
     print(f"reclaimed {len(done.reclaimed)} bundle(s) {where}, {done.bytes_reclaimed} bytes")
     if done.orphans:
         print(f"deleted {done.orphans} object(s) no manifest names ({done.orphan_bytes} bytes)")
-    return 0
 
 
 def _ask(count: int) -> bool:
