@@ -107,11 +107,12 @@ class RemoteCollector:
         bundles = sorted(u for u, entry in listed.items() if entry.has_manifest)
         manifests = self._manifests(bundles)
         holds = self.guards.holds()
-        intents = self.guards.live_intents(grace_hours * 3600, now)
+        intents, dead = self.guards.intents(grace_hours * 3600, now)
         protected = self.guards.claimed_inputs(now) | {u for inputs in intents.values() for u in inputs}
         candidates = [_candidate(m, listed[u].bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()]
         gc_plan = plan(candidates, policy, to_us_now(now), remote=True)
         orphans = self._orphans(listed, catalog, set(intents), grace_hours * 3600, now)
+        orphans += [Orphan(key, size) for key, size in dead]  # intents of pushes that died
         if dry_run:
             return _result(gc_plan, dry_run=True, reclaimed=(), orphans=orphans)
         # a push that began since: its intent names the inputs it relies on; plan again with them

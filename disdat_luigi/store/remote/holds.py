@@ -73,21 +73,32 @@ class RemoteGuards:
         self.s3.put_bytes(self.location.bucket, self.location.intent_key(uuid), body)
 
     def done(self, uuids: Iterable[str]) -> None:
+        """The push ended (published or failed). Best effort: a leftover intent expires with the grace period."""
         keys = [self.location.intent_key(u) for u in uuids]
-        if keys:
+        if not keys:
+            return
+        try:
             self.s3.delete(self.location.bucket, keys)
+        except RemoteError as err:
+            log.warning("could not remove %d push intent(s) from the remote: %s", len(keys), err)
 
-    def live_intents(self, grace_seconds: float, now: float) -> dict[str, set[str]]:
-        """uuid -> its inputs, for every intent younger than the grace period (an older one is a
-        push that died; a resumed push writes its intent again)."""
+    def intents(self, grace_seconds: float, now: float) -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
+        """From one listing: uuid -> its inputs for every intent younger than the grace period
+        (an older one is a push that died; a resumed push writes its intent again), and the
+        (key, size) of the dead ones, which gc deletes."""
         prefix = self.location.intents_prefix
         live: dict[str, set[str]] = {}
+        dead: list[tuple[str, int]] = []
         for obj in self.s3.list_objects(self.location.bucket, prefix):
             uuid = obj.key[len(prefix) :]
-            if not is_uuid(uuid) or now - obj.modified > grace_seconds:
-                continue
-            live[uuid] = set(_strings(self._json(obj.key).get("inputs")))
-        return live
+            if now - obj.modified > grace_seconds:
+                dead.append((obj.key, obj.size))
+            elif is_uuid(uuid):
+                live[uuid] = set(_strings(self._json(obj.key).get("inputs")))
+        return live, dead
+
+    def live_intents(self, grace_seconds: float, now: float) -> dict[str, set[str]]:
+        return self.intents(grace_seconds, now)[0]
 
     # --- claims ----------------------------------------------------------------------------
 
