@@ -115,8 +115,15 @@ class RemoteCollector:
         orphans += [Orphan(key, size) for key, size in dead]  # intents of pushes that died
         if dry_run:
             return _result(gc_plan, dry_run=True, reclaimed=(), orphans=orphans)
-        # a push that began since: its intent names the inputs it relies on; plan again with them
-        late = {u for inputs in self.guards.live_intents(grace_hours * 3600, time.time()).values() for u in inputs}
+        # a push that began (or resumed) since: its files stay, and the inputs it names; plan again with them
+        began = self.guards.live_intents(grace_hours * 3600, time.time())
+        late = {u for inputs in began.values() for u in inputs}
+        fresh = {self.location.intent_key(u) for u in began}
+        orphans = [
+            o
+            for o in orphans
+            if o.key not in fresh and not any(o.key.startswith(self.location.bundle_prefix(u)) for u in began)
+        ]
         if late & {c.uuid for c in gc_plan.reclaimed}:
             candidates = [
                 _candidate(m, listed[u].bytes, holds.get(u, ()), u in protected | late) for u, m in manifests.items()
