@@ -147,6 +147,8 @@ def delete_context(context_name: str, remote: bool = False, force: bool = False)
         )
     if remote:
         _sync(ctx).delete_everything()
+    else:
+        _release_holds(ctx, set(ctx.remote_only_uuids()))  # this store no longer relies on the remote
     store.delete_context(context_name)
 
 
@@ -365,7 +367,11 @@ def _release_holds(ctx: LocalContext, uuids: set[str]) -> None:
     if uuids and ctx.meta.remote_url:
         from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 
-        sync = _sync(ctx)
+        try:
+            sync = _sync(ctx)
+        except RemoteError as err:  # a hold left behind only keeps a bundle on the remote longer
+            log.warning("could not release the remote holds of %d bundle(s): %s", len(uuids), err)
+            return
         RemoteGuards(sync.s3, sync.location).release(sorted(uuids), store_id(ctx))
 
 

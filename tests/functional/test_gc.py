@@ -367,3 +367,16 @@ def test_remote_orphans_wait_for_the_grace_period(dsdt, remote_ctx: str, bucket:
     assert orphan in _remote_keys(bucket)
     api.gc(remote_ctx, remote=True, dry_run=False)
     assert orphan not in _remote_keys(bucket)
+
+
+def test_deleting_a_context_releases_its_holds(remote_ctx: str, bucket: str) -> None:
+    """A store that deletes its context no longer relies on the remote: its holds go."""
+    api.context("laptop")
+    api.remote("laptop", "shared", f"s3://{bucket}/team")
+    held = _make("laptop", "gone", 1)[0]
+    api.commit("laptop", None, uuid=held)
+    api.push("laptop", uuid=held, delocalize=True)
+    assert [k for k in _remote_keys(bucket) if "/holds/" in k]
+    api.delete_context("laptop")
+    assert not [k for k in _remote_keys(bucket) if "/holds/" in k]
+    assert any(held in k for k in _remote_keys(bucket))  # the bundle itself stays on the remote
