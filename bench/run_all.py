@@ -12,5 +12,6 @@ for script in (
     "dockerize_bench.py",
     "executor_bench.py",
     "identity_bench.py",
+    "gc_bench.py",
 ):
     subprocess.run([sys.executable, str(HERE / script)], check=True)

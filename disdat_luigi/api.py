@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +20,11 @@ from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this
 from disdat_luigi.errors import (
     BundleNotFound,
     BundleStateError,
+    InvalidPolicy,
     JobFailed,
     PartialPull,
     PathNotFound,
+    RemoteError,
     RemoteOnlyData,
     UnsupportedValue,
 )
@@ -31,6 +33,7 @@ from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle as StoreBundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.fsutil import collect_files, special_kind
+from disdat_luigi.store.gc import GcResult, NameUsage
 from disdat_luigi.store.index import BundleQuery, parse_date
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BackendName",
     "Bundle",
+    "GcResult",
     "RunStatus",
     "LineageRecord",
     "VerifyReport",
@@ -70,8 +74,10 @@ __all__ = [
     "delete_context",
     "dockerize",
     "prune_images",
+    "du",
     "explain",
     "explain_preparation",
+    "gc",
     "get",
     "init",
     "iter_search",
@@ -147,6 +153,8 @@ def delete_context(context_name: str, remote: bool = False, force: bool = False)
         )
     if remote:
         _sync(ctx).delete_everything()
+    else:
+        _release_holds(ctx, set(ctx.remote_only_uuids()))  # this store no longer relies on the remote
     store.delete_context(context_name)
 
 
@@ -385,8 +393,98 @@ def rm(
     uuids = [row.uuid for row in rows]
     if uuid is not None and not uuids and is_uuid(uuid) and ctx.bundle_dir(uuid).is_dir():
         uuids = [uuid]  # a damaged bundle the index does not list: removable all the same
+    held = set(ctx.remote_only_uuids()) & set(uuids)
     ctx.remove(uuids)
+    _release_holds(ctx, held)
     return uuids
+
+
+def _release_holds(ctx: LocalContext, uuids: set[str]) -> None:
+    """This store deleted bundles whose files it had left on the remote: its holds go too."""
+    if uuids and ctx.meta.remote_url:
+        from disdat_luigi.store.remote.holds import RemoteGuards, store_id
+
+        try:
+            sync = _sync(ctx)
+        except RemoteError as err:  # a hold left behind only keeps a bundle on the remote longer
+            log.warning("could not release the remote holds of %d bundle(s): %s", len(uuids), err)
+            return
+        RemoteGuards(sync.s3, sync.location).release(sorted(uuids), store_id(ctx))
+
+
+def gc(
+    local_context: str,
+    keep_last: int | None = None,
+    keep_days: float | None = None,
+    keep_tags: Mapping[str, str] | Iterable[str | tuple[str, str]] | None = None,
+    remote: bool = False,
+    dry_run: bool = True,
+    force: bool = False,
+) -> GcResult:
+    """Reclaim what no keep rule keeps (see `KeepPolicy`), locally or with `remote=True` on the
+    context's remote; unset rules come from the `[gc]` config section. With `dry_run` (the
+    default) only the plan is made. `force` reclaims bundles not yet pushed (local) or held by
+    other stores (remote). Returns the plan and what was done."""
+    from disdat_luigi.store import gc as local_gc
+    from disdat_luigi.store.policy import KeepPolicy, plan
+
+    defaults = load_settings().gc
+    policy = KeepPolicy(
+        keep_last=defaults.keep_last if keep_last is None else keep_last,
+        keep_days=defaults.keep_days if keep_days is None else keep_days,
+        keep_tags=defaults.keep_tags if keep_tags is None else _keep_tags(keep_tags),
+        force=force,
+    )
+    ctx = _context(local_context)
+    if remote:
+        from disdat_luigi.store.remote.gc import RemoteCollector
+
+        return RemoteCollector(_sync(ctx)).collect(policy, defaults.grace_hours, dry_run)
+    pushed = None
+    if ctx.meta.remote_url and not force:
+        from disdat_luigi.store.remote.gc import RemoteCollector
+
+        pushed = RemoteCollector(_sync(ctx)).published()
+    candidates = local_gc.local_candidates(ctx, pushed)
+    made = plan(candidates, policy, local_gc.now_us(), remote=False)
+    if dry_run:
+        return local_gc.GcResult(plan=made, remote=False, dry_run=True)
+    removed = local_gc.reclaim(ctx, [c.uuid for c in made.reclaimed])
+    _release_holds(ctx, {c.uuid for c in made.reclaimed if c.remote_only} & set(removed))
+    freed = sum(c.bytes for c in made.reclaimed if c.uuid in set(removed))
+    return local_gc.GcResult(plan=made, remote=False, dry_run=False, reclaimed=tuple(removed), bytes_reclaimed=freed)
+
+
+def _keep_tags(tags: Mapping[str, str] | Iterable[str | tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """{k: v}, ["k:v", ...] or [(k, v), ...] as pairs; InvalidPolicy for anything else."""
+    if isinstance(tags, Mapping):
+        return tuple((str(k), str(v)) for k, v in tags.items())
+    if isinstance(tags, str):
+        tags = [tags]
+    pairs = []
+    for item in tags:
+        if isinstance(item, str):
+            key, sep, value = item.partition(":")
+            if not sep or not key:
+                raise InvalidPolicy(f"keep-tag {item!r} is not key:value")
+            pairs.append((key, value))
+        elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item) and item[0]:
+            pairs.append((item[0], item[1]))
+        else:
+            raise InvalidPolicy(f"keep-tag {item!r} is not key:value")
+    return tuple(pairs)
+
+
+def du(local_context: str, remote: bool = False) -> list[NameUsage]:
+    """Bundles and bytes per name, locally (files present here) or on the context's remote."""
+    from disdat_luigi.store import gc as local_gc
+
+    ctx = _context(local_context)
+    if remote:
+        from disdat_luigi.store.remote.gc import RemoteCollector
+
+        return RemoteCollector(_sync(ctx)).usage()
+    return local_gc.usage(local_gc.local_candidates(ctx, pushed=set()))
 
 
 def add(
@@ -808,4 +906,12 @@ def verify(local_context: str, rebuild: bool = False, check_hashes: bool = True)
             report.problems.append(
                 Problem(uuid, "its files are only on the remote, and the remote no longer has this bundle")
             )
+    if ctx.meta.remote_url:
+        from disdat_luigi.store.remote.gc import RemoteCollector
+
+        sync = _sync(ctx)
+        try:
+            report.remote_unnamed = [sync.location.url(o.key) for o in RemoteCollector(sync).unnamed()]
+        except RemoteError as err:
+            log.warning("could not list the remote for objects no manifest names: %s", err)
     return report

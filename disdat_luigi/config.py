@@ -58,6 +58,19 @@ class RunSettings:
     poll_seconds: float = 5.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class GcSettings:
+    """The `[gc]` section: a team's agreed keep rules for `dsdt gc` (flags override them)."""
+
+    keep_last: int = 3  # newest bundles kept per recipe (at least 1: apply reuses the newest)
+    keep_days: float = 0.0  # bundles younger than this many days are kept; 0: no age rule
+    keep_tags: tuple[tuple[str, str], ...] = ()  # a bundle carrying any of these tags is kept
+    grace_hours: float = 24.0  # remote objects no manifest names are kept this long
+
+
+GC_KEYS = ("keep_last", "keep_days", "keep_tags", "grace_hours")
+
+
 EXECUTOR_TYPES = ("aws_batch", "docker", "local")
 LOCAL_EXECUTOR = "local"
 
@@ -96,6 +109,7 @@ class Settings:
     docker: DockerSettings = DockerSettings()
     dockerize: DockerizeSettings = DockerizeSettings()
     run: RunSettings = RunSettings()
+    gc_section: tuple[tuple[str, str], ...] = ()  # `[gc]` as written: read and checked when gc runs
     # the `[executor.NAME]` sections as written: each is read and checked when an apply uses it
     # (or by `dsdt config check`), so a mistake in one breaks only what uses it
     executor_sections: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
@@ -114,9 +128,21 @@ class Settings:
             hint=f"add an [executor.{name}] section with type = aws_batch | docker | local to {self.config_path}",
         )
 
+    @property
+    def gc(self) -> GcSettings:
+        """The `[gc]` section, typed; ConfigError naming the section and the key. Read only when
+        gc or du runs, so a mistake there never breaks the other commands."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_dict({"gc": dict(self.gc_section)})
+        return _gc(_Reader(parser, self.config_path))
+
     def check(self) -> list[ConfigError]:
-        """Every executor section read as an apply would read it: what is wrong, if anything."""
+        """Every executor section (and [gc]) read as its command would read it: what is wrong."""
         problems = []
+        try:
+            _ = self.gc
+        except ConfigError as err:
+            problems.append(err)
         for section, _items in self.executor_sections:
             try:
                 self.executor(section.partition(".")[2])
@@ -205,11 +231,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
             poll_seconds=reader.number("run", "poll_seconds", 5.0),
         ),
+        gc_section=tuple(parser.items("gc", raw=True)) if parser.has_section("gc") else (),
         executor_sections=tuple(
             (section, tuple(parser.items(section, raw=True)))
             for section in parser.sections()
             if section.startswith("executor.")
         ),
+    )
+
+
+def _gc(reader: _Reader) -> GcSettings:
+    """The `[gc]` section; a key it does not know is an error (a typo would silently keep nothing)."""
+    if reader.parser.has_section("gc"):
+        for key in reader.parser.options("gc"):
+            if key not in GC_KEYS:
+                raise reader.fail("gc", key, f"is not a gc setting (known: {', '.join(GC_KEYS)})")
+    return GcSettings(
+        keep_last=reader.integer("gc", "keep_last", 3, minimum=1),
+        keep_days=reader.number("gc", "keep_days", 0.0),
+        keep_tags=reader.pairs("gc", "keep_tags"),
+        grace_hours=reader.number("gc", "grace_hours", 24.0),
     )
 
 

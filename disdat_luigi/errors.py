@@ -3,6 +3,7 @@
 DisdatError
 ├── ConfigError               the INI file is missing or malformed
 ├── InvalidName               a context, bundle or tag name that is empty or escapes a directory
+├── InvalidPolicy             a gc keep rule that cannot be applied (a negative count, a bad tag)
 ├── ContextError
 │   ├── ContextNotFound
 │   ├── NoCurrentContext
@@ -69,6 +70,12 @@ class ConfigError(DisdatError):
 
 class InvalidName(DisdatError):
     default_hint = "use a non-empty name without '/', '..', NUL, '*' or '?'"
+
+
+class InvalidPolicy(DisdatError):
+    """A keep rule of `dsdt gc` that makes no sense; nothing was deleted."""
+
+    default_hint = "use --keep-last N (N >= 1), --keep-days D (D >= 0), --keep-tag key:value; see `dsdt gc --help`"
 
 
 class ContextError(DisdatError):

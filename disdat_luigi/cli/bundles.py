@@ -217,6 +217,15 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"the index was damaged: moved it to {report.moved_index} and rebuilt it")
     for problem in report.problems:
         print(f"DAMAGED {problem.uuid}: {printable(problem.detail)}")
+    if report.remote_unnamed:
+        for url in report.remote_unnamed[:20]:
+            print(f"UNNAMED {printable(url)}")
+        more = " (the first 20 shown)" if len(report.remote_unnamed) > 20 else ""
+        print(
+            f"the remote holds {len(report.remote_unnamed)} object(s) no manifest names{more}: files of a push "
+            "in flight or left by a gc that was stopped; `dsdt gc --remote --yes` deletes them once older "
+            "than [gc] grace_hours"
+        )
     print(
         f"checked {report.checked} bundle(s): {len(report.problems)} problem(s), "
         f"{len(report.indexed)} re-indexed, {len(report.unindexed)} stale index row(s) dropped, "

@@ -15,7 +15,7 @@ from disdat_luigi import __version__
 from disdat_luigi.errors import DisdatError, describe_os_error
 from disdat_luigi.store.names import printable
 
-COMMAND_GROUPS = ("contexts", "bundles", "remote", "pipeline", "docker")
+COMMAND_GROUPS = ("contexts", "bundles", "remote", "lifecycle", "pipeline", "docker")
 
 
 class _CommandParser(argparse.ArgumentParser):

@@ -439,7 +439,9 @@ class Bundle:
     @property
     def data(self) -> Any:
         """The stored value, decoded anew on every access (mutating it never changes the bundle)."""
-        return codec.decode(self.manifest.data, _LocalSource(self), what=f"the data of bundle {self.uuid}")
+        manifest = self.manifest  # an open bundle is not read
+        with self._context.reading(self.uuid):  # gc waits for us; we never read a bundle half removed
+            return codec.decode(manifest.data, _LocalSource(self), what=f"the data of bundle {self.uuid}")
 
     def cat(self) -> Any:
         return self.data

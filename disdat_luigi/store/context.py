@@ -177,6 +177,37 @@ class LocalContext:
         finally:
             self._unlock(lock, fd)
 
+    @contextmanager
+    def reading(self, uuid: str) -> Iterator[None]:
+        """Hold the shared side of the bundle directory's lock while its files are read: gc (and
+        `rm`) take the exclusive side before they remove it, so a reader never sees it half gone.
+        BundleNotFound when it was removed before the lock was had."""
+        fd = self.lock_dir(uuid, shared=True)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def lock_dir(self, uuid: str, shared: bool) -> int:
+        """flock objects/<uuid>/ itself (no lock file to leave behind); the bundle must still be
+        there, with its manifest, once the lock is had."""
+        path = self.bundle_dir(uuid)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise BundleNotFound(f"bundle {uuid} is no longer in context {self.name!r}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if os.stat(path).st_ino != os.fstat(fd).st_ino or not (path / MANIFEST_NAME).exists():
+                raise FileNotFoundError(str(path))
+        except FileNotFoundError as err:
+            os.close(fd)
+            raise BundleNotFound(f"bundle {uuid} was removed from context {self.name!r} while being opened") from err
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def publish(
         self,
         draft: BundleDraft,
@@ -270,15 +301,23 @@ class LocalContext:
         self.index.set_committed(uuid)
 
     def remove(self, uuids: list[str]) -> None:
-        """Move each bundle out of objects/ (one rename), drop it from the index, then delete it."""
+        """Move each bundle out of objects/ (one rename, under the exclusive side of its lock, so
+        no reader is inside it), drop it from the index, then delete it."""
         trash: list[Path] = []
         for uuid in uuids:
             moved = self.tmp_dir / f"trash-{uuid}"
+            try:
+                fd = self.lock_dir(uuid, shared=False)
+            except BundleNotFound:
+                fd = -1  # gone already, or a damaged bundle without a manifest: no reader to wait for
             try:
                 os.rename(self.bundle_dir(uuid), moved)
                 trash.append(moved)
             except FileNotFoundError:
                 pass
+            finally:
+                if fd >= 0:
+                    os.close(fd)
         self.index.delete(uuids)
         for path in trash:
             fsutil.remove_tree(path)

@@ -92,5 +92,24 @@ class RemoteLocation:
     def pack_key(self, name: str) -> str:
         return f"{self.packs_prefix}{name}"
 
+    @property
+    def holds_prefix(self) -> str:
+        """`<root>holds/<uuid>/<store id>`: a store that dropped its local files keeps the bundle."""
+        return f"{self.root}holds/"
+
+    def hold_prefix(self, uuid: str) -> str:
+        return f"{self.holds_prefix}{uuid}/"
+
+    def hold_key(self, uuid: str, store_id: str) -> str:
+        return f"{self.hold_prefix(uuid)}{store_id}"
+
+    @property
+    def intents_prefix(self) -> str:
+        """`<root>intents/<uuid>`: a push in flight (written before its files, removed after its manifest)."""
+        return f"{self.root}intents/"
+
+    def intent_key(self, uuid: str) -> str:
+        return f"{self.intents_prefix}{uuid}"
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -26,6 +26,7 @@ class VerifyReport:
     unindexed: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
     moved_index: Path | None = None  # a damaged index file, moved here before the rebuild
+    remote_unnamed: list[str] = field(default_factory=list)  # remote objects no manifest names (s3:// URLs)
 
     @property
     def ok(self) -> bool:

@@ -56,6 +56,7 @@ WRITEBACK_STEP = 32 * 1024 * 1024
 class RemoteObject:
     key: str
     size: int
+    modified: float = 0.0  # LastModified, epoch seconds (0 when the listing did not say)
 
 
 class S3:
@@ -289,7 +290,8 @@ class S3:
         with _translate(f"s3://{bucket}/{prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield RemoteObject(item["Key"], item["Size"])
+                    modified = item.get("LastModified")
+                    yield RemoteObject(item["Key"], item["Size"], modified.timestamp() if modified else 0.0)
 
     def list_dirs(self, bucket: str, prefix: str) -> Iterator[str]:
         """The next path component of every key below `prefix`."""

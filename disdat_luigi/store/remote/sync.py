@@ -29,6 +29,7 @@ from disdat_luigi.store.index import BundleQuery, IndexRow, to_us
 from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
 from disdat_luigi.store.remote import packs, transfer
+from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
 from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.transfer import FileTransfer
@@ -78,6 +79,7 @@ class RemoteSync:
         self.location = RemoteLocation.of(context)
         self.s3 = S3(settings)
         self.progress = progress
+        self.guards = RemoteGuards(self.s3, self.location)
 
     # --- push ------------------------------------------------------------------------------
 
@@ -106,6 +108,9 @@ class RemoteSync:
         # reused elsewhere); one the catalog lists by this name was published by this protocol
         self._map(self._check_same, healed)
         self._map(lambda b: self._write_catalog(b.manifest), healed)
+        # an intent first: gc leaves files of a push in flight (and the inputs it names) alone
+        with_files = [b for b in todo if b.files]
+        self._map(lambda b: self.guards.intend(b.uuid, (d.uuid for d in b.dependencies)), with_files)
         jobs: list[FileTransfer] = []
         absent: set[str] = set()
         for bundle in todo:
@@ -120,10 +125,12 @@ class RemoteSync:
             )
         result.files = len(jobs)
         result.bytes = sum(j.size for j in jobs)
+        self._map(self._recheck, with_files)
         published = self._map(self._publish_manifest, todo)
         packs.write(
             self.s3, self.location, [raw for raw in published if raw is not None], self.settings.transfer_threads
         )
+        self.guards.done(b.uuid for b in with_files)
         result.pushed.extend(b.uuid for b in todo)
         if delocalize:
             for bundle in bundles:
@@ -182,6 +189,15 @@ class RemoteSync:
             if head is None or head.get("ContentLength") != sizes[rel]:
                 return False
         return True
+
+    def _recheck(self, bundle: Bundle) -> None:
+        """Just before the manifest: every file is still on the remote (else it is sent again)."""
+        listed = self._listed_sizes(bundle.uuid)
+        gone = [job for job in self._jobs(bundle) if listed.get(job.key) != job.size]
+        if gone:
+            transfer.run_all(
+                gone, transfer.uploader(self.s3, {j.key for j in gone}), self.settings.transfer_threads, self.progress
+            )
 
     def _publish_manifest(self, bundle: Bundle) -> bytes | None:
         """Publish the manifest (create-only), then the catalog entry; the manifest when this
@@ -483,6 +499,7 @@ class RemoteSync:
                 )
             if all((local_dir / e.path).exists() for e in bundle.files):
                 self.context.set_remote_only(bundle.uuid, False)
+                self.guards.release([bundle.uuid], store_id(self.context))  # local again: no hold needed
         return len(jobs)
 
     def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
@@ -495,6 +512,7 @@ class RemoteSync:
         local_dir = Path(bundle.local_dir)
         local = [e for e in entries if (local_dir / e.path).exists()]
         self._map(lambda e: self._check_remote_copy(bundle.uuid, e, local_dir / e.path), local)
+        self.guards.hold(bundle.uuid, store_id(self.context))  # gc keeps what this store now relies on
         with self.context.bundle_lock(bundle.uuid):  # see localize
             self.context.set_remote_only(bundle.uuid, True)
             for entry in local:

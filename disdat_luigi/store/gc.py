@@ -1,0 +1,131 @@
+"""Local gc and du: a context's bundles as gc candidates, and reclaiming them without a reader
+ever seeing one half removed."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from disdat_luigi.errors import BundleNotFound, ManifestRejected
+from disdat_luigi.store import fsutil
+from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.index import BundleQuery
+from disdat_luigi.store.policy import Candidate, GcPlan
+
+BATCH = 200  # bundles locked and dropped from the index together (bounded open directories)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcResult:
+    """What `gc` did (or, as a dry run, would do)."""
+
+    plan: GcPlan
+    remote: bool
+    dry_run: bool
+    reclaimed: tuple[str, ...] = ()  # uuids actually removed (empty for a dry run)
+    bytes_reclaimed: int = 0
+    orphans: int = 0  # remote objects no manifest names, past the grace period (deleted unless dry run)
+    orphan_bytes: int = 0
+
+    @property
+    def remote_only_reclaimed(self) -> int:
+        """Reclaimed bundles whose files are only on the remote (they free no local bytes)."""
+        return sum(1 for c in self.plan.reclaimed if c.remote_only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NameUsage:
+    name: str
+    bundles: int
+    bytes: int
+
+
+def now_us() -> int:
+    return int(time.time() * 10**6)
+
+
+def local_candidates(context: LocalContext, pushed: set[str] | None) -> list[Candidate]:
+    """Every bundle of the context; `pushed` (uuids the remote holds) marks the others as
+    existing only here (None: no remote, so nothing is pushed)."""
+    rows = context.search(BundleQuery())
+    uuids = [r.uuid for r in rows]
+    tags = context.index.tags_of_many(uuids)
+    deps = context.index.dependencies_of_many(uuids)
+    remote_only = set(context.remote_only_uuids())
+    found = []
+    for row in rows:
+        size = _local_bytes(context, row.uuid, row.uuid in remote_only)
+        found.append(
+            Candidate(
+                uuid=row.uuid,
+                name=row.name,
+                processing_name=row.processing_name,
+                created_us=row.created_us,
+                tags=tags.get(row.uuid, {}),
+                upstream=tuple(deps.get(row.uuid, {}).values()),
+                bytes=size,
+                remote_only=row.uuid in remote_only,
+                unpushed=pushed is None or row.uuid not in pushed,
+            )
+        )
+    return found
+
+
+def _local_bytes(context: LocalContext, uuid: str, remote_only: bool) -> int:
+    """Bytes of the bundle's data files present here (by its manifest; stat only when some may be gone)."""
+    try:
+        manifest = context.load_manifest(uuid)
+    except (BundleNotFound, ManifestRejected):
+        return 0
+    if not remote_only:
+        return sum(e.size for e in manifest.files)
+    root = context.bundle_dir(uuid)
+    return sum(e.size for e in manifest.files if (root / e.path).exists())
+
+
+def reclaim(context: LocalContext, uuids: Sequence[str]) -> list[str]:
+    """Remove bundles, a batch at a time: each under the exclusive side of its directory lock
+    (readers finish first), the batch's index rows dropped, then each directory renamed into
+    tmp/ (one rename: the bundle is whole or gone) and deleted. Killed at any moment, a bundle is
+    whole (indexed again by `dsdt verify`) or gone. The uuids removed."""
+    removed: list[str] = []
+    for start in range(0, len(uuids), BATCH):
+        removed += _reclaim_batch(context, uuids[start : start + BATCH])
+    return removed
+
+
+def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
+    locked: dict[str, int] = {}
+    trash: list[Path] = []
+    with ExitStack() as held:
+        for uuid in uuids:
+            try:
+                fd = context.lock_dir(uuid, shared=False)
+            except BundleNotFound:
+                continue  # removed by someone else meanwhile
+            held.callback(os.close, fd)
+            locked[uuid] = fd
+            held.enter_context(context.bundle_lock(uuid))  # no localize or delocalize inside it either
+        context.index.delete(list(locked))
+        for uuid in locked:
+            moved = context.tmp_dir / f"trash-{uuid}"
+            os.rename(context.bundle_dir(uuid), moved)
+            trash.append(moved)
+    for path in trash:
+        fsutil.remove_tree(path)
+    return list(locked)
+
+
+def usage(candidates: Iterable[Candidate]) -> list[NameUsage]:
+    """Bundles and bytes per name, sorted by name."""
+    count: dict[str, int] = defaultdict(int)
+    size: dict[str, int] = defaultdict(int)
+    for c in candidates:
+        count[c.name] += 1
+        size[c.name] += c.bytes
+    return [NameUsage(name=n, bundles=count[n], bytes=size[n]) for n in sorted(count)]

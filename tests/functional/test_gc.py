@@ -1,0 +1,382 @@
+"""`dsdt gc` and `dsdt du` as a user runs them: each keep rule, lineage, dry runs, bad input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+
+from disdat_luigi import api
+from disdat_luigi.store import bundle as bundle_module
+
+
+@contextmanager
+def _days_ago(days: float) -> Iterator[None]:
+    """Bundles closed inside the block get a creation date `days` in the past."""
+    moment = datetime.now(timezone.utc) - timedelta(days=days)
+
+    class _Then(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return moment
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundle_module, "datetime", _Then)
+        yield
+
+
+def _make(ctx: str, name: str, count: int, *, processing_name: str | None = None, size: int = 1000) -> list[str]:
+    """`count` versions of `name`, oldest first, each holding `size` bytes in a file; their uuids."""
+    made = []
+    for i in range(count):
+        with api.Bundle(ctx, name=name, processing_name=processing_name) as bundle:
+            path = Path(bundle.get_file("blob.bin"))
+            path.write_bytes(bytes([i % 256]) * size)
+            bundle.add_data(str(path))
+        made.append(bundle.uuid)
+    return made
+
+
+def _set_gc(disdat_env: Path, lines: str) -> None:
+    """Replace the [gc] section of the test's config file by `lines`."""
+    config = disdat_env / "config" / "disdat.cfg"
+    head, _, tail = config.read_text().partition("[gc]\n")
+    rest = tail[tail.find("\n[") :] if "\n[" in tail else ""
+    config.write_text(f"{head}[gc]\n{lines}\n{rest}")
+
+
+def _here(ctx: str, name: str | None = None) -> set[str]:
+    return {b.uuid for b in api.search(ctx, name)}
+
+
+def test_keep_last_per_recipe(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """The newest N of each recipe stay: two recipes under one name keep their own histories."""
+    a = _make(ctx, "model", 4, processing_name="Fit_a")
+    b = _make(ctx, "model", 4, processing_name="Fit_b")
+    result = dsdt("gc", "--keep-last", "2", "--force", "--yes")
+    assert result.code == 0, result.err
+    assert _here(ctx, "model") == {*a[2:], *b[2:]}
+    assert "reclaimed 4 bundle(s) locally, 4000 bytes" in result.out
+    assert "among the newest 2 of its recipe" in result.out
+    objects = Path(api.search(ctx, "model")[0].local_dir).parent
+    assert not [u for u in a[:2] + b[:2] if (objects / u).exists()]  # their files are gone too
+
+
+def test_added_bundles_count_per_name_and_newest_of_name_is_kept(dsdt, ctx: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt add`ed bundles count per name; the newest of a name stays even when N would drop it."""
+    source = tmp_path / "data.csv"
+    for i in range(3):
+        source.write_text(f"a,b\n{i},{i}\n")
+        assert dsdt("add", "table", str(source)).code == 0
+    newest = api.search(ctx, "table")[0].uuid
+    result = dsdt("gc", "--keep-last", "1", "--force", "--yes")
+    assert result.code == 0, result.err
+    assert _here(ctx, "table") == {newest}
+    assert api.cat(ctx, "table") is not None
+
+
+def test_keep_days(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """Bundles younger than D days stay whatever N says; older ones beyond N go."""
+    with _days_ago(40):
+        old = _make(ctx, "daily", 3)
+    young = _make(ctx, "daily", 3)
+    result = dsdt("gc", "--keep-last", "1", "--keep-days", "10", "--force", "--yes")
+    assert result.code == 0, result.err
+    assert _here(ctx, "daily") == set(young)
+    assert "younger than 10 days" in result.out
+    assert not set(old) & _here(ctx)
+
+
+def test_keep_tag(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """A bundle carrying a kept tag stays; the same tag with another value does not keep."""
+    plain = _make(ctx, "run", 3)
+    gold = api.Bundle(ctx, name="run", data=1, tags={"stage": "prod"})
+    api.Bundle(ctx, name="run", data=2, tags={"stage": "dev"})
+    newest = api.Bundle(ctx, name="run", data=3)
+    result = dsdt("gc", "--keep-last", "1", "--keep-tag", "stage:prod", "--force", "--yes")
+    assert result.code == 0, result.err
+    assert _here(ctx, "run") == {gold.uuid, newest.uuid}
+    assert "tagged stage:prod" in result.out
+    assert not set(plain) & _here(ctx)
+
+
+def test_unpushed_bundles_stay_without_force(dsdt, remote_ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """Local gc keeps bundles that exist only here; pushed ones beyond N go; --force takes the rest."""
+    made = _make(remote_ctx, "thing", 4)
+    for uuid in made[:2]:
+        api.commit(remote_ctx, None, uuid=uuid)
+        api.push(remote_ctx, uuid=uuid)
+    result = dsdt("gc", "--keep-last", "1", "--yes")
+    assert result.code == 0, result.err
+    assert _here(remote_ctx, "thing") == set(made[2:])
+    assert "not pushed" in result.out
+    assert dsdt("gc", "--keep-last", "1", "--yes", "--force").code == 0
+    assert _here(remote_ctx, "thing") == {made[3]}
+
+
+def test_lineage_keeps_three_levels_upstream(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """A kept model keeps the exact features and raw data it was made from, two levels up,
+    although newer versions of both exist and N = 1."""
+    raw_old = api.Bundle(ctx, name="raw", data=[1, 2, 3])
+    features_old = api.Bundle(ctx, name="features", data=[2, 4, 6], dependencies={"raw": raw_old})
+    model_old = api.Bundle(
+        ctx, name="model", data={"w": 1}, dependencies={"features": features_old}, tags={"release": "v1"}
+    )
+    extra_raw = [api.Bundle(ctx, name="raw", data=[i]).uuid for i in range(2)]
+    raw_new = api.Bundle(ctx, name="raw", data=[9])
+    features_new = api.Bundle(ctx, name="features", data=[18], dependencies={"raw": raw_new})
+    model_new = api.Bundle(ctx, name="model", data={"w": 2}, dependencies={"features": features_new})
+    result = dsdt("gc", "--keep-last", "1", "--keep-tag", "release:v1", "--force")
+    assert result.code == 0, result.err
+    assert f"upstream of model {model_old.uuid[:8]}" in result.out
+    assert dsdt("gc", "--keep-last", "1", "--keep-tag", "release:v1", "--force", "--yes").code == 0
+    kept = _here(ctx)
+    assert {raw_old.uuid, features_old.uuid, model_old.uuid} <= kept
+    assert {raw_new.uuid, features_new.uuid, model_new.uuid} <= kept
+    assert not set(extra_raw) & kept
+    assert api.cat(ctx, None, uuid=raw_old.uuid) == [1, 2, 3]
+
+
+def test_lineage_of_a_pipeline(ctx: str) -> None:
+    """Bundles a PipeTask pipeline made: the newest output keeps the upstream it was made from."""
+    from tests.functional.pipelines import Double
+
+    api.apply(ctx, Double, params={"n": 2})
+    api.apply(ctx, Double, params={"n": 2, "label": "other"})
+    first = api.search(ctx, "Double")
+    result = api.gc(ctx, keep_last=1, dry_run=False, force=True)
+    kept = {c.uuid for c in result.plan.kept}
+    assert {b.uuid for b in first} <= kept  # two recipes of Double: each the newest of its own
+    source = api.search(ctx, "Source")
+    assert source and all(b.uuid in kept for b in source)
+    assert {d.uuid for b in first for d in b.dependencies} <= _here(ctx)
+
+
+def test_dry_run_prints_and_changes_nothing(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """Without --yes (and without a terminal) gc prints its plan, asks nothing and deletes nothing."""
+    made = _make(ctx, "sweep", 5, size=2000)
+    home = Path(api.search(ctx, "sweep")[0].local_dir).parent
+    before = sorted(p.name for p in home.iterdir())
+    result = dsdt("gc", "--keep-last", "2", "--force")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["NAME", "KEPT", "RECLAIMED", "BYTES", "RECLAIMED", "OLDEST", "KEPT", "BECAUSE"]
+    assert lines[1].split()[:4] == ["sweep", "2", "3", "6000"]
+    assert "dry run: nothing was deleted" in result.out
+    assert _here(ctx) == set(made)
+    assert sorted(p.name for p in home.iterdir()) == before
+    planned = api.gc(ctx, keep_last=2, force=True)
+    assert planned.dry_run and not planned.reclaimed and len(planned.plan.reclaimed) == 3
+    assert _here(ctx) == set(made)
+
+
+def test_config_defaults_and_flags_override(dsdt, ctx: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """The [gc] section is the team's default; a flag wins over it."""
+    _set_gc(disdat_env, "keep_last = 4\nkeep_tags = pin:yes")
+    made = _make(ctx, "cfg", 6)
+    pinned = api.Bundle(ctx, name="cfg", data=0, tags={"pin": "yes"}).uuid
+    made += _make(ctx, "cfg", 5)
+    assert len(api.gc(ctx, force=True).plan.reclaimed) == len(made) - 4
+    assert dsdt("gc", "--keep-last", "5", "--force", "--yes").code == 0
+    assert _here(ctx, "cfg") == {*made[-5:], pinned}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keep-last", "-1"], "keep-last must be a whole number of at least 1"),
+        (["--keep-last", "0"], "keep-last must be a whole number of at least 1"),
+        (["--keep-days", "-2"], "keep-days must be a number of days of at least 0"),
+        (["--keep-days", "nan"], "keep-days must be a number of days of at least 0"),
+        (["--keep-tag", "nocolon"], "keep-tag 'nocolon' is not key:value"),
+    ],
+)
+def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    """A keep rule that makes no sense: one line on stderr, exit 1, nothing deleted."""
+    made = _make(ctx, "keep", 4)
+    result = dsdt("gc", *args, "--force", "--yes")
+    assert result.code == 1
+    first, *rest = result.err.splitlines()
+    assert first.startswith("dsdt gc: ") and message in first
+    assert all(line.startswith("hint: ") for line in rest)
+    assert _here(ctx) == set(made)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("keep_last = -1", "[gc] keep_last must be at least 1"),
+        ("keep_last = many", "[gc] keep_last must be a whole number"),
+        ("keep_days = -3", "[gc] keep_days must not be negative"),
+        ("keep_tags = nocolon", "[gc] keep_tags has 'nocolon', which is not key:value"),
+        ("grace_hours = soon", "[gc] grace_hours must be a number"),
+        ("keep_lst = 3", "[gc] keep_lst is not a gc setting"),
+    ],
+)
+def test_bad_config_deletes_nothing(dsdt, ctx: str, disdat_env: Path, section: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    """A bad [gc] key: one line naming the section and key, exit 1, nothing deleted."""
+    made = _make(ctx, "keep", 4)
+    _set_gc(disdat_env, section)
+    result = dsdt("gc", "--force", "--yes")
+    assert result.code == 1
+    assert message in result.err.splitlines()[0]
+    assert _here(ctx) == set(made)
+
+
+def test_du(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt du`: bundles and bytes per name, then the total."""
+    _make(ctx, "big", 3, size=5000)
+    _make(ctx, "small", 2, size=10)
+    result = dsdt("du")
+    assert result.code == 0, result.err
+    rows = [line.split() for line in result.out.splitlines()]
+    assert rows == [["NAME", "BUNDLES", "BYTES"], ["big", "3", "15000"], ["small", "2", "20"], ["total", "5", "15020"]]
+
+
+def test_remote_only_bundles_free_nothing_locally(dsdt, remote_ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """A bundle whose files are only on the remote is reclaimed locally, and the plan says it frees nothing."""
+    made = _make(remote_ctx, "far", 3, size=3000)
+    for uuid in made:
+        api.commit(remote_ctx, None, uuid=uuid)
+        api.push(remote_ctx, uuid=uuid, delocalize=True)
+    result = dsdt("gc", "--keep-last", "1")
+    assert "2 bundle(s) to reclaim have their files only on the remote: they free no local bytes" in result.out
+    assert result.out.splitlines()[1].split()[:4] == ["far", "1", "2", "0"]
+
+
+# --- the remote ----------------------------------------------------------------------------------
+
+
+def _pushed(ctx: str, name: str, count: int, size: int = 1000, **kwargs: str) -> list[str]:
+    made = _make(ctx, name, count, size=size, **kwargs)
+    for uuid in made:
+        api.commit(ctx, None, uuid=uuid)
+    api.push(ctx)
+    return made
+
+
+def _remote_keys(bucket: str) -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="team/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_remote_gc(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt gc --remote`: the same rules on the remote; reclaimed bundles lose manifest, catalog
+    entry and files; the rest pull and read back; `dsdt du --remote` shows what is left."""
+    made = _pushed(remote_ctx, "shared", 5, size=4000)
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="team/context/shared/objects/")
+    doomed = sum(o["Size"] for o in listed["Contents"] if any(u in o["Key"] for u in made[:3]))
+    assert doomed > 12000  # files and manifests
+    plan = dsdt("gc", "--remote", "--keep-last", "2")
+    assert plan.code == 0, plan.err
+    assert plan.out.splitlines()[1].split()[:4] == ["shared", "2", "3", str(doomed)]
+    assert "dry run" in plan.out
+    done = dsdt("gc", "--remote", "--keep-last", "2", "--yes")
+    assert done.code == 0, done.err
+    assert f"reclaimed 3 bundle(s) from the remote, {doomed} bytes" in done.out
+    keys = _remote_keys(bucket)
+    assert not [k for k in keys if any(u in k for u in made[:3])]
+    assert all(any(u in k for k in keys) for u in made[3:])
+    api.context("other")
+    api.remote("other", "shared", f"s3://{bucket}/team")
+    pulled = api.pull("other", "shared", localize=True)
+    assert {b.uuid for b in pulled} == set(made[3:])
+    assert all(Path(b.data).read_bytes() for b in pulled)
+    assert _here(remote_ctx) == set(made)  # the local copies are left alone
+    usage = dsdt("du", "--remote")
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="team/context/shared/objects/")
+    total = sum(o["Size"] for o in listed["Contents"])
+    assert [line.split() for line in usage.out.splitlines()] == [
+        ["NAME", "BUNDLES", "BYTES"],
+        ["shared", "2", str(total)],
+        ["total", "2", str(total)],
+    ]
+
+
+def test_remote_hold_keeps_a_delocalized_bundle(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A second store's `push -d` leaves a hold: remote gc from the first keeps that bundle and
+    says whose hold kept it; once the holder re-localizes it the hold is gone and gc may reclaim it."""
+    api.context("laptop")
+    api.remote("laptop", "shared", f"s3://{bucket}/team")
+    held = _make("laptop", "shared", 1, size=2000)[0]
+    api.commit("laptop", None, uuid=held)
+    api.push("laptop", uuid=held, delocalize=True)
+    newer = _pushed(remote_ctx, "shared", 3)
+    result = dsdt("gc", "--remote", "--keep-last", "1", "--yes")
+    assert result.code == 0, result.err
+    assert "held by " in result.out and "-laptop-" in result.out
+    keys = _remote_keys(bucket)
+    assert any(held in k and k.endswith("manifest.json") for k in keys)
+    assert not [k for k in keys if any(u in k for u in newer[:2])]
+    api.pull("laptop", uuid=held, localize=True)  # local again (the hold is released)
+    assert Path(api.get("laptop", None, uuid=held).data).read_bytes() == b"\0" * 2000
+    assert not [k for k in _remote_keys(bucket) if "/holds/" in k]
+    assert dsdt("gc", "--remote", "--keep-last", "1", "--yes").code == 0
+    assert not [k for k in _remote_keys(bucket) if held in k]
+
+
+def test_remote_force_reclaims_held_bundles(remote_ctx: str, bucket: str) -> None:
+    """--force reclaims a held bundle (and its hold goes with it)."""
+    made = _pushed(remote_ctx, "h", 2)
+    api.push(remote_ctx, uuid=made[0], delocalize=True)
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False, force=True)
+    assert result.reclaimed == (made[0],)
+    assert not [k for k in _remote_keys(bucket) if made[0] in k]
+
+
+def test_remote_claims_keep_inputs(remote_ctx: str, bucket: str) -> None:
+    """A live claim (not done, not expired) keeps the bundles it names as inputs; a done or
+    expired one does not."""
+    import json
+    import time
+
+    made = _pushed(remote_ctx, "c", 4)
+    s3 = boto3.client("s3")
+    root = "team/context/shared/claims/"
+    live = {"state": "submitted", "expires": time.time() + 600, "inputs": [made[0]]}
+    done = {"state": "done", "expires": time.time() + 600, "inputs": [made[1]]}
+    expired = {"state": "pending", "expires": time.time() - 5, "inputs": [made[2]]}
+    for i, claim in enumerate([live, done, expired]):
+        s3.put_object(Bucket=bucket, Key=f"{root}{i:04x}.json", Body=json.dumps(claim).encode())
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert set(result.reclaimed) == {made[1], made[2]}
+    reasons = {v.candidate.uuid: v.reason for v in result.plan.verdicts}
+    assert "live claim" in str(reasons[made[0]])
+
+
+def test_remote_orphans_wait_for_the_grace_period(dsdt, remote_ctx: str, bucket: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """Objects no manifest names are reported by `dsdt verify` and stay while younger than [gc]
+    grace_hours; past it they are deleted, and the dry run counts them."""
+    s3 = boto3.client("s3")
+    orphan = "team/context/shared/objects/00000000-0000-4000-8000-000000000001/blob.bin"
+    s3.put_object(Bucket=bucket, Key=orphan, Body=b"x" * 100)
+    _pushed(remote_ctx, "o", 1)
+    assert api.gc(remote_ctx, remote=True).orphans == 0  # younger than 24 hours
+    report = dsdt("verify")
+    assert f"UNNAMED s3://{bucket}/{orphan}" in report.out
+    assert "the remote holds 1 object(s) no manifest names" in report.out
+    _set_gc(disdat_env, "grace_hours = 0")
+    time.sleep(1.1)  # S3 times have whole seconds
+    planned = api.gc(remote_ctx, remote=True)
+    assert planned.orphans == 1 and planned.orphan_bytes == 100
+    assert orphan in _remote_keys(bucket)
+    api.gc(remote_ctx, remote=True, dry_run=False)
+    assert orphan not in _remote_keys(bucket)
+
+
+def test_deleting_a_context_releases_its_holds(remote_ctx: str, bucket: str) -> None:
+    """A store that deletes its context no longer relies on the remote: its holds go."""
+    api.context("laptop")
+    api.remote("laptop", "shared", f"s3://{bucket}/team")
+    held = _make("laptop", "gone", 1)[0]
+    api.commit("laptop", None, uuid=held)
+    api.push("laptop", uuid=held, delocalize=True)
+    assert [k for k in _remote_keys(bucket) if "/holds/" in k]
+    api.delete_context("laptop")
+    assert not [k for k in _remote_keys(bucket) if "/holds/" in k]
+    assert any(held in k for k in _remote_keys(bucket))  # the bundle itself stays on the remote
