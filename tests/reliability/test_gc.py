@@ -67,6 +67,7 @@ def _local_problems(ctx: str, made: list[str]) -> list[str]:
     return problems
 
 
+@pytest.mark.timeout(1200)  # 50 child processes; a busy shared machine can take minutes
 def test_sigkill_during_local_gc(ledger, ctx: str) -> None:  # type: ignore[no-untyped-def]
     """A local gc killed anywhere: each bundle whole (verifies, reads back) or gone with its
     manifest; gc run again completes the plan."""
@@ -130,6 +131,7 @@ def _remote_problems(bucket: str, made: list[str]) -> list[str]:
     return problems
 
 
+@pytest.mark.timeout(1200)  # 50 child processes; a busy shared machine can take minutes
 def test_sigkill_during_remote_gc(ledger, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
     """A remote gc killed anywhere: each bundle whole or without a manifest (manifests and
     catalog first, files after); gc run again completes the plan; kept bundles pull and verify."""
