@@ -19,6 +19,7 @@ from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCom
 from disdat_luigi.run import driver_job, journal
 from disdat_luigi.run.batch import client, state
 from disdat_luigi.run.command import apply_work, container_command
+from disdat_luigi.run.executors import docker as docker_jobs
 from disdat_luigi.run.executors import executor_type
 from disdat_luigi.run.executors.container import ContainerExecutor, LogSink
 from disdat_luigi.run.images import refresh_image
@@ -320,8 +321,12 @@ def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     """The jobs this context submitted, newest first, with their status (one describe_jobs call
     per 100 jobs)."""
     records = journal.records(context.path)
-    described = state.describe([r.job_id for r in records]) if records else {}
-    return [journal.describe(r, described.get(r.job_id)) for r in reversed(records)]
+    on_batch = [r.job_id for r in records if not r.on_docker]
+    described = state.describe(on_batch) if on_batch else {}
+    return [
+        docker_jobs.describe(r) if r.on_docker else journal.describe(r, described.get(r.job_id))
+        for r in reversed(records)
+    ]
 
 
 def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
@@ -333,9 +338,15 @@ def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     return record
 
 
-def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> state.JobState:
-    """Print a job's log (with `follow`: until the job ends); its last state."""
+def job_log(
+    context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink
+) -> state.JobState | None:
+    """Print a job's log (with `follow`: until the job ends); its last state (None for a docker
+    job: its container's state is not a Batch job's)."""
     record = _record(context, job_id)
+    if record.on_docker:
+        docker_jobs.container_log(job_id, follow, log)
+        return None
     stream = state.log_stream_name(record.definition, job_id)
     if follow:
         return state.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
@@ -348,6 +359,8 @@ def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings
 def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
     """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
     record = _record(context, job_id)
+    if record.on_docker:
+        return _wait_container(context, record, settings, log)
     followed = state.follow(
         job_id,
         state.log_stream_name(record.definition, job_id),
@@ -371,8 +384,31 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
 
 
 def cancel_job(context: LocalContext, job_id: str) -> None:
-    _record(context, job_id)
-    client.terminate_job(job_id, "cancelled with dsdt cancel")
+    if _record(context, job_id).on_docker:
+        docker_jobs.stop_container(job_id)
+    else:
+        client.terminate_job(job_id, "cancelled with dsdt cancel")
+
+
+def _wait_container(context: LocalContext, record: journal.JobRecord, settings: Settings, log: LogSink) -> RunResult:
+    """A docker job followed to its end; its bundle pulled (the apply that runs it commits it too)."""
+    lines = docker_jobs.container_log(record.job_id, True, log)
+    ended = docker_jobs.container_state(record.job_id)
+    if ended.status == "FAILED":
+        raise JobFailed(
+            f"docker job {record.job_id[:12]} ({record.task}) failed: exit code {ended.exit_code}",
+            hint="last log lines:\n" + "\n".join(lines[-20:]),
+        )
+    result = RunResult(
+        backend=BackendName.LOCAL,
+        status=RunStatus.SUCCEEDED,
+        output_name=record.output_bundle,
+        output_uuid=record.output_uuid or output_of(lines)[1],
+        job_id=record.job_id,
+        log_tail=tuple(lines[-20:]),
+    )
+    _pull_output(context, RemoteSync(context, settings.remote), result, _request_for(record))
+    return result
 
 
 def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
@@ -384,17 +420,18 @@ def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
             f"context {context.name!r} has no jobs of apply {apply_id}",
             hint="`dsdt jobs` lists the jobs and the apply of each",
         )
-    ids = sorted({r.job_id.partition(":")[0] for r in records})
-    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended]
+    ids = sorted({r.job_id.partition(":")[0] for r in records if not r.on_docker})
+    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended] if ids else []
     for job_id in running:
         client.terminate_job(job_id, f"cancelled with dsdt cancel --apply {apply_id}")
-    return running
+    stopped = [r.job_id for r in records if r.on_docker and docker_jobs.stop_container(r.job_id)]
+    return running + stopped
 
 
 def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:
     """Why there is no bundle `output_bundle`: the job that was to make it failed (None otherwise)."""
     record = journal.for_output(context.path, output_bundle)
-    if record is None:
+    if record is None or record.on_docker:
         return None
     job = state.describe([record.job_id], exit_codes=True).get(record.job_id)
     if job is None or not job.failed:
