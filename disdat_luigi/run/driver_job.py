@@ -13,7 +13,7 @@ from __future__ import annotations
 import configparser
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,14 @@ from disdat_luigi.apply.executors import executor_name
 from disdat_luigi.apply.identity import class_path
 from disdat_luigi.config import Settings, config_path
 from disdat_luigi.errors import TaskSpecRejected
+from disdat_luigi.run.journal import JobRecord
 from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 
 LogSink = Callable[[str], None]
 VERSION = 1
+MAX_CHILD_RECORD = 64 * 1024
 # what a driver takes from the host's config besides its [executor.*] sections
 HOST_SECTIONS = {"docker": ("registry", "repository_prefix"), "run": None}
 
@@ -141,6 +145,27 @@ def host_sections(path: Path, executors: tuple[str, ...], job_role_arn: str | No
     if job_role_arn:
         found.setdefault("run", {})["job_role_arn"] = job_role_arn
     return found
+
+
+def record_child(s3: S3, location: RemoteLocation, record: JobRecord) -> None:
+    """Inside a driver: a job it submitted, where its host finds it (`dsdt jobs`, `logs`, ...)."""
+    key = f"{location.driver_prefix(record.driver)}{record.job_id}.json"
+    s3.put_bytes(location.bucket, key, json.dumps(asdict(record), sort_keys=True).encode())
+
+
+def children(s3: S3, location: RemoteLocation, driver_job_id: str) -> list[JobRecord]:
+    """On the host: the jobs a driver submitted, oldest first (a record that does not read as one
+    is skipped: it names a job, nothing is run from it)."""
+    found = []
+    for listed in s3.list_objects(location.bucket, location.driver_prefix(driver_job_id)):
+        body = s3.get_bytes(location.bucket, listed.key, MAX_CHILD_RECORD)
+        try:
+            record = JobRecord(**json.loads(body or b""))
+        except (ValueError, TypeError):
+            continue
+        if record.driver == driver_job_id:
+            found.append(record)
+    return sorted(found, key=lambda r: r.submitted)
 
 
 def session_token_warning(seconds: int) -> str:

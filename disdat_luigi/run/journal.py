@@ -36,6 +36,8 @@ class JobRecord:
     platform: str = "aws_batch"  # where it runs: aws_batch, or docker (a container on this machine)
     identity: str = ""  # an executor job's TaskIdentity digest: the exact work it does
     output_uuid: str = ""  # the bundle an executor job makes (the uuid its host fixed)
+    is_driver: bool = False  # a `dsdt run` job whose apply sends tasks out as jobs of their own
+    driver: str = ""  # the driver job that submitted this one (its record is on the remote)
 
     @property
     def on_docker(self) -> bool:

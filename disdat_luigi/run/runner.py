@@ -28,6 +28,7 @@ from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunR
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.sync import RemoteSync
 from disdat_luigi.store.store import LocalStore
 from disdat_luigi.util.codeversion import capture
@@ -101,6 +102,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
                 task=request.pipe_cls,
                 executor=backend.name,
                 vcpus=_requirement(submission, "VCPU"),
+                is_driver=driver is not None,
             ),
         )
 
@@ -320,7 +322,7 @@ def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, req
 def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     """The jobs this context submitted, newest first, with their status (one describe_jobs call
     per 100 jobs)."""
-    records = journal.records(context.path)
+    records = _with_children(context, journal.records(context.path))
     on_batch = [r.job_id for r in records if not r.on_docker]
     described = state.describe(on_batch) if on_batch else {}
     return [
@@ -329,8 +331,26 @@ def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     ]
 
 
+def _with_children(context: LocalContext, records: list[journal.JobRecord]) -> list[journal.JobRecord]:
+    """The records, each driver job followed by the jobs it submitted (read from the remote)."""
+    drivers = [r for r in records if r.is_driver]
+    if not drivers:
+        return records
+    s3, location = S3(context.remote_settings), RemoteLocation.of(context)
+    found: list[journal.JobRecord] = []
+    for record in records:
+        found.append(record)
+        if record.is_driver:
+            found += driver_job.children(s3, location, record.job_id)
+    return found
+
+
 def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     record = journal.find(context.path, job_id)
+    if record is None:
+        record = next(
+            (r for r in reversed(_with_children(context, journal.records(context.path))) if r.job_id == job_id), None
+        )
     if record is None:
         raise RunError(
             f"context {context.name!r} submitted no job {job_id}", hint="`dsdt jobs` lists the jobs it submitted"

@@ -368,6 +368,12 @@ def test_a_detached_driver_sends_the_fits_out_as_their_own_jobs(farm: str, dsdt)
     assert [(c.git_info or {}).get("batch_job_id") for c in clean] == [driver]  # made in the driver itself
     log = dsdt("logs", driver)
     assert "JOB STATUS" in log.out + log.err  # the driver's status table is in its log
+    rows = api.jobs("work")  # the driver, then the jobs it submitted (their records on the remote)
+    assert [r["job_id"] for r in rows][:3] == [driver, *sorted(children, key=[r["job_id"] for r in rows].index)]
+    assert {r["task"] for r in rows[1:3]} == {"Fit(rows=200, alpha=0.5)", "Fit(rows=200, alpha=2.0)"}
+    assert {r["status"] for r in rows[:3]} == {"SUCCEEDED"}
+    child_log = dsdt("logs", rows[1]["job_id"])
+    assert child_log.code == 0 and "fitted alpha=" in child_log.out
 
 
 def test_docker_executor_jobs_are_in_the_one_job_record(naps: Path, farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]

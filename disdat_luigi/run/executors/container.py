@@ -22,13 +22,14 @@ from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, RunError
-from disdat_luigi.run import journal
+from disdat_luigi.run import driver_job, journal
 from disdat_luigi.run.command import container_command
 from disdat_luigi.run.environment import JobEnvironment, class_environment
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.sync import RemoteSync
 
 LogSink = Callable[[str], None]
@@ -73,8 +74,10 @@ class ContainerExecutor(Executor):
         log: LogSink | None = None,
         images: Mapping[str, str] | None = None,
         environment: JobEnvironment | None = None,
+        driver: str = "",
     ) -> None:
         self.settings = settings
+        self.driver = driver  # the driver job this apply runs in (its host lists the jobs it submits)
         self.environment = environment or JobEnvironment()  # the apply's own (env=, secrets=)
         self.environments: dict[str, JobEnvironment] = {}  # class path -> its jobs' environment
         self.given_images = dict(images or {})  # class path -> image, chosen by the host of a driver
@@ -223,27 +226,29 @@ class ContainerExecutor(Executor):
 
     def remember_job(self, task: RemoteTask, job_id: str, **details: Any) -> None:
         """A job started for `task` in the context's job record: `dsdt jobs`, `logs`, `wait` and
-        `cancel` find it, and the next apply attaches to it (by the task's identity)."""
-        journal.remember(
-            self.context.path,
-            journal.JobRecord(
-                job_id=job_id,
-                job_name=details.pop("job_name", task.label),
-                pipe_cls=task.pipe_cls,
-                output_bundle=task.output_bundle,
-                queue=details.pop("queue", ""),
-                definition=details.pop("definition", ""),
-                memory=details.pop("memory", self._memory(task)),
-                submitted=journal.now(),
-                task=task.label,
-                executor=self.name,
-                platform=self.platform,
-                apply_id=task.apply_id,
-                identity=task.identity,
-                output_uuid=task.output_uuid,
-                **details,
-            ),
+        `cancel` find it, and the next apply attaches to it (by the task's identity). In a driver
+        job, also on the remote, where the host that submitted the driver finds it."""
+        record = journal.JobRecord(
+            job_id=job_id,
+            job_name=details.pop("job_name", task.label),
+            pipe_cls=task.pipe_cls,
+            output_bundle=task.output_bundle,
+            queue=details.pop("queue", ""),
+            definition=details.pop("definition", ""),
+            memory=details.pop("memory", self._memory(task)),
+            submitted=journal.now(),
+            task=task.label,
+            executor=self.name,
+            platform=self.platform,
+            apply_id=task.apply_id,
+            identity=task.identity,
+            output_uuid=task.output_uuid,
+            driver=self.driver,
+            **details,
         )
+        journal.remember(self.context.path, record)
+        if self.driver:
+            driver_job.record_child(S3(self.context.remote_settings), self.location, record)
 
     def _retried(self, tracked: Tracked, attempt: Attempt) -> JobUpdate:
         why = f": {attempt.reason}" if attempt.reason else ""
