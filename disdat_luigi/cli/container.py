@@ -135,7 +135,11 @@ def _drive(driver_config: str, request: Any) -> Any:
     driver.install(Path(os.environ["DISDAT_CONFIG"]))
     settings = load_settings()
     factory = executor_factory(
-        settings, build=False, images=driver.images, driver=os.environ.get("AWS_BATCH_JOB_ID", "")
+        settings,
+        build=False,
+        images=driver.images,
+        environment=driver.environment(os.environ),
+        driver=os.environ.get("AWS_BATCH_JOB_ID", ""),
     )
     return apply_outcome(request, settings, factory, lambda line: print(line, flush=True))
 

@@ -290,7 +290,9 @@ def _driver(
     role = request.job_role_arn or settings.run.job_role_arn
     if request.use_aws_session_token and not role and not request.no_submit:
         log(driver_job.session_token_warning(request.use_aws_session_token))
-    return driver_job.prepare(planned, settings, context, build=request.build, job_role_arn=role, log=log)
+    return driver_job.prepare(
+        planned, settings, context, build=request.build, job_role_arn=role, environment=request.environment, log=log
+    )
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:
