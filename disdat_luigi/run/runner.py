@@ -23,7 +23,7 @@ from disdat_luigi.run.executors import docker as docker_jobs
 from disdat_luigi.run.executors import executor_type
 from disdat_luigi.run.executors.container import ContainerExecutor, LogSink
 from disdat_luigi.run.images import refresh_image
-from disdat_luigi.run.output import output_of
+from disdat_luigi.run.output import output_of, without_marker
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
@@ -35,6 +35,7 @@ from disdat_luigi.util.codeversion import capture
 
 
 def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
+    log = without_marker(log)
     context = LocalStore(settings.root, remote_settings=settings.remote).context(request.context)
     location = RemoteLocation.of(context)
     module, _cls = module_of(request.pipe_cls)
@@ -365,6 +366,7 @@ def job_log(
 ) -> state.JobState | None:
     """Print a job's log (with `follow`: until the job ends); its last state (None for a docker
     job: its container's state is not a Batch job's)."""
+    log = without_marker(log)
     record = _record(context, job_id)
     if record.on_docker:
         docker_jobs.container_log(job_id, follow, log)
@@ -380,6 +382,7 @@ def job_log(
 
 def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
     """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
+    log = without_marker(log)
     record = _record(context, job_id)
     if record.on_docker:
         return _wait_container(context, record, settings, log)
