@@ -388,9 +388,14 @@ class BatchExecutor(ContainerExecutor):
         secrets: frozenset[str] = request.environment.from_host  # masked wherever shown
         role = request.job_role_arn or run.job_role_arn
         if request.use_aws_session_token and not role and not request.no_submit:
+            by_run = self.name.startswith("run-")  # `dsdt run`'s own job, or an executor's
+            setting = "--use-aws-session-token" if by_run else f"[executor.{self.name}] use_aws_session_token"
+            role_setting = (
+                "[run] job_role_arn or --job-role-arn" if by_run else f"job_role_arn in [executor.{self.name}]"
+            )
             self._say_once(
-                "warning: --use-aws-session-token puts temporary AWS keys in the job's overrides, readable by "
-                "anyone who can describe jobs; give the job a role instead ([run] job_role_arn)"
+                f"warning: {setting} puts temporary AWS keys in the job's overrides, readable by "
+                f"anyone who can describe jobs; give the job a role instead ({role_setting})"
             )
             credentials = client.session_credentials(request.use_aws_session_token)
             environment.update(credentials)
