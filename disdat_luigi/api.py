@@ -448,11 +448,18 @@ def gc(
     candidates = local_gc.local_candidates(ctx, pushed)
     made = plan(candidates, policy, local_gc.now_us(), remote=False)
     if dry_run:
-        return local_gc.GcResult(plan=made, remote=False, dry_run=True)
+        return local_gc.GcResult(plan=made, remote=False, dry_run=True, without_remote=not ctx.meta.remote_url)
     removed = local_gc.reclaim(ctx, [c.uuid for c in made.reclaimed])
     _release_holds(ctx, {c.uuid for c in made.reclaimed if c.remote_only} & set(removed))
     freed = sum(c.bytes for c in made.reclaimed if c.uuid in set(removed))
-    return local_gc.GcResult(plan=made, remote=False, dry_run=False, reclaimed=tuple(removed), bytes_reclaimed=freed)
+    return local_gc.GcResult(
+        plan=made,
+        remote=False,
+        dry_run=False,
+        reclaimed=tuple(removed),
+        bytes_reclaimed=freed,
+        without_remote=not ctx.meta.remote_url,
+    )
 
 
 def _keep_tags(tags: Mapping[str, str] | Iterable[str | tuple[str, str]]) -> tuple[tuple[str, str], ...]:

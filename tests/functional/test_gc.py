@@ -398,3 +398,14 @@ def test_remote_gc_keeps_what_this_context_has_only_on_the_remote(remote_ctx: st
         api.pull("reader", uuid=uuid, localize=True)
         assert len(Path(api.get("reader", None, uuid=uuid).data).read_bytes()) == 1500
     assert api.verify("reader").ok
+
+
+def test_a_context_without_a_remote_says_why_nothing_goes(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """With no remote every bundle exists only here: the plan says that is why they are kept, and
+    how to reclaim them anyway."""
+    _make(ctx, "solo", 4)
+    planned = dsdt("gc", "--keep-last", "1")
+    assert planned.code == 0
+    assert "this context has no remote, so every bundle exists only here: 3 kept for that alone" in planned.out
+    forced = dsdt("gc", "--keep-last", "1", "--force", "--yes")
+    assert forced.code == 0 and len(_here(ctx, "solo")) == 1
