@@ -24,6 +24,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,7 +220,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
-        "--modes", nargs="+", default=["array", "single", "whole"], choices=["array", "single", "whole"]
+        "--modes",
+        nargs="+",
+        default=["array", "single", "whole", "driver"],
+        choices=["array", "single", "whole", "driver"],
     )
     parser.add_argument("--before", default=BEFORE, help=f"revision of the code before the change ({BEFORE})")
     parser.add_argument("--no-before", action="store_true", help="measure the working tree only")
@@ -235,9 +239,15 @@ def main() -> None:
             order = 1 if round_ % 2 == 0 else -1
             for n in args.sizes[::order]:
                 for mode in args.modes[::order]:
-                    for side in (["after"] if mode == "whole" else sides)[::order]:
+                    for side in (["after"] if mode in ("whole", "driver") else sides)[::order]:
                         env, salt = envs[side], uuid.uuid4().hex[:8]
-                        if mode == "whole":
+                        if mode == "driver":
+                            wall, report, err = dsdt({**env, "BENCH_COUNT_REQUESTS": "1"}, "run", "--backend",
+                                                     "AWSBatch", "--detach", "--use-aws-session-token", "900", "-",
+                                                     f"driven_{salt}", "fan.tasks.Fan", "--n", str(n),
+                                                     "--salt", salt)  # fmt: skip
+                            report["driver_wall"] = wall + wait_for_driver(err)
+                        elif mode == "whole":
                             wall, report, _err = dsdt(env, "run", "--backend", "AWSBatch", "--wait",
                                                       "--use-aws-session-token", "900", "-", f"whole_{salt}",
                                                       "fan.tasks.Fan", "--n", str(n), "--salt", salt)  # fmt: skip
@@ -259,6 +269,23 @@ def main() -> None:
         registry.terminate()
         registry.wait()
     print_results(best, args.sizes, sides, args.modes)
+
+
+def wait_for_driver(stderr: str) -> float:
+    """Seconds until the driver job `dsdt run --detach` submitted (named on stderr) ended."""
+    import boto3
+
+    job_id = re.search(r"submitted AWS Batch job (\S+)", stderr)
+    if job_id is None:
+        raise SystemExit(f"no driver job submitted:\n{stderr[-3000:]}")
+    started = time.perf_counter()
+    while True:
+        (job,) = boto3.client("batch").describe_jobs(jobs=[job_id.group(1)])["jobs"]
+        if job["status"] in ("SUCCEEDED", "FAILED"):
+            if job["status"] == "FAILED":
+                raise SystemExit(f"driver job {job_id.group(1)} failed: {job.get('statusReason')}")
+            return time.perf_counter() - started
+        time.sleep(1)
 
 
 def _aws(counts: collections.Counter[str]) -> int:
@@ -292,6 +319,20 @@ def print_results(
                     f"{ratio} | {_aws(counts) / n:.2f} | {parts[0]} / {parts[1]} / {parts[2]} | "
                     f"{_claims(counts) / n:.2f} | {1000 * row['cpu'] / n:.0f} | {row['hwm_kb'] / 1024:.0f} |"
                 )
+    if "driver" in modes:
+        print(
+            "\n| N | laptop: `dsdt run --detach` | laptop's AWS requests (SubmitJob) | laptop CPU s "
+            "| driver run to its end | whole DAG in one container (`dsdt run --wait`) |"
+        )
+        print("|---|---|---|---|---|---|")
+        for n in sizes:
+            row = best[("after", "driver", n)]
+            requests = row["requests"]
+            whole = f"{best[('after', 'whole', n)]['wall']:.1f} s" if "whole" in modes else "n/a"
+            print(
+                f"| {n} | {row['wall']:.1f} s | {sum(requests.values())} ({requests.get('batch:SubmitJob', 0)}) "
+                f"| {row['cpu']:.2f} | {row['driver_wall']:.1f} s | {whole} |"
+            )
     for mode in [m for m in ("array", "single") if m in modes]:
         worst = max(_claims(best[("after", mode, n)]["counts"]) / n for n in sizes)
         print(

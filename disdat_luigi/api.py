@@ -448,11 +448,18 @@ def gc(
     candidates = local_gc.local_candidates(ctx, pushed)
     made = plan(candidates, policy, local_gc.now_us(), remote=False)
     if dry_run:
-        return local_gc.GcResult(plan=made, remote=False, dry_run=True)
+        return local_gc.GcResult(plan=made, remote=False, dry_run=True, without_remote=not ctx.meta.remote_url)
     removed = local_gc.reclaim(ctx, [c.uuid for c in made.reclaimed])
     _release_holds(ctx, {c.uuid for c in made.reclaimed if c.remote_only} & set(removed))
     freed = sum(c.bytes for c in made.reclaimed if c.uuid in set(removed))
-    return local_gc.GcResult(plan=made, remote=False, dry_run=False, reclaimed=tuple(removed), bytes_reclaimed=freed)
+    return local_gc.GcResult(
+        plan=made,
+        remote=False,
+        dry_run=False,
+        reclaimed=tuple(removed),
+        bytes_reclaimed=freed,
+        without_remote=not ctx.meta.remote_url,
+    )
 
 
 def _keep_tags(tags: Mapping[str, str] | Iterable[str | tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -853,7 +860,8 @@ def run(
 
 
 def jobs(local_context: str) -> list[dict[str, Any]]:
-    """The AWS Batch jobs this context submitted (`dsdt run`'s and executor jobs), newest first: id,
+    """The jobs this context submitted (`dsdt run`'s, executor jobs on AWS Batch or the local
+    Docker engine), newest first: id,
     pipeline class, task, executor, apply, output name, status, attempt, started (epoch seconds),
     duration and vCPU-seconds."""
     from disdat_luigi.run.runner import list_jobs
@@ -861,8 +869,9 @@ def jobs(local_context: str) -> list[dict[str, Any]]:
     return list_jobs(_context(local_context))
 
 
-def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> JobState:
-    """Send a job's log lines to `log` (with `follow`, until the job ends); its last state."""
+def logs(local_context: str, job_id: str, follow: bool = False, log: Any = None) -> JobState | None:
+    """Send a job's log lines to `log` (with `follow`, until the job ends); its last state (None
+    for a docker job)."""
     from disdat_luigi.run.runner import job_log
 
     return job_log(_context(local_context), job_id, follow, load_settings(), log or (lambda _line: None))

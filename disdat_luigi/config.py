@@ -6,6 +6,7 @@ import configparser
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,22 @@ class GcSettings:
 
 
 GC_KEYS = ("keep_last", "keep_days", "keep_tags", "grace_hours")
+# every key of every section this file reads: anything else is a typo that would silently do nothing
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "core": ("root", "ignore_code_version"),
+    "remote": ("transfer_threads", "multipart_concurrency", "server_side_encryption", "sse_kms_key_id"),
+    "docker": ("registry", "repository_prefix", "network_mode"),
+    "dockerize": ("base_image", "os_type", "os_version", "dot_pip_file", "pipe_root"),
+    "run": (
+        "aws_batch_queue", "job_role_arn", "execution_role_arn", "vcpus", "memory", "gpus", "timeout", "retries",
+        "tags", "memory_retry_factor", "runnable_warning_seconds", "poll_seconds",
+    ),
+    "gc": GC_KEYS,
+}  # fmt: skip
+EXECUTOR_KEYS = (
+    "type", "queue", "job_role_arn", "vcpus", "memory", "gpus", "timeout", "retries", "max_concurrent_jobs",
+    "array_min_size", "tags", "use_aws_session_token", "env", "secrets",
+)  # fmt: skip
 
 
 EXECUTOR_TYPES = ("aws_batch", "docker", "local")
@@ -113,6 +130,7 @@ class Settings:
     # the `[executor.NAME]` sections as written: each is read and checked when an apply uses it
     # (or by `dsdt config check`), so a mistake in one breaks only what uses it
     executor_sections: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    unknown: tuple[ConfigError, ...] = ()  # sections and keys of other sections this file does not know
 
     def executor(self, name: str) -> ExecutorSettings:
         """The `[executor.NAME]` section (`local` is built in); ConfigError naming the fix."""
@@ -137,8 +155,9 @@ class Settings:
         return _gc(_Reader(parser, self.config_path))
 
     def check(self) -> list[ConfigError]:
-        """Every executor section (and [gc]) read as its command would read it: what is wrong."""
-        problems = []
+        """Every executor section (and [gc]) read as its command would read it, and every section or
+        key the file does not know: what is wrong."""
+        problems = list(self.unknown)
         try:
             _ = self.gc
         except ConfigError as err:
@@ -191,6 +210,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         first = str(err).splitlines()[0]
         raise ConfigError(f"malformed config {path}: {first}") from err
     reader = _Reader(parser, path)
+    unknown = tuple(_unknown(reader))
+    for problem in unknown:  # a typo must not do nothing silently; only `dsdt config check` fails on it
+        warnings.warn(f"{problem.message}; it is ignored ({problem.hint})", stacklevel=2)
     root = env.get("DISDAT_HOME") or reader.text("core", "root") or "~/.disdat"
     sse = reader.text("remote", "server_side_encryption") or "none"
     if sse not in SSE_CHOICES:
@@ -237,7 +259,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             for section in parser.sections()
             if section.startswith("executor.")
         ),
+        unknown=unknown,
     )
+
+
+def _unknown(reader: _Reader) -> list[ConfigError]:
+    """Sections and keys no command reads (executor sections are checked when used)."""
+    found = []
+    for section in reader.parser.sections():
+        if section.startswith("executor."):
+            continue
+        known = SECTION_KEYS.get(section)
+        if known is None:
+            sections = ", ".join([*SECTION_KEYS, "executor.NAME"])
+            found.append(
+                ConfigError(
+                    f"{reader.path}: [{section}] is not a section of disdat.cfg (known: {sections})",
+                    hint=f"fix or remove [{section}] in {reader.path}",
+                )
+            )
+            continue
+        for key in reader.parser.options(section):
+            if key not in known and section != "gc":  # [gc] refuses its unknown keys when gc runs
+                found.append(reader.fail(section, key, f"is not a setting of [{section}] (known: {', '.join(known)})"))
+    return found
 
 
 def _gc(reader: _Reader) -> GcSettings:
@@ -256,7 +301,15 @@ def _gc(reader: _Reader) -> GcSettings:
 
 def _executor(reader: _Reader, section: str) -> ExecutorSettings:
     name = section.partition(".")[2]
-    kind = reader.text(section, "type") or "local"
+    for key in reader.parser.options(section):
+        if key not in EXECUTOR_KEYS:
+            raise reader.fail(section, key, f"is not an executor setting (known: {', '.join(EXECUTOR_KEYS)})")
+    kind = reader.text(section, "type")
+    if kind is None:
+        raise ConfigError(
+            f"{reader.path}: [{section}] has no type",
+            hint=f"add `type = aws_batch`, `docker` or `local` to [{section}]",
+        )
     if kind not in EXECUTOR_TYPES:
         raise reader.fail(section, "type", f"= {kind!r} is not one of {', '.join(EXECUTOR_TYPES)}")
     if not name or name == LOCAL_EXECUTOR:

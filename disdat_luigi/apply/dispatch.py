@@ -117,6 +117,7 @@ class Dispatcher:
         self._sync: RemoteSync | None = None
         self._on_remote: set[str] = set()
         self._last_table = 0.0
+        self._last_shown = ""  # the status table as last shown
         self._local_names = {LOCAL}
         self._local: collections.deque[str] = collections.deque()  # ready to run here
         self._queued: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)  # per executor
@@ -369,8 +370,11 @@ class Dispatcher:
         now = time.monotonic()
         if not self._executors or (not force and now - self._last_table < self.status_seconds):
             return
-        self._last_table = now
-        self.log(f"JOB STATUS {time.strftime('%H:%M:%S')}\n{self.progress.table()}")
+        table = self.progress.table()
+        if force and table == self._last_shown:  # the end of a run just shown by the last poll: not twice
+            return
+        self._last_table, self._last_shown = now, table
+        self.log(f"JOB STATUS {time.strftime('%H:%M:%S')}\n{table}")
 
 
 def _check_transient(remote: Sequence[PipeTask]) -> None:

@@ -13,6 +13,13 @@ import luigi
 from disdat_luigi.apply.identity import HIDDEN_PARAMS
 from disdat_luigi.errors import ParameterError, PipeClassNotFound
 
+# options of `dsdt apply`/`dsdt run` a user may write after the class by mistake
+DSDT_OPTIONS = frozenset(
+    {"explain", "code", "force", "force-all", "workers", "executor", "no-build", "localize", "env", "secret",
+     "incremental-push", "incremental-pull", "central-scheduler", "output-bundle", "output-tag", "input", "backend",
+     "wait", "detach", "queue", "vcpus", "memory"}
+)  # fmt: skip
+
 
 def load_pipe_class(transform: Any) -> type:
     """`transform` may be the class itself or `package.module.ClassName` (importable from the
@@ -94,10 +101,11 @@ def parse_cli_params(cls: type, tokens: Sequence[str]) -> dict[str, Any]:
         key = name.replace("-", "_")
         param = known.get(key)
         if param is None:
-            raise ParameterError(
-                f"{cls.__name__} has no parameter --{name}",
-                hint=f"its parameters are: {', '.join('--' + n.replace('_', '-') for n in sorted(known)) or '(none)'}",
-            )
+            listed = ", ".join("--" + n.replace("_", "-") for n in sorted(known)) or "(none)"
+            hint = f"its parameters are: {listed}"
+            if name in DSDT_OPTIONS:
+                hint += f"; dsdt's own --{name} goes before the class (dsdt apply --{name} {cls.__name__} ...)"
+            raise ParameterError(f"{cls.__name__} has no parameter --{name}", hint=hint)
         if not has_value:
             following = tokens[index + 1] if index + 1 < len(tokens) else None
             if isinstance(param, luigi.BoolParameter) and (following is None or following.startswith("--")):

@@ -134,7 +134,13 @@ def _drive(driver_config: str, request: Any) -> Any:
     driver = DriverConfig.from_json(driver_config)
     driver.install(Path(os.environ["DISDAT_CONFIG"]))
     settings = load_settings()
-    factory = executor_factory(settings, build=False, images=driver.images)
+    factory = executor_factory(
+        settings,
+        build=False,
+        images=driver.images,
+        environment=driver.environment(os.environ),
+        driver=os.environ.get("AWS_BATCH_JOB_ID", ""),
+    )
     return apply_outcome(request, settings, factory, lambda line: print(line, flush=True))
 
 

@@ -290,7 +290,7 @@ def _logs(args: argparse.Namespace) -> int:
     from disdat_luigi.cli.common import current_context
 
     job = api.logs(current_context(), args.job_id, follow=args.follow, log=print)
-    return 1 if job.failed else 0
+    return 1 if job is not None and job.failed else 0
 
 
 def _wait(args: argparse.Namespace) -> int:

@@ -94,6 +94,11 @@ def _print_plan(result: api.GcResult) -> None:
         names = ", ".join(f"{printable(c.name)} {c.uuid[:8]}" for c in bundles[:5])
         more = f" and {len(bundles) - 5} more" if len(bundles) > 5 else ""
         print(f"held by {printable(store)}: {len(bundles)} bundle(s) kept ({names}{more}); --force reclaims them")
+    if result.without_remote and result.kept_as_unpushed:
+        print(
+            f"this context has no remote, so every bundle exists only here: {result.kept_as_unpushed} kept for "
+            "that alone; --force reclaims them (or bind a remote with `dsdt remote` and push first)"
+        )
     if result.remote_only_reclaimed and not result.remote:
         print(
             f"{result.remote_only_reclaimed} bundle(s) to reclaim have their files only on the remote: "

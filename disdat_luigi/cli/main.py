@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,8 +55,14 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    print(f"dsdt: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _show_warnings() -> None:
-    """The library's warnings (a bundle skipped, nothing pushed) as lines on stderr, once."""
+    """The library's warnings (a bundle skipped, nothing pushed, a config typo) as lines on
+    stderr, once each."""
+    warnings.showwarning = _warning_line
     logger = logging.getLogger("disdat_luigi")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()

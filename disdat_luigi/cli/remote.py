@@ -121,6 +121,12 @@ def _push(args: argparse.Namespace) -> int:
         f"pushed {len(result.pushed)} bundle(s) ({result.files} files, {result.bytes} bytes); "
         f"{len(result.already_remote)} already on the remote"
     )
+    if result.delocalized:
+        print(f"dropped the local files of {len(result.delocalized)} bundle(s); the remote keeps them (dsdt pull -l)")
+    if args.bundle is None and args.uuid is None and not args.tag:
+        waiting = api.uncommitted_count(current_context())
+        if waiting:
+            print(f"{waiting} uncommitted bundle(s) not pushed: `dsdt commit` them first", file=sys.stderr)
     return 0
 
 

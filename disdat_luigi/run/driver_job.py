@@ -13,7 +13,7 @@ from __future__ import annotations
 import configparser
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,15 @@ from disdat_luigi.apply.executors import executor_name
 from disdat_luigi.apply.identity import class_path
 from disdat_luigi.config import Settings, config_path
 from disdat_luigi.errors import TaskSpecRejected
+from disdat_luigi.run.environment import JobEnvironment
+from disdat_luigi.run.journal import JobRecord
 from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 
 LogSink = Callable[[str], None]
 VERSION = 1
+MAX_CHILD_RECORD = 64 * 1024
 # what a driver takes from the host's config besides its [executor.*] sections
 HOST_SECTIONS = {"docker": ("registry", "repository_prefix"), "run": None}
 
@@ -35,10 +40,25 @@ class DriverConfig:
 
     sections: dict[str, dict[str, str]]  # config sections, as the host's file has them
     images: dict[str, str]  # class path -> the registry image its jobs run (pushed by the host)
+    env_names: tuple[str, ...] = ()  # the run's --env names: the driver hands its own values on
+    secrets: dict[str, str] = field(default_factory=dict)  # the run's --secret names -> ARNs
     version: int = VERSION
 
     def to_json(self) -> str:
-        return json.dumps({"version": self.version, "sections": self.sections, "images": self.images}, sort_keys=True)
+        doc = {
+            "version": self.version,
+            "sections": self.sections,
+            "images": self.images,
+            "env_names": list(self.env_names),
+            "secrets": self.secrets,
+        }
+        return json.dumps(doc, sort_keys=True)
+
+    def environment(self, own: Mapping[str, str]) -> JobEnvironment:
+        """What the driver's children get of the run's --env and --secret: the values as the
+        driver has them (Batch set them in its own environment), the secrets by reference."""
+        values = {name: own[name] for name in self.env_names if name in own}
+        return JobEnvironment(values=values, from_host=frozenset(values), secrets=dict(self.secrets))
 
     @classmethod
     def from_json(cls, text: str) -> DriverConfig:
@@ -54,9 +74,18 @@ class DriverConfig:
             )
         sections: Any = doc.get("sections")
         images: Any = doc.get("images")
-        if not _strings_of_strings(sections) or not _strings(images):
+        names: Any = doc.get("env_names", [])
+        secrets: Any = doc.get("secrets", {})
+        if not _strings_of_strings(sections) or not _strings(images) or not _strings(secrets):
             raise TaskSpecRejected("--driver-config needs 'sections' (section -> key -> text) and 'images'")
-        return cls(sections={name: dict(values) for name, values in sections.items()}, images=dict(images))
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise TaskSpecRejected("--driver-config 'env_names' must be a list of names")
+        return cls(
+            sections={name: dict(values) for name, values in sections.items()},
+            images=dict(images),
+            env_names=tuple(names),
+            secrets=dict(secrets),
+        )
 
     def install(self, path: Path) -> None:
         """Add the host's sections to the driver's own config file (the remote's stay)."""
@@ -102,6 +131,7 @@ def prepare(
     *,
     build: bool,
     job_role_arn: str | None,
+    environment: JobEnvironment,
     log: LogSink,
 ) -> DriverConfig:
     """On the host, before the driver is submitted: each executor's queue and resources checked,
@@ -114,7 +144,12 @@ def prepare(
         executor: Any = make(name, context)
         executor.prepare(classes, log)
         images.update({class_path(cls): executor.images[class_path(cls)][1] for cls in classes})
-    return DriverConfig(sections=host_sections(config_path(), driver.executors, job_role_arn), images=images)
+    return DriverConfig(
+        sections=host_sections(config_path(), driver.executors, job_role_arn),
+        images=images,
+        env_names=tuple(sorted(environment.values)),
+        secrets=dict(environment.secrets),
+    )
 
 
 def host_sections(path: Path, executors: tuple[str, ...], job_role_arn: str | None) -> dict[str, dict[str, str]]:
@@ -141,6 +176,27 @@ def host_sections(path: Path, executors: tuple[str, ...], job_role_arn: str | No
     if job_role_arn:
         found.setdefault("run", {})["job_role_arn"] = job_role_arn
     return found
+
+
+def record_child(s3: S3, location: RemoteLocation, record: JobRecord) -> None:
+    """Inside a driver: a job it submitted, where its host finds it (`dsdt jobs`, `logs`, ...)."""
+    key = f"{location.driver_prefix(record.driver)}{record.job_id}.json"
+    s3.put_bytes(location.bucket, key, json.dumps(asdict(record), sort_keys=True).encode())
+
+
+def children(s3: S3, location: RemoteLocation, driver_job_id: str) -> list[JobRecord]:
+    """On the host: the jobs a driver submitted, oldest first (a record that does not read as one
+    is skipped: it names a job, nothing is run from it)."""
+    found = []
+    for listed in s3.list_objects(location.bucket, location.driver_prefix(driver_job_id)):
+        body = s3.get_bytes(location.bucket, listed.key, MAX_CHILD_RECORD)
+        try:
+            record = JobRecord(**json.loads(body or b""))
+        except (ValueError, TypeError):
+            continue
+        if record.driver == driver_job_id:
+            found.append(record)
+    return sorted(found, key=lambda r: r.submitted)
 
 
 def session_token_warning(seconds: int) -> str:

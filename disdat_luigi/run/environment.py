@@ -190,7 +190,8 @@ def _check_name(name: str, what: str, fix: str) -> None:
     reason = managed_reason(name)
     if reason:
         hint = (
-            "give the job a role ([run] job_role_arn) or use --use-aws-session-token"
+            "disdat_luigi gives jobs their AWS settings: on AWS Batch through a job role (job_role_arn) or "
+            "use_aws_session_token, in a container on this machine from your own credentials"
             if name.startswith("AWS_")
             else "choose another name"
         )

@@ -1,10 +1,15 @@
-"""The jobs a context submitted to AWS Batch, remembered in `<context>/jobs.jsonl` so they can be
-found again (`dsdt jobs`, `logs`, `wait`, `cancel`) after the submitting process is gone."""
+"""The one record of the jobs a context submitted (`dsdt run`'s, executor jobs on AWS Batch or
+the local Docker engine, array children), in `<context>/jobs.jsonl`: found again by `dsdt jobs`,
+`logs`, `wait` and `cancel` after the submitting process is gone, and by the next apply, which
+attaches to a job already doing the work of a task (its identity)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,40 @@ class JobRecord:
     executor: str = ""  # the executor that submitted it (`dsdt run`: run-aws_batch)
     apply_id: str = ""  # the apply whose task it runs (executor jobs)
     vcpus: int = 0
+    platform: str = "aws_batch"  # where it runs: aws_batch, or docker (a container on this machine)
+    identity: str = ""  # an executor job's TaskIdentity digest: the exact work it does
+    output_uuid: str = ""  # the bundle an executor job makes (the uuid its host fixed)
+    is_driver: bool = False  # a `dsdt run` job whose apply sends tasks out as jobs of their own
+    driver: str = ""  # the driver job that submitted this one (its record is on the remote)
+
+    @property
+    def on_docker(self) -> bool:
+        return self.platform == "docker"
 
 
 def remember(context_dir: Path, record: JobRecord) -> None:
     """Append one line (a crash loses at most that line; readers skip a torn one)."""
     with open(context_dir / JOURNAL, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def locked(context_dir: Path) -> Iterator[list[JobRecord]]:
+    """Every remembered job, read under an exclusive lock held until the caller has remembered the
+    jobs it starts: of two applies needing the same work, the second sees the first's job. The
+    lock is on the record itself, which is never removed or replaced (`dsdt verify` leaves it be)."""
+    context_dir.mkdir(parents=True, exist_ok=True)
+    with open(context_dir / JOURNAL, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield records(context_dir)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def by_identity(found: list[JobRecord], executor: str) -> dict[str, JobRecord]:
+    """The newest job of `executor` for each piece of work (TaskIdentity digest)."""
+    return {r.identity: r for r in found if r.identity and r.executor == executor}
 
 
 def records(context_dir: Path) -> list[JobRecord]:

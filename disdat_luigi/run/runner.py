@@ -19,20 +19,23 @@ from disdat_luigi.errors import BundleNotFound, ImageNotFound, JobFailed, NotCom
 from disdat_luigi.run import driver_job, journal
 from disdat_luigi.run.batch import client, state
 from disdat_luigi.run.command import apply_work, container_command
+from disdat_luigi.run.executors import docker as docker_jobs
 from disdat_luigi.run.executors import executor_type
 from disdat_luigi.run.executors.container import ContainerExecutor, LogSink
 from disdat_luigi.run.images import refresh_image
-from disdat_luigi.run.output import output_of
+from disdat_luigi.run.output import output_of, without_marker
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store import queries
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.sync import RemoteSync
 from disdat_luigi.store.store import LocalStore
 from disdat_luigi.util.codeversion import capture
 
 
 def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
+    log = without_marker(log)
     context = LocalStore(settings.root, remote_settings=settings.remote).context(request.context)
     location = RemoteLocation.of(context)
     module, _cls = module_of(request.pipe_cls)
@@ -100,6 +103,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
                 task=request.pipe_cls,
                 executor=backend.name,
                 vcpus=_requirement(submission, "VCPU"),
+                is_driver=driver is not None,
             ),
         )
 
@@ -287,7 +291,9 @@ def _driver(
     role = request.job_role_arn or settings.run.job_role_arn
     if request.use_aws_session_token and not role and not request.no_submit:
         log(driver_job.session_token_warning(request.use_aws_session_token))
-    return driver_job.prepare(planned, settings, context, build=request.build, job_role_arn=role, log=log)
+    return driver_job.prepare(
+        planned, settings, context, build=request.build, job_role_arn=role, environment=request.environment, log=log
+    )
 
 
 def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, request: RunRequest) -> None:
@@ -319,13 +325,35 @@ def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, req
 def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
     """The jobs this context submitted, newest first, with their status (one describe_jobs call
     per 100 jobs)."""
-    records = journal.records(context.path)
-    described = state.describe([r.job_id for r in records]) if records else {}
-    return [journal.describe(r, described.get(r.job_id)) for r in reversed(records)]
+    records = _with_children(context, journal.records(context.path))
+    on_batch = [r.job_id for r in records if not r.on_docker]
+    described = state.describe(on_batch) if on_batch else {}
+    return [
+        docker_jobs.describe(r) if r.on_docker else journal.describe(r, described.get(r.job_id))
+        for r in reversed(records)
+    ]
+
+
+def _with_children(context: LocalContext, records: list[journal.JobRecord]) -> list[journal.JobRecord]:
+    """The records, each driver job followed by the jobs it submitted (read from the remote)."""
+    drivers = [r for r in records if r.is_driver]
+    if not drivers:
+        return records
+    s3, location = S3(context.remote_settings), RemoteLocation.of(context)
+    found: list[journal.JobRecord] = []
+    for record in records:
+        found.append(record)
+        if record.is_driver:
+            found += driver_job.children(s3, location, record.job_id)
+    return found
 
 
 def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     record = journal.find(context.path, job_id)
+    if record is None:
+        record = next(
+            (r for r in reversed(_with_children(context, journal.records(context.path))) if r.job_id == job_id), None
+        )
     if record is None:
         raise RunError(
             f"context {context.name!r} submitted no job {job_id}", hint="`dsdt jobs` lists the jobs it submitted"
@@ -333,9 +361,16 @@ def _record(context: LocalContext, job_id: str) -> journal.JobRecord:
     return record
 
 
-def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink) -> state.JobState:
-    """Print a job's log (with `follow`: until the job ends); its last state."""
+def job_log(
+    context: LocalContext, job_id: str, follow: bool, settings: Settings, log: LogSink
+) -> state.JobState | None:
+    """Print a job's log (with `follow`: until the job ends); its last state (None for a docker
+    job: its container's state is not a Batch job's)."""
+    log = without_marker(log)
     record = _record(context, job_id)
+    if record.on_docker:
+        docker_jobs.container_log(job_id, follow, log)
+        return None
     stream = state.log_stream_name(record.definition, job_id)
     if follow:
         return state.follow(job_id, stream, log, poll_seconds=settings.run.poll_seconds).job
@@ -347,7 +382,10 @@ def job_log(context: LocalContext, job_id: str, follow: bool, settings: Settings
 
 def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSink) -> RunResult:
     """Follow a submitted job to its end and pull its output (with its lineage), as `run --wait`."""
+    log = without_marker(log)
     record = _record(context, job_id)
+    if record.on_docker:
+        return _wait_container(context, record, settings, log)
     followed = state.follow(
         job_id,
         state.log_stream_name(record.definition, job_id),
@@ -371,8 +409,31 @@ def wait_job(context: LocalContext, job_id: str, settings: Settings, log: LogSin
 
 
 def cancel_job(context: LocalContext, job_id: str) -> None:
-    _record(context, job_id)
-    client.terminate_job(job_id, "cancelled with dsdt cancel")
+    if _record(context, job_id).on_docker:
+        docker_jobs.stop_container(job_id)
+    else:
+        client.terminate_job(job_id, "cancelled with dsdt cancel")
+
+
+def _wait_container(context: LocalContext, record: journal.JobRecord, settings: Settings, log: LogSink) -> RunResult:
+    """A docker job followed to its end; its bundle pulled (the apply that runs it commits it too)."""
+    lines = docker_jobs.container_log(record.job_id, True, log)
+    ended = docker_jobs.container_state(record.job_id)
+    if ended.status == "FAILED":
+        raise JobFailed(
+            f"docker job {record.job_id[:12]} ({record.task}) failed: exit code {ended.exit_code}",
+            hint="last log lines:\n" + "\n".join(lines[-20:]),
+        )
+    result = RunResult(
+        backend=BackendName.LOCAL,
+        status=RunStatus.SUCCEEDED,
+        output_name=record.output_bundle,
+        output_uuid=record.output_uuid or output_of(lines)[1],
+        job_id=record.job_id,
+        log_tail=tuple(lines[-20:]),
+    )
+    _pull_output(context, RemoteSync(context, settings.remote), result, _request_for(record))
+    return result
 
 
 def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
@@ -384,17 +445,18 @@ def cancel_apply(context: LocalContext, apply_id: str) -> list[str]:
             f"context {context.name!r} has no jobs of apply {apply_id}",
             hint="`dsdt jobs` lists the jobs and the apply of each",
         )
-    ids = sorted({r.job_id.partition(":")[0] for r in records})
-    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended]
+    ids = sorted({r.job_id.partition(":")[0] for r in records if not r.on_docker})
+    running = [job_id for job_id, job in state.describe(ids).items() if not job.phase.ended] if ids else []
     for job_id in running:
         client.terminate_job(job_id, f"cancelled with dsdt cancel --apply {apply_id}")
-    return running
+    stopped = [r.job_id for r in records if r.on_docker and docker_jobs.stop_container(r.job_id)]
+    return running + stopped
 
 
 def failed_job_for(context: LocalContext, output_bundle: str) -> JobFailed | None:
     """Why there is no bundle `output_bundle`: the job that was to make it failed (None otherwise)."""
     record = journal.for_output(context.path, output_bundle)
-    if record is None:
+    if record is None or record.on_docker:
         return None
     job = state.describe([record.job_id], exit_codes=True).get(record.job_id)
     if job is None or not job.failed:

@@ -31,6 +31,12 @@ class GcResult:
     bytes_reclaimed: int = 0
     orphans: int = 0  # remote objects no manifest names, past the grace period (deleted unless dry run)
     orphan_bytes: int = 0
+    without_remote: bool = False  # local gc of a context bound to no remote: every bundle is only here
+
+    @property
+    def kept_as_unpushed(self) -> int:
+        """Bundles kept only because they exist nowhere else (local gc; --force reclaims them)."""
+        return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith("not pushed"))
 
     @property
     def remote_only_reclaimed(self) -> int:

@@ -111,5 +111,9 @@ class RemoteLocation:
     def intent_key(self, uuid: str) -> str:
         return f"{self.intents_prefix}{uuid}"
 
+    def driver_prefix(self, driver_job_id: str) -> str:
+        """`<root>drivers/<job id>/`: the job records of a driver job's children, for its host."""
+        return f"{self.root}drivers/{driver_job_id}/"
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

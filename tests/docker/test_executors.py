@@ -368,3 +368,36 @@ def test_a_detached_driver_sends_the_fits_out_as_their_own_jobs(farm: str, dsdt)
     assert [(c.git_info or {}).get("batch_job_id") for c in clean] == [driver]  # made in the driver itself
     log = dsdt("logs", driver)
     assert "JOB STATUS" in log.out + log.err  # the driver's status table is in its log
+    rows = api.jobs("work")  # the driver, then the jobs it submitted (their records on the remote)
+    assert [r["job_id"] for r in rows][:3] == [driver, *sorted(children, key=[r["job_id"] for r in rows].index)]
+    assert {r["task"] for r in rows[1:3]} == {"Fit(rows=200, alpha=0.5)", "Fit(rows=200, alpha=2.0)"}
+    assert {r["status"] for r in rows[:3]} == {"SUCCEEDED"}
+    child_log = dsdt("logs", rows[1]["job_id"])
+    assert child_log.code == 0 and "fitted alpha=" in child_log.out
+
+
+def test_docker_executor_jobs_are_in_the_one_job_record(naps: Path, farm: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """Jobs on the docker executor are found again like Batch jobs: `dsdt jobs` lists them running,
+    `dsdt logs` reads one, `dsdt cancel JOB` and `dsdt cancel --apply ID` stop them (the entry point
+    abandons its bundle), and the apply fails for those tasks."""
+    apply = _apply_in_background("--executor", "Nap=debug", "slow.tasks.Naps", "--count", "2", "--seconds", "120")
+    deadline, rows = time.time() + 240, []
+    while time.time() < deadline:
+        rows = [r for r in api.jobs("work") if r["executor"] == "debug" and r["status"] == "RUNNING"]
+        if len(rows) == 2:
+            break
+        assert apply.poll() is None, apply.communicate()[1][-3000:]
+        time.sleep(0.5)
+    assert len(rows) == 2 and {r["task"] for r in rows} == {"Nap(n=0, seconds=120.0)", "Nap(n=1, seconds=120.0)"}
+    listed = dsdt("jobs")
+    assert listed.code == 0 and all(r["job_id"] in listed.out for r in rows)
+    assert dsdt("logs", rows[0]["job_id"]).code == 0
+    assert dsdt("cancel", rows[0]["job_id"]).code == 0
+    stopped = dsdt("cancel", "--apply", rows[1]["apply_id"])
+    assert stopped.code == 0, stopped.err
+    _out, err = apply.communicate(timeout=180)
+    assert apply.returncode != 0 and "exit code 143" in err, err[-3000:]
+    assert {r["status"] for r in api.jobs("work") if r["executor"] == "debug"} <= {"FAILED", "GONE"}
+    gone = dsdt("logs", rows[0]["job_id"])
+    assert gone.code == 1 and "is gone" in gone.err
+    assert api.search("work", "Nap") == []  # nothing half-made was kept

@@ -368,6 +368,12 @@ def test_cli_apply_bad_input(dsdt, ctx: str, args: list[str], message: str) -> N
     assert api.search(ctx) == []
 
 
+def test_an_apply_option_after_the_class_says_where_it_goes(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    result = dsdt("apply", "tests.functional.pipelines.Typed", "--explain")
+    assert result.code == 1 and "Typed has no parameter --explain" in result.err
+    assert "dsdt's own --explain goes before the class (dsdt apply --explain Typed ...)" in result.err
+
+
 def test_cli_explain_prints_every_task(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
     """--explain prints run/reuse with the reason for each task and runs nothing."""
     first = dsdt("apply", "--explain", "tests.functional.pipelines.Double", "--n", "2").out.splitlines()

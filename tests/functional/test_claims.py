@@ -17,8 +17,8 @@ import pytest
 from disdat_luigi import api
 from disdat_luigi.apply.executors import Phase, RemoteTask
 from disdat_luigi.config import RemoteSettings
+from disdat_luigi.run import journal
 from disdat_luigi.run.claims import RECHECK_SECONDS, TTL, TaskClaims
-from disdat_luigi.run.executors.container import ExecutorJournal
 from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.remote.claims import Claim, ClaimState, ClaimStore, Conflict, Versioned
 from disdat_luigi.store.remote.s3 import S3
@@ -329,12 +329,12 @@ def test_two_take_overs_racing_exactly_one_wins(store: ClaimStore, world: World,
     assert {body(store, t)["claimant"] for t in tasks} <= {"A", "B"}
 
 
-def test_verify_leaves_the_executor_journal_lock_alone(ctx: str, dsdt) -> None:  # type: ignore[no-untyped-def]
-    """`dsdt verify` never takes the executor journal's lock for a crash leftover: while one apply
+def test_verify_leaves_the_job_record_lock_alone(ctx: str, dsdt) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt verify` never takes the job record's lock for a crash leftover: while one apply
     holds it, verify removes nothing and a second apply is still kept out; after, verify still
     counts no leftover."""
     context = api._context(ctx)
-    with ExecutorJournal(context).claimed():
+    with journal.locked(context.path):
         pass
     holder = subprocess.Popen(
         [
@@ -342,9 +342,8 @@ def test_verify_leaves_the_executor_journal_lock_alone(ctx: str, dsdt) -> None: 
             "-c",
             "import time\n"
             "from pathlib import Path\n"
-            "from disdat_luigi.run.executors.container import ExecutorJournal\n"
-            "from disdat_luigi.store.context import LocalContext\n"
-            f"with ExecutorJournal(LocalContext(Path({str(context.path)!r}))).claimed():\n"
+            "from disdat_luigi.run import journal\n"
+            f"with journal.locked(Path({str(context.path)!r})):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",
         ],
@@ -355,14 +354,14 @@ def test_verify_leaves_the_executor_journal_lock_alone(ctx: str, dsdt) -> None: 
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         checked = dsdt("verify")
         assert checked.code == 0 and "0 crash leftover(s) removed" in checked.out, checked.out + checked.err
-        with open(ExecutorJournal(context).path, "a+") as handle, pytest.raises(BlockingIOError):
+        with open(context.path / journal.JOURNAL, "a+") as handle, pytest.raises(BlockingIOError):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # still held by the first apply
     finally:
         holder.kill()
         holder.wait()
     after = dsdt("verify")
     assert after.code == 0 and "0 crash leftover(s) removed" in after.out, after.out
-    assert ExecutorJournal(context).path.exists()
+    assert (context.path / journal.JOURNAL).exists()
 
 
 def test_a_failed_submission_keeps_the_job_already_started_claimed(  # type: ignore[no-untyped-def]

@@ -380,3 +380,32 @@ def test_deleting_a_context_releases_its_holds(remote_ctx: str, bucket: str) -> 
     api.delete_context("laptop")
     assert not [k for k in _remote_keys(bucket) if "/holds/" in k]
     assert any(held in k for k in _remote_keys(bucket))  # the bundle itself stays on the remote
+
+
+def test_remote_gc_keeps_what_this_context_has_only_on_the_remote(remote_ctx: str, bucket: str) -> None:
+    """Bundles this context has without their files (pulled as metadata, or made by an executor)
+    are kept by remote gc run from it, the plan naming this store as what keeps them; its
+    bundles stay readable."""
+    made = _pushed(remote_ctx, "model", 3, size=1500)
+    api.context("reader")
+    api.remote("reader", "shared", f"s3://{bucket}/team")
+    api.pull("reader", "model")  # metadata only: the files stay on the remote
+    outcome = api.gc("reader", keep_last=1, remote=True, dry_run=False)
+    assert outcome.reclaimed == ()  # every version is one this context reads from the remote
+    held = {v.candidate.uuid: v.candidate.held_by for v in outcome.plan.verdicts if v.candidate.uuid in made}
+    assert held.keys() == set(made) and all(len(by) == 1 and "-reader-" in by[0] for by in held.values())
+    for uuid in made:  # still whole on the remote: the files come when asked for
+        api.pull("reader", uuid=uuid, localize=True)
+        assert len(Path(api.get("reader", None, uuid=uuid).data).read_bytes()) == 1500
+    assert api.verify("reader").ok
+
+
+def test_a_context_without_a_remote_says_why_nothing_goes(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """With no remote every bundle exists only here: the plan says that is why they are kept, and
+    how to reclaim them anyway."""
+    _make(ctx, "solo", 4)
+    planned = dsdt("gc", "--keep-last", "1")
+    assert planned.code == 0
+    assert "this context has no remote, so every bundle exists only here: 3 kept for that alone" in planned.out
+    forced = dsdt("gc", "--keep-last", "1", "--force", "--yes")
+    assert forced.code == 0 and len(_here(ctx, "solo")) == 1

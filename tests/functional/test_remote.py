@@ -597,3 +597,14 @@ def test_unknown_profile_is_a_clear_error(dsdt, ctx: str, bucket: str, tmp_path:
     assert missing.code == 1 and "profile (nope) could not be found" in missing.err.splitlines()[0]
     assert dsdt("--profile", "team", "remote", "shared", f"s3://{bucket}/x").code == 0
     del os.environ["AWS_PROFILE"]
+
+
+def test_push_says_what_it_left_and_what_it_dropped(dsdt, remote_ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """A push names the uncommitted bundles it did not push, and `push -d` that the local files went."""
+    kept = api.Bundle(remote_ctx, name="kept", data=__file__).commit()  # a file: -d has something to drop
+    api.add(remote_ctx, "draft", __file__)  # added bundles start uncommitted
+    pushed = dsdt("push")
+    assert pushed.code == 0 and "1 uncommitted bundle(s) not pushed: `dsdt commit` them first" in pushed.err
+    dropped = dsdt("push", "-d", "kept")
+    assert dropped.code == 0 and "dropped the local files of 1 bundle(s)" in dropped.out, dropped.out
+    assert not Path(str(api.get(remote_ctx, None, uuid=kept.uuid).data)).exists()  # its file is on the remote only

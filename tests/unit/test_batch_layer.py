@@ -214,3 +214,17 @@ def test_throttled_calls_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(client.time, "sleep", lambda _s: None)
     assert client.describe_jobs(["j"]) == [] and not answers
+
+
+def test_an_attempt_under_way_is_not_a_retry() -> None:
+    """moto lists the running attempt among `attempts` (AWS lists ended ones): a job on its first
+    attempt is on attempt 1 either way; a second attempt starts once the first has stopped."""
+    from disdat_luigi.run.batch.state import JobState
+
+    running = {"jobId": "j", "status": "RUNNING", "attempts": [{"startedAt": 1, "container": {"logStreamName": "s"}}]}
+    assert JobState.of(running).attempt == 1 and JobState.of(running).log_stream == "s"
+    again = {
+        **running,
+        "attempts": [{"startedAt": 1, "stoppedAt": 2, "statusReason": "Host EC2 lost"}, {"startedAt": 3}],
+    }
+    assert JobState.of(again).attempt == 2 and JobState.of(again).attempt_reason == "Host EC2 lost"

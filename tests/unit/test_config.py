@@ -110,3 +110,39 @@ def test_a_bad_executor_section_breaks_only_what_uses_it(tmp_path: Path, capsys:
         cfg.write_text(cfg.read_text().replace("memory = lots", "memory = 4096"))
         assert main(["config", "check"]) == 0
         assert capsys.readouterr().out == f"ok: {cfg}\n"
+
+
+def test_typos_are_never_silent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelled key of an executor section fails the apply that uses it (it would otherwise
+    run its tasks here: `typ = docker` is no type); a section without a type says so; a misspelled
+    key or section elsewhere is a warning naming the line on every command, and `dsdt config
+    check` fails on it."""
+    from disdat_luigi.cli.main import main
+
+    env = {"DISDAT_CONFIG": str(tmp_path / "disdat.cfg"), "DISDAT_HOME": str(tmp_path / "home")}
+    init_config(env)
+    cfg = Path(env["DISDAT_CONFIG"])
+    text = cfg.read_text().replace("[core]\n", "[core]\nignore_code_versoin = true\n", 1)
+    cfg.write_text(text + "\n[executor.dbg2]\ntyp = docker\n\n[executor.bare]\nmemory = 512\n\n[gcc]\nkeep_last = 2\n")
+    lines = cfg.read_text().splitlines()
+    with pytest.warns(UserWarning) as warned:
+        settings = load_settings(env)
+    said = [str(w.message) for w in warned]
+    assert any(
+        "[core] ignore_code_versoin is not a setting of [core]" in s
+        and f"line {lines.index('ignore_code_versoin = true') + 1}" in s
+        for s in said
+    )
+    assert any("[gcc] is not a section of disdat.cfg" in s for s in said)
+    with pytest.raises(ConfigError, match=r"\[executor.dbg2\] typ is not an executor setting") as typo:
+        settings.executor("dbg2")
+    assert typo.value.hint == f"fix line {lines.index('typ = docker') + 1} of {cfg}"
+    with pytest.raises(ConfigError, match=r"\[executor.bare\] has no type"):
+        settings.executor("bare")
+    assert len(settings.check()) == 4
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(["config", "check"]) == 1
+        err = capsys.readouterr().err
+        assert "ignore_code_versoin" in err and "[gcc]" in err and "typ is not" in err and "has no type" in err

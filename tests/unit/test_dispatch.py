@@ -192,19 +192,21 @@ def test_siblings_become_one_array_job(tmp_path: Path, monkeypatch: pytest.Monke
     assert isinstance(stored_spec, dict) and len(stored_spec["pins"]) == 500
 
 
-def test_the_journal_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
+def test_the_job_record_is_shared_and_survives_a_torn_line(tmp_path: Path) -> None:
+    """Executor jobs are in the context's one job record, found by the work they do; a line a
+    killed writer left half-written is skipped."""
     context = LocalStore(tmp_path / "home").create_context("c")
-    journal = container_executor.ExecutorJournal(context)
-    record = container_executor.ExecutorJob(
-        identity="i", job_id="j", output_uuid="u", executor="b", task="t", submitted=1.0
-    )
-    with journal.claimed() as known:
-        assert known == {}
-        journal.add([record])
-    with open(journal.path, "a") as handle:
+    record = journal.JobRecord(
+        job_id="j", job_name="t", pipe_cls="m.Fit", output_bundle="Fit", queue="", definition="", memory=0,
+        submitted=1.0, task="t", executor="b", platform="docker", identity="i", output_uuid="u",
+    )  # fmt: skip
+    with journal.locked(context.path) as known:
+        assert known == []
+        journal.remember(context.path, record)
+    with open(context.path / journal.JOURNAL, "a") as handle:
         handle.write('{"identity": "i", "job_')  # a writer killed mid-line
-    with journal.claimed() as known:
-        assert known == {"i": record}
+    with journal.locked(context.path) as known:
+        assert journal.by_identity(known, "b") == {"i": record} and journal.by_identity(known, "other") == {}
 
 
 def _spec(n: int) -> TaskSpec:

@@ -80,3 +80,18 @@ def test_a_bad_driver_config_is_refused_in_one_line(text: str, said: str) -> Non
     with pytest.raises(TaskSpecRejected) as raised:
         DriverConfig.from_json(text)
     assert said in raised.value.message and "\n" not in raised.value.message
+
+
+def test_the_runs_env_and_secrets_reach_the_children_by_name() -> None:
+    """The driver config carries --env names and --secret ARNs, never values: the driver hands on
+    the values Batch set in its own environment, masked as host values."""
+    config = DriverConfig(
+        sections={}, images={}, env_names=("API_USER", "MODE"), secrets={"API_KEY": "arn:aws:secretsmanager:x"}
+    )
+    text = config.to_json()
+    assert DriverConfig.from_json(text) == config
+    environment = DriverConfig.from_json(text).environment({"API_USER": "ana", "MODE": "fast", "OTHER": "no"})
+    assert dict(environment.values) == {"API_USER": "ana", "MODE": "fast"}
+    assert environment.from_host == {"API_USER", "MODE"} and dict(environment.secrets) == {
+        "API_KEY": "arn:aws:secretsmanager:x"
+    }

@@ -24,6 +24,8 @@ from unittest import mock
 
 from botocore.exceptions import ClientError
 
+ENDED = {"startedAt": 2_000, "stoppedAt": 12_000}  # an ended attempt, as AWS describes it (epoch ms)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Attempt:
@@ -175,7 +177,7 @@ class BatchDouble:
         self.terminated.append(jobId)
         job = self.jobs[jobId]
         if job.status not in ("SUCCEEDED", "FAILED"):
-            job.ended.append({"container": {"exitCode": 143, "reason": reason}, "statusReason": reason})
+            job.ended.append({"container": {"exitCode": 143, "reason": reason}, "statusReason": reason, **ENDED})
             job.status = "FAILED"
         return {}
 
@@ -215,12 +217,12 @@ class BatchDouble:
     def _end_attempt(self, job: _Job, attempt: Attempt) -> None:
         if attempt.exit_code == 0:
             job.status = "SUCCEEDED"
-            job.ended.append({"container": {"exitCode": 0, "logStreamName": job.stream}, "statusReason": ""})
+            job.ended.append({"container": {"exitCode": 0, "logStreamName": job.stream}, "statusReason": "", **ENDED})
             return
         reason = attempt.status_reason or "Essential container in task exited"
         job.ended.append(
             {"container": {"exitCode": attempt.exit_code, "reason": attempt.container_reason,
-                           "logStreamName": job.stream}, "statusReason": reason}
+                           "logStreamName": job.stream}, "statusReason": reason, **ENDED}
         )  # fmt: skip
         strategy = job.submission.get("retryStrategy") or {}
         left = int(strategy.get("attempts", 1)) > len(job.ended) and job.attempt + 1 < len(job.plan)

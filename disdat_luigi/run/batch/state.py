@@ -71,6 +71,8 @@ class JobState:
     def of(cls, job: Mapping[str, Any]) -> JobState:
         container = job.get("container") or {}
         attempts = job.get("attempts") or []
+        # moto lists the attempt under way too (AWS lists ended ones): an attempt ended once it stopped
+        ended = [a for a in attempts if a.get("stoppedAt")]
         last = (attempts[-1].get("container") or {}) if attempts else {}
         exit_code = container.get("exitCode", last.get("exitCode"))
         requirements = {r.get("type"): r.get("value") for r in container.get("resourceRequirements") or []}
@@ -80,13 +82,13 @@ class JobState:
             name=str(job.get("jobName", "")),
             phase=JobPhase(job["status"]),
             status_reason=str(job.get("statusReason") or ""),
-            attempt_reason=str((attempts[-1].get("statusReason") or "") if attempts else ""),
+            attempt_reason=str((ended[-1].get("statusReason") or "") if ended else ""),
             exit_code=None if exit_code is None else int(exit_code),
             container_reason=str(container.get("reason") or last.get("reason") or ""),
             log_stream=container.get("logStreamName") or last.get("logStreamName"),
             memory=int(requirements.get("MEMORY") or container.get("memory") or 0),
             vcpus=int(requirements.get("VCPU") or container.get("vcpus") or 0),
-            attempts=len(attempts),
+            attempts=len(ended),
             max_attempts=int((job.get("retryStrategy") or {}).get("attempts") or 1),
             queue=str(job.get("jobQueue", "")),
             started=job["startedAt"] / 1000 if job.get("startedAt") else None,

@@ -36,17 +36,19 @@ def executor_factory(
     build: bool = True,
     images: Mapping[str, str] | None = None,
     environment: JobEnvironment | None = None,
+    driver: str = "",
 ) -> ExecutorFactory:
     """Makes the executor an `[executor.NAME]` section describes, for an apply on a context;
     `images` (class path -> image), given to a driver job by its host, are run as they are;
-    `environment` (the apply's env and secrets) goes to every job, over the section's and class's."""
+    `environment` (the apply's env and secrets) goes to every job, over the section's and class's;
+    `driver` is the driver job an apply runs in (the jobs it submits are recorded for its host)."""
 
     def make(name: str, context: LocalContext) -> Executor:
         config = settings.executor(name)
         kind = executor_type(config.type)
         given: dict[str, Any] = {}
         if config.type != "local":
-            given = {"images": dict(images or {}), "environment": environment}
+            given = {"images": dict(images or {}), "environment": environment, "driver": driver}
         executor: Executor = kind(settings=settings, config=config, context=context, build=build, **given)
         return executor
 

@@ -16,7 +16,6 @@ from disdat_luigi.apply.identity import class_path
 from disdat_luigi.config import ECR_REGISTRY
 from disdat_luigi.dockerize import engine
 from disdat_luigi.errors import DisdatError, ImageNotFound, JobFailed, QueueNotFound, RunError
-from disdat_luigi.run import journal
 from disdat_luigi.run.batch import capacity, client, state
 from disdat_luigi.run.batch import spec as assembly
 from disdat_luigi.run.batch.spec import JobSpec, Resources
@@ -42,6 +41,8 @@ def task_phase(phase: JobPhase) -> Phase:
 class BatchExecutor(ContainerExecutor):
     """Tasks as AWS Batch jobs: the image pushed under its content tag, one job definition per
     image and resources, `array_min_size` or more ready siblings of a class as one array job."""
+
+    platform = "aws_batch"
 
     push_images = True
 
@@ -230,22 +231,14 @@ class BatchExecutor(ContainerExecutor):
             (d for d in self.definitions.values() if d.get("jobDefinitionArn") == spec.definition_arn), {}
         )
         for task, job_id in started:
-            journal.remember(
-                self.context.path,
-                journal.JobRecord(
-                    job_id=job_id,
-                    job_name=spec.name,
-                    pipe_cls=task.pipe_cls,
-                    output_bundle=task.output_bundle,
-                    queue=spec.queue,
-                    definition=str(definition.get("jobDefinitionName", "")),
-                    memory=spec.resources.memory,
-                    submitted=journal.now(),
-                    task=task.label,
-                    executor=self.name,
-                    apply_id=task.apply_id,
-                    vcpus=spec.resources.vcpus,
-                ),
+            self.remember_job(
+                task,
+                job_id,
+                job_name=spec.name,
+                queue=spec.queue,
+                definition=str(definition.get("jobDefinitionName", "")),
+                memory=spec.resources.memory,
+                vcpus=spec.resources.vcpus,
             )
 
     def phases(self, job_ids: Sequence[str]) -> dict[str, Phase | None]:
@@ -395,9 +388,14 @@ class BatchExecutor(ContainerExecutor):
         secrets: frozenset[str] = request.environment.from_host  # masked wherever shown
         role = request.job_role_arn or run.job_role_arn
         if request.use_aws_session_token and not role and not request.no_submit:
+            by_run = self.name.startswith("run-")  # `dsdt run`'s own job, or an executor's
+            setting = "--use-aws-session-token" if by_run else f"[executor.{self.name}] use_aws_session_token"
+            role_setting = (
+                "[run] job_role_arn or --job-role-arn" if by_run else f"job_role_arn in [executor.{self.name}]"
+            )
             self._say_once(
-                "warning: --use-aws-session-token puts temporary AWS keys in the job's overrides, readable by "
-                "anyone who can describe jobs; give the job a role instead ([run] job_role_arn)"
+                f"warning: {setting} puts temporary AWS keys in the job's overrides, readable by "
+                f"anyone who can describe jobs; give the job a role instead ({role_setting})"
             )
             credentials = client.session_credentials(request.use_aws_session_token)
             environment.update(credentials)

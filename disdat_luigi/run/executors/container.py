@@ -1,24 +1,20 @@
-"""What the container executors (AWS Batch, the local Docker engine) share: the journal of
-which job does which piece of work, images checked once, tasks attached to known jobs or
+"""What the container executors (AWS Batch, the local Docker engine) share: each job in the
+context's one job record (run/journal.py) under the work it does, images checked once, tasks attached to known jobs or
 started, jobs polled in bulk, and the container's command line.
 
 Each runs the task's module image with the entry point's `--task-spec`: exactly one task, its
 inputs pinned to the bundles the host chose, its output under the uuid the host fixed. Before a
 Batch job is submitted its task's identity is claimed on the remote (run/claims.py), so any apply,
-on any machine, attaches to it instead of starting it again; a docker job is written to this
-context's executor journal, which later applies on this machine read the same way.
+on any machine, attaches to it instead of starting it again; a docker job is found in this
+context's job record, which later applies on this machine read the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
-import json
-import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from disdat_luigi.apply.executors import Executor, JobUpdate, Phase, RemoteTask
@@ -26,67 +22,17 @@ from disdat_luigi.apply.identity import class_path, differs_from_plan
 from disdat_luigi.config import ExecutorSettings, Settings
 from disdat_luigi.dockerize.naming import find_pipe_root, image_name, module_of
 from disdat_luigi.errors import DisdatError, RunError
+from disdat_luigi.run import driver_job, journal
 from disdat_luigi.run.command import container_command
 from disdat_luigi.run.environment import JobEnvironment, class_environment
 from disdat_luigi.run.images import refresh_image
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.location import RemoteLocation
+from disdat_luigi.store.remote.s3 import S3
 from disdat_luigi.store.remote.sync import RemoteSync
 
 LogSink = Callable[[str], None]
-JOURNAL = "executor-jobs.jsonl"
-
-
-# --- the journal: which job does which piece of work -------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExecutorJob:
-    identity: str
-    job_id: str
-    output_uuid: str
-    executor: str
-    task: str
-    submitted: float
-
-
-class ExecutorJournal:
-    """`<context>/executor-jobs.jsonl`: append-only; the newest line of an identity wins."""
-
-    def __init__(self, context: LocalContext) -> None:
-        self.path = context.path / JOURNAL
-
-    @contextlib.contextmanager
-    def claimed(self) -> Iterator[dict[str, ExecutorJob]]:
-        """The journal, read under an exclusive lock held until the caller has written the jobs it
-        starts: of two applies needing the same work, the second sees the first's job. The lock
-        is on the journal file itself, which is never removed or replaced (a lock file in tmp/
-        was taken by `dsdt verify` for a dead writer's and deleted under a holder)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield self._read()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _read(self) -> dict[str, ExecutorJob]:
-        found: dict[str, ExecutorJob] = {}
-        if not self.path.exists():
-            return found
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                job = ExecutorJob(**json.loads(line))
-            except (ValueError, TypeError):
-                continue  # a torn last line of a killed writer
-            found[job.identity] = job
-        return found
-
-    def add(self, records: Sequence[ExecutorJob]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
-            handle.flush()
 
 
 # --- what both executors share ------------------------------------------------------------------------
@@ -114,6 +60,8 @@ class Attempt:
 class ContainerExecutor(Executor):
     """Images checked once, tasks attached to known jobs or started, jobs polled in bulk."""
 
+    platform = ""  # where its jobs run, as the job record says it (aws_batch, docker)
+
     push_images = False
 
     def __init__(
@@ -126,8 +74,10 @@ class ContainerExecutor(Executor):
         log: LogSink | None = None,
         images: Mapping[str, str] | None = None,
         environment: JobEnvironment | None = None,
+        driver: str = "",
     ) -> None:
         self.settings = settings
+        self.driver = driver  # the driver job this apply runs in (its host lists the jobs it submits)
         self.environment = environment or JobEnvironment()  # the apply's own (env=, secrets=)
         self.environments: dict[str, JobEnvironment] = {}  # class path -> its jobs' environment
         self.given_images = dict(images or {})  # class path -> image, chosen by the host of a driver
@@ -136,7 +86,6 @@ class ContainerExecutor(Executor):
         self.build = build
         self.name = config.name
         self.max_concurrent = config.max_concurrent_jobs
-        self.journal = ExecutorJournal(context)
         self.images: dict[str, tuple[str, str]] = {}  # class path -> (image name, reference)
         self.tracked: dict[str, Tracked] = {}  # job id -> the task it runs
         self.more_memory: dict[str, int] = {}  # task identity -> MiB of its retry after an out-of-memory kill
@@ -179,9 +128,10 @@ class ContainerExecutor(Executor):
 
     def submit(self, tasks: Sequence[RemoteTask]) -> list[JobUpdate]:
         updates: list[JobUpdate] = []
-        with self.journal.claimed() as journal:
-            known = {t.identity: journal[t.identity] for t in tasks if journal.get(t.identity, None) is not None}
-            mine = [k.job_id for k in known.values() if k.executor == self.name]
+        with journal.locked(self.context.path) as recorded:
+            jobs = journal.by_identity(recorded, self.name)
+            known = {t.identity: jobs[t.identity] for t in tasks if t.identity in jobs}
+            mine = [k.job_id for k in known.values()]
             phases = self.phases(mine) if mine else {}  # one bulk look at the jobs of earlier applies
             fresh = []
             for task in tasks:
@@ -205,7 +155,7 @@ class ContainerExecutor(Executor):
         updates += [JobUpdate(task_id=t.task_id, phase=Phase.SUBMITTED, job_id=job_id) for t, job_id in started]
         return updates
 
-    def _attach(self, task: RemoteTask, known: ExecutorJob | None, phase: Phase | None) -> JobUpdate | None:
+    def _attach(self, task: RemoteTask, known: journal.JobRecord | None, phase: Phase | None) -> JobUpdate | None:
         """A job of another apply (or of this one before the host died) doing this exact work:
         followed if it still runs, its bundle used if it made one; None: start a new one."""
         if known is None or known.executor != self.name:
@@ -274,20 +224,31 @@ class ContainerExecutor(Executor):
                 updates.append(JobUpdate(task_id=tracked.task.task_id, phase=phase, job_id=job_id))
         return updates
 
-    def remember_job(self, task: RemoteTask, job_id: str) -> None:
-        """A job started for `task` in the executor journal, so the next apply attaches to it."""
-        self.journal.add(
-            [
-                ExecutorJob(
-                    identity=task.identity,
-                    job_id=job_id,
-                    output_uuid=task.output_uuid,
-                    executor=self.name,
-                    task=task.label,
-                    submitted=time.time(),
-                )
-            ]
+    def remember_job(self, task: RemoteTask, job_id: str, **details: Any) -> None:
+        """A job started for `task` in the context's job record: `dsdt jobs`, `logs`, `wait` and
+        `cancel` find it, and the next apply attaches to it (by the task's identity). In a driver
+        job, also on the remote, where the host that submitted the driver finds it."""
+        record = journal.JobRecord(
+            job_id=job_id,
+            job_name=details.pop("job_name", task.label),
+            pipe_cls=task.pipe_cls,
+            output_bundle=task.output_bundle,
+            queue=details.pop("queue", ""),
+            definition=details.pop("definition", ""),
+            memory=details.pop("memory", self._memory(task)),
+            submitted=journal.now(),
+            task=task.label,
+            executor=self.name,
+            platform=self.platform,
+            apply_id=task.apply_id,
+            identity=task.identity,
+            output_uuid=task.output_uuid,
+            driver=self.driver,
+            **details,
         )
+        journal.remember(self.context.path, record)
+        if self.driver:
+            driver_job.record_child(S3(self.context.remote_settings), self.location, record)
 
     def _retried(self, tracked: Tracked, attempt: Attempt) -> JobUpdate:
         why = f": {attempt.reason}" if attempt.reason else ""

@@ -4,7 +4,7 @@ module's image, as AWS Batch would run it), and `dsdt run --backend Local`'s one
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from disdat_luigi.apply import taskspec
@@ -19,6 +19,8 @@ from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunR
 
 class DockerExecutor(ContainerExecutor):
     """The same containers on this machine's engine (to debug what Batch would run)."""
+
+    platform = "docker"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -155,3 +157,96 @@ class DockerExecutor(ContainerExecutor):
             output_uuid=uuid,
             log_tail=tuple(lines[-20:]),
         )
+
+
+# --- a docker job found again (`dsdt jobs`, `logs`, `wait`, `cancel`), by its container id ----------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerState:
+    """Where a docker job's container is: RUNNING, SUCCEEDED, FAILED, or GONE (removed once its
+    apply collected it: its log lines are in that apply's output)."""
+
+    status: str
+    exit_code: int | None = None
+    started: float | None = None
+    duration: float | None = None
+
+
+def container_state(job_id: str) -> ContainerState:
+    import docker.errors
+
+    try:
+        attrs = engine.connect().containers.get(job_id).attrs.get("State", {})
+    except docker.errors.NotFound:
+        return ContainerState(status="GONE")
+    started, finished = _epoch(attrs.get("StartedAt")), _epoch(attrs.get("FinishedAt"))
+    if attrs.get("Status") not in ("exited", "dead"):
+        return ContainerState(status="RUNNING", started=started)
+    code = int(attrs.get("ExitCode", 1))
+    duration = finished - started if started and finished else None
+    return ContainerState(
+        status="SUCCEEDED" if code == 0 else "FAILED", exit_code=code, started=started, duration=duration
+    )
+
+
+def container_log(job_id: str, follow: bool, log: Callable[[str], None]) -> list[str]:
+    """A docker job's log lines (with `follow`: until its container ends), each also given to `log`."""
+    import docker.errors
+
+    try:
+        container = engine.connect().containers.get(job_id)
+    except docker.errors.NotFound as err:
+        raise RunError(
+            f"the container of docker job {job_id[:12]} is gone",
+            hint="the apply that ran it removed it when it ended; its log lines are in that apply's output",
+        ) from err
+    lines: list[str] = []
+    chunks = container.logs(stream=True, follow=True) if follow else [container.logs()]
+    for chunk in chunks:
+        for line in chunk.decode("utf-8", "replace").splitlines():
+            lines.append(line)
+            log(line)
+    return lines
+
+
+def stop_container(job_id: str) -> bool:
+    """SIGTERM, then SIGKILL after docker's grace period (the entry point abandons its bundle); False
+    when the container is already gone."""
+    import docker.errors
+
+    try:
+        engine.connect().containers.get(job_id).stop()
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _epoch(stamp: str | None) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, `Z`) as epoch seconds; None for the zero time."""
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    from datetime import datetime
+
+    trimmed = stamp.rstrip("Z").split(".")
+    fraction = (trimmed[1] + "000000")[:6] if len(trimmed) > 1 else "000000"
+    return datetime.fromisoformat(f"{trimmed[0]}.{fraction}+00:00").timestamp()
+
+
+def describe(record: Any) -> dict[str, Any]:
+    """A docker job's row of `dsdt jobs` (the columns of journal.describe)."""
+    found = container_state(record.job_id)
+    duration = found.duration
+    return {
+        "job_id": record.job_id,
+        "pipe_cls": record.pipe_cls,
+        "task": record.task or record.pipe_cls,
+        "executor": record.executor,
+        "apply_id": record.apply_id,
+        "output": record.output_bundle,
+        "status": found.status,
+        "attempt": "",
+        "started": found.started,
+        "duration": duration,
+        "vcpu_seconds": None,
+    }

@@ -15,7 +15,7 @@ from disdat_luigi.store.gc import GcResult, NameUsage
 from disdat_luigi.store.index import to_us
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
-from disdat_luigi.store.remote.holds import RemoteGuards
+from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 from disdat_luigi.store.remote.sync import RemoteSync
 
 NO_NAME = "(no catalog entry)"
@@ -96,6 +96,15 @@ class RemoteCollector:
                 found[uuid] = manifest
         return found
 
+    def _with_own_references(self, holds: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """The remote's holds, and this context's own: a bundle it has whose files are only on the
+        remote (pulled without them, or made by an executor) is kept as if it held it."""
+        mine = store_id(self.sync.context)
+        for uuid in self.sync.context.remote_only_uuids():
+            if mine not in holds.get(uuid, ()):
+                holds[uuid] = (*holds.get(uuid, ()), mine)
+        return holds
+
     def published(self) -> set[str]:
         """Uuids the remote catalog lists: bundles pushed completely (one request per 1,000)."""
         prefix = self.location.catalog_prefix()
@@ -106,7 +115,7 @@ class RemoteCollector:
         listed, catalog = self._list()
         bundles = sorted(u for u, entry in listed.items() if entry.has_manifest)
         manifests = self._manifests(bundles)
-        holds = self.guards.holds()
+        holds = self._with_own_references(self.guards.holds())
         intents, dead = self.guards.intents(grace_hours * 3600, now)
         protected = self.guards.claimed_inputs(now) | {u for inputs in intents.values() for u in inputs}
         candidates = [_candidate(m, listed[u].bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()]

@@ -144,15 +144,7 @@ class S3:
 
     def put_bytes(self, bucket: str, key: str, data: bytes, create_only: bool = False) -> bool:
         """Write a small object; with `create_only` an existing object is kept and False returned."""
-        extra = self._extra()
-        if create_only:
-            extra["IfNoneMatch"] = "*"
-        try:
-            with _translate(f"s3://{bucket}/{key}"):
-                self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-        except _Precondition:
-            return False
-        return True
+        return self.put_conditional(bucket, key, data, create_only=create_only) is not None
 
     def put_conditional(
         self, bucket: str, key: str, data: bytes, *, if_match: str | None = None, create_only: bool = False
@@ -244,15 +236,8 @@ class S3:
 
     def get_bytes(self, bucket: str, key: str, limit: int) -> bytes | None:
         """A small object's content, None when it does not exist, an error past `limit` bytes."""
-        try:
-            with _translate(f"s3://{bucket}/{key}"):
-                response = self.client.get_object(Bucket=bucket, Key=key)
-                if response["ContentLength"] > limit:
-                    raise TransferError(f"s3://{bucket}/{key} is larger than {limit} bytes; refusing it")
-                data: bytes = response["Body"].read()
-                return data
-        except _NotFound:
-            return None
+        found = self.get_versioned(bucket, key, limit)
+        return None if found is None else found[0]
 
     def head(self, bucket: str, key: str, checksum: bool = False) -> dict[str, Any] | None:
         """The object's metadata, None when there is none; with `checksum` also the checksum S3

@@ -50,6 +50,7 @@ class PushResult:
     files: int = 0
     uploaded: int = 0
     bytes: int = 0
+    delocalized: list[str] = field(default_factory=list)  # bundles whose local files went (push -d)
 
 
 class PullResult(list[Bundle]):
@@ -135,6 +136,7 @@ class RemoteSync:
         if delocalize:
             for bundle in bundles:
                 self.delocalize(bundle)
+                result.delocalized.append(bundle.uuid)
         return result
 
     def _map(self, action: Callable[[T], R], items: Sequence[T]) -> list[R]:
