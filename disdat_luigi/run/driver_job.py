@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import configparser
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from disdat_luigi.apply.executors import executor_name
 from disdat_luigi.apply.identity import class_path
+from disdat_luigi.apply.plan import Decision
 from disdat_luigi.config import Settings, config_path
 from disdat_luigi.errors import TaskSpecRejected
 from disdat_luigi.run.environment import JobEnvironment
@@ -108,20 +108,21 @@ class DriverPlan:
     executors: tuple[str, ...] = ()  # every executor the pipeline names (local ones too)
 
 
-def plan(root: Any, settings: Settings) -> DriverPlan:
-    """Which of the planned tasks' classes run as their own Batch jobs (static dependencies; a
-    class yielded at run time is sent out by the driver as it would be by a laptop apply)."""
-    from disdat_luigi.apply.plan import post_order
+def plan(decisions: Sequence[Decision], settings: Settings) -> DriverPlan:
+    """Which classes of the tasks that will run go out as their own Batch jobs, by executor (the
+    apply's plan against the remote, as the driver makes it; a class yielded at run time runs
+    where the task that yields it runs)."""
+    from disdat_luigi.apply.loader import load_pipe_class
 
     remote: dict[str, list[type]] = {}
-    names: set[str] = set()
-    for task in post_order(root):
-        cls = type(task)
-        name = executor_name(cls, {})
-        names.add(name)
-        if settings.executor(name).type == "aws_batch" and cls not in remote.setdefault(name, []):
-            remote[name].append(cls)
-    return DriverPlan(remote={k: v for k, v in remote.items() if v}, executors=tuple(sorted(names)))
+    for decision in decisions:
+        if decision.reuse or not decision.pipe_cls or settings.executor(decision.executor).type != "aws_batch":
+            continue
+        cls = load_pipe_class(decision.pipe_cls)
+        if cls not in remote.setdefault(decision.executor, []):
+            remote[decision.executor].append(cls)
+    names = tuple(sorted({d.executor for d in decisions}))
+    return DriverPlan(remote={k: v for k, v in remote.items() if v}, executors=names)
 
 
 def prepare(

@@ -55,7 +55,8 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
     sync = RemoteSync(context, settings.remote)
     input_uuid = _publish_input(context, sync, request)
     image_code = _image_code(name) if pipeline is not None else None  # asks the engine: only when needed
-    reused = _planned_reuse(request, settings, location, input_uuid, pipeline, image_code)
+    decisions = _plan_on_remote(request, settings, location, input_uuid, pipeline, image_code)
+    reused = decisions[-1] if decisions and decisions[-1].reuse and decisions[-1].uuid else None
     if reused is not None:  # the remote already has the output of exactly this run: submit nothing
         log(f"everything is up to date on the remote; reusing {reused.bundle_name} {reused.uuid}, nothing started")
         result = RunResult(
@@ -68,7 +69,7 @@ def run(request: RunRequest, settings: Settings, log: LogSink) -> RunResult:
         if not request.no_submit:
             _pull_output(context, sync, result, request)
         return result
-    driver = _driver(request, pipeline, settings, context, log)  # the images its tasks run, built and pushed
+    driver = _driver(request, decisions, settings, context, log)  # the images its tasks run, built and pushed
     work = apply_work(
         pipe_cls=request.pipe_cls,
         pipe_args=request.pipe_args,
@@ -198,16 +199,17 @@ def _load_pipeline(request: RunRequest, pipe_root: Path) -> tuple[type, dict[str
             sys.path.remove(str(pipe_root))
 
 
-def _planned_reuse(
+def _plan_on_remote(
     request: RunRequest,
     settings: Settings,
     location: RemoteLocation,
     input_uuid: str | None,
     pipeline: tuple[type, dict[str, Any]] | None,
     image_code: dict[str, Any] | None,
-) -> Decision | None:
-    """The root's decision when planned against the remote exactly as the container would, if it
-    reuses an existing bundle; None when something would run (or the class is not importable here)."""
+) -> list[Decision] | None:
+    """Every task's decision (the root last) when planned against the remote exactly as the
+    container would; None when that cannot be known here (the class is not importable here, or
+    the input is not on the remote yet)."""
     from disdat_luigi.apply.driver import explain
 
     if pipeline is None or image_code is None:
@@ -232,8 +234,7 @@ def _planned_reuse(
             force_all=request.force_all,
             input_uuid=input_uuid,
         )
-        root = explain(dataclasses.replace(planned, image_code=image_code), planning)[-1]
-    return root if root.reuse and root.uuid else None
+        return explain(dataclasses.replace(planned, image_code=image_code), planning)
 
 
 def _refresh_image(request: RunRequest, pipe_root: Path | None, settings: Settings, log: LogSink) -> None:
@@ -275,17 +276,17 @@ def _publish_input(context: LocalContext, sync: RemoteSync, request: RunRequest)
 
 def _driver(
     request: RunRequest,
-    pipeline: tuple[type, dict[str, Any]] | None,
+    decisions: list[Decision] | None,
     settings: Settings,
     context: LocalContext,
     log: LogSink,
 ) -> driver_job.DriverConfig | None:
-    """For a Batch run of a pipeline whose tasks name aws_batch executors: their images built and
-    pushed and their queues checked here, and what the driver job needs to send them out."""
-    if request.backend is not BackendName.AWS_BATCH or pipeline is None:
+    """For a Batch run of a pipeline whose tasks that will run name aws_batch executors: their
+    images built and pushed and their queues checked here, and what the driver job needs to send
+    them out."""
+    if request.backend is not BackendName.AWS_BATCH or decisions is None:
         return None
-    cls, params = pipeline
-    planned = driver_job.plan(cls(**params), settings)
+    planned = driver_job.plan(decisions, settings)
     if not planned.remote:
         return None
     role = request.job_role_arn or settings.run.job_role_arn

@@ -144,9 +144,9 @@ def _verify_beside_a_failing_publish(ctx: str, rebuild: bool) -> list[str]:
     errors: list[BaseException] = []
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(self: BundleIndex, manifest: BundleManifest, committed: bool) -> None:
-            if manifest.name != "doomed":
-                return original(self, manifest, committed)
+        def wrapped(self: BundleIndex, rows: list[tuple[BundleManifest, bool]]) -> None:
+            if all(manifest.name != "doomed" for manifest, _committed in rows):
+                return original(self, rows)
             entered.set()
             assert release.wait(30)
             raise OSError(28, "No space left on device")
@@ -160,7 +160,7 @@ def _verify_beside_a_failing_publish(ctx: str, rebuild: bool) -> list[str]:
             errors.append(err)
 
     failures: list[str] = []
-    with _once(BundleIndex, "insert", make):
+    with _once(BundleIndex, "insert_many", make):  # a publish's index rows go in one insert
         writer = threading.Thread(target=close)
         writer.start()
         assert entered.wait(30)

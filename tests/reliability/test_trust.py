@@ -317,7 +317,7 @@ def test_failed_close_leaves_no_bundle(
     def fail(*_args: Any, **_kwargs: Any) -> None:
         raise error
 
-    target = (BundleIndex, "insert") if isinstance(error, sqlite3.Error) else (LocalContext, "publish")
+    target = (BundleIndex, "insert_many") if isinstance(error, sqlite3.Error) else (LocalContext, "publish")
     failures: list[str] = []
     with monkeypatch.context() as patched:
         patched.setattr(*target, fail)
