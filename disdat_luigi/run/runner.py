@@ -324,15 +324,12 @@ def _pull_output(context: LocalContext, sync: RemoteSync, result: RunResult, req
 
 
 def list_jobs(context: LocalContext) -> list[dict[str, Any]]:
-    """The jobs this context submitted, newest first, with their status (one describe_jobs call
-    per 100 jobs)."""
-    records = _with_children(context, journal.records(context.path))
+    """The jobs this context submitted, newest first (a driver job followed by the jobs it
+    submitted), with their status (one describe_jobs call per 100 jobs)."""
+    records = _with_children(context, journal.records(context.path)[::-1])
     on_batch = [r.job_id for r in records if not r.on_docker]
     described = state.describe(on_batch) if on_batch else {}
-    return [
-        docker_jobs.describe(r) if r.on_docker else journal.describe(r, described.get(r.job_id))
-        for r in reversed(records)
-    ]
+    return [docker_jobs.describe(r) if r.on_docker else journal.describe(r, described.get(r.job_id)) for r in records]
 
 
 def _with_children(context: LocalContext, records: list[journal.JobRecord]) -> list[journal.JobRecord]:

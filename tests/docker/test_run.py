@@ -130,7 +130,7 @@ def test_batch_with_wait_pulls_the_output(batch_queue: str, run_env: str, dsdt) 
     result = _summary_run(dsdt, "--backend", "AWSBatch", "--wait", "--use-aws-session-token", "900", output="waited")
     assert result.code == 0, result.err
     assert "DISDAT_OUTPUT_BUNDLE" not in result.err  # the entry point's line for the host is not shown
-    name, uuid_ = result.out.split()
+    name, uuid_ = result.out.strip().splitlines()[-1].split()  # (moto, in this process, may print first)
     assert api.get(run_env, None, uuid=uuid_).data["rows"] == 3
 
 
