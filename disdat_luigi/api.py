@@ -71,6 +71,7 @@ __all__ = [
     "commit",
     "context",
     "current_context",
+    "context_remote",
     "delete_context",
     "dockerize",
     "prune_images",
@@ -296,6 +297,12 @@ def set_aws_profile(aws_profile: str) -> None:
 
 def ls_contexts() -> list[str]:
     return _store().list_contexts()
+
+
+def context_remote(context_name: str) -> tuple[str, str] | None:
+    """The remote a context is bound to, as `dsdt remote` bound it: (s3 URL, remote context name)."""
+    meta = _context(context_name).meta
+    return (meta.remote_url, meta.remote_context) if meta.remote_url and meta.remote_context else None
 
 
 def current_context() -> str | None:

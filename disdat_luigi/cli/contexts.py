@@ -64,7 +64,9 @@ def _context(args: argparse.Namespace) -> int:
             raise api.ContextError("dsdt context -d needs the name of the context to delete")
         current = api.current_context()
         for name in api.ls_contexts():
-            print(f"{'*' if name == current else ' '} {name}")
+            bound = api.context_remote(name)
+            shared = f"  (remote: {bound[0]}, context {bound[1]})" if bound else ""
+            print(f"{'*' if name == current else ' '} {name}{shared}")
         return 0
     if args.delete:
         uncommitted = api.uncommitted_count(args.context)

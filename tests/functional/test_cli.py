@@ -36,6 +36,12 @@ def test_init_context_switch(dsdt, disdat_env: Path) -> None:  # type: ignore[no
     assert dsdt("context").out.splitlines() == ["* two"]
 
 
+def test_context_lists_the_remote_each_is_bound_to(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    assert dsdt("context", "local").code == 0
+    listed = dsdt("context").out.splitlines()
+    assert f"* {remote_ctx}  (remote: s3://{bucket}/team, context shared)" in listed and "  local" in listed
+
+
 def test_add_ls_cat_commit_rm(dsdt, ctx: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The everyday loop: add a file, list it, print it, commit it, remove it."""
     src = tmp_path / "hello.txt"
