@@ -277,11 +277,15 @@ class Planner:
             return "no bundle yet"
         before = earlier[0]
         now = typed_params(task)
-        changed = [k for k in sorted(now) if before.get(k) != now[k]]
+        # equal values written differently ([1, 10] and [1.0, 10.0]) are different recipes too
+        changed = [k for k in sorted(now) if before.get(k) != now[k] or repr(before.get(k)) != repr(now[k])]
         if not changed:
             return "upstream recipe changed"
         if len(earlier) == 1:
-            return f"new parameters: {', '.join(f'{k}={before.get(k)!r} -> {now[k]!r}' for k in changed)}"
+            said = f"new parameters: {', '.join(f'{k}={before.get(k)!r} -> {now[k]!r}' for k in changed)}"
+            if all(before.get(k) == now[k] for k in changed):
+                said += " (equal values written differently: a recipe keeps its parameters as written)"
+            return said
         mine = ", ".join(f"{k}={now[k]!r}" for k in changed)
         other = ", ".join(f"{k}={before.get(k)!r}" for k in changed)
         return f"no bundle yet for {mine}; newest other: {other}"

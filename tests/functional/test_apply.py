@@ -57,6 +57,17 @@ def test_one_more_value_of_a_sweep_says_no_bundle_yet(ctx: str) -> None:
     assert _decisions(ctx, p.Source, params={"n": 666})[0][1] == "no bundle yet for n=666; newest other: n=3"
 
 
+def test_equal_values_written_differently_say_so(ctx: str) -> None:
+    """[1, 2] and [1.0, 2.0] are equal but written differently: a recipe keeps parameters as
+    written, so the task runs, and explain says why instead of blaming the upstream."""
+    api.apply(ctx, p.Typed, params={"items": [1.0, 2.0]})
+    (decision,) = _decisions(ctx, p.Typed, params={"items": [1, 2]})
+    assert decision[1] == (
+        "new parameters: items=(1.0, 2.0) -> (1, 2) (equal values written differently: a recipe keeps its "
+        "parameters as written)"
+    )
+
+
 def test_force_and_force_all(ctx: str) -> None:
     """force re-runs only the root; force_all re-runs every task."""
     api.apply(ctx, p.Double)
