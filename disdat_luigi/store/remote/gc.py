@@ -30,6 +30,7 @@ class _Listed:
     bytes: int = 0
     newest: float = 0.0
     has_manifest: bool = False
+    manifest_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class RemoteCollector:
             entry.bytes += obj.size
             entry.newest = max(entry.newest, obj.modified)
             entry.has_manifest |= rel == MANIFEST_NAME
+            entry.manifest_bytes += obj.size if rel == MANIFEST_NAME else 0
         catalog: dict[str, list[tuple[str, str]]] = defaultdict(list)
         catalog_prefix = self.location.catalog_prefix()
         for obj in self.s3.list_objects(bucket, catalog_prefix):
@@ -183,7 +185,7 @@ class RemoteCollector:
             names = [n for n, _ in catalog.get(uuid, [])]
             name = names[0] if names and entry.has_manifest else NO_NAME if entry.has_manifest else ORPHANS
             count[name] += 1
-            size[name] += entry.bytes
+            size[name] += entry.bytes - entry.manifest_bytes  # data files, as local du counts them
         return [NameUsage(name=n, bundles=count[n], bytes=size[n]) for n in sorted(count)]
 
 
