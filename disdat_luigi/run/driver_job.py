@@ -134,14 +134,16 @@ def prepare(
     job_role_arn: str | None,
     environment: JobEnvironment,
     log: LogSink,
+    submit: bool = True,
 ) -> DriverConfig:
     """On the host, before the driver is submitted: each executor's queue and resources checked,
-    the images built and pushed; the settings and images the driver runs with."""
+    the images built and pushed; the settings and images the driver runs with. Without `submit`
+    (`--no-submit`) nothing is built or pushed: the config shows what the driver would get."""
     from disdat_luigi.run.executors import executor_factory
 
     make = executor_factory(settings, build=build)
     images: dict[str, str] = {}
-    for name, classes in driver.remote.items():
+    for name, classes in driver.remote.items() if submit else ():
         executor: Any = make(name, context)
         executor.prepare(classes, log)
         images.update({class_path(cls): executor.images[class_path(cls)][1] for cls in classes})

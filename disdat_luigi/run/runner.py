@@ -293,7 +293,14 @@ def _driver(
     if request.use_aws_session_token and not role and not request.no_submit:
         log(driver_job.session_token_warning(request.use_aws_session_token))
     return driver_job.prepare(
-        planned, settings, context, build=request.build, job_role_arn=role, environment=request.environment, log=log
+        planned,
+        settings,
+        context,
+        build=request.build,
+        job_role_arn=role,
+        environment=request.environment,
+        log=log,
+        submit=not request.no_submit,
     )
 
 
