@@ -141,10 +141,9 @@ def prepare(
     (`--no-submit`) nothing is built or pushed: the config shows what the driver would get."""
     from disdat_luigi.run.executors import executor_factory
 
-    make = executor_factory(settings, build=build)
     images: dict[str, str] = {}
     for name, classes in driver.remote.items() if submit else ():
-        executor: Any = make(name, context)
+        executor: Any = executor_factory(settings, build=build)(name, context)
         executor.prepare(classes, log)
         images.update({class_path(cls): executor.images[class_path(cls)][1] for cls in classes})
     return DriverConfig(

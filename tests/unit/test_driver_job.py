@@ -95,3 +95,24 @@ def test_the_runs_env_and_secrets_reach_the_children_by_name() -> None:
     assert environment.from_host == {"API_USER", "MODE"} and dict(environment.secrets) == {
         "API_KEY": "arn:aws:secretsmanager:x"
     }
+
+
+def test_no_submit_builds_and_pushes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dsdt run --no-submit` of a driver shows its config: no executor is made, no image built."""
+    from disdat_luigi.config import Settings
+    from disdat_luigi.run import driver_job
+    from disdat_luigi.run.environment import JobEnvironment
+
+    def no_factory(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an executor was made")
+
+    monkeypatch.setattr("disdat_luigi.run.executors.executor_factory", no_factory)
+    path = tmp_path / "disdat.cfg"
+    path.write_text(HOST_CONFIG)
+    monkeypatch.setenv("DISDAT_CONFIG", str(path))
+    planned = driver_job.DriverPlan(remote={"batch": [object]}, executors=("batch",))
+    settings = Settings(config_path=path, root=tmp_path / "home")
+    config = driver_job.prepare(
+        planned, settings, None, build=True, job_role_arn=None, environment=JobEnvironment(), log=print, submit=False
+    )  # type: ignore[arg-type]
+    assert config.images == {} and "executor.batch" in config.sections
