@@ -228,3 +228,16 @@ def test_an_attempt_under_way_is_not_a_retry() -> None:
         "attempts": [{"startedAt": 1, "stoppedAt": 2, "statusReason": "Host EC2 lost"}, {"startedAt": 3}],
     }
     assert JobState.of(again).attempt == 2 and JobState.of(again).attempt_reason == "Host EC2 lost"
+
+
+def test_a_short_log_is_read_in_one_request() -> None:
+    """A log shorter than the lines asked for is read whole in one request, not a second to find
+    there is nothing before it (executor jobs cost one Logs request each when they end)."""
+    double = BatchDouble(plan=lambda _s: [Attempt(exit_code=0, log=("one", "two", "three"))])
+    with double.installed():
+        job_id = _submit(double, retries=1)
+        while not (job := state.describe_one(job_id, exit_codes=True)).phase.ended:
+            pass
+        before = len(double.calls)
+        lines = state.last_lines(job.stream("d"), 15)
+    assert lines == ["one", "two", "three"] and double.calls[before:] == ["logs:get_log_events"]

@@ -159,7 +159,7 @@ def instance_sizes(instance_types: list[str]) -> dict[str, tuple[int, int, int]]
 
 
 def log_page(
-    stream: str, token: str | None, from_head: bool = True
+    stream: str, token: str | None, from_head: bool = True, limit: int | None = None
 ) -> tuple[list[Mapping[str, Any]], str | None] | None:
     """One page of a job's CloudWatch log from `token` on (from the top without one):
     (events, nextForwardToken); with `from_head=False`, a page read backwards from the end (or
@@ -169,6 +169,8 @@ def log_page(
     kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": from_head}
     if token is not None:
         kwargs["nextToken"] = token
+    if limit is not None:
+        kwargs["limit"] = limit
     answer = _call(
         f"reading the job log {stream}",
         logs.get_log_events,

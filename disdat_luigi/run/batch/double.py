@@ -235,12 +235,17 @@ class BatchDouble:
     # --- logs, sts, ec2 ---------------------------------------------------------------------------
 
     def get_log_events(
-        self, logGroupName: str, logStreamName: str, startFromHead: bool = True, nextToken: str | None = None
+        self,
+        logGroupName: str,
+        logStreamName: str,
+        startFromHead: bool = True,
+        nextToken: str | None = None,
+        limit: int = 10_000,
     ) -> dict[str, Any]:
         if logStreamName not in self.streams:
             raise ClientError({"Error": {"Code": "ResourceNotFoundException"}}, "GetLogEvents")
         lines = self.streams[logStreamName]
-        page = 10_000
+        page = min(limit, 10_000)
         if startFromHead:
             start = int((nextToken or "f/0").partition("/")[2])
             chunk = lines[start : start + page]

@@ -185,19 +185,19 @@ class JobLog:
 
 
 def last_lines(stream: str, count: int) -> list[str]:
-    """The last `count` lines of a log, read backwards from its end (one page for a short tail,
-    however long the log)."""
+    """The last `count` lines of a log, read backwards from its end: one request, however long
+    the log (a page of `count` events holds at least `count` lines; a shorter page is the whole log)."""
     lines: list[str] = []
     token: str | None = None
     while len(lines) < count:
-        page = client.log_page(stream, token, from_head=False)
+        page = client.log_page(stream, token, from_head=False, limit=count)
         if page is None:
             break
         events, earlier = page
         if not events:
             break
         lines = [line for e in events for line in str(e.get("message", "")).splitlines()] + lines
-        if earlier is None or earlier == token:
+        if len(events) < count or earlier is None or earlier == token:
             break
         token = earlier
     return lines[-count:]
