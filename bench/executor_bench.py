@@ -321,7 +321,7 @@ def print_results(
                 )
     if "driver" in modes:
         print(
-            "\n| N | laptop: `dsdt run --detach` | laptop's AWS requests (SubmitJob) | laptop CPU s "
+            "\n| N | laptop: `dsdt run --detach` | laptop's AWS requests | laptop CPU s "
             "| driver run to its end | whole DAG in one container (`dsdt run --wait`) |"
         )
         print("|---|---|---|---|---|---|")
@@ -329,8 +329,13 @@ def print_results(
             row = best[("after", "driver", n)]
             requests = row["requests"]
             whole = f"{best[('after', 'whole', n)]['wall']:.1f} s" if "whole" in modes else "n/a"
+            services = collections.Counter({k.partition(":")[0]: 0 for k in requests})
+            for key, count in requests.items():
+                services[key.partition(":")[0]] += count
+            by_service = ", ".join(f"{name} {count}" for name, count in sorted(services.items()))
             print(
-                f"| {n} | {row['wall']:.1f} s | {sum(requests.values())} ({requests.get('batch:SubmitJob', 0)}) "
+                f"| {n} | {row['wall']:.1f} s | {sum(requests.values())}: {by_service} "
+                f"({requests.get('batch:SubmitJob', 0)} SubmitJob) "
                 f"| {row['cpu']:.2f} | {row['driver_wall']:.1f} s | {whole} |"
             )
     for mode in [m for m in ("array", "single") if m in modes]:
