@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from disdat_luigi.apply.executors import Phase, RemoteTask
-from disdat_luigi.store.remote.claims import Claim, ClaimState, ClaimStore, Conflict, MemoryClaimStore, Versioned
+from disdat_luigi.store.remote.claims import Claim, ClaimBook, ClaimState, Conflict, Versioned
 
 TTL = 300.0  # seconds a claim stays live without renewal
 RECHECK_SECONDS = 5.0  # how often a claim another apply holds pending is read again
@@ -66,7 +66,7 @@ class TaskClaims:
     def __init__(
         self,
         *,
-        store: ClaimStore | MemoryClaimStore,
+        store: ClaimBook,
         claimant: str,
         phases: PhaseLookup,
         bundle_ready: BundleCheck,
@@ -94,11 +94,7 @@ class TaskClaims:
         sorting = Sorting()
         found: list[tuple[RemoteTask, Versioned | None]] = []
         for task in tasks:
-            outcome = self.store.create(task.identity, self._claim(task, ClaimState.PENDING))
-            if isinstance(outcome, Versioned):
-                self.held[task.identity] = _Held(task, outcome)
-                sorting.submit.append(task)
-            else:
+            if not self._create(task, sorting):
                 found.append((task, None))
         for _attempt in range(ATTEMPTS):
             if not found:
@@ -131,11 +127,7 @@ class TaskClaims:
         now = self.clock()
         for task, versioned in found:
             if versioned is None:  # removed since the create failed: create it again
-                outcome = self.store.create(task.identity, self._claim(task, ClaimState.PENDING))
-                if isinstance(outcome, Versioned):
-                    self.held[task.identity] = _Held(task, outcome)
-                    sorting.submit.append(task)
-                else:
+                if not self._create(task, sorting):
                     again.append((task, None))
                 continue
             claim = versioned.claim
@@ -230,6 +222,15 @@ class TaskClaims:
                 del self.held[identity]
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    def _create(self, task: RemoteTask, sorting: Sorting) -> bool:
+        """A pending claim written create-only; True when this apply now holds it (and submits)."""
+        outcome = self.store.create(task.identity, self._claim(task, ClaimState.PENDING))
+        if not isinstance(outcome, Versioned):
+            return False
+        self.held[task.identity] = _Held(task, outcome)
+        sorting.submit.append(task)
+        return True
 
     def _expiry(self) -> float:
         return round(self.clock() + self.ttl, 3)

@@ -103,10 +103,31 @@ def for_apply(context_dir: Path, apply_id: str) -> list[JobRecord]:
 
 
 def describe(record: JobRecord, job: JobState | None) -> dict[str, Any]:
-    """A row of `dsdt jobs`: id, task (or pipeline class), executor, output name, status, attempt,
-    started, duration and vCPU-seconds."""
-    duration = job.duration if job else None
-    vcpus = (job.vcpus if job else 0) or record.vcpus
+    """A Batch job's row of `dsdt jobs`."""
+    if job is None:
+        return row(record, status="UNKNOWN")
+    return row(
+        record,
+        status=job.phase.value,
+        attempt=f"{job.attempt}/{job.max_attempts}",
+        started=job.started,
+        duration=job.duration,
+        vcpus=job.vcpus,
+    )
+
+
+def row(
+    record: JobRecord,
+    *,
+    status: str,
+    attempt: str = "",
+    started: float | None = None,
+    duration: float | None = None,
+    vcpus: int = 0,
+) -> dict[str, Any]:
+    """A row of `dsdt jobs`, whatever runs the job: id, task (or pipeline class), executor, output
+    name, status, attempt, started, duration and vCPU-seconds."""
+    vcpus = vcpus or record.vcpus
     return {
         "job_id": record.job_id,
         "pipe_cls": record.pipe_cls,
@@ -114,9 +135,9 @@ def describe(record: JobRecord, job: JobState | None) -> dict[str, Any]:
         "executor": record.executor or "run",
         "apply_id": record.apply_id,
         "output": record.output_bundle,
-        "status": job.phase.value if job else "UNKNOWN",
-        "attempt": f"{job.attempt}/{job.max_attempts}" if job else "",
-        "started": job.started if job else None,
+        "status": status,
+        "attempt": attempt,
+        "started": started,
         "duration": duration,
         "vcpu_seconds": duration * vcpus if duration is not None and vcpus else None,
     }

@@ -24,7 +24,7 @@ from disdat_luigi.run.claims import Sorting, TaskClaims, claimant_id
 from disdat_luigi.run.executors.container import Attempt, ContainerExecutor, LogSink, Tracked
 from disdat_luigi.run.output import output_of, without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
-from disdat_luigi.store.remote.claims import ClaimStore, MemoryClaimStore
+from disdat_luigi.store.remote.claims import ClaimBook, ClaimStore
 from disdat_luigi.store.remote.s3 import S3
 
 INLINE_SPEC_LIMIT = 6 * 1024  # larger task specs go through the remote (Batch caps a submission's size)
@@ -54,7 +54,7 @@ class BatchExecutor(ContainerExecutor):
         self._summaries: dict[str, Mapping[JobPhase, int]] = {}  # array job -> its children's counts at the last poll
         self._child_phases: dict[str, dict[str, Phase]] = {}  # array job -> child -> phase last listed
         self._followed: set[str] = set()  # jobs of other applies this one follows
-        self.claim_store: ClaimStore | MemoryClaimStore | None = None  # default: the context's remote
+        self.claim_store: ClaimBook | None = None  # default: the context's remote
 
     # --- claims on the remote decide who submits (run/claims.py) -----------------------------------
 

@@ -11,6 +11,7 @@ from disdat_luigi.apply import taskspec
 from disdat_luigi.apply.executors import Phase, RemoteTask
 from disdat_luigi.dockerize import engine
 from disdat_luigi.errors import DisdatError, ImageNotFound, JobFailed, RunError
+from disdat_luigi.run import journal
 from disdat_luigi.run.batch import client
 from disdat_luigi.run.executors.container import ContainerExecutor, Tracked
 from disdat_luigi.run.output import output_of, without_output_line
@@ -233,20 +234,7 @@ def _epoch(stamp: str | None) -> float | None:
     return datetime.fromisoformat(f"{trimmed[0]}.{fraction}+00:00").timestamp()
 
 
-def describe(record: Any) -> dict[str, Any]:
-    """A docker job's row of `dsdt jobs` (the columns of journal.describe)."""
+def describe(record: journal.JobRecord) -> dict[str, Any]:
+    """A docker job's row of `dsdt jobs`."""
     found = container_state(record.job_id)
-    duration = found.duration
-    return {
-        "job_id": record.job_id,
-        "pipe_cls": record.pipe_cls,
-        "task": record.task or record.pipe_cls,
-        "executor": record.executor,
-        "apply_id": record.apply_id,
-        "output": record.output_bundle,
-        "status": found.status,
-        "attempt": "",
-        "started": found.started,
-        "duration": duration,
-        "vcpu_seconds": None,
-    }
+    return journal.row(record, status=found.status, started=found.started, duration=found.duration)

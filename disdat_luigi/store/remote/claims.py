@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.remote.s3 import S3
@@ -96,6 +96,17 @@ class Conflict:
 
 
 Outcome = Versioned | Conflict
+
+
+class ClaimBook(Protocol):
+    """Where claims are kept, with S3's conditional-write rules: `ClaimStore` on the remote,
+    `MemoryClaimStore` for tests above it."""
+
+    def read(self, digest: str) -> Versioned | None: ...
+
+    def create(self, digest: str, claim: Claim) -> Outcome: ...
+
+    def replace(self, digest: str, claim: Claim, etag: str) -> Outcome: ...
 
 
 class ClaimStore:
