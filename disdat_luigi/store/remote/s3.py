@@ -57,6 +57,13 @@ class RemoteObject:
     key: str
     size: int
     modified: float = 0.0  # LastModified, epoch seconds (0 when the listing did not say)
+    etag: str = ""  # without quotes; the MD5 of the body for a single-part upload without SSE-KMS
+
+    def holds(self, raw: bytes) -> bool:
+        """Whether this object's body is `raw`, as far as its listing can tell: True only when
+        its ETag is the MD5 of `raw` (a single-part upload, not encrypted with KMS). False says
+        "not shown", not "different": read the object to be sure."""
+        return self.size == len(raw) and self.etag == hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
 class S3:
@@ -276,7 +283,12 @@ class S3:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     modified = item.get("LastModified")
-                    yield RemoteObject(item["Key"], item["Size"], modified.timestamp() if modified else 0.0)
+                    yield RemoteObject(
+                        key=item["Key"],
+                        size=item["Size"],
+                        modified=modified.timestamp() if modified else 0.0,
+                        etag=str(item.get("ETag", "")).strip('"'),
+                    )
 
     def list_dirs(self, bucket: str, prefix: str) -> Iterator[str]:
         """The next path component of every key below `prefix`."""
