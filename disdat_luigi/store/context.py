@@ -8,7 +8,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +61,7 @@ class Publication:
     committed: bool = False
     remote_only: bool = False
     files_synced: bool = False
+    metadata_only: bool = False  # the draft holds nothing of its own (pulled without files): nothing to flush
 
 
 @dataclass
@@ -135,6 +136,35 @@ class LocalContext:
             self._unlock(self.tmp_dir / f"{uuid}.lock", fd)
             raise
         return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
+
+    def begin_many(self, uuids: Sequence[str], pool: Executor) -> tuple[list[BundleDraft], set[str]]:
+        """`begin_bundle` for each of `uuids` on `pool`: the drafts (in the order of `uuids`), and
+        the uuids another writer published meanwhile. On any other failure the drafts begun are
+        abandoned and the first failure is raised."""
+        if not self._cleaned:
+            self.clean_leftovers()
+
+        def begin(uuid: str) -> BundleDraft | None:
+            try:
+                return self.begin_bundle(uuid)
+            except BundleExists:
+                return None
+
+        futures = [pool.submit(begin, uuid) for uuid in uuids]
+        begun: list[BundleDraft | None] = []
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                begun.append(future.result())
+            except BaseException as err:  # every draft begun is found and abandoned before raising
+                failure = failure or err
+                begun.append(None)
+        drafts = [d for d in begun if d is not None]
+        if failure is not None:
+            for draft in drafts:
+                self.abandon(draft)
+            raise failure
+        return drafts, {u for u, d in zip(uuids, begun) if d is None}
 
     @staticmethod
     def _lock(lock_path: Path, wait: bool = True) -> int:
@@ -231,16 +261,19 @@ class LocalContext:
             ]
         )
 
-    def publish_many(self, publications: Sequence[Publication]) -> None:
+    def publish_many(self, publications: Sequence[Publication], pool: Executor | None = None) -> None:
         """`publish` for many drafts at once: each is flushed and gets its manifest as `publish`
-        does, in a pool of threads (the file system commits their flushes together), then all
-        get their index rows in one transaction. When that insert fails none is published: every
-        manifest is taken back and the caller abandons the drafts."""
+        does, in a pool of threads (the file system commits their flushes together; `pool`, or
+        one made for the call), then all get their index rows in one transaction. When that
+        insert fails none is published: every manifest is taken back and the caller abandons
+        the drafts."""
         if len(publications) == 1:
             self._place_manifest(publications[0])
+        elif publications and pool is not None:
+            list(pool.map(self._place_manifest, publications))  # the first failure is raised
         elif publications:
-            with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(publications))) as pool:
-                list(pool.map(self._place_manifest, publications))  # the first failure is raised
+            with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(publications))) as own:
+                list(own.map(self._place_manifest, publications))
         try:
             self.index.insert_many([(p.manifest, p.committed) for p in publications])
         except BaseException:
@@ -257,12 +290,14 @@ class LocalContext:
 
     def _place_manifest(self, publication: Publication) -> None:
         draft = publication.draft
+        if self.durable and not publication.metadata_only:  # data files and subdirectories first
+            fsutil.fsync_tree(draft.path, directories_only=publication.files_synced, include_root=False)
+        # The markers are empty files: the flush of the bundle directory after the manifest's
+        # rename (write_atomic) makes their names durable together with the manifest's.
         if publication.committed:
             (draft.path / COMMITTED_MARKER).touch()
         if publication.remote_only:
             (draft.path / REMOTE_ONLY_MARKER).touch()
-        if self.durable:  # data files and subdirectories first; the bundle directory itself last
-            fsutil.fsync_tree(draft.path, directories_only=publication.files_synced, include_root=False)
         # No fsync of objects/ afterwards: after a power loss the manifest (and the WAL index row,
         # synchronous=NORMAL) may be lost together, leaving a draft that cleanup removes; never a
         # half bundle. Durability of the last bundles is traded for speed.

@@ -75,23 +75,45 @@ def test_first_pull_reads_packs_and_a_second_pull_only_lists(remote_ctx: str, bu
 
 
 def test_a_damaged_pack_costs_requests_not_bundles(remote_ctx: str, bucket: str) -> None:
-    """A pack whose entries claim other names for real bundles, and then one that is not a pack
-    at all, are passed over: every bundle arrives from its own manifest, as it really is."""
+    """A pack whose entries claim other names for real bundles, one whose entries keep the name
+    but change the value (a bucket writer's forgery), one that is not a pack at all, and one
+    nested too deep to parse, are passed over: every bundle arrives from its own manifest, as it
+    really is (the listing of objects/ vouches only for the published manifests' bytes)."""
     made = _pushed(remote_ctx)
     [key] = _pack_keys(remote_ctx)
     s3 = boto3.client("s3")
     manifests = json.loads(gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-    forged = [json.dumps({**json.loads(text), "name": "forged"}) for text in manifests["manifests"]]
-    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(json.dumps({**manifests, "manifests": forged}).encode()))
+
+    def forged(change: dict[str, object]) -> bytes:
+        entries = [json.dumps({**json.loads(text), **change}) for text in manifests["manifests"]]
+        return gzip.compress(json.dumps({**manifests, "manifests": entries}).encode())
+
     expected = {u: (f"n{i % 4}", i) for u, i in made.items()}
-    for fresh, damage in (("forged", None), ("garbage", b"not a pack")):
-        if damage is not None:
-            s3.put_object(Bucket=bucket, Key=key, Body=damage)
+    damages = {
+        "renamed": forged({"name": "forged"}),
+        "revalued": forged({"data": {"t": "int", "v": -1}, "tags": {"forged": "yes"}}),
+        "garbage": b"not a pack",
+        "deep": gzip.compress(b"[" * 100_000),
+    }
+    for fresh, damage in damages.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=damage)
         with _sent() as sent:
             pulled = api.pull(_fresh(bucket, fresh))
-        assert sorted(pulled.fetched) == sorted(made)
+        assert sorted(pulled.fetched) == sorted(made) and pulled.skipped == []
         assert sent.count("GetObject") == 1 + COUNT  # the pack, then every manifest on its own
         assert {b.uuid: (b.name, b.data) for b in api.search(fresh)} == expected
+        assert all("forged" not in b.tags for b in api.search(fresh))
+
+
+def test_a_pack_entry_of_a_deleted_bundle_is_not_pulled(remote_ctx: str, bucket: str) -> None:
+    """A bundle removed from the remote after its pack was written stays gone for a new pull:
+    the pack's copy of its manifest is not vouched for by any listed manifest."""
+    made = _pushed(remote_ctx)
+    gone = sorted(made)[:5]
+    for uuid in gone:
+        api.rmr(remote_ctx, uuid=uuid)
+    pulled = api.pull(_fresh(bucket))
+    assert sorted(pulled.fetched) == sorted(set(made) - set(gone))
 
 
 def test_push_of_a_few_bundles_writes_no_pack(remote_ctx: str, bucket: str) -> None:

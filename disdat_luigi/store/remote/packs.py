@@ -1,12 +1,13 @@
 """Manifest packs: copies of many bundles' manifests in one object under `packs/`, written by a
 push that publishes many bundles, so that a pull reads a thousand manifests with one request.
 
-The manifests under objects/ stay the truth. A pack entry counts only for a bundle that the
-catalog lists under the entry's own name (a catalog entry is written after its manifest and
-removed before it: so the bundle is complete), and every entry goes through the validation of
-a manifest read on its own. Anything a pack cannot answer (no pack holds the bundle, a damaged
-pack, a rejected entry) is read from the bundle's own manifest. Releases that know no packs
-never see them: they lie outside objects/ and catalog/.
+The manifests under objects/ stay the truth. A pack entry counts only when a listing of
+objects/ shows that bundle's manifest with the entry's very bytes (its ETag is their MD5): a
+planted or stale entry, or one of a bundle deleted since, is not used. Every entry used goes
+through the validation of a manifest read on its own. Anything a pack cannot answer (no pack
+holds the bundle, a damaged pack, an entry the listing does not vouch for, a manifest whose
+ETag is no MD5: SSE-KMS, multipart) is read from the bundle's own manifest. Releases that know
+no packs never see them: they lie outside objects/ and catalog/.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import re
 import uuid as uuidlib
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -106,12 +107,17 @@ def listed(s3: S3, location: RemoteLocation) -> list[PackRef]:
 
 
 def read(
-    s3: S3, location: RemoteLocation, refs: Sequence[PackRef], wanted: Mapping[str, frozenset[str]], threads: int
+    s3: S3,
+    location: RemoteLocation,
+    refs: Sequence[PackRef],
+    wanted: Collection[str],
+    vouch: Callable[[str, bytes], bool],
+    threads: int,
 ) -> dict[str, BundleManifest]:
-    """Manifests of `wanted` bundles (uuid -> the names the catalog lists it under) found in
-    the packs `refs`, read in that order, a few at a time. Reading stops when every wanted
-    bundle is found, or when the packs read so far found fewer bundles than their number (the
-    rest are cheaper one by one)."""
+    """Manifests of the `wanted` bundles (uuids) found in the packs `refs`, read in that order, a
+    few at a time; an entry is used only when `vouch(uuid, entry bytes)` says it is that
+    bundle's published manifest. Reading stops when every wanted bundle is found, or when the
+    packs read so far found fewer bundles than their number (the rest are cheaper one by one)."""
     found: dict[str, BundleManifest] = {}
     todo = list(refs)
     done = 0
@@ -121,7 +127,7 @@ def read(
         for ref, raws in zip(batch, transfer.map_all(lambda r: _load(s3, location, r), batch, threads)):
             for index, raw in enumerate(raws):
                 manifest = _entry(raw, f"{location.url(ref.key)}#{index}")
-                if manifest is not None and manifest.name in wanted.get(manifest.uuid, ()):
+                if manifest is not None and manifest.uuid in wanted and vouch(manifest.uuid, raw):
                     found.setdefault(manifest.uuid, manifest)
         done += len(batch)
     return found
@@ -133,7 +139,7 @@ def _load(s3: S3, location: RemoteLocation, ref: PackRef) -> list[bytes]:
         return []
     try:
         return decode(data)
-    except (ValueError, zlib.error, EOFError, UnicodeError) as err:
+    except (ValueError, RecursionError, zlib.error, EOFError, UnicodeError) as err:
         log.debug("manifest pack %s is unreadable (%s); skipped", location.url(ref.key), err)
         return []
 

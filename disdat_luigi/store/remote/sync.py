@@ -7,6 +7,7 @@ entry by name. A bundle is on the remote exactly when its manifest is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -14,7 +15,6 @@ from typing import TypeVar
 from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import (
     BundleCorrupt,
-    BundleExists,
     BundleNotFound,
     ManifestRejected,
     NotCommitted,
@@ -24,19 +24,20 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
-from disdat_luigi.store.context import BundleDraft, LocalContext, Publication
+from disdat_luigi.store.context import FLUSH_THREADS, BundleDraft, LocalContext, Publication
 from disdat_luigi.store.index import BundleQuery, IndexRow, to_us
 from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
 from disdat_luigi.store.remote import packs, transfer
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
-from disdat_luigi.store.remote.s3 import S3
+from disdat_luigi.store.remote.s3 import S3, RemoteObject
 from disdat_luigi.store.remote.transfer import FileTransfer
 from disdat_luigi.store.transfers import RemoteRef
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 PULL_BATCH = 64  # bundles pulled together: one transfer pool for all their files, one draft each
+METADATA_BATCH = 1000  # bundles pulled without their files, published together: one index transaction
 CATALOG_NAMES_LISTED = 100  # a push of more names lists the whole catalog instead of each name
 LIST_ALL_MIN = 100  # a push of this many bundles lists the bundle directories once, not each one
 T = TypeVar("T")
@@ -317,10 +318,12 @@ class RemoteSync:
             wanted = [e for item in remote for e in self._not_here(item)]
             progress.start(len(wanted), sum(e.size for e in wanted))
         pulled = PullResult(skipped=skipped)
+        step = PULL_BATCH if localize else METADATA_BATCH
         try:
-            for start in range(0, len(remote), PULL_BATCH):
-                batch = remote[start : start + PULL_BATCH]
-                self._pull_batch(batch, localize, Part(progress), pulled, keep_going=uuid is None)
+            with ThreadPoolExecutor(max_workers=FLUSH_THREADS) as pool:  # the local writes of every batch
+                for start in range(0, len(remote), step):
+                    batch = remote[start : start + step]
+                    self._pull_batch(batch, localize, Part(progress), pulled, pool, keep_going=uuid is None)
         finally:
             if localize:
                 progress.close()
@@ -342,15 +345,10 @@ class RemoteSync:
     def _manifests(
         self, uuids: Sequence[str], name: str | None, skipped: list[tuple[str, str]]
     ) -> list[BundleManifest]:
-        """The remote manifests of `uuids` (listed under `name`, or anywhere): many of them from
-        manifest packs, the rest (and any a pack cannot vouch for) one request each, validated;
-        rejected ones are named in `skipped`."""
-        from_packs: dict[str, BundleManifest] = {}
-        if len(uuids) >= packs.PACK_MIN:
-            refs = packs.listed(self.s3, self.location)
-            if refs:
-                names = {u: frozenset([name]) for u in uuids} if name is not None else self._catalog_names(uuids)
-                from_packs = packs.read(self.s3, self.location, refs, names, self.settings.transfer_threads)
+        """The remote manifests of `uuids` (listed under `name`, or anywhere): for a pull of
+        everything many of them from manifest packs, the rest (and any a pack cannot vouch for)
+        one request each, validated; rejected ones are named in `skipped`."""
+        from_packs = self._from_packs(uuids) if name is None and len(uuids) >= packs.PACK_MIN else {}
 
         def fetch(uuid: str) -> BundleManifest | None:
             try:
@@ -363,17 +361,34 @@ class RemoteSync:
         rest = self._map(fetch, [u for u in uuids if u not in from_packs])
         return [*from_packs.values(), *(m for m in rest if m is not None)]
 
-    def _catalog_names(self, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
-        """Of `uuids`, those the catalog lists, with the names it lists each under (one listing
-        of the whole catalog: a request per thousand bundles)."""
-        wanted = set(uuids)
-        prefix = self.location.catalog_prefix()
-        names: dict[str, set[str]] = {}
+    def _from_packs(self, uuids: Sequence[str]) -> dict[str, BundleManifest]:
+        """Manifests of `uuids` from the remote's packs, each vouched for by one listing of
+        objects/ (the manifest's ETag is the MD5 of the pack entry), which runs while the first
+        packs are read. Empty when the remote has no packs."""
+        refs = packs.listed(self.s3, self.location)
+        if not refs:
+            return {}
+        with ThreadPoolExecutor(max_workers=1) as lister:
+            listing = lister.submit(self._manifest_objects, set(uuids))
+
+            def vouch(uuid: str, raw: bytes) -> bool:
+                listed = listing.result().get(uuid)
+                return listed is not None and listed.holds(raw)
+
+            try:
+                return packs.read(self.s3, self.location, refs, set(uuids), vouch, self.settings.transfer_threads)
+            finally:
+                listing.cancel()
+
+    def _manifest_objects(self, uuids: set[str]) -> dict[str, RemoteObject]:
+        """The listed manifest object of each of `uuids` that has one (a request per 1,000 keys of objects/)."""
+        prefix = self.location.objects
+        found: dict[str, RemoteObject] = {}
         for obj in self.s3.list_objects(self.location.bucket, prefix):
-            bundle_name, _, uuid = obj.key[len(prefix) :].rpartition("/")
-            if uuid in wanted and bundle_name:
-                names.setdefault(uuid, set()).add(bundle_name)
-        return {uuid: frozenset(found) for uuid, found in names.items()}
+            uuid, _, rel = obj.key[len(prefix) :].partition("/")
+            if rel == MANIFEST_NAME and uuid in uuids:
+                found[uuid] = obj
+        return found
 
     def _not_here(self, item: RemoteBundle | IndexRow) -> list[FileEntry]:
         """Files of a remote bundle this context lacks (all of them when the bundle is new)."""
@@ -388,6 +403,7 @@ class RemoteSync:
         localize: bool,
         progress: Progress,
         pulled: PullResult,
+        pool: Executor,
         keep_going: bool,
     ) -> None:
         """Pull a few bundles at once: the new ones get a draft each, all their files go through
@@ -398,18 +414,12 @@ class RemoteSync:
         fresh = [i.manifest for i in items if isinstance(i, RemoteBundle)]
         known = {i.uuid for i in items if isinstance(i, IndexRow)}
         known |= set(self.context.index.rows([m.uuid for m in fresh]))
-        drafts: dict[str, tuple[BundleDraft, BundleManifest]] = {}  # in pull order
+        wanted = {m.uuid: m for m in fresh if m.uuid not in known}
+        begun, brought = self.context.begin_many(list(wanted), pool)
+        known |= brought  # another writer (a concurrent pull) brought them meanwhile
+        drafts = {d.uuid: (d, wanted[d.uuid]) for d in begun}  # in pull order
         corrupt: dict[str, BundleCorrupt] = {}
         try:
-            for manifest in fresh:
-                if manifest.uuid in known:
-                    continue
-                try:
-                    draft = self.context.begin_bundle(manifest.uuid)
-                except BundleExists:  # another writer (a concurrent pull) brought it meanwhile
-                    known.add(manifest.uuid)
-                    continue
-                drafts[manifest.uuid] = (draft, manifest)
             if localize:
                 corrupt = self._download(drafts, progress)
             for uuid in corrupt:
@@ -425,9 +435,11 @@ class RemoteSync:
                         committed=True,
                         remote_only=not localize and bool(manifest.files),
                         files_synced=localize,
+                        metadata_only=not localize,
                     )
                     for draft, manifest in drafts.values()
-                ]
+                ],
+                pool,
             )
             drafts.clear()
         finally:
