@@ -128,10 +128,13 @@ class LocalContext:
         fd = self._lock(self.tmp_dir / f"{uuid}.lock")
         try:
             path = self.bundle_dir(uuid)
-            if (path / MANIFEST_NAME).exists():
-                raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}")
-            fsutil.remove_tree(path)  # left by a writer that died: we hold its lock now
-            path.mkdir()
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if (path / MANIFEST_NAME).exists():
+                    raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}") from None
+                fsutil.remove_tree(path)  # left by a writer that died: we hold its lock now
+                path.mkdir()
         except BaseException:
             self._unlock(self.tmp_dir / f"{uuid}.lock", fd)
             raise
@@ -295,9 +298,9 @@ class LocalContext:
         # The markers are empty files: the flush of the bundle directory after the manifest's
         # rename (write_atomic) makes their names durable together with the manifest's.
         if publication.committed:
-            (draft.path / COMMITTED_MARKER).touch()
+            fsutil.create_empty(draft.path / COMMITTED_MARKER)
         if publication.remote_only:
-            (draft.path / REMOTE_ONLY_MARKER).touch()
+            fsutil.create_empty(draft.path / REMOTE_ONLY_MARKER)
         # No fsync of objects/ afterwards: after a power loss the manifest (and the WAL index row,
         # synchronous=NORMAL) may be lost together, leaving a draft that cleanup removes; never a
         # half bundle. Durability of the last bundles is traded for speed.

@@ -42,6 +42,11 @@ def write_file(path: Path, data: bytes, durable: bool = True) -> None:
             os.fsync(handle.fileno())
 
 
+def create_empty(path: Path) -> None:
+    """An empty file at `path` (one left there already is kept as it is)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` with `data` so a reader sees the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writing thread
