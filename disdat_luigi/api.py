@@ -447,12 +447,12 @@ def gc(
         from disdat_luigi.store.remote.gc import RemoteCollector
 
         return RemoteCollector(_sync(ctx)).collect(policy, defaults.grace_hours, dry_run)
-    pushed = None
+    copies = None
     if ctx.meta.remote_url and not force:
         from disdat_luigi.store.remote.gc import RemoteCollector
 
-        pushed = RemoteCollector(_sync(ctx)).published()
-    candidates = local_gc.local_candidates(ctx, pushed)
+        copies = RemoteCollector(_sync(ctx)).published()
+    candidates = local_gc.local_candidates(ctx, copies)
     made = plan(candidates, policy, local_gc.now_us(), remote=False)
     if dry_run:
         return local_gc.GcResult(plan=made, remote=False, dry_run=True, without_remote=not ctx.meta.remote_url)
@@ -498,7 +498,7 @@ def du(local_context: str, remote: bool = False) -> list[NameUsage]:
         from disdat_luigi.store.remote.gc import RemoteCollector
 
         return RemoteCollector(_sync(ctx)).usage()
-    return local_gc.usage(local_gc.local_candidates(ctx, pushed=set()))
+    return local_gc.usage(local_gc.local_candidates(ctx, remote=None))
 
 
 def add(

@@ -15,9 +15,30 @@ from disdat_luigi.errors import BundleNotFound, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery
-from disdat_luigi.store.policy import Candidate, GcPlan
+from disdat_luigi.store.policy import NOT_PUSHED, Candidate, GcPlan, NotPushed
 
 BATCH = 200  # bundles locked and dropped from the index together (bounded open directories)
+
+UNREACHABLE_HINT = (
+    "local gc asks the remote which bundles it holds before deleting any, and could not reach it: "
+    "nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network, or run with --force "
+    "to reclaim without asking the remote (which may delete a bundle's only copy)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteCopies:
+    """What the remote holds of a context's committed bundles, by uuid: `same`, this very bundle
+    (its manifest there has the bytes of the one here: pushed); `other`, another bundle under
+    the same uuid. A uuid in neither is not on the remote."""
+
+    same: frozenset[str] = frozenset()
+    other: frozenset[str] = frozenset()
+
+    def not_pushed(self, uuid: str) -> NotPushed | None:
+        if uuid in self.same:
+            return None
+        return NotPushed.OTHER_BUNDLE if uuid in self.other else NotPushed.ONLY_HERE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +57,7 @@ class GcResult:
     @property
     def kept_as_unpushed(self) -> int:
         """Bundles kept only because they exist nowhere else (local gc; --force reclaims them)."""
-        return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith("not pushed"))
+        return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith(NOT_PUSHED))
 
     @property
     def remote_only_reclaimed(self) -> int:
@@ -55,9 +76,10 @@ def now_us() -> int:
     return int(time.time() * 10**6)
 
 
-def local_candidates(context: LocalContext, pushed: set[str] | None) -> list[Candidate]:
-    """Every bundle of the context; `pushed` (uuids the remote holds) marks the others as
-    existing only here (None: no remote, so nothing is pushed)."""
+def local_candidates(context: LocalContext, remote: RemoteCopies | None) -> list[Candidate]:
+    """Every bundle of the context, each marked with why it exists only here unless the remote
+    holds this very bundle (`remote` None: no remote, so nothing is pushed; an uncommitted
+    bundle is never pushed)."""
     rows = context.search(BundleQuery())
     uuids = [r.uuid for r in rows]
     tags = context.index.tags_of_many(uuids)
@@ -76,10 +98,16 @@ def local_candidates(context: LocalContext, pushed: set[str] | None) -> list[Can
                 upstream=tuple(deps.get(row.uuid, {}).values()),
                 bytes=size,
                 remote_only=row.uuid in remote_only,
-                unpushed=pushed is None or row.uuid not in pushed,
+                unpushed=_not_pushed(row.uuid, row.committed, remote),
             )
         )
     return found
+
+
+def _not_pushed(uuid: str, committed: bool, remote: RemoteCopies | None) -> NotPushed | None:
+    if remote is None:
+        return NotPushed.ONLY_HERE
+    return remote.not_pushed(uuid) if committed else NotPushed.UNCOMMITTED
 
 
 def _local_bytes(context: LocalContext, uuid: str, remote_only: bool) -> int:

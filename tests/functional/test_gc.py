@@ -13,6 +13,7 @@ import pytest
 
 from disdat_luigi import api
 from disdat_luigi.store import bundle as bundle_module
+from disdat_luigi.store.gc import UNREACHABLE_HINT
 
 
 @contextmanager
@@ -409,3 +410,100 @@ def test_a_context_without_a_remote_says_why_nothing_goes(dsdt, ctx: str) -> Non
     assert "this context has no remote, so every bundle exists only here: 3 kept for that alone" in planned.out
     forced = dsdt("gc", "--keep-last", "1", "--force", "--yes")
     assert forced.code == 0 and len(_here(ctx, "solo")) == 1
+
+
+# --- what counts as pushed -----------------------------------------------------------------------
+
+
+def _reason(result: api.GcResult, uuid: str) -> str | None:
+    return next(v.reason for v in result.plan.verdicts if v.candidate.uuid == uuid)
+
+
+def test_a_catalog_entry_alone_does_not_make_a_bundle_pushed(remote_ctx: str, bucket: str) -> None:
+    """An entry planted under the remote's catalog/ (any name) names bundles that were never
+    pushed: local gc keeps them and says why; a planted manifest of other bytes keeps its
+    bundle as "another bundle"."""
+    s3 = boto3.client("s3")
+    uncommitted, committed, forged, newest = _make(remote_ctx, "zz", 4)
+    for uuid in (committed, forged):
+        api.commit(remote_ctx, None, uuid=uuid)
+    for uuid in (uncommitted, committed, forged):
+        s3.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/anything/{uuid}", Body=b"")
+    s3.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{forged}/manifest.json", Body=b"{}")
+    result = api.gc(remote_ctx, keep_last=1, dry_run=False)
+    assert result.reclaimed == ()
+    assert _here(remote_ctx, "zz") == {uncommitted, committed, forged, newest}
+    assert _reason(result, uncommitted) == "not pushed: uncommitted, exists only here (--force reclaims it)"
+    assert _reason(result, committed) == "not pushed: exists only here (--force reclaims it)"
+    assert _reason(result, forged) == "not pushed: the remote holds another bundle under its uuid (--force reclaims it)"
+
+
+def _forced(ctx: str, uuid: str, made_by: str) -> None:
+    """Bundle `uuid` of name "fu" made with a forced uuid, committed, and a newer version of the name."""
+    bundle = api.Bundle(ctx, name="fu")
+    bundle.open(force_uuid=uuid)
+    bundle.add_data({"made by": made_by})
+    bundle.close()
+    api.Bundle(ctx, name="fu", data={"newer": made_by})
+    api.commit(ctx, None, uuid=uuid)
+
+
+def test_another_stores_bundle_under_a_forced_uuid_is_not_this_ones_copy(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """Store A publishes its bundle under a forced uuid; store B's own bundle of that uuid is
+    refused on push, and B's gc keeps it (its only copy), saying the remote holds another bundle."""
+    import uuid as uuidlib
+
+    from disdat_luigi.errors import UuidConflict
+
+    forced = str(uuidlib.uuid4())
+    api.context("laptop")
+    api.remote("laptop", "shared", f"s3://{bucket}/team")
+    _forced("laptop", forced, "A")
+    api.push("laptop", uuid=forced)
+    _forced(remote_ctx, forced, "B")
+    with pytest.raises(UuidConflict):
+        api.push(remote_ctx, uuid=forced)
+    planned = dsdt("gc", "--keep-last", "1")
+    assert planned.code == 0, planned.err
+    assert planned.out.splitlines()[1].split()[:3] == ["fu", "2", "0"]
+    assert "not pushed: the remote holds another bundle under its uuid (--force reclaims it)" in planned.out
+    done = dsdt("gc", "--keep-last", "1", "--yes")
+    assert done.code == 0, done.err
+    assert "reclaimed 0 bundle(s) locally" in done.out
+    assert api.cat(remote_ctx, None, uuid=forced) == {"made by": "B"}
+
+
+def test_pushed_and_pulled_bundles_count_as_pushed(remote_ctx: str, bucket: str) -> None:
+    """A pushed bundle is reclaimed locally (its manifest's ETag vouches for it), so is one whose
+    remote manifest the ETag cannot vouch for (multipart, as with KMS: read and compared), and
+    so are bundles another context pulled."""
+    made = _pushed(remote_ctx, "p", 3)
+    key = f"team/context/shared/objects/{made[1]}/manifest.json"
+    s3 = boto3.client("s3")
+    raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=raw)["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]}
+    )
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].endswith('-1"')  # not the MD5 of the bytes
+    result = api.gc(remote_ctx, keep_last=1, dry_run=False)
+    assert set(result.reclaimed) == set(made[:2])
+    api.context("reader")
+    api.remote("reader", "shared", f"s3://{bucket}/team")
+    api.pull("reader", "p", localize=True)
+    assert set(api.gc("reader", keep_last=1, dry_run=False).reclaimed) == set(made[:2])
+
+
+def test_local_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A remote endpoint nobody answers at: local gc deletes nothing and its hint is gc's own."""
+    from tests.conftest import free_port
+
+    made = _make(remote_ctx, "far", 3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    result = dsdt("gc", "--keep-last", "1", "--yes")
+    assert result.code == 1
+    message, hint = result.err.splitlines()
+    assert message.startswith("dsdt gc: cannot reach the S3 endpoint")
+    assert hint == f"hint: {UNREACHABLE_HINT}"
+    assert _here(remote_ctx) == set(made)
