@@ -195,6 +195,7 @@ def test_config_defaults_and_flags_override(dsdt, ctx: str, disdat_env: Path) ->
         (["--keep-days", "-2"], "keep-days must be a number of days of at least 0"),
         (["--keep-days", "nan"], "keep-days must be a number of days of at least 0"),
         (["--keep-tag", "nocolon"], "keep-tag 'nocolon' is not key:value"),
+        (["--keep-tag", "release:v1 stage:prod"], "keep-tag 'release:v1 stage:prod' is one tag"),
     ],
 )
 def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -208,6 +209,15 @@ def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: st
     assert _here(ctx) == set(made)
 
 
+def test_keep_tags_written_with_spaces_say_how_to_give_several(ctx: str) -> None:
+    """One --keep-tag holding two tags separated by a space names the fix: repeat --keep-tag."""
+    from disdat_luigi.errors import InvalidPolicy
+
+    with pytest.raises(InvalidPolicy) as caught:
+        api.gc(ctx, keep_tags=["release:v1 stage:prod"])
+    assert caught.value.hint.startswith("repeat --keep-tag for each tag: --keep-tag release:v1 --keep-tag stage:prod")
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
@@ -215,18 +225,45 @@ def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: st
         ("keep_last = many", "[gc] keep_last must be a whole number"),
         ("keep_days = -3", "[gc] keep_days must not be negative"),
         ("keep_tags = nocolon", "[gc] keep_tags has 'nocolon', which is not key:value"),
+        (
+            "keep_tags = release:v1 stage:prod",
+            "[gc] keep_tags has 'release:v1 stage:prod', one tag (release = 'v1 stage:prod'); "
+            "separate tags with commas: keep_tags = release:v1, stage:prod",
+        ),
         ("grace_hours = soon", "[gc] grace_hours must be a number"),
-        ("keep_lst = 3", "[gc] keep_lst is not a gc setting"),
+        ("keep_lst = 3", "[gc] keep_lst is not a setting of [gc] (known: keep_last, keep_days"),
     ],
 )
 def test_bad_config_deletes_nothing(dsdt, ctx: str, disdat_env: Path, section: str, message: str) -> None:  # type: ignore[no-untyped-def]
-    """A bad [gc] key: one line naming the section and key, exit 1, nothing deleted."""
+    """A bad [gc] key: one error line naming the section and key, exit 1, nothing deleted."""
     made = _make(ctx, "keep", 4)
     _set_gc(disdat_env, section)
     result = dsdt("gc", "--force", "--yes")
     assert result.code == 1
-    assert message in result.err.splitlines()[0]
+    errors = [line for line in result.err.splitlines() if line.startswith("dsdt gc: ")]
+    assert len(errors) == 1 and message in errors[0]
     assert _here(ctx) == set(made)
+
+
+def test_a_gc_typo_is_never_silent(dsdt, ctx: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """A key [gc] does not know is a warning line on every command, an error of `dsdt du` and of
+    `dsdt config check`, like a typo of any other section."""
+    _make(ctx, "keep", 2)
+    _set_gc(disdat_env, "keep_lst = 2")
+    config = disdat_env / "config" / "disdat.cfg"
+    line = config.read_text().splitlines().index("keep_lst = 2") + 1
+    typo = f"{config}: [gc] keep_lst is not a setting of [gc] (known: keep_last, keep_days, keep_tags, grace_hours)"
+    listed = dsdt("ls")
+    assert listed.code == 0
+    assert listed.err.splitlines() == [
+        f"dsdt: warning: {typo}; gc and du refuse to run until it is fixed (fix line {line} of {config})"
+    ]
+    usage = dsdt("du")
+    assert usage.code == 1 and usage.out == ""
+    assert f"dsdt du: {typo}" in usage.err.splitlines()
+    checked = dsdt("config", "check")
+    assert checked.code == 1
+    assert [line for line in checked.err.splitlines() if line.startswith("dsdt config: ")] == [f"dsdt config: {typo}"]
 
 
 def test_du(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
