@@ -126,14 +126,22 @@ def reclaim(context: LocalContext, uuids: Sequence[str]) -> list[str]:
     """Remove bundles, a batch at a time: each under the exclusive side of its directory lock
     (readers finish first), the batch's index rows dropped, then each directory renamed into
     tmp/ (one rename: the bundle is whole or gone) and deleted. Killed at any moment, a bundle is
-    whole (indexed again by `dsdt verify`) or gone. The uuids removed."""
+    whole (indexed again by `dsdt verify`) or gone; interrupted (Ctrl-C), the KeyboardInterrupt
+    says how many went. The uuids removed."""
     removed: list[str] = []
-    for start in range(0, len(uuids), BATCH):
-        removed += _reclaim_batch(context, uuids[start : start + BATCH])
+    try:
+        for start in range(0, len(uuids), BATCH):
+            _reclaim_batch(context, uuids[start : start + BATCH], removed)
+    except KeyboardInterrupt as err:
+        raise KeyboardInterrupt(
+            f"{len(removed)} bundle(s) reclaimed before it; every other bundle is whole "
+            "(`dsdt verify` lists again any it left unlisted)"
+        ) from err
     return removed
 
 
-def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
+def _reclaim_batch(context: LocalContext, uuids: Sequence[str], removed: list[str]) -> None:
+    """Reclaim `uuids`, adding each to `removed` once it is gone."""
     locked: dict[str, int] = {}
     trash: list[Path] = []
     with ExitStack() as held:
@@ -150,9 +158,9 @@ def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
             moved = context.tmp_dir / f"trash-{uuid}"
             os.rename(context.bundle_dir(uuid), moved)
             trash.append(moved)
+            removed.append(uuid)
     for path in trash:
         fsutil.remove_tree(path)
-    return list(locked)
 
 
 def usage(candidates: Iterable[Candidate]) -> list[NameUsage]:

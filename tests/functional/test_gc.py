@@ -544,3 +544,34 @@ def test_local_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, mo
     assert message.startswith("dsdt gc: cannot reach the S3 endpoint")
     assert hint == f"hint: {UNREACHABLE_HINT}"
     assert _here(remote_ctx) == set(made)
+
+
+def test_an_interrupted_gc_says_what_it_reclaimed(dsdt, ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while gc deletes: exit 130, one line saying how many bundles went before it; the
+    rest are whole and `dsdt verify` is clean."""
+    from disdat_luigi.store import fsutil
+    from disdat_luigi.store import gc as local_gc
+
+    made = _make(ctx, "many", 7)
+    monkeypatch.setattr(local_gc, "BATCH", 2)
+    removals = []
+    remove_tree = fsutil.remove_tree
+
+    def interrupted_at_the_third(path: Path) -> None:  # the first of the second batch's deletions
+        removals.append(path)
+        if len(removals) == 3:
+            raise KeyboardInterrupt
+        remove_tree(path)
+
+    monkeypatch.setattr(fsutil, "remove_tree", interrupted_at_the_third)
+    result = dsdt("gc", "--keep-last", "1", "--force", "--yes")
+    assert result.code == 130
+    assert result.err.splitlines() == [
+        "dsdt: interrupted: 4 bundle(s) reclaimed before it; every other bundle is whole "
+        "(`dsdt verify` lists again any it left unlisted)"
+    ]
+    monkeypatch.setattr(fsutil, "remove_tree", remove_tree)
+    left = _here(ctx, "many")
+    assert len(left) == 7 - 4 and made[-1] in left
+    assert dsdt("verify").code == 0
+    assert all(api.cat(ctx, None, uuid=uuid) for uuid in _here(ctx))
