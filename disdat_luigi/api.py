@@ -483,7 +483,7 @@ def _keep_tags(tags: Mapping[str, str] | Iterable[str | tuple[str, str]]) -> tup
                 raise InvalidPolicy(f"keep-tag {item!r} is not key:value")
             if several_tags(value):
                 raise InvalidPolicy(
-                    f"keep-tag {item!r} is one tag ({key} = {value!r}), not several",
+                    f"keep-tag {item!r} reads as the one tag {key} = {value!r}, not {len(item.split())} tags",
                     hint="repeat --keep-tag for each tag: "
                     + " ".join(f"--keep-tag {word}" for word in item.split())
                     + " (from Python: a list of 'key:value' strings)",

@@ -308,7 +308,7 @@ def _gc(reader: _Reader) -> GcSettings:
             raise reader.fail(
                 "gc",
                 "keep_tags",
-                f"has {written!r}, one tag ({key} = {value!r}); separate tags with commas: "
+                f"has {written!r}, which reads as the one tag {key} = {value!r}; separate tags with commas: "
                 f"keep_tags = {', '.join(written.split())}",
             )
     return GcSettings(

@@ -20,9 +20,9 @@ from disdat_luigi.store.policy import NOT_PUSHED, Candidate, GcPlan, NotPushed
 BATCH = 200  # bundles locked and dropped from the index together (bounded open directories)
 
 UNREACHABLE_HINT = (
-    "local gc asks the remote which bundles it holds before deleting any, and could not reach it: "
-    "nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network, or run with --force "
-    "to reclaim without asking the remote (which may delete a bundle's only copy)"
+    "local gc asks the remote which bundles it holds before deleting any, and the remote did not "
+    "answer: nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network and retry, "
+    "or run with --force to reclaim without asking the remote (which may delete a bundle's only copy)"
 )
 
 

@@ -195,7 +195,10 @@ def test_config_defaults_and_flags_override(dsdt, ctx: str, disdat_env: Path) ->
         (["--keep-days", "-2"], "keep-days must be a number of days of at least 0"),
         (["--keep-days", "nan"], "keep-days must be a number of days of at least 0"),
         (["--keep-tag", "nocolon"], "keep-tag 'nocolon' is not key:value"),
-        (["--keep-tag", "release:v1 stage:prod"], "keep-tag 'release:v1 stage:prod' is one tag"),
+        (
+            ["--keep-tag", "release:v1 stage:prod"],
+            "keep-tag 'release:v1 stage:prod' reads as the one tag release = 'v1 stage:prod', not 2 tags",
+        ),
     ],
 )
 def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -227,7 +230,7 @@ def test_keep_tags_written_with_spaces_say_how_to_give_several(ctx: str) -> None
         ("keep_tags = nocolon", "[gc] keep_tags has 'nocolon', which is not key:value"),
         (
             "keep_tags = release:v1 stage:prod",
-            "[gc] keep_tags has 'release:v1 stage:prod', one tag (release = 'v1 stage:prod'); "
+            "[gc] keep_tags has 'release:v1 stage:prod', which reads as the one tag release = 'v1 stage:prod'; "
             "separate tags with commas: keep_tags = release:v1, stage:prod",
         ),
         ("grace_hours = soon", "[gc] grace_hours must be a number"),
