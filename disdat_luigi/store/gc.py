@@ -60,6 +60,12 @@ class GcResult:
         return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith(NOT_PUSHED))
 
     @property
+    def uuid_taken_on_remote(self) -> list[Candidate]:
+        """Bundles here whose uuid the remote gives to another bundle (a forced uuid used twice):
+        they cannot be pushed, so local gc keeps them (local gc without --force)."""
+        return [v.candidate for v in self.plan.verdicts if v.candidate.unpushed is NotPushed.OTHER_BUNDLE]
+
+    @property
     def remote_only_reclaimed(self) -> int:
         """Reclaimed bundles whose files are only on the remote (they free no local bytes)."""
         return sum(1 for c in self.plan.reclaimed if c.remote_only)

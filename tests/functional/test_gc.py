@@ -507,6 +507,10 @@ def test_another_stores_bundle_under_a_forced_uuid_is_not_this_ones_copy(dsdt, r
     assert planned.code == 0, planned.err
     assert planned.out.splitlines()[1].split()[:3] == ["fu", "2", "0"]
     assert "not pushed: the remote holds another bundle under its uuid (--force reclaims it)" in planned.out
+    assert (
+        f"the remote holds another bundle under the uuid of 1 bundle(s) here (fu {forced[:8]}): "
+        "they cannot be pushed, so they are kept; --force would delete the only copy"
+    ) in planned.out.splitlines()
     done = dsdt("gc", "--keep-last", "1", "--yes")
     assert done.code == 0, done.err
     assert "reclaimed 0 bundle(s) locally" in done.out
