@@ -518,11 +518,16 @@ def test_another_stores_bundle_under_a_forced_uuid_is_not_this_ones_copy(dsdt, r
 
 def test_pushed_and_pulled_bundles_count_as_pushed(remote_ctx: str, bucket: str) -> None:
     """A pushed bundle is reclaimed locally (its manifest's ETag vouches for it), so is one whose
-    remote manifest the ETag cannot vouch for (multipart, as with KMS: read and compared), and
-    so are bundles another context pulled."""
-    made = _pushed(remote_ctx, "p", 3)
-    key = f"team/context/shared/objects/{made[1]}/manifest.json"
+    remote manifest the ETag cannot vouch for (multipart, as with KMS: read and compared), or
+    that says the same in another layout, and so are bundles another context pulled."""
+    import json
+
+    made = _pushed(remote_ctx, "p", 4)
     s3 = boto3.client("s3")
+    key = f"team/context/shared/objects/{made[0]}/manifest.json"
+    relaid = json.dumps(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), indent=2)
+    s3.put_object(Bucket=bucket, Key=key, Body=relaid.encode())
+    key = f"team/context/shared/objects/{made[1]}/manifest.json"
     raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=raw)["ETag"]
@@ -531,11 +536,11 @@ def test_pushed_and_pulled_bundles_count_as_pushed(remote_ctx: str, bucket: str)
     )
     assert s3.head_object(Bucket=bucket, Key=key)["ETag"].endswith('-1"')  # not the MD5 of the bytes
     result = api.gc(remote_ctx, keep_last=1, dry_run=False)
-    assert set(result.reclaimed) == set(made[:2])
+    assert set(result.reclaimed) == set(made[:3])
     api.context("reader")
     api.remote("reader", "shared", f"s3://{bucket}/team")
     api.pull("reader", "p", localize=True)
-    assert set(api.gc("reader", keep_last=1, dry_run=False).reclaimed) == set(made[:2])
+    assert set(api.gc("reader", keep_last=1, dry_run=False).reclaimed) == set(made[:3])
 
 
 def test_local_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -109,11 +109,12 @@ class RemoteCollector:
 
     def published(self) -> RemoteCopies:
         """Which of this context's committed bundles the remote holds as this very bundle (its
-        manifest there has the bytes of the one here), and under which uuids it holds another. A
-        catalog entry proves neither: anyone may write one, and a forced uuid may be another
-        store's. One listing of objects/ (a request per 1,000 keys); a manifest's ETag vouches
-        for its bytes when uploaded in one part without KMS, any other of the same size is read
-        (a GET each, concurrently). TransferError with local gc's hint when it cannot be asked."""
+        manifest there has the bytes of the one here, or says the same in another layout: a pull
+        writes manifests back as this release lays them out), and under which uuids it holds
+        another. A catalog entry proves neither: anyone may write one, and a forced uuid may be
+        another store's. One listing of objects/ (a request per 1,000 keys); a manifest's ETag
+        vouches for its bytes when uploaded in one part without KMS, any other is read (a GET
+        each, concurrently). TransferError with local gc's hint when it cannot be asked."""
         context = self.sync.context
         committed = {row.uuid for row in context.search(BundleQuery(committed=True))}
         prefix = self.location.objects
@@ -128,13 +129,15 @@ class RemoteCollector:
                 return None
 
         def alike(uuid: str) -> bool | None:
-            """Whether the remote manifest has the local bytes; None when either is gone."""
+            """Whether the remote manifest says what the local one says; None when either is gone."""
             try:
                 remote = self.sync.fetch(uuid)
-            except ManifestRejected:  # damaged, or claims another uuid: not this bundle
+                here = local(uuid)
+                if remote is None or here is None:
+                    return None
+                return remote.raw == here or remote.manifest == context.load_manifest(uuid)
+            except (ManifestRejected, BundleNotFound):  # damaged, or claims another uuid: not this bundle
                 return False
-            here = local(uuid)
-            return None if remote is None or here is None else remote.raw == here
 
         try:
             for obj in self.s3.list_objects(self.location.bucket, prefix):
@@ -143,10 +146,8 @@ class RemoteCollector:
                     continue
                 if obj.holds(raw):
                     same.add(uuid)
-                elif obj.size == len(raw):  # KMS or multipart: the ETag cannot tell, the bytes can
+                else:  # KMS, multipart, another layout or another bundle: the manifest itself tells
                     unsure.append(uuid)
-                else:
-                    other.add(uuid)
             for uuid, verdict in zip(unsure, self.sync._map(alike, unsure)):
                 if verdict is not None:
                     (same if verdict else other).add(uuid)
