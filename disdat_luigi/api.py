@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from disdat_luigi.config import init_config, load_settings
+from disdat_luigi.config import init_config, load_settings, several_tags
 from disdat_luigi.errors import *  # noqa: F403  (the error tree is part of this module's surface)
 from disdat_luigi.errors import (
     BundleNotFound,
@@ -447,12 +447,12 @@ def gc(
         from disdat_luigi.store.remote.gc import RemoteCollector
 
         return RemoteCollector(_sync(ctx)).collect(policy, defaults.grace_hours, dry_run)
-    pushed = None
+    copies = None
     if ctx.meta.remote_url and not force:
         from disdat_luigi.store.remote.gc import RemoteCollector
 
-        pushed = RemoteCollector(_sync(ctx)).published()
-    candidates = local_gc.local_candidates(ctx, pushed)
+        copies = RemoteCollector(_sync(ctx)).published()
+    candidates = local_gc.local_candidates(ctx, copies)
     made = plan(candidates, policy, local_gc.now_us(), remote=False)
     if dry_run:
         return local_gc.GcResult(plan=made, remote=False, dry_run=True, without_remote=not ctx.meta.remote_url)
@@ -481,6 +481,13 @@ def _keep_tags(tags: Mapping[str, str] | Iterable[str | tuple[str, str]]) -> tup
             key, sep, value = item.partition(":")
             if not sep or not key:
                 raise InvalidPolicy(f"keep-tag {item!r} is not key:value")
+            if several_tags(value):
+                raise InvalidPolicy(
+                    f"keep-tag {item!r} reads as the one tag {key} = {value!r}, not {len(item.split())} tags",
+                    hint="repeat --keep-tag for each tag: "
+                    + " ".join(f"--keep-tag {word}" for word in item.split())
+                    + " (from Python: a list of 'key:value' strings)",
+                )
             pairs.append((key, value))
         elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item) and item[0]:
             pairs.append((item[0], item[1]))
@@ -493,12 +500,13 @@ def du(local_context: str, remote: bool = False) -> list[NameUsage]:
     """Bundles and bytes per name, locally (files present here) or on the context's remote."""
     from disdat_luigi.store import gc as local_gc
 
+    _ = load_settings().gc  # a mistake in [gc] is reported here too, as the docs of gc and du say
     ctx = _context(local_context)
     if remote:
         from disdat_luigi.store.remote.gc import RemoteCollector
 
         return RemoteCollector(_sync(ctx)).usage()
-    return local_gc.usage(local_gc.local_candidates(ctx, pushed=set()))
+    return local_gc.usage(local_gc.local_candidates(ctx, remote=None))
 
 
 def add(

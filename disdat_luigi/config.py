@@ -70,6 +70,8 @@ class GcSettings:
 
 
 GC_KEYS = ("keep_last", "keep_days", "keep_tags", "grace_hours")
+# what a key of the file nothing reads does, when not simply ignored
+UNKNOWN_KEY_EFFECT = {"gc": "gc and du refuse to run until it is fixed"}
 # every key of every section this file reads: anything else is a typo that would silently do nothing
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "core": ("root", "ignore_code_version"),
@@ -156,12 +158,13 @@ class Settings:
 
     def check(self) -> list[ConfigError]:
         """Every executor section (and [gc]) read as its command would read it, and every section or
-        key the file does not know: what is wrong."""
+        key the file does not know: what is wrong (each once)."""
         problems = list(self.unknown)
         try:
             _ = self.gc
         except ConfigError as err:
-            problems.append(err)
+            if err.message not in {p.message for p in problems}:  # an unknown [gc] key is both
+                problems.append(err)
         for section, _items in self.executor_sections:
             try:
                 self.executor(section.partition(".")[2])
@@ -210,9 +213,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         first = str(err).splitlines()[0]
         raise ConfigError(f"malformed config {path}: {first}") from err
     reader = _Reader(parser, path)
-    unknown = tuple(_unknown(reader))
-    for problem in unknown:  # a typo must not do nothing silently; only `dsdt config check` fails on it
-        warnings.warn(f"{problem.message}; it is ignored ({problem.hint})", stacklevel=2)
+    unknown = _unknown(reader)
+    for section, problem in unknown:  # a typo must not do nothing silently; `dsdt config check` fails on it
+        effect = UNKNOWN_KEY_EFFECT.get(section, "it is ignored")
+        warnings.warn(f"{problem.message}; {effect} ({problem.hint})", stacklevel=2)
     root = env.get("DISDAT_HOME") or reader.text("core", "root") or "~/.disdat"
     sse = reader.text("remote", "server_side_encryption") or "none"
     if sse not in SSE_CHOICES:
@@ -259,44 +263,66 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             for section in parser.sections()
             if section.startswith("executor.")
         ),
-        unknown=unknown,
+        unknown=tuple(problem for _, problem in unknown),
     )
 
 
-def _unknown(reader: _Reader) -> list[ConfigError]:
-    """Sections and keys no command reads (executor sections are checked when used)."""
-    found = []
+def _unknown(reader: _Reader) -> list[tuple[str, ConfigError]]:
+    """Sections and keys no command reads, with their section (executor sections are checked
+    when used)."""
+    found: list[tuple[str, ConfigError]] = []
     for section in reader.parser.sections():
         if section.startswith("executor."):
             continue
         known = SECTION_KEYS.get(section)
         if known is None:
             sections = ", ".join([*SECTION_KEYS, "executor.NAME"])
-            found.append(
-                ConfigError(
-                    f"{reader.path}: [{section}] is not a section of disdat.cfg (known: {sections})",
-                    hint=f"fix or remove [{section}] in {reader.path}",
-                )
+            problem = ConfigError(
+                f"{reader.path}: [{section}] is not a section of disdat.cfg (known: {sections})",
+                hint=f"fix or remove [{section}] in {reader.path}",
             )
+            found.append((section, problem))
             continue
-        for key in reader.parser.options(section):
-            if key not in known and section != "gc":  # [gc] refuses its unknown keys when gc runs
-                found.append(reader.fail(section, key, f"is not a setting of [{section}] (known: {', '.join(known)})"))
+        found += [(section, problem) for problem in _unknown_keys(reader, section)]
     return found
 
 
+def _unknown_keys(reader: _Reader, section: str) -> list[ConfigError]:
+    known = SECTION_KEYS[section]
+    return [
+        reader.fail(section, key, f"is not a setting of [{section}] (known: {', '.join(known)})")
+        for key in reader.parser.options(section)
+        if key not in known
+    ]
+
+
 def _gc(reader: _Reader) -> GcSettings:
-    """The `[gc]` section; a key it does not know is an error (a typo would silently keep nothing)."""
-    if reader.parser.has_section("gc"):
-        for key in reader.parser.options("gc"):
-            if key not in GC_KEYS:
-                raise reader.fail("gc", key, f"is not a gc setting (known: {', '.join(GC_KEYS)})")
+    """The `[gc]` section; a key it does not know is an error here too (a typo would silently
+    keep nothing), and so is a value of keep_tags holding several tags separated by spaces."""
+    if reader.parser.has_section("gc") and (unknown := _unknown_keys(reader, "gc")):
+        raise unknown[0]
+    keep_tags = reader.pairs("gc", "keep_tags")
+    for key, value in keep_tags:
+        if several_tags(value):
+            written = f"{key}:{value}"
+            raise reader.fail(
+                "gc",
+                "keep_tags",
+                f"has {written!r}, which reads as the one tag {key} = {value!r}; separate tags with commas: "
+                f"keep_tags = {', '.join(written.split())}",
+            )
     return GcSettings(
         keep_last=reader.integer("gc", "keep_last", 3, minimum=1),
         keep_days=reader.number("gc", "keep_days", 0.0),
-        keep_tags=reader.pairs("gc", "keep_tags"),
+        keep_tags=keep_tags,
         grace_hours=reader.number("gc", "grace_hours", 24.0),
     )
+
+
+def several_tags(value: str) -> bool:
+    """Whether a tag's value looks like more tags written after it with spaces (`release:v1
+    stage:prod` is the one tag release = 'v1 stage:prod', and would keep neither)."""
+    return any(":" in word for word in value.split()[1:])
 
 
 def _executor(reader: _Reader, section: str) -> ExecutorSettings:

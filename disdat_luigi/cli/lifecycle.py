@@ -8,6 +8,7 @@ import sys
 from disdat_luigi import api
 from disdat_luigi.cli.common import current_context
 from disdat_luigi.store.names import printable
+from disdat_luigi.store.policy import Candidate
 
 GC_HEADER = ("NAME", "KEPT", "RECLAIMED", "BYTES RECLAIMED", "OLDEST KEPT BECAUSE")
 
@@ -91,9 +92,12 @@ def _print_plan(result: api.GcResult) -> None:
     where = "remote" if result.remote else "local"
     print(f"{where}: {len(plan.kept)} kept, {len(plan.reclaimed)} to reclaim, {plan.bytes_reclaimed} bytes")
     for store, bundles in sorted(plan.holds().items()):
-        names = ", ".join(f"{printable(c.name)} {c.uuid[:8]}" for c in bundles[:5])
-        more = f" and {len(bundles) - 5} more" if len(bundles) > 5 else ""
-        print(f"held by {printable(store)}: {len(bundles)} bundle(s) kept ({names}{more}); --force reclaims them")
+        print(f"held by {printable(store)}: {len(bundles)} bundle(s) kept ({_some(bundles)}); --force reclaims them")
+    if taken := result.uuid_taken_on_remote:
+        print(
+            f"the remote holds another bundle under the uuid of {len(taken)} bundle(s) here ({_some(taken)}): "
+            "they cannot be pushed, so they are kept; --force would delete the only copy"
+        )
     if result.without_remote and result.kept_as_unpushed:
         print(
             f"this context has no remote, so every bundle exists only here: {result.kept_as_unpushed} kept for "
@@ -109,6 +113,12 @@ def _print_plan(result: api.GcResult) -> None:
             f"{result.orphans} object(s) no manifest names, past the grace period "
             f"({result.orphan_bytes} bytes), to delete"
         )
+
+
+def _some(bundles: list[Candidate]) -> str:
+    """The first few bundles by name and short uuid, and how many more."""
+    names = ", ".join(f"{printable(c.name)} {c.uuid[:8]}" for c in bundles[:5])
+    return names + (f" and {len(bundles) - 5} more" if len(bundles) > 5 else "")
 
 
 def _du(args: argparse.Namespace) -> int:

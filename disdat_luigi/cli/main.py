@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.hint:
             print(f"hint: {printable(err.hint, keep=chr(10))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("dsdt: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # the library may say what was done before it (gc)
+        print(f"dsdt: interrupted: {err}" if str(err) else "dsdt: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader went away (`dsdt ls | head -1`): what it wanted was written; end quietly

@@ -15,9 +15,30 @@ from disdat_luigi.errors import BundleNotFound, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.index import BundleQuery
-from disdat_luigi.store.policy import Candidate, GcPlan
+from disdat_luigi.store.policy import NOT_PUSHED, Candidate, GcPlan, NotPushed
 
 BATCH = 200  # bundles locked and dropped from the index together (bounded open directories)
+
+UNREACHABLE_HINT = (
+    "local gc asks the remote which bundles it holds before deleting any, and the remote did not "
+    "answer: nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network and retry, "
+    "or run with --force to reclaim without asking the remote (which may delete a bundle's only copy)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteCopies:
+    """What the remote holds of a context's committed bundles, by uuid: `same`, this very bundle
+    (its manifest there has the bytes of the one here: pushed); `other`, another bundle under
+    the same uuid. A uuid in neither is not on the remote."""
+
+    same: frozenset[str] = frozenset()
+    other: frozenset[str] = frozenset()
+
+    def not_pushed(self, uuid: str) -> NotPushed | None:
+        if uuid in self.same:
+            return None
+        return NotPushed.OTHER_BUNDLE if uuid in self.other else NotPushed.ONLY_HERE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +57,13 @@ class GcResult:
     @property
     def kept_as_unpushed(self) -> int:
         """Bundles kept only because they exist nowhere else (local gc; --force reclaims them)."""
-        return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith("not pushed"))
+        return sum(1 for v in self.plan.verdicts if v.reason is not None and v.reason.startswith(NOT_PUSHED))
+
+    @property
+    def uuid_taken_on_remote(self) -> list[Candidate]:
+        """Bundles here whose uuid the remote gives to another bundle (a forced uuid used twice):
+        they cannot be pushed, so local gc keeps them (local gc without --force)."""
+        return [v.candidate for v in self.plan.verdicts if v.candidate.unpushed is NotPushed.OTHER_BUNDLE]
 
     @property
     def remote_only_reclaimed(self) -> int:
@@ -55,9 +82,10 @@ def now_us() -> int:
     return int(time.time() * 10**6)
 
 
-def local_candidates(context: LocalContext, pushed: set[str] | None) -> list[Candidate]:
-    """Every bundle of the context; `pushed` (uuids the remote holds) marks the others as
-    existing only here (None: no remote, so nothing is pushed)."""
+def local_candidates(context: LocalContext, remote: RemoteCopies | None) -> list[Candidate]:
+    """Every bundle of the context, each marked with why it exists only here unless the remote
+    holds this very bundle (`remote` None: no remote, so nothing is pushed; an uncommitted
+    bundle is never pushed)."""
     rows = context.search(BundleQuery())
     uuids = [r.uuid for r in rows]
     tags = context.index.tags_of_many(uuids)
@@ -76,10 +104,16 @@ def local_candidates(context: LocalContext, pushed: set[str] | None) -> list[Can
                 upstream=tuple(deps.get(row.uuid, {}).values()),
                 bytes=size,
                 remote_only=row.uuid in remote_only,
-                unpushed=pushed is None or row.uuid not in pushed,
+                unpushed=_not_pushed(row.uuid, row.committed, remote),
             )
         )
     return found
+
+
+def _not_pushed(uuid: str, committed: bool, remote: RemoteCopies | None) -> NotPushed | None:
+    if remote is None:
+        return NotPushed.ONLY_HERE
+    return remote.not_pushed(uuid) if committed else NotPushed.UNCOMMITTED
 
 
 def _local_bytes(context: LocalContext, uuid: str, remote_only: bool) -> int:
@@ -98,14 +132,22 @@ def reclaim(context: LocalContext, uuids: Sequence[str]) -> list[str]:
     """Remove bundles, a batch at a time: each under the exclusive side of its directory lock
     (readers finish first), the batch's index rows dropped, then each directory renamed into
     tmp/ (one rename: the bundle is whole or gone) and deleted. Killed at any moment, a bundle is
-    whole (indexed again by `dsdt verify`) or gone. The uuids removed."""
+    whole (indexed again by `dsdt verify`) or gone; interrupted (Ctrl-C), the KeyboardInterrupt
+    says how many went. The uuids removed."""
     removed: list[str] = []
-    for start in range(0, len(uuids), BATCH):
-        removed += _reclaim_batch(context, uuids[start : start + BATCH])
+    try:
+        for start in range(0, len(uuids), BATCH):
+            _reclaim_batch(context, uuids[start : start + BATCH], removed)
+    except KeyboardInterrupt as err:
+        raise KeyboardInterrupt(
+            f"{len(removed)} bundle(s) reclaimed before it; every other bundle is whole "
+            "(`dsdt verify` lists again any it left unlisted)"
+        ) from err
     return removed
 
 
-def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
+def _reclaim_batch(context: LocalContext, uuids: Sequence[str], removed: list[str]) -> None:
+    """Reclaim `uuids`, adding each to `removed` once it is gone."""
     locked: dict[str, int] = {}
     trash: list[Path] = []
     with ExitStack() as held:
@@ -122,9 +164,9 @@ def _reclaim_batch(context: LocalContext, uuids: Sequence[str]) -> list[str]:
             moved = context.tmp_dir / f"trash-{uuid}"
             os.rename(context.bundle_dir(uuid), moved)
             trash.append(moved)
+            removed.append(uuid)
     for path in trash:
         fsutil.remove_tree(path)
-    return list(locked)
 
 
 def usage(candidates: Iterable[Candidate]) -> list[NameUsage]:

@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from disdat_luigi.errors import InvalidPolicy
 
@@ -42,6 +43,15 @@ class KeepPolicy:
                 raise InvalidPolicy(f"keep-tag {pair!r} is not key:value")
 
 
+class NotPushed(Enum):
+    """Why a bundle of a local context exists only there (local gc keeps it unless --force)."""
+
+    ONLY_HERE = "exists only here"
+    UNCOMMITTED = "uncommitted, exists only here"
+    # a forced uuid another store published first, or a planted object: not this bundle's copy
+    OTHER_BUNDLE = "the remote holds another bundle under its uuid"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
     """One bundle as gc sees it, wherever it lives."""
@@ -54,7 +64,7 @@ class Candidate:
     upstream: tuple[str, ...] = ()  # uuids of the bundles it was made from
     bytes: int = 0  # what reclaiming it frees
     remote_only: bool = False  # its files are elsewhere: reclaiming it frees no local bytes
-    unpushed: bool = False  # exists only here (local gc)
+    unpushed: NotPushed | None = None  # why it exists only here (local gc); None: the remote holds it
     held_by: tuple[str, ...] = ()  # stores that dropped their local copies (remote gc)
     claimed: bool = False  # a live claim names it as an input (remote gc)
 
@@ -128,6 +138,7 @@ class GcPlan:
 
 
 HELD = "held by "
+NOT_PUSHED = "not pushed: "
 
 
 def plan(candidates: Sequence[Candidate], policy: KeepPolicy, now_us: int, remote: bool) -> GcPlan:
@@ -159,8 +170,8 @@ def plan(candidates: Sequence[Candidate], policy: KeepPolicy, now_us: int, remot
             keep(c.uuid, "an input of a running apply or job (live claim)")
         if c.held_by and not policy.force:
             keep(c.uuid, HELD + ", ".join(sorted(c.held_by)))
-        if c.unpushed and not remote and not policy.force:
-            keep(c.uuid, "not pushed: exists only here (--force reclaims it)")
+        if c.unpushed is not None and not remote and not policy.force:
+            keep(c.uuid, f"{NOT_PUSHED}{c.unpushed.value} (--force reclaims it)")
     _keep_upstream(newest_first, reasons)
     return GcPlan(verdicts=tuple(Verdict(candidate=c, reason=reasons.get(c.uuid)) for c in newest_first))
 

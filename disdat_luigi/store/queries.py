@@ -46,6 +46,11 @@ def newest(
 def require(
     context: LocalContext, name: str | None, uuid: str | None = None, tags: dict[str, str] | None = None
 ) -> Bundle:
+    if name is None and uuid is None and not tags:
+        raise BundleNotFound(
+            "no bundle was named: pass a bundle name (its newest version), -u UUID or -t key:value",
+            hint="list bundles with `dsdt ls` (from Python: bundle_name, uuid or tags)",
+        )
     bundle = newest(context, name, uuid, tags)
     if bundle is None:
         what = f"uuid {uuid}" if uuid else f"name {name!r}" if name else "those tags"

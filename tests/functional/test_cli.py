@@ -66,6 +66,19 @@ def test_add_ls_cat_commit_rm(dsdt, ctx: str, tmp_path: Path) -> None:  # type: 
     assert dsdt("ls").out == ""
 
 
+def test_commit_and_cat_without_a_bundle_say_what_to_pass(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt commit` (or `cat`) naming no bundle says what to pass, not that no bundle has "those tags"."""
+    api.Bundle(ctx, name="x", data=1)
+    for command in ("commit", "cat"):
+        result = dsdt(command)
+        assert result.code == 1
+        assert result.err.splitlines() == [
+            f"dsdt {command}: no bundle was named: pass a bundle name (its newest version), -u UUID or -t key:value",
+            "hint: list bundles with `dsdt ls` (from Python: bundle_name, uuid or tags)",
+        ]
+    assert dsdt("ls", "--uncommitted").out.splitlines() == ["x"]
+
+
 def test_ls_flags(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
     """-l keeps the newest per name, -a prints parameters, -A/-B filter by date, globs match."""
     api.Bundle(ctx, name="x", data=1, params={"n": 1})

@@ -194,6 +194,10 @@ def test_config_defaults_and_flags_override(dsdt, ctx: str, disdat_env: Path) ->
         (["--keep-days", "-2"], "keep-days must be a number of days of at least 0"),
         (["--keep-days", "nan"], "keep-days must be a number of days of at least 0"),
         (["--keep-tag", "nocolon"], "keep-tag 'nocolon' is not key:value"),
+        (
+            ["--keep-tag", "release:v1 stage:prod"],
+            "keep-tag 'release:v1 stage:prod' reads as the one tag release = 'v1 stage:prod', not 2 tags",
+        ),
     ],
 )
 def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -207,6 +211,15 @@ def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: st
     assert _here(ctx) == set(made)
 
 
+def test_keep_tags_written_with_spaces_say_how_to_give_several(ctx: str) -> None:
+    """One --keep-tag holding two tags separated by a space names the fix: repeat --keep-tag."""
+    from disdat_luigi.errors import InvalidPolicy
+
+    with pytest.raises(InvalidPolicy) as caught:
+        api.gc(ctx, keep_tags=["release:v1 stage:prod"])
+    assert caught.value.hint.startswith("repeat --keep-tag for each tag: --keep-tag release:v1 --keep-tag stage:prod")
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
@@ -214,18 +227,45 @@ def test_bad_options_delete_nothing(dsdt, ctx: str, args: list[str], message: st
         ("keep_last = many", "[gc] keep_last must be a whole number"),
         ("keep_days = -3", "[gc] keep_days must not be negative"),
         ("keep_tags = nocolon", "[gc] keep_tags has 'nocolon', which is not key:value"),
+        (
+            "keep_tags = release:v1 stage:prod",
+            "[gc] keep_tags has 'release:v1 stage:prod', which reads as the one tag release = 'v1 stage:prod'; "
+            "separate tags with commas: keep_tags = release:v1, stage:prod",
+        ),
         ("grace_hours = soon", "[gc] grace_hours must be a number"),
-        ("keep_lst = 3", "[gc] keep_lst is not a gc setting"),
+        ("keep_lst = 3", "[gc] keep_lst is not a setting of [gc] (known: keep_last, keep_days"),
     ],
 )
 def test_bad_config_deletes_nothing(dsdt, ctx: str, disdat_env: Path, section: str, message: str) -> None:  # type: ignore[no-untyped-def]
-    """A bad [gc] key: one line naming the section and key, exit 1, nothing deleted."""
+    """A bad [gc] key: one error line naming the section and key, exit 1, nothing deleted."""
     made = _make(ctx, "keep", 4)
     _set_gc(disdat_env, section)
     result = dsdt("gc", "--force", "--yes")
     assert result.code == 1
-    assert message in result.err.splitlines()[0]
+    errors = [line for line in result.err.splitlines() if line.startswith("dsdt gc: ")]
+    assert len(errors) == 1 and message in errors[0]
     assert _here(ctx) == set(made)
+
+
+def test_a_gc_typo_is_never_silent(dsdt, ctx: str, disdat_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """A key [gc] does not know is a warning line on every command, an error of `dsdt du` and of
+    `dsdt config check`, like a typo of any other section."""
+    _make(ctx, "keep", 2)
+    _set_gc(disdat_env, "keep_lst = 2")
+    config = disdat_env / "config" / "disdat.cfg"
+    line = config.read_text().splitlines().index("keep_lst = 2") + 1
+    typo = f"{config}: [gc] keep_lst is not a setting of [gc] (known: keep_last, keep_days, keep_tags, grace_hours)"
+    listed = dsdt("ls")
+    assert listed.code == 0
+    assert listed.err.splitlines() == [
+        f"dsdt: warning: {typo}; gc and du refuse to run until it is fixed (fix line {line} of {config})"
+    ]
+    usage = dsdt("du")
+    assert usage.code == 1 and usage.out == ""
+    assert f"dsdt du: {typo}" in usage.err.splitlines()
+    checked = dsdt("config", "check")
+    assert checked.code == 1
+    assert [line for line in checked.err.splitlines() if line.startswith("dsdt config: ")] == [f"dsdt config: {typo}"]
 
 
 def test_du(dsdt, ctx: str) -> None:  # type: ignore[no-untyped-def]
@@ -409,3 +449,144 @@ def test_a_context_without_a_remote_says_why_nothing_goes(dsdt, ctx: str) -> Non
     assert "this context has no remote, so every bundle exists only here: 3 kept for that alone" in planned.out
     forced = dsdt("gc", "--keep-last", "1", "--force", "--yes")
     assert forced.code == 0 and len(_here(ctx, "solo")) == 1
+
+
+# --- what counts as pushed -----------------------------------------------------------------------
+
+
+def _reason(result: api.GcResult, uuid: str) -> str | None:
+    return next(v.reason for v in result.plan.verdicts if v.candidate.uuid == uuid)
+
+
+def test_a_catalog_entry_alone_does_not_make_a_bundle_pushed(remote_ctx: str, bucket: str) -> None:
+    """An entry planted under the remote's catalog/ (any name) names bundles that were never
+    pushed: local gc keeps them and says why; a planted manifest of other bytes keeps its
+    bundle as "another bundle"."""
+    s3 = boto3.client("s3")
+    uncommitted, committed, forged, newest = _make(remote_ctx, "zz", 4)
+    for uuid in (committed, forged):
+        api.commit(remote_ctx, None, uuid=uuid)
+    for uuid in (uncommitted, committed, forged):
+        s3.put_object(Bucket=bucket, Key=f"team/context/shared/catalog/anything/{uuid}", Body=b"")
+    s3.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{forged}/manifest.json", Body=b"{}")
+    result = api.gc(remote_ctx, keep_last=1, dry_run=False)
+    assert result.reclaimed == ()
+    assert _here(remote_ctx, "zz") == {uncommitted, committed, forged, newest}
+    assert _reason(result, uncommitted) == "not pushed: uncommitted, exists only here (--force reclaims it)"
+    assert _reason(result, committed) == "not pushed: exists only here (--force reclaims it)"
+    assert _reason(result, forged) == "not pushed: the remote holds another bundle under its uuid (--force reclaims it)"
+
+
+def _forced(ctx: str, uuid: str, made_by: str) -> None:
+    """Bundle `uuid` of name "fu" made with a forced uuid, committed, and a newer version of the name."""
+    bundle = api.Bundle(ctx, name="fu")
+    bundle.open(force_uuid=uuid)
+    bundle.add_data({"made by": made_by})
+    bundle.close()
+    api.Bundle(ctx, name="fu", data={"newer": made_by})
+    api.commit(ctx, None, uuid=uuid)
+
+
+def test_another_stores_bundle_under_a_forced_uuid_is_not_this_ones_copy(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """Store A publishes its bundle under a forced uuid; store B's own bundle of that uuid is
+    refused on push, and B's gc keeps it (its only copy), saying the remote holds another bundle."""
+    import uuid as uuidlib
+
+    from disdat_luigi.errors import UuidConflict
+
+    forced = str(uuidlib.uuid4())
+    api.context("laptop")
+    api.remote("laptop", "shared", f"s3://{bucket}/team")
+    _forced("laptop", forced, "A")
+    api.push("laptop", uuid=forced)
+    _forced(remote_ctx, forced, "B")
+    with pytest.raises(UuidConflict):
+        api.push(remote_ctx, uuid=forced)
+    planned = dsdt("gc", "--keep-last", "1")
+    assert planned.code == 0, planned.err
+    assert planned.out.splitlines()[1].split()[:3] == ["fu", "2", "0"]
+    assert "not pushed: the remote holds another bundle under its uuid (--force reclaims it)" in planned.out
+    assert (
+        f"the remote holds another bundle under the uuid of 1 bundle(s) here (fu {forced[:8]}): "
+        "they cannot be pushed, so they are kept; --force would delete the only copy"
+    ) in planned.out.splitlines()
+    done = dsdt("gc", "--keep-last", "1", "--yes")
+    assert done.code == 0, done.err
+    assert "reclaimed 0 bundle(s) locally" in done.out
+    assert api.cat(remote_ctx, None, uuid=forced) == {"made by": "B"}
+
+
+def test_pushed_and_pulled_bundles_count_as_pushed(remote_ctx: str, bucket: str) -> None:
+    """A pushed bundle is reclaimed locally (its manifest's ETag vouches for it), so is one whose
+    remote manifest the ETag cannot vouch for (multipart, as with KMS: read and compared), or
+    that says the same in another layout, and so are bundles another context pulled."""
+    import json
+
+    made = _pushed(remote_ctx, "p", 4)
+    s3 = boto3.client("s3")
+    key = f"team/context/shared/objects/{made[0]}/manifest.json"
+    relaid = json.dumps(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), indent=2)
+    s3.put_object(Bucket=bucket, Key=key, Body=relaid.encode())
+    key = f"team/context/shared/objects/{made[1]}/manifest.json"
+    raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=raw)["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]}
+    )
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].endswith('-1"')  # not the MD5 of the bytes
+    result = api.gc(remote_ctx, keep_last=1, dry_run=False)
+    assert set(result.reclaimed) == set(made[:3])
+    api.context("reader")
+    api.remote("reader", "shared", f"s3://{bucket}/team")
+    api.pull("reader", "p", localize=True)
+    assert set(api.gc("reader", keep_last=1, dry_run=False).reclaimed) == set(made[:3])
+
+
+def test_local_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A remote endpoint nobody answers at: local gc deletes nothing and its hint is gc's own."""
+    from tests.conftest import free_port
+
+    made = _make(remote_ctx, "far", 3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    result = dsdt("gc", "--keep-last", "1", "--yes")
+    assert result.code == 1
+    message, hint = result.err.splitlines()
+    assert message.startswith("dsdt gc: cannot reach the S3 endpoint")
+    assert hint == (
+        "hint: local gc asks the remote which bundles it holds before deleting any, and the remote did "
+        "not answer: nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network and "
+        "retry, or run with --force to reclaim without asking the remote (which may delete a bundle's only copy)"
+    )
+    assert _here(remote_ctx) == set(made)
+
+
+def test_an_interrupted_gc_says_what_it_reclaimed(dsdt, ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while gc deletes: exit 130, one line saying how many bundles went before it; the
+    rest are whole and `dsdt verify` is clean."""
+    from disdat_luigi.store import fsutil
+    from disdat_luigi.store import gc as local_gc
+
+    made = _make(ctx, "many", 7)
+    monkeypatch.setattr(local_gc, "BATCH", 2)
+    removals = []
+    remove_tree = fsutil.remove_tree
+
+    def interrupted_at_the_third(path: Path) -> None:  # the first of the second batch's deletions
+        removals.append(path)
+        if len(removals) == 3:
+            raise KeyboardInterrupt
+        remove_tree(path)
+
+    monkeypatch.setattr(fsutil, "remove_tree", interrupted_at_the_third)
+    result = dsdt("gc", "--keep-last", "1", "--force", "--yes")
+    assert result.code == 130
+    assert result.err.splitlines() == [
+        "dsdt: interrupted: 4 bundle(s) reclaimed before it; every other bundle is whole "
+        "(`dsdt verify` lists again any it left unlisted)"
+    ]
+    monkeypatch.setattr(fsutil, "remove_tree", remove_tree)
+    left = _here(ctx, "many")
+    assert len(left) == 7 - 4 and made[-1] in left
+    assert dsdt("verify").code == 0
+    assert all(api.cat(ctx, None, uuid=uuid) for uuid in _here(ctx))

@@ -8,7 +8,7 @@ import pytest
 
 from disdat_luigi.config import GcSettings, init_config, load_settings
 from disdat_luigi.errors import ConfigError, InvalidPolicy
-from disdat_luigi.store.policy import US_PER_DAY, Candidate, KeepPolicy, plan
+from disdat_luigi.store.policy import US_PER_DAY, Candidate, KeepPolicy, NotPushed, plan
 
 NOW = 1_000 * US_PER_DAY
 
@@ -36,7 +36,7 @@ def test_each_rule_keeps_with_its_reason() -> None:
             _c("r2", "x", 1.0, recipe="x-b"),
             _c("young", "x", 2.0),
             _c("tag", "x", 30.0, tags={"stage": "prod"}),
-            _c("local", "x", 31.0, unpushed=True),
+            _c("local", "x", 31.0, unpushed=NotPushed.ONLY_HERE),
             _c("held", "x", 32.0, held_by=("laptop",)),
             _c("claim", "x", 33.0, claimed=True),
             _c("gone", "x", 34.0),
@@ -57,7 +57,11 @@ def test_each_rule_keeps_with_its_reason() -> None:
 
 def test_force_and_remote_drop_the_unpushed_and_held_rules() -> None:
     """--force reclaims unpushed (local) and held (remote) bundles; a claim still keeps."""
-    candidates = [_c("new", "x", 0), _c("local", "x", 1, unpushed=True), _c("held", "x", 2, held_by=("a",))]
+    candidates = [
+        _c("new", "x", 0),
+        _c("local", "x", 1, unpushed=NotPushed.ONLY_HERE),
+        _c("held", "x", 2, held_by=("a",)),
+    ]
     assert _reasons(candidates, keep_last=1, force=True) == {"new": "newest of its name", "local": None, "held": None}
     assert _reasons(candidates, remote=True, keep_last=1)["local"] is None
 

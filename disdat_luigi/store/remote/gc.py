@@ -10,9 +10,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from disdat_luigi.errors import BundleNotFound, ManifestRejected
-from disdat_luigi.store.gc import GcResult, NameUsage
-from disdat_luigi.store.index import to_us
+from disdat_luigi.errors import BundleNotFound, ManifestRejected, TransferError
+from disdat_luigi.store.gc import UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
+from disdat_luigi.store.index import BundleQuery, to_us
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
@@ -107,10 +107,53 @@ class RemoteCollector:
                 holds[uuid] = (*holds.get(uuid, ()), mine)
         return holds
 
-    def published(self) -> set[str]:
-        """Uuids the remote catalog lists: bundles pushed completely (one request per 1,000)."""
-        prefix = self.location.catalog_prefix()
-        return {o.key.rpartition("/")[2] for o in self.s3.list_objects(self.location.bucket, prefix)}
+    def published(self) -> RemoteCopies:
+        """Which of this context's committed bundles the remote holds as this very bundle (its
+        manifest there has the bytes of the one here, or says the same in another layout: a pull
+        writes manifests back as this release lays them out), and under which uuids it holds
+        another. A catalog entry proves neither: anyone may write one, and a forced uuid may be
+        another store's. One listing of objects/ (a request per 1,000 keys); a manifest's ETag
+        vouches for its bytes when uploaded in one part without KMS, any other is read (a GET
+        each, concurrently). TransferError with local gc's hint when it cannot be asked."""
+        context = self.sync.context
+        committed = {row.uuid for row in context.search(BundleQuery(committed=True))}
+        prefix = self.location.objects
+        same: set[str] = set()
+        other: set[str] = set()
+        unsure: list[str] = []
+
+        def local(uuid: str) -> bytes | None:
+            try:
+                return (context.bundle_dir(uuid) / MANIFEST_NAME).read_bytes()
+            except OSError:  # removed meanwhile: nothing here to keep
+                return None
+
+        def alike(uuid: str) -> bool | None:
+            """Whether the remote manifest says what the local one says; None when either is gone."""
+            try:
+                remote = self.sync.fetch(uuid)
+                here = local(uuid)
+                if remote is None or here is None:
+                    return None
+                return remote.raw == here or remote.manifest == context.load_manifest(uuid)
+            except (ManifestRejected, BundleNotFound):  # damaged, or claims another uuid: not this bundle
+                return False
+
+        try:
+            for obj in self.s3.list_objects(self.location.bucket, prefix):
+                uuid, _, rel = obj.key[len(prefix) :].partition("/")
+                if rel != MANIFEST_NAME or uuid not in committed or (raw := local(uuid)) is None:
+                    continue
+                if obj.holds(raw):
+                    same.add(uuid)
+                else:  # KMS, multipart, another layout or another bundle: the manifest itself tells
+                    unsure.append(uuid)
+            for uuid, verdict in zip(unsure, self.sync._map(alike, unsure)):
+                if verdict is not None:
+                    (same if verdict else other).add(uuid)
+        except TransferError as err:
+            raise TransferError(err.message, hint=UNREACHABLE_HINT) from err
+        return RemoteCopies(same=frozenset(same), other=frozenset(other))
 
     def collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
         now = time.time()
