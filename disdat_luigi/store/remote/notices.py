@@ -15,7 +15,7 @@ import math
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from disdat_luigi.errors import GcInProgress, RemoteError
 from disdat_luigi.store.location import RemoteLocation
@@ -48,6 +48,7 @@ class GcNotices:
 
     s3: S3
     location: RemoteLocation
+    warned: set[str] = field(default_factory=set, compare=False, repr=False)  # keys logged as no notice
 
     def post(self, reclaim: Sequence[str], orphans: Sequence[str], now: float) -> list[str]:
         """Write the notice (a few when the plan is very large) of a gc about to delete; its keys."""
@@ -90,7 +91,9 @@ class GcNotices:
                     continue  # the gc ended meanwhile
                 notice = parse(obj.key, raw, obj.modified)
             if notice is None:
-                log.warning("ignoring %s: not a gc notice", printable(self.location.url(obj.key)))
+                if obj.key not in self.warned:
+                    self.warned.add(obj.key)
+                    log.warning("ignoring %s: not a gc notice", printable(self.location.url(obj.key)))
             elif notice.expires > now:
                 found.append(notice)
         return found
