@@ -317,3 +317,28 @@ def test_planted_deep_json_under_intents_and_claims_leaves_gc_running(remote_ctx
     result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
     assert result.reclaimed == (made[0],)
     assert Claim.from_json(DEEP) is None  # the run layer's reading of a claim survives it too
+
+
+def test_gc_removes_its_notice_when_it_fails_and_sweeps_expired_ones(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc that fails while deleting still removes its notice; a notice left by a gc that died
+    is deleted by the next gc once it has expired (it no longer counts for pushes)."""
+    from disdat_luigi.errors import TransferError
+
+    made = [_bundle(remote_ctx, "n", seed=i) for i in range(3)]
+    api.push(remote_ctx)
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{ROOT}gc/dead.json", Body=b"{}")
+
+    def fails(self: RemoteCollector, *args: Any) -> None:
+        raise TransferError("could not delete")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RemoteCollector, "_delete", fails)
+        with pytest.raises(TransferError):
+            api.gc(remote_ctx, keep_last=2, remote=True, dry_run=False)
+    assert _keys(bucket, "gc/") == ["gc/dead.json"]  # its own went; the other is not expired yet
+    monkeypatch.setattr(notices_module, "NOTICE_TTL", 1.0)
+    time.sleep(2.1)  # S3 times have whole seconds
+    assert api.gc(remote_ctx, keep_last=2, remote=True, dry_run=False).reclaimed == (made[0],)
+    assert not _keys(bucket, "gc/")
