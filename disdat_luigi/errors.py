@@ -24,6 +24,7 @@ DisdatError
 │   │   └── PartialPull       a pull that skipped damaged remote bundles (carries the result)
 │   ├── UuidConflict          the remote holds a different bundle under the same uuid
 │   ├── RemoteOnlyData        the action would leave bundles whose files only the remote has unreadable
+│   ├── GcInProgress          a remote gc is deleting what a push or delocalize needs
 │   └── TransferError
 ├── PipelineError
 │   ├── PipeClassNotFound
@@ -164,6 +165,11 @@ class UuidConflict(RemoteError):
 
 class RemoteOnlyData(RemoteError):
     pass
+
+
+class GcInProgress(RemoteError):
+    """A remote gc is deleting what a push (it waited, then published nothing) or a delocalize
+    (it dropped nothing) needs."""
 
 
 class TransferError(RemoteError):

@@ -113,6 +113,11 @@ def _print_plan(result: api.GcResult) -> None:
             f"{result.orphans} object(s) no manifest names, past the grace period "
             f"({result.orphan_bytes} bytes), to delete"
         )
+    if result.waiting:
+        print(
+            f"{result.waiting} object(s) of no bundle ({result.waiting_bytes} bytes) wait out the grace period "
+            f"([gc] grace_hours = {result.grace_hours:g}); gc deletes them after"
+        )
 
 
 def _some(bundles: list[Candidate]) -> str:

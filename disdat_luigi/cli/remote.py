@@ -123,6 +123,8 @@ def _push(args: argparse.Namespace) -> int:
     )
     if result.delocalized:
         print(f"dropped the local files of {len(result.delocalized)} bundle(s); the remote keeps them (dsdt pull -l)")
+    for kept in result.kept_local:
+        print(printable(str(kept)))
     if args.bundle is None and args.uuid is None and not args.tag:
         waiting = api.uncommitted_count(current_context())
         if waiting:

@@ -15,6 +15,7 @@ from typing import Any
 from disdat_luigi.errors import (
     BundleCorrupt,
     BundleStateError,
+    GcInProgress,
     InvalidName,
     LocalDiskError,
     UnsupportedValue,
@@ -501,7 +502,11 @@ class Bundle:
     def delocalize(self, path: str) -> str:
         """Drop the local copy of one file the remote holds; return its s3:// URL."""
         rel = self._rel(path)
-        self._sync().delocalize(self, [rel])
+        if not self._sync().delocalize(self, [rel]):
+            raise GcInProgress(
+                f"kept the local copy of {rel} of {self.name} {self.uuid}: a remote gc is reclaiming the bundle",
+                hint="keep the local copy; push the bundle again after that gc if the remote should have it",
+            )
         url = self.remote_dir
         assert url is not None
         return f"{url}/{rel}"

@@ -52,6 +52,9 @@ class GcResult:
     bytes_reclaimed: int = 0
     orphans: int = 0  # remote objects no manifest names, past the grace period (deleted unless dry run)
     orphan_bytes: int = 0
+    waiting: int = 0  # remote objects no manifest names, still inside the grace period (kept for now)
+    waiting_bytes: int = 0
+    grace_hours: float = 0.0  # the grace period this remote gc used
     without_remote: bool = False  # local gc of a context bound to no remote: every bundle is only here
 
     @property

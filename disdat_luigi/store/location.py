@@ -111,6 +111,14 @@ class RemoteLocation:
     def intent_key(self, uuid: str) -> str:
         return f"{self.intents_prefix}{uuid}"
 
+    @property
+    def gc_prefix(self) -> str:
+        """`<root>gc/<time>-<random>.json`: a remote gc's notice of what it is about to delete."""
+        return f"{self.root}gc/"
+
+    def gc_notice_key(self, name: str) -> str:
+        return f"{self.gc_prefix}{name}.json"
+
     def driver_prefix(self, driver_job_id: str) -> str:
         """`<root>drivers/<job id>/`: the job records of a driver job's children, for its host."""
         return f"{self.root}drivers/{driver_job_id}/"

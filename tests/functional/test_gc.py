@@ -307,11 +307,10 @@ def _remote_keys(bucket: str) -> list[str]:
 
 def test_remote_gc(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
     """`dsdt gc --remote`: the same rules on the remote; reclaimed bundles lose manifest, catalog
-    entry and files; the rest pull and read back; `dsdt du --remote` shows what is left."""
+    entry and files; the rest pull and read back; `dsdt du --remote` shows what is left. Bytes
+    reclaimed count data files, as local gc and du do (not manifests)."""
     made = _pushed(remote_ctx, "shared", 5, size=4000)
-    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="team/context/shared/objects/")
-    doomed = sum(o["Size"] for o in listed["Contents"] if any(u in o["Key"] for u in made[:3]))
-    assert doomed > 12000  # files and manifests
+    doomed = 3 * 4000
     plan = dsdt("gc", "--remote", "--keep-last", "2")
     assert plan.code == 0, plan.err
     assert plan.out.splitlines()[1].split()[:4] == ["shared", "2", "3", str(doomed)]
@@ -590,3 +589,52 @@ def test_an_interrupted_gc_says_what_it_reclaimed(dsdt, ctx: str, monkeypatch: p
     assert len(left) == 7 - 4 and made[-1] in left
     assert dsdt("verify").code == 0
     assert all(api.cat(ctx, None, uuid=uuid) for uuid in _here(ctx))
+
+
+def test_remote_plan_names_objects_waiting_out_the_grace_period(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """Objects of no bundle younger than the grace period (a killed gc's, a dead push's) are not
+    deleted yet, and the plan says how many, how big, and why they stay."""
+    _pushed(remote_ctx, "w", 1)
+    s3 = boto3.client("s3")
+    for i in range(2):
+        s3.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{_UUID}/data/f{i}.bin", Body=b"x" * 150)
+    planned = dsdt("gc", "--remote")
+    assert planned.code == 0, planned.err
+    assert (
+        "2 object(s) of no bundle (300 bytes) wait out the grace period ([gc] grace_hours = 24); gc deletes them after"
+        in planned.out
+    )
+    assert "nothing to reclaim" in planned.out
+    done = api.gc(remote_ctx, remote=True, dry_run=False)
+    assert (done.orphans, done.waiting, done.waiting_bytes) == (0, 2, 300)
+    assert len(_remote_keys(bucket)) == 5  # the bundle's file, manifest and catalog entry, and the two
+
+
+_UUID = "00000000-0000-4000-8000-0000000000aa"
+
+
+def test_catalog_keys_that_name_no_bundle_are_ignored(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A planted `catalog/a/b/c/<uuid>` (no bundle name has a slash) changes neither `du --remote`
+    nor what gc keeps or deletes."""
+    made = _pushed(remote_ctx, "real", 2)
+    before = dsdt("du", "--remote").out
+    planted = f"team/context/shared/catalog/a/b/c/{made[0]}"
+    boto3.client("s3").put_object(Bucket=bucket, Key=planted, Body=b"")
+    assert dsdt("du", "--remote").out == before
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert result.reclaimed == (made[0],) and result.orphans == 0
+    assert planted in _remote_keys(bucket)
+
+
+def test_a_failed_push_leaves_no_intent(remote_ctx: str, bucket: str) -> None:
+    """A push that fails (a file gone locally, and the remote lacks it) removes the intents it wrote."""
+    from disdat_luigi.errors import BundleCorrupt
+
+    made = _make(remote_ctx, "broken", 2)
+    for uuid in made:
+        api.commit(remote_ctx, None, uuid=uuid)
+    bundle = api.get(remote_ctx, None, uuid=made[1])
+    Path(bundle.data).unlink()
+    with pytest.raises(BundleCorrupt, match="lacks data/blob.bin locally and the remote does not have it"):
+        api.push(remote_ctx)
+    assert not [k for k in _remote_keys(bucket) if "/intents/" in k]

@@ -78,7 +78,7 @@ class Claim:
                 inputs=tuple(inputs),
                 task=doc.get("task", ""),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             return None
 
 

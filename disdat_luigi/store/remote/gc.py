@@ -1,7 +1,8 @@
 """Remote gc and du: the keep rules over a remote context's manifests and catalog, reclaimed with
 batch deletes (manifests and catalog entries first, files after), holds, intents and claims
-respected. A few listings (one request per 1,000 keys), one GET per manifest not already here,
-then one delete request per 1,000 keys."""
+respected, and announced first by a gc notice (store/remote/notices.py). A few listings (one
+request per 1,000 keys), one GET per manifest not already here, then one delete request per
+1,000 keys."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from disdat_luigi.errors import BundleNotFound, ManifestRejected, TransferError
+from disdat_luigi.errors import BundleNotFound, InvalidName, ManifestRejected, TransferError
 from disdat_luigi.store.gc import UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
 from disdat_luigi.store.index import BundleQuery, to_us
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
+from disdat_luigi.store.names import check_name
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 from disdat_luigi.store.remote.sync import RemoteSync
@@ -32,11 +34,19 @@ class _Listed:
     has_manifest: bool = False
     manifest_bytes: int = 0
 
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the bundle's data files (what local gc and du count: not the manifest)."""
+        return self.bytes - self.manifest_bytes
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class Orphan:
+    """An object of no bundle: a leftover file, the intent of a push that died, a stray catalog entry."""
+
     key: str
     size: int
+    uuid: str  # the bundle it belongs to
 
 
 class RemoteCollector:
@@ -47,9 +57,15 @@ class RemoteCollector:
         self.s3 = sync.s3
         self.location = sync.location
         self.guards = RemoteGuards(sync.s3, sync.location)
+        self.notices = sync.notices
 
     def _list(self) -> tuple[dict[str, _Listed], dict[str, list[tuple[str, str]]]]:
-        """objects/ by uuid; catalog entries (name, key) by uuid."""
+        """objects/ by uuid; catalog entries (name, key) by uuid (the catalog listed first)."""
+        catalog = self._catalog()
+        return self._objects(), catalog
+
+    def _objects(self) -> dict[str, _Listed]:
+        """objects/ by uuid (one request per 1,000 keys)."""
         bucket, objects_prefix = self.location.bucket, self.location.objects
         listed: dict[str, _Listed] = defaultdict(_Listed)
         for obj in self.s3.list_objects(bucket, objects_prefix):
@@ -62,13 +78,18 @@ class RemoteCollector:
             entry.newest = max(entry.newest, obj.modified)
             entry.has_manifest |= rel == MANIFEST_NAME
             entry.manifest_bytes += obj.size if rel == MANIFEST_NAME else 0
+        return dict(listed)
+
+    def _catalog(self) -> dict[str, list[tuple[str, str]]]:
+        """Catalog entries (name, key) by uuid; a key whose name part is no bundle name (a
+        planted `catalog/a/b/<uuid>`) is not an entry and is left alone."""
         catalog: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        catalog_prefix = self.location.catalog_prefix()
-        for obj in self.s3.list_objects(bucket, catalog_prefix):
-            name, _, uuid = obj.key[len(catalog_prefix) :].rpartition("/")
-            if is_uuid(uuid):
+        prefix = self.location.catalog_prefix()
+        for obj in self.s3.list_objects(self.location.bucket, prefix):
+            name, _, uuid = obj.key[len(prefix) :].rpartition("/")
+            if is_uuid(uuid) and _is_name(name):
                 catalog[uuid].append((name, obj.key))
-        return dict(listed), dict(catalog)
+        return dict(catalog)
 
     def _manifests(self, uuids: Sequence[str]) -> dict[str, BundleManifest]:
         """Each bundle's manifest: this context's copy when it has the bundle (manifests never
@@ -157,42 +178,87 @@ class RemoteCollector:
 
     def collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
         now = time.time()
-        listed, catalog = self._list()
-        bundles = sorted(u for u, entry in listed.items() if entry.has_manifest)
-        manifests = self._manifests(bundles)
+        grace = grace_hours * 3600
+        # the catalog and the intents before objects/: a catalog entry is written after its
+        # manifest and an intent before its files, so what these listings show is in that one
+        catalog = self._catalog()
+        intents, dead = self.guards.intents(grace, now)
+        listed = self._objects()
+        manifests = self._manifests(sorted(u for u, entry in listed.items() if entry.has_manifest))
         holds = self._with_own_references(self.guards.holds())
-        intents, dead = self.guards.intents(grace_hours * 3600, now)
-        protected = self.guards.claimed_inputs(now) | {u for inputs in intents.values() for u in inputs}
-        candidates = [_candidate(m, listed[u].bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()]
-        gc_plan = plan(candidates, policy, to_us_now(now), remote=True)
-        orphans = self._orphans(listed, catalog, set(intents), grace_hours * 3600, now)
-        orphans += [Orphan(key, size) for key, size in dead]  # intents of pushes that died
-        if dry_run:
-            return _result(gc_plan, dry_run=True, reclaimed=(), orphans=orphans)
-        # a push that began (or resumed) since: its files stay, and the inputs it names; plan again with them
-        began = self.guards.live_intents(grace_hours * 3600, time.time())
-        late = {u for inputs in began.values() for u in inputs}
-        fresh = {self.location.intent_key(u) for u in began}
-        orphans = [
-            o
-            for o in orphans
-            if o.key not in fresh and not any(o.key.startswith(self.location.bundle_prefix(u)) for u in began)
+        protected = self.guards.claimed_inputs(now) | _inputs(intents)
+        gc_plan = self._plan(manifests, listed, holds, protected, policy, now)
+        orphans = self._orphans(listed, catalog, set(intents), grace, now)
+        orphans += [Orphan(key=key, size=size, uuid=key.rpartition("/")[2]) for key, size in dead]
+        waiting = _waiting(listed, set(intents), grace, now)
+        if dry_run or not (gc_plan.reclaimed or orphans):
+            return _result(gc_plan, dry_run=dry_run, reclaimed=(), orphans=orphans, waiting=waiting, grace=grace_hours)
+        # announce what goes, then look again: a hold or an intent written before the notice is
+        # seen now; one written after it meets the notice (push -d keeps its files, a push waits)
+        posted = self.notices.post(
+            [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
+        )
+        try:
+            held = self._with_own_references(self.guards.holds())
+            holds = {u: tuple(sorted({*holds.get(u, ()), *held.get(u, ())})) for u in {*holds, *held}}
+            began = self.guards.live_intents(grace, time.time())
+            late = _inputs(began)
+            doomed = {c.uuid for c in gc_plan.reclaimed}
+            if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
+                gc_plan = self._plan(manifests, listed, holds, protected | late, policy, now)
+            orphans = [o for o in orphans if o.uuid not in began]
+            published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
+            orphans = [o for o in orphans if o.uuid not in published]
+            reclaimed = tuple(c.uuid for c in gc_plan.reclaimed)
+            self._delete(reclaimed, listed, catalog, holds, orphans)
+        finally:
+            self.notices.withdraw(posted, time.time())
+        return _result(gc_plan, dry_run=False, reclaimed=reclaimed, orphans=orphans, waiting=waiting, grace=grace_hours)
+
+    def _plan(
+        self,
+        manifests: dict[str, BundleManifest],
+        listed: dict[str, _Listed],
+        holds: dict[str, tuple[str, ...]],
+        protected: set[str],
+        policy: KeepPolicy,
+        now: float,
+    ) -> GcPlan:
+        candidates = [
+            _candidate(m, listed[u].data_bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()
         ]
-        if late & {c.uuid for c in gc_plan.reclaimed}:
-            candidates = [
-                _candidate(m, listed[u].bytes, holds.get(u, ()), u in protected | late) for u, m in manifests.items()
-            ]
-            gc_plan = plan(candidates, policy, to_us_now(now), remote=True)
-        doomed = [c.uuid for c in gc_plan.reclaimed]
+        return plan(candidates, policy, to_us_now(now), remote=True)
+
+    def _published_now(self, uuids: set[str], listed: dict[str, _Listed]) -> set[str]:
+        """Of `uuids` (no manifest when objects/ was listed), those a push has published since:
+        a HEAD each, or one more listing of objects/ when that costs fewer requests."""
+        if not uuids:
+            return set()
+        if len(uuids) > sum(len(e.keys) for e in listed.values()) // 1000 + 1:
+            return {u for u, entry in self._objects().items() if entry.has_manifest} & uuids
+        ordered = sorted(uuids)
+        bucket = self.location.bucket
+        found = self.sync._map(lambda u: self.s3.head(bucket, self.location.manifest_key(u)) is not None, ordered)
+        return {u for u, present in zip(ordered, found) if present}
+
+    def _delete(
+        self,
+        doomed: Sequence[str],
+        listed: dict[str, _Listed],
+        catalog: dict[str, list[tuple[str, str]]],
+        holds: dict[str, tuple[str, ...]],
+        orphans: list[Orphan],
+    ) -> None:
+        """Catalog entries, manifests and holds of the reclaimed bundles first (the bundles are
+        gone), then their files, then the objects of no bundle."""
         first = [key for u in doomed for _, key in catalog.get(u, [])]
         first += [self.location.manifest_key(u) for u in doomed]
         first += [self.location.hold_key(u, store) for u in doomed for store in holds.get(u, ())]
-        self.s3.delete(self.location.bucket, first)  # the bundles are gone: manifests and catalog first
+        self.s3.delete(self.location.bucket, first)
         manifest_keys = set(first)
         rest = [k for u in doomed for k, _ in listed[u].keys if k not in manifest_keys]
         self.s3.delete(self.location.bucket, rest)
         self.s3.delete(self.location.bucket, [o.key for o in orphans])
-        return _result(gc_plan, dry_run=False, reclaimed=tuple(doomed), orphans=orphans)
 
     def _orphans(
         self,
@@ -208,10 +274,10 @@ class RemoteCollector:
         for uuid, entry in listed.items():
             if entry.has_manifest or uuid in intended or now - entry.newest <= grace_seconds:
                 continue
-            found += [Orphan(key, size) for key, size in entry.keys]
+            found += [Orphan(key=key, size=size, uuid=uuid) for key, size in entry.keys]
         for uuid, entries in catalog.items():
             if uuid not in listed or not listed[uuid].has_manifest:
-                found += [Orphan(key, 0) for _, key in entries]
+                found += [Orphan(key=key, size=0, uuid=uuid) for _, key in entries]
         return found
 
     def unnamed(self) -> list[Orphan]:
@@ -228,7 +294,7 @@ class RemoteCollector:
             names = [n for n, _ in catalog.get(uuid, [])]
             name = names[0] if names and entry.has_manifest else NO_NAME if entry.has_manifest else ORPHANS
             count[name] += 1
-            size[name] += entry.bytes - entry.manifest_bytes  # data files, as local du counts them
+            size[name] += entry.data_bytes  # data files, as local du counts them
         return [NameUsage(name=n, bundles=count[n], bytes=size[n]) for n in sorted(count)]
 
 
@@ -250,7 +316,38 @@ def _candidate(manifest: BundleManifest, size: int, held_by: tuple[str, ...], cl
     )
 
 
-def _result(gc_plan: GcPlan, dry_run: bool, reclaimed: tuple[str, ...], orphans: list[Orphan]) -> GcResult:
+def _waiting(listed: dict[str, _Listed], intended: set[str], grace_seconds: float, now: float) -> list[Orphan]:
+    """Objects of no bundle and no live intent still inside the grace period (left by a push
+    that died or a gc that was killed): a later gc deletes them."""
+    return [
+        Orphan(key=key, size=size, uuid=uuid)
+        for uuid, entry in listed.items()
+        if not entry.has_manifest and uuid not in intended and now - entry.newest <= grace_seconds
+        for key, size in entry.keys
+    ]
+
+
+def _inputs(intents: dict[str, set[str]]) -> set[str]:
+    return {u for inputs in intents.values() for u in inputs}
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def _result(
+    gc_plan: GcPlan,
+    *,
+    dry_run: bool,
+    reclaimed: tuple[str, ...],
+    orphans: list[Orphan],
+    waiting: list[Orphan],
+    grace: float,
+) -> GcResult:
     return GcResult(
         plan=gc_plan,
         remote=True,
@@ -259,4 +356,7 @@ def _result(gc_plan: GcPlan, dry_run: bool, reclaimed: tuple[str, ...], orphans:
         bytes_reclaimed=0 if dry_run else gc_plan.bytes_reclaimed,
         orphans=len(orphans),
         orphan_bytes=sum(o.size for o in orphans),
+        waiting=len(waiting),
+        waiting_bytes=sum(o.size for o in waiting),
+        grace_hours=grace,
     )

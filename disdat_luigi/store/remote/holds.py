@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from disdat_luigi.errors import RemoteError
 from disdat_luigi.store.context import LocalContext
@@ -118,10 +119,19 @@ class RemoteGuards:
     def _json(self, key: str) -> dict[str, object]:
         try:
             raw = self.s3.get_bytes(self.location.bucket, key, MAX_SMALL)
-            doc = json.loads(raw) if raw else {}
-        except (ValueError, RemoteError):
+        except RemoteError:
             return {}
-        return doc if isinstance(doc, dict) else {}
+        return (json_object(raw) if raw else None) or {}
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object in `raw` (a small document any writer of the bucket could have planted),
+    or None when it is not one: not JSON, not an object, or nested too deeply to parse."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _strings(value: object) -> list[str]:

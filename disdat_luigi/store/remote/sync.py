@@ -6,6 +6,7 @@ entry by name. A bundle is on the remote exactly when its manifest is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
 from disdat_luigi.store.remote import packs, transfer
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
+from disdat_luigi.store.remote.notices import GcNotices
 from disdat_luigi.store.remote.progress import NoProgress, Part, Progress
 from disdat_luigi.store.remote.s3 import S3, RemoteObject
 from disdat_luigi.store.remote.transfer import FileTransfer
@@ -52,6 +54,18 @@ class PushResult:
     uploaded: int = 0
     bytes: int = 0
     delocalized: list[str] = field(default_factory=list)  # bundles whose local files went (push -d)
+    kept_local: list[KeptLocal] = field(default_factory=list)  # push -d kept their files: a gc reclaims them
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeptLocal:
+    """A bundle `push -d` left local: a remote gc announced it reclaims it, so the remote copy goes."""
+
+    name: str
+    uuid: str
+
+    def __str__(self) -> str:
+        return f"kept the local files of {self.name} {self.uuid}: a remote gc is reclaiming it"
 
 
 class PullResult(list[Bundle]):
@@ -82,6 +96,7 @@ class RemoteSync:
         self.s3 = S3(settings)
         self.progress = progress
         self.guards = RemoteGuards(self.s3, self.location)
+        self.notices = GcNotices(self.s3, self.location)
 
     # --- push ------------------------------------------------------------------------------
 
@@ -112,7 +127,23 @@ class RemoteSync:
         self._map(lambda b: self._write_catalog(b.manifest), healed)
         # an intent first: gc leaves files of a push in flight (and the inputs it names) alone
         with_files = [b for b in todo if b.files]
-        self._map(lambda b: self.guards.intend(b.uuid, (d.uuid for d in b.dependencies)), with_files)
+        self._map(self._intend, with_files)
+        try:  # the intents go whatever happens: a failed push leaves none behind
+            self._publish(todo, with_files, listings, result)
+        finally:
+            self.guards.done(b.uuid for b in with_files)
+        result.pushed.extend(b.uuid for b in todo)
+        if delocalize:
+            kept = self._delocalize_all(bundles)
+            result.delocalized.extend(b.uuid for b in bundles if b.uuid not in kept)
+            result.kept_local.extend(KeptLocal(name=b.name, uuid=b.uuid) for b in bundles if b.uuid in kept)
+        return result
+
+    def _publish(
+        self, todo: list[Bundle], with_files: list[Bundle], listings: dict[str, dict[str, int]], result: PushResult
+    ) -> None:
+        """Upload what the remote lacks, check it is all still there (and no gc is deleting it),
+        then write the manifests and catalog entries."""
         jobs: list[FileTransfer] = []
         absent: set[str] = set()
         for bundle in todo:
@@ -128,17 +159,28 @@ class RemoteSync:
         result.files = len(jobs)
         result.bytes = sum(j.size for j in jobs)
         self._map(self._recheck, with_files)
+        self._outwait_gc(with_files)
         published = self._map(self._publish_manifest, todo)
         packs.write(
             self.s3, self.location, [raw for raw in published if raw is not None], self.settings.transfer_threads
         )
-        self.guards.done(b.uuid for b in with_files)
-        result.pushed.extend(b.uuid for b in todo)
-        if delocalize:
-            for bundle in bundles:
-                self.delocalize(bundle)
-                result.delocalized.append(bundle.uuid)
-        return result
+
+    def _intend(self, bundle: Bundle) -> None:
+        self.guards.intend(bundle.uuid, (d.uuid for d in bundle.dependencies))
+
+    def _outwait_gc(self, bundles: Sequence[Bundle]) -> None:
+        """Before the manifests: a remote gc whose notice names one of these bundles (its files,
+        left by an earlier push, looked abandoned) may be deleting them. Wait for it to end, then
+        write the intent again and send what it deleted. One listing when no gc runs."""
+        if not bundles:
+            return
+        notices = self.notices.live(time.time())
+        for notice in notices:
+            named = [b for b in bundles if b.uuid in notice.orphans]
+            if named:
+                self.notices.wait_gone(notice, f"bundle {named[0].name} {named[0].uuid}")
+                self._map(self._intend, named)
+                self._map(self._recheck, named)
 
     def _map(self, action: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """One request per item, `transfer_threads` at a time."""
@@ -516,21 +558,46 @@ class RemoteSync:
                 self.guards.release([bundle.uuid], store_id(self.context))  # local again: no hold needed
         return len(jobs)
 
-    def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> None:
+    def delocalize(self, bundle: Bundle, rels: Iterable[str] | None = None) -> bool:
         """Drop local copies of files the remote verifiably holds: the remote manifest is this
         bundle's, and each object has the size and the content of its manifest entry, proven by
-        the checksum S3 keeps or by reading it back (every file is checked before any is dropped)."""
+        the checksum S3 keeps or by reading it back (every file is checked before any is dropped).
+        False when nothing was dropped because a remote gc is reclaiming the bundle."""
+        return not self._delocalize_all([bundle], rels)
+
+    def _delocalize_all(self, bundles: Sequence[Bundle], rels: Iterable[str] | None = None) -> set[str]:
+        """Delocalize each bundle: check its remote copy, write its hold, then read the gc
+        notices once; a bundle a live notice reclaims keeps its files (and loses its hold).
+        The uuids so kept."""
         wanted = set(rels) if rels is not None else None
-        entries = [e for e in bundle.files if wanted is None or e.path in wanted]
+        mine = store_id(self.context)
+        dropping: list[tuple[Bundle, list[FileEntry]]] = []
+        try:
+            for bundle in bundles:
+                dropping.append((bundle, self._proven_copies(bundle, wanted)))
+                self.guards.hold(bundle.uuid, mine)  # gc keeps what this store now relies on
+            # a gc that wrote its notice before these holds may not have seen them: its notice is seen here
+            kept = self.notices.reclaiming([b.uuid for b in bundles], time.time())
+        except BaseException:
+            self.guards.release([b.uuid for b, _ in dropping], mine)  # nothing was dropped: nothing to hold
+            raise
+        self.guards.release(sorted(kept), mine)
+        for bundle, local in dropping:
+            if bundle.uuid in kept:
+                continue
+            with self.context.bundle_lock(bundle.uuid):  # see localize
+                self.context.set_remote_only(bundle.uuid, True)
+                for entry in local:
+                    (Path(bundle.local_dir) / entry.path).unlink(missing_ok=True)
+        return kept
+
+    def _proven_copies(self, bundle: Bundle, wanted: set[str] | None) -> list[FileEntry]:
+        """The bundle's local files (of `wanted`, or all) after proving the remote holds each."""
         self._check_same(bundle)
         local_dir = Path(bundle.local_dir)
-        local = [e for e in entries if (local_dir / e.path).exists()]
+        local = [e for e in bundle.files if (wanted is None or e.path in wanted) and (local_dir / e.path).exists()]
         self._map(lambda e: self._check_remote_copy(bundle.uuid, e, local_dir / e.path), local)
-        self.guards.hold(bundle.uuid, store_id(self.context))  # gc keeps what this store now relies on
-        with self.context.bundle_lock(bundle.uuid):  # see localize
-            self.context.set_remote_only(bundle.uuid, True)
-            for entry in local:
-                (local_dir / entry.path).unlink(missing_ok=True)
+        return local
 
     def _check_remote_copy(self, uuid: str, entry: FileEntry, path: Path) -> None:
         """The remote object has the entry's content: by the SHA-256 checksum S3 keeps (checked
