@@ -203,6 +203,9 @@ class BundleIndex:
     def uuids(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT uuid FROM bundles")}
 
+    def is_empty(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM bundles LIMIT 1").fetchone() is None
+
     def newest_by_recipe(self, processing_names: Iterable[str]) -> dict[tuple[str, str], IndexRow]:
         """For each (processing name, bundle name) the newest bundle, in a few batched queries."""
         found: dict[tuple[str, str], IndexRow] = {}

@@ -7,7 +7,7 @@ entry by name. A bundle is on the remote exactly when its manifest is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,22 +375,34 @@ class RemoteSync:
     def _find_all(self, name: str | None, skipped: list[tuple[str, str]]) -> list[RemoteBundle | IndexRow]:
         """`find` by name or all, newest first, leaving out (into `skipped`) bundles whose
         manifest is rejected. A bundle this context already has is answered by its index row:
-        no request for it (a pull with nothing new costs the listing only)."""
-        listed = list(dict.fromkeys(self.remote_uuids(name)))
+        no request for it (a pull with nothing new costs the listing of bundle directories only).
+        A pull of everything into an empty context lists objects/ whole instead: the bundles and
+        their manifests' ETags in one pass, which the manifest packs need anyway."""
+        manifests: dict[str, RemoteObject] | None = None
+        if name is None and self.context.index.is_empty():
+            manifests = self._manifest_objects()
+            listed = list(manifests)
+        else:
+            listed = list(dict.fromkeys(self.remote_uuids(name)))
         rows = self.context.index.rows(listed)
         here = [row for row in rows.values() if name is None or row.name == name]
-        new = self._manifests([u for u in listed if u not in rows], name, skipped)
+        new = self._manifests([u for u in listed if u not in rows], name, skipped, manifests)
         found = [RemoteBundle(m, b"") for m in new if name is None or m.name == name]
         items: list[RemoteBundle | IndexRow] = [*found, *here]
         return sorted(items, key=_created_us, reverse=True)
 
     def _manifests(
-        self, uuids: Sequence[str], name: str | None, skipped: list[tuple[str, str]]
+        self,
+        uuids: Sequence[str],
+        name: str | None,
+        skipped: list[tuple[str, str]],
+        listed: Mapping[str, RemoteObject] | None = None,
     ) -> list[BundleManifest]:
         """The remote manifests of `uuids` (listed under `name`, or anywhere): for a pull of
-        everything many of them from manifest packs, the rest (and any a pack cannot vouch for)
-        one request each, validated; rejected ones are named in `skipped`."""
-        from_packs = self._from_packs(uuids) if name is None and len(uuids) >= packs.PACK_MIN else {}
+        everything many of them from manifest packs (vouched for by `listed`, the manifest
+        objects, when already known), the rest (and any a pack cannot vouch for) one request
+        each, validated; rejected ones are named in `skipped`."""
+        from_packs = self._from_packs(uuids, listed) if name is None and len(uuids) >= packs.PACK_MIN else {}
 
         def fetch(uuid: str) -> BundleManifest | None:
             try:
@@ -403,32 +415,34 @@ class RemoteSync:
         rest = self._map(fetch, [u for u in uuids if u not in from_packs])
         return [*from_packs.values(), *(m for m in rest if m is not None)]
 
-    def _from_packs(self, uuids: Sequence[str]) -> dict[str, BundleManifest]:
-        """Manifests of `uuids` from the remote's packs, each vouched for by one listing of
-        objects/ (the manifest's ETag is the MD5 of the pack entry), which runs while the first
-        packs are read. Empty when the remote has no packs."""
+    def _from_packs(self, uuids: Sequence[str], listed: Mapping[str, RemoteObject] | None) -> dict[str, BundleManifest]:
+        """Manifests of `uuids` from the remote's packs, each vouched for by a listing of objects/
+        (the manifest's ETag is the MD5 of the pack entry): `listed`, or one made while the
+        first packs are read. Empty when the remote has no packs."""
         refs = packs.listed(self.s3, self.location)
         if not refs:
             return {}
+        wanted = set(uuids)
         with ThreadPoolExecutor(max_workers=1) as lister:
-            listing = lister.submit(self._manifest_objects, set(uuids))
+            listing = lister.submit(lambda: listed if listed is not None else self._manifest_objects(wanted))
 
             def vouch(uuid: str, raw: bytes) -> bool:
-                listed = listing.result().get(uuid)
-                return listed is not None and listed.holds(raw)
+                found = listing.result().get(uuid)
+                return found is not None and found.holds(raw)
 
             try:
-                return packs.read(self.s3, self.location, refs, set(uuids), vouch, self.settings.transfer_threads)
+                return packs.read(self.s3, self.location, refs, wanted, vouch, self.settings.transfer_threads)
             finally:
                 listing.cancel()
 
-    def _manifest_objects(self, uuids: set[str]) -> dict[str, RemoteObject]:
-        """The listed manifest object of each of `uuids` that has one (a request per 1,000 keys of objects/)."""
+    def _manifest_objects(self, uuids: set[str] | None = None) -> dict[str, RemoteObject]:
+        """The listed manifest object of each bundle of objects/ (of `uuids` only, when given)
+        that has one: a request per 1,000 keys of objects/."""
         prefix = self.location.objects
         found: dict[str, RemoteObject] = {}
         for obj in self.s3.list_objects(self.location.bucket, prefix):
             uuid, _, rel = obj.key[len(prefix) :].partition("/")
-            if rel == MANIFEST_NAME and uuid in uuids:
+            if rel == MANIFEST_NAME and is_uuid(uuid) and (uuids is None or uuid in uuids):
                 found[uuid] = obj
         return found
 
