@@ -6,6 +6,7 @@ exits or silences warnings; failures raise `disdat_luigi.errors` exceptions.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -33,7 +34,6 @@ from disdat_luigi.store import queries
 from disdat_luigi.store.bundle import Bundle as StoreBundle
 from disdat_luigi.store.context import LocalContext
 from disdat_luigi.store.fsutil import collect_files, special_kind
-from disdat_luigi.store.gc import GcResult, NameUsage
 from disdat_luigi.store.index import BundleQuery, parse_date
 from disdat_luigi.store.manifest import is_uuid
 from disdat_luigi.store.names import check_name, check_tags
@@ -49,11 +49,20 @@ if TYPE_CHECKING:
     from disdat_luigi.dockerize.prune import PruneReport
     from disdat_luigi.run.batch.state import JobState
     from disdat_luigi.run.request import RunResult
+    from disdat_luigi.store.gc import GcResult, NameUsage
     from disdat_luigi.store.remote.progress import Progress
     from disdat_luigi.store.remote.sync import PullResult, PushResult, RemoteSync
     from disdat_luigi.store.transfers import RemoteRef
 
 log = logging.getLogger(__name__)
+_LAZY = {"GcResult": "disdat_luigi.store.gc"}  # public names whose modules only gc needs: `ls` does not load them
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BackendName",

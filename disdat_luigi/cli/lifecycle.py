@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from disdat_luigi import api
 from disdat_luigi.cli.common import current_context
 from disdat_luigi.store.names import printable
-from disdat_luigi.store.policy import Candidate
+
+if TYPE_CHECKING:
+    from disdat_luigi.store.policy import Candidate
 
 GC_HEADER = ("NAME", "KEPT", "RECLAIMED", "BYTES RECLAIMED", "OLDEST KEPT BECAUSE")
 
