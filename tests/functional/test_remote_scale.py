@@ -94,6 +94,8 @@ def test_a_damaged_pack_costs_requests_not_bundles(remote_ctx: str, bucket: str)
         "revalued": forged({"data": {"t": "int", "v": -1}, "tags": {"forged": "yes"}}),
         "garbage": b"not a pack",
         "deep": gzip.compress(b"[" * 100_000),
+        "objects": gzip.compress(json.dumps({"schema": 1, "manifests": [{}] * 200_000}).encode()),
+        "huge": gzip.compress(b'{"schema": 1, "manifests": [' + b"[]," * (2 * packs.MAX_PACK_BYTES) + b"[]]}"),
     }
     for fresh, damage in damages.items():
         s3.put_object(Bucket=bucket, Key=key, Body=damage)

@@ -31,7 +31,8 @@ from disdat_luigi.store.remote.s3 import S3
 log = logging.getLogger(__name__)
 PACK_MIN = 16  # fewer bundles are cheaper read one manifest at a time: no pack for them
 PACK_MAX = 1000  # manifests in one pack (about 1 MB before compression)
-MAX_PACK_BYTES = 256 * 1024 * 1024  # a pack inflating past this is not read
+PACK_BYTES = 2 * 1024 * 1024  # manifests' text in one pack; a larger manifest is read on its own
+MAX_PACK_BYTES = 2 * PACK_BYTES  # a pack inflating past this is not read (a planted one costs memory)
 SCHEMA = 1
 _NAME = re.compile(r"^(\d{8}T\d{12}Z)-(\d{1,6})-([0-9a-f]{8})\.json\.gz$")
 
@@ -68,19 +69,39 @@ def decode(data: bytes) -> list[bytes]:
     text = inflater.decompress(data, MAX_PACK_BYTES)
     if inflater.unconsumed_tail or not inflater.eof:
         raise ValueError("larger than allowed, or cut short")
-    doc = json.loads(text)
+    objects = 0
+
+    def one_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        # A pack is one object whose manifests are strings: a second object to close means
+        # objects inside it, and the parse stops before it builds more of them.
+        nonlocal objects
+        objects += 1
+        if objects > 1:
+            raise ValueError("objects inside the pack")
+        return dict(pairs)
+
+    doc = json.loads(text, object_pairs_hook=one_object)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("manifests"), list):
         raise ValueError(f"not a schema {SCHEMA} pack")
     return [m.encode("utf-8") for m in doc["manifests"] if isinstance(m, str)]
 
 
-def chunks(raws: Sequence[bytes]) -> list[Sequence[bytes]]:
-    """`raws` cut into packs of at most PACK_MAX, evenly; none when there are fewer than PACK_MIN."""
-    if len(raws) < PACK_MIN:
+def chunks(raws: Sequence[bytes]) -> list[list[bytes]]:
+    """`raws` cut into packs of at most PACK_MAX manifests and PACK_BYTES of text, in order; a
+    manifest larger than PACK_BYTES is left out (read on its own). None when there are fewer
+    than PACK_MIN to pack."""
+    packable = [raw for raw in raws if len(raw) <= PACK_BYTES]
+    if len(packable) < PACK_MIN:
         return []
-    count = -(-len(raws) // PACK_MAX)
-    size = -(-len(raws) // count)
-    return [raws[start : start + size] for start in range(0, len(raws), size)]
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for raw in packable:
+        if len(parts[-1]) == PACK_MAX or size + len(raw) > PACK_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(raw)
+        size += len(raw)
+    return parts
 
 
 def write(s3: S3, location: RemoteLocation, raws: Sequence[bytes], threads: int) -> int:
