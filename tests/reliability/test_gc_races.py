@@ -181,6 +181,27 @@ def test_push_d_of_several_bundles_with_gc_done_before_a_hold_keeps_its_files(
     assert not _keys(bucket, "holds/")  # nothing dropped: nothing held
 
 
+def test_failed_push_d_keeps_the_hold_of_a_bundle_already_only_on_the_remote(remote_ctx: str, bucket: str) -> None:
+    """A bundle whose files this store already dropped stays held when a later `push -d` of it
+    with another bundle fails on the other one: a remote gc keeps its only copy."""
+    from disdat_luigi.errors import TransferError
+
+    gone = _bundle(remote_ctx, "gone", seed=3)
+    api.push(remote_ctx, uuid=gone, delocalize=True)
+    _bundle(remote_ctx, "gone", seed=5)  # a newer version: gc --keep-last 1 would reclaim `gone`
+    broken = _bundle(remote_ctx, "broken", seed=4)
+    api.push(remote_ctx)
+    (damaged,) = [k for k in _keys(bucket, f"objects/{broken}/") if not k.endswith(MANIFEST_NAME)]
+    boto3.client("s3").delete_object(Bucket=bucket, Key=ROOT + damaged)
+    with pytest.raises(TransferError, match="missing or incomplete"):
+        api.push(remote_ctx, delocalize=True)
+    assert [k.split("/")[1] for k in _keys(bucket, "holds/")] == [gone]
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert gone not in result.reclaimed
+    api.pull(remote_ctx, uuid=gone, localize=True)
+    assert Path(api.get(remote_ctx, None, uuid=gone).data[0]).read_bytes() == bytes([3]) * 2000
+
+
 # --- a resumed push racing gc --------------------------------------------------------------------
 
 

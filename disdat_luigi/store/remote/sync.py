@@ -604,7 +604,8 @@ class RemoteSync:
             # checked only now: a gc that finished before the notices were read deleted the copy
             dropping = [(b, self._proven_copies(b, wanted)) for b in bundles if b.uuid not in kept]
         except BaseException:
-            self.guards.release(held, mine)  # nothing was dropped: nothing to hold
+            # nothing was dropped now, but a bundle already only on the remote still needs its hold
+            self.guards.release([u for u in held if not self.context.is_remote_only(u)], mine)
             raise
         self.guards.release(sorted(kept), mine)
         for bundle, local in dropping:
