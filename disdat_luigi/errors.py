@@ -147,7 +147,12 @@ class CredentialsError(RemoteError):
 
 
 class ManifestRejected(RemoteError):
-    default_hint = "the remote copy is damaged or hostile; remove it with `dsdt rmr -u UUID`"
+    default_hint = "the remote copy is damaged or hostile; remove it with `dsdt rmr -u <its uuid>`"
+
+    @classmethod
+    def of_remote(cls, message: str, uuid: str) -> ManifestRejected:
+        """A damaged remote manifest of bundle `uuid`: the hint names the command that removes it."""
+        return cls(message, hint=f"the remote copy is damaged or hostile; remove it with `dsdt rmr -u {uuid}`")
 
 
 class PartialPull(ManifestRejected):

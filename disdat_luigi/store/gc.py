@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from disdat_luigi.errors import BundleNotFound, ManifestRejected
@@ -29,15 +29,22 @@ UNREACHABLE_HINT = (
 @dataclass(frozen=True, kw_only=True)
 class RemoteCopies:
     """What the remote holds of a context's committed bundles, by uuid: `same`, this very bundle
-    (its manifest there has the bytes of the one here: pushed); `other`, another bundle under
-    the same uuid. A uuid in neither is not on the remote."""
+    (its manifest and every file it names, at its size: pushed); `lacking`, this bundle's manifest
+    but not all its files (uuid -> how many it lacks); `other`, another bundle under the same
+    uuid; `damaged`, a manifest that cannot be read. A uuid in none is not on the remote."""
 
     same: frozenset[str] = frozenset()
     other: frozenset[str] = frozenset()
+    damaged: frozenset[str] = frozenset()
+    lacking: Mapping[str, int] = field(default_factory=dict)
 
     def not_pushed(self, uuid: str) -> NotPushed | None:
         if uuid in self.same:
             return None
+        if uuid in self.lacking:
+            return NotPushed.INCOMPLETE
+        if uuid in self.damaged:
+            return NotPushed.DAMAGED
         return NotPushed.OTHER_BUNDLE if uuid in self.other else NotPushed.ONLY_HERE
 
 
@@ -108,6 +115,7 @@ def local_candidates(context: LocalContext, remote: RemoteCopies | None) -> list
                 bytes=size,
                 remote_only=row.uuid in remote_only,
                 unpushed=_not_pushed(row.uuid, row.committed, remote),
+                missing_files=remote.lacking.get(row.uuid, 0) if remote is not None else 0,
             )
         )
     return found

@@ -124,6 +124,15 @@ class BundleManifest:
             raise ManifestRejected(f"manifest {source} is malformed: {type(err).__name__}: {err}") from err
 
 
+def same_bundle(remote: bytes, local: bytes, source: str) -> bool:
+    """Whether a remote manifest describes this very bundle: the same bytes, or the same manifest
+    in another layout (another writer, an older release; a pull writes it back in this one's).
+    ManifestRejected when the remote one is damaged."""
+    if remote == local:
+        return True
+    return BundleManifest.from_json(remote, source) == BundleManifest.from_json(local, source="the local manifest")
+
+
 def safe_relpath(path: object, source: str) -> str:
     """A bundle-relative POSIX path that cannot leave the bundle directory."""
     if not isinstance(path, str) or not path or "\x00" in path or "\\" in path or has_control(path):

@@ -50,6 +50,12 @@ class NotPushed(Enum):
     UNCOMMITTED = "uncommitted, exists only here"
     # a forced uuid another store published first, or a planted object: not this bundle's copy
     OTHER_BUNDLE = "the remote holds another bundle under its uuid"
+    DAMAGED = "the remote's manifest of it is damaged"
+    INCOMPLETE = "the remote lacks {missing} of its files"
+
+    def describe(self, missing: int) -> str:
+        """The reason in words (INCOMPLETE says how many files the remote lacks)."""
+        return self.value.format(missing=missing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +71,7 @@ class Candidate:
     bytes: int = 0  # what reclaiming it frees
     remote_only: bool = False  # its files are elsewhere: reclaiming it frees no local bytes
     unpushed: NotPushed | None = None  # why it exists only here (local gc); None: the remote holds it
+    missing_files: int = 0  # of its files, how many the remote lacks (NotPushed.INCOMPLETE)
     held_by: tuple[str, ...] = ()  # stores that dropped their local copies (remote gc)
     claimed: bool = False  # a live claim names it as an input (remote gc)
 
@@ -171,7 +178,7 @@ def plan(candidates: Sequence[Candidate], policy: KeepPolicy, now_us: int, remot
         if c.held_by and not policy.force:
             keep(c.uuid, HELD + ", ".join(sorted(c.held_by)))
         if c.unpushed is not None and not remote and not policy.force:
-            keep(c.uuid, f"{NOT_PUSHED}{c.unpushed.value} (--force reclaims it)")
+            keep(c.uuid, f"{NOT_PUSHED}{c.unpushed.describe(c.missing_files)} (--force reclaims it)")
     _keep_upstream(newest_first, reasons)
     return GcPlan(verdicts=tuple(Verdict(candidate=c, reason=reasons.get(c.uuid)) for c in newest_first))
 

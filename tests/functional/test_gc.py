@@ -459,8 +459,8 @@ def _reason(result: api.GcResult, uuid: str) -> str | None:
 
 def test_a_catalog_entry_alone_does_not_make_a_bundle_pushed(remote_ctx: str, bucket: str) -> None:
     """An entry planted under the remote's catalog/ (any name) names bundles that were never
-    pushed: local gc keeps them and says why; a planted manifest of other bytes keeps its
-    bundle as "another bundle"."""
+    pushed: local gc keeps them and says why; a planted damaged manifest keeps its bundle, saying
+    the remote's manifest of it is damaged."""
     s3 = boto3.client("s3")
     uncommitted, committed, forged, newest = _make(remote_ctx, "zz", 4)
     for uuid in (committed, forged):
@@ -473,7 +473,8 @@ def test_a_catalog_entry_alone_does_not_make_a_bundle_pushed(remote_ctx: str, bu
     assert _here(remote_ctx, "zz") == {uncommitted, committed, forged, newest}
     assert _reason(result, uncommitted) == "not pushed: uncommitted, exists only here (--force reclaims it)"
     assert _reason(result, committed) == "not pushed: exists only here (--force reclaims it)"
-    assert _reason(result, forged) == "not pushed: the remote holds another bundle under its uuid (--force reclaims it)"
+    assert _reason(result, forged) == "not pushed: the remote's manifest of it is damaged (--force reclaims it)"
+    assert result.uuid_taken_on_remote == []
 
 
 def _forced(ctx: str, uuid: str, made_by: str) -> None:
@@ -540,6 +541,22 @@ def test_pushed_and_pulled_bundles_count_as_pushed(remote_ctx: str, bucket: str)
     api.remote("reader", "shared", f"s3://{bucket}/team")
     api.pull("reader", "p", localize=True)
     assert set(api.gc("reader", keep_last=1, dry_run=False).reclaimed) == set(made[:3])
+
+
+def test_a_bundle_whose_remote_files_are_missing_or_cut_is_not_pushed(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A pushed bundle whose file another writer deleted on the remote, and one whose file it
+    replaced by one of another size, are kept by local gc, which says how many files the remote
+    lacks; both still read back here."""
+    made = _pushed(remote_ctx, "lf", 3)
+    s3 = boto3.client("s3")
+    s3.delete_object(Bucket=bucket, Key=f"team/context/shared/objects/{made[0]}/data/blob.bin")
+    s3.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{made[1]}/data/blob.bin", Body=b"x" * 10)
+    planned = dsdt("gc", "--keep-last", "1", "--yes")
+    assert planned.code == 0, planned.err
+    assert "not pushed: the remote lacks 1 of its files (--force reclaims it)" in planned.out
+    assert _here(remote_ctx, "lf") == set(made)
+    for uuid, byte in zip(made[:2], (0, 1)):
+        assert Path(api.get(remote_ctx, None, uuid=uuid).data).read_bytes() == bytes([byte]) * 1000
 
 
 def test_local_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

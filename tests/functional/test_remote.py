@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -419,6 +420,47 @@ def test_manifest_claiming_another_uuid_is_rejected(remote_ctx: str, bucket: str
     )
     with pytest.raises(ManifestRejected, match="claims to be bundle"):
         api.pull(remote_ctx, "evil")
+
+
+def test_pull_of_a_damaged_remote_manifest_names_its_uuid_in_the_hint(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """`dsdt pull -u UUID` of a damaged remote manifest fails, and its hint names the command
+    that removes it, with that uuid."""
+    uuid = "11111111-2222-3333-4444-555555555555"
+    _plant_manifest(bucket, uuid, _manifest_doc(uuid, [{"path": "data/x", "size": -5, "sha256": "a" * 64}]))
+    pulled = dsdt("pull", "-u", uuid)
+    assert pulled.code != 0
+    assert f"remove it with `dsdt rmr -u {uuid}`" in pulled.err
+    assert "UUID`" not in pulled.err
+
+
+def test_push_of_a_bundle_whose_remote_manifest_has_another_layout(dsdt, remote_ctx: str, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A bundle published by another writer (its manifest laid out otherwise) and pulled here
+    is the same bundle: `dsdt push -u` says it is already there and `dsdt push -d -u` drops its
+    local files, which then read back from the remote."""
+    uuid = _pushed_relaid(remote_ctx, bucket)
+    pushed = dsdt("push", "-u", uuid)
+    assert pushed.code == 0, pushed.err
+    dropped = dsdt("push", "-d", "-u", uuid)
+    assert dropped.code == 0, dropped.err
+    assert "dropped the local files of 1 bundle(s)" in dropped.out
+    assert api.cat(remote_ctx, "relaid") == {"v": 1}
+
+
+def _pushed_relaid(ctx: str, bucket: str) -> str:
+    """A bundle pushed from another context whose remote manifest is then rewritten with other
+    whitespace and key order, pulled (with its files) into `ctx`; its uuid."""
+    api.context("writer")
+    api.remote("writer", "shared", f"s3://{bucket}/team")
+    bundle = api.Bundle("writer", name="relaid", data={"v": 1})
+    api.commit("writer", None, uuid=bundle.uuid)
+    api.push("writer", uuid=bundle.uuid)
+    key = f"team/context/shared/objects/{bundle.uuid}/manifest.json"
+    client = boto3.client("s3")
+    doc = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    relaid = json.dumps(dict(reversed(list(doc.items()))), indent=3).encode()
+    client.put_object(Bucket=bucket, Key=key, Body=relaid)
+    api.pull(ctx, uuid=bundle.uuid, localize=True)
+    return bundle.uuid
 
 
 PUSHER = """

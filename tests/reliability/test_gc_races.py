@@ -152,6 +152,56 @@ def test_push_d_whose_hold_lands_before_the_notice_keeps_the_bundle(remote_ctx: 
     assert api.verify(laptop).ok
 
 
+def test_push_d_of_several_bundles_with_gc_done_before_a_hold_keeps_its_files(
+    dsdt, remote_ctx: str, laptop: str, bucket: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The laptop runs `dsdt push -d` of two bundles while gc reclaims one of them, gc done
+    (remote copy deleted, notice withdrawn) just before the laptop's hold on it lands: push -d
+    drops nothing of it and says it is not on the remote; the laptop's bundle stays whole."""
+    old = _old_version_elsewhere(remote_ctx, laptop)
+    _bundle(laptop, "other", seed=9)
+    api.push(laptop)
+    gc_results: list[Any] = []
+    original = RemoteGuards.hold
+
+    def hold(self: RemoteGuards, uuid: str, store: str) -> None:
+        if uuid == old and not gc_results:
+            gc_results.append(api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False))
+        original(self, uuid, store)
+
+    dsdt("switch", laptop)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RemoteGuards, "hold", hold)
+        pushed = dsdt("push", "-d")
+    assert old in gc_results[0].reclaimed
+    assert pushed.code != 0
+    assert f"bundle model {old} is not on the remote; push it first" in pushed.err
+    assert api.verify(laptop).ok
+    assert Path(api.get(laptop, "model").data[0]).read_bytes() == bytes([7]) * 2000
+    assert not _keys(bucket, "holds/")  # nothing dropped: nothing held
+
+
+def test_failed_push_d_keeps_the_hold_of_a_bundle_already_only_on_the_remote(remote_ctx: str, bucket: str) -> None:
+    """A bundle whose files this store already dropped stays held when a later `push -d` of it
+    with another bundle fails on the other one: a remote gc keeps its only copy."""
+    from disdat_luigi.errors import TransferError
+
+    gone = _bundle(remote_ctx, "gone", seed=3)
+    api.push(remote_ctx, uuid=gone, delocalize=True)
+    _bundle(remote_ctx, "gone", seed=5)  # a newer version: gc --keep-last 1 would reclaim `gone`
+    broken = _bundle(remote_ctx, "broken", seed=4)
+    api.push(remote_ctx)
+    (damaged,) = [k for k in _keys(bucket, f"objects/{broken}/") if not k.endswith(MANIFEST_NAME)]
+    boto3.client("s3").delete_object(Bucket=bucket, Key=ROOT + damaged)
+    with pytest.raises(TransferError, match="missing or incomplete"):
+        api.push(remote_ctx, delocalize=True)
+    assert [k.split("/")[1] for k in _keys(bucket, "holds/")] == [gone]
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert gone not in result.reclaimed
+    api.pull(remote_ctx, uuid=gone, localize=True)
+    assert Path(api.get(remote_ctx, None, uuid=gone).data[0]).read_bytes() == bytes([3]) * 2000
+
+
 # --- a resumed push racing gc --------------------------------------------------------------------
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from disdat_luigi.errors import BundleNotFound, InvalidName, ManifestRejected, TransferError
 from disdat_luigi.store.gc import UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
 from disdat_luigi.store.index import BundleQuery, to_us
-from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid, same_bundle
 from disdat_luigi.store.names import check_name
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
-from disdat_luigi.store.remote.sync import RemoteSync
+from disdat_luigi.store.remote.sync import MAX_MANIFEST_BYTES, RemoteSync
 
 NO_NAME = "(no catalog entry)"
 ORPHANS = "(objects without a manifest)"
@@ -130,18 +130,21 @@ class RemoteCollector:
 
     def published(self) -> RemoteCopies:
         """Which of this context's committed bundles the remote holds as this very bundle (its
-        manifest there has the bytes of the one here, or says the same in another layout: a pull
-        writes manifests back as this release lays them out), and under which uuids it holds
-        another. A catalog entry proves neither: anyone may write one, and a forced uuid may be
-        another store's. One listing of objects/ (a request per 1,000 keys); a manifest's ETag
-        vouches for its bytes when uploaded in one part without KMS, any other is read (a GET
-        each, concurrently). TransferError with local gc's hint when it cannot be asked."""
+        manifest there is this one, see `same_bundle`, and the listing shows every file it names
+        at its size), which it holds incomplete, under which uuids it holds another bundle and
+        whose manifest there is damaged. A catalog entry proves nothing: anyone may write one, and
+        a forced uuid may be another store's. File contents are not read (push -d checks them).
+        One listing of objects/ (a request per 1,000 keys); a manifest's ETag vouches for its
+        bytes when uploaded in one part without KMS, any other is read (a GET each, concurrently).
+        TransferError with local gc's hint when it cannot be asked."""
         context = self.sync.context
         committed = {row.uuid for row in context.search(BundleQuery(committed=True))}
         prefix = self.location.objects
         same: set[str] = set()
         other: set[str] = set()
+        damaged: set[str] = set()
         unsure: list[str] = []
+        sizes: dict[str, dict[str, int]] = defaultdict(dict)
 
         def local(uuid: str) -> bytes | None:
             try:
@@ -150,31 +153,52 @@ class RemoteCollector:
                 return None
 
         def alike(uuid: str) -> bool | None:
-            """Whether the remote manifest says what the local one says; None when either is gone."""
+            """Whether the remote manifest is this bundle's; None when either is gone, ManifestRejected when damaged."""
+            key = self.location.manifest_key(uuid)
+            remote = self.s3.get_bytes(self.location.bucket, key, MAX_MANIFEST_BYTES)
+            here = local(uuid)
+            if remote is None or here is None:
+                return None
+            return same_bundle(remote, here, source=self.location.url(key))
+
+        def sort(uuid: str) -> set[str] | None:
+            """The set `uuid` belongs in; None when either manifest is gone."""
             try:
-                remote = self.sync.fetch(uuid)
-                here = local(uuid)
-                if remote is None or here is None:
-                    return None
-                return remote.raw == here or remote.manifest == context.load_manifest(uuid)
-            except (ManifestRejected, BundleNotFound):  # damaged, or claims another uuid: not this bundle
-                return False
+                found = alike(uuid)
+            except ManifestRejected:
+                return damaged
+            return None if found is None else (same if found else other)
 
         try:
             for obj in self.s3.list_objects(self.location.bucket, prefix):
                 uuid, _, rel = obj.key[len(prefix) :].partition("/")
-                if rel != MANIFEST_NAME or uuid not in committed or (raw := local(uuid)) is None:
+                if uuid not in committed:
                     continue
-                if obj.holds(raw):
+                if rel != MANIFEST_NAME:
+                    sizes[uuid][rel] = obj.size
+                elif (raw := local(uuid)) is None:
+                    continue
+                elif obj.holds(raw):
                     same.add(uuid)
                 else:  # KMS, multipart, another layout or another bundle: the manifest itself tells
                     unsure.append(uuid)
-            for uuid, verdict in zip(unsure, self.sync._map(alike, unsure)):
-                if verdict is not None:
-                    (same if verdict else other).add(uuid)
+            for uuid, into in zip(unsure, self.sync._map(sort, unsure)):
+                if into is not None:
+                    into.add(uuid)
         except TransferError as err:
             raise TransferError(err.message, hint=UNREACHABLE_HINT) from err
-        return RemoteCopies(same=frozenset(same), other=frozenset(other))
+        lacking = {u: n for u in same if (n := self._lacking(u, sizes.get(u, {})))}
+        return RemoteCopies(
+            same=frozenset(same - set(lacking)), other=frozenset(other), damaged=frozenset(damaged), lacking=lacking
+        )
+
+    def _lacking(self, uuid: str, listed: dict[str, int]) -> int:
+        """How many files the local manifest of `uuid` names that the listing lacks or shows at another size."""
+        try:
+            files = self.sync.context.load_manifest(uuid).files
+        except (BundleNotFound, ManifestRejected):  # removed meanwhile: nothing here to keep
+            return 0
+        return sum(1 for e in files if listed.get(e.path) != e.size)
 
     def collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
         now = time.time()

@@ -28,7 +28,7 @@ from disdat_luigi.store.codec import RemoteLeaf
 from disdat_luigi.store.context import FLUSH_THREADS, BundleDraft, LocalContext, Publication
 from disdat_luigi.store.index import BundleQuery, IndexRow, to_us
 from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
-from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid, same_bundle
 from disdat_luigi.store.remote import packs, transfer
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
 from disdat_luigi.store.remote.notices import GcNotices
@@ -259,12 +259,17 @@ class RemoteSync:
         self.s3.put_bytes(self.location.bucket, key, b"", create_only=True)
 
     def _check_same(self, bundle: Bundle) -> None:
-        """The remote holds this very bundle under its uuid (same manifest bytes), else UuidConflict."""
-        raw = self.s3.get_bytes(self.location.bucket, self.location.manifest_key(bundle.uuid), MAX_MANIFEST_BYTES)
+        """The remote holds this very bundle under its uuid (see `same_bundle`), else UuidConflict."""
+        key = self.location.manifest_key(bundle.uuid)
+        raw = self.s3.get_bytes(self.location.bucket, key, MAX_MANIFEST_BYTES)
         local = (Path(bundle.local_dir) / MANIFEST_NAME).read_bytes()
         if raw is None:
             raise TransferError(f"bundle {bundle.name} {bundle.uuid} is not on the remote; push it first")
-        if raw != local:
+        try:
+            same = same_bundle(raw, local, source=self.location.url(key))
+        except ManifestRejected as err:
+            raise ManifestRejected.of_remote(err.message, bundle.uuid) from err
+        if not same:
             raise UuidConflict(
                 f"the remote holds a different bundle under uuid {bundle.uuid} "
                 f"(not this {bundle.name!r}); nothing was pushed or dropped for it",
@@ -329,9 +334,12 @@ class RemoteSync:
         raw = self.s3.get_bytes(self.location.bucket, key, MAX_MANIFEST_BYTES)
         if raw is None:
             return None
-        manifest = BundleManifest.from_json(raw, source=self.location.url(key))
+        try:
+            manifest = BundleManifest.from_json(raw, source=self.location.url(key))
+        except ManifestRejected as err:
+            raise ManifestRejected.of_remote(err.message, uuid) from err
         if manifest.uuid != uuid:
-            raise ManifestRejected(f"{self.location.url(key)} claims to be bundle {manifest.uuid}")
+            raise ManifestRejected.of_remote(f"{self.location.url(key)} claims to be bundle {manifest.uuid}", uuid)
         return RemoteBundle(manifest, raw)
 
     def find(self, name: str | None = None, uuid: str | None = None) -> list[RemoteBundle]:
@@ -580,25 +588,27 @@ class RemoteSync:
         return not self._delocalize_all([bundle], rels)
 
     def _delocalize_all(self, bundles: Sequence[Bundle], rels: Iterable[str] | None = None) -> set[str]:
-        """Delocalize each bundle: check its remote copy, write its hold, then read the gc
-        notices once; a bundle a live notice reclaims keeps its files (and loses its hold).
-        The uuids so kept."""
+        """Delocalize each bundle: write every hold, read the gc notices once, then check each
+        remote copy and drop the local files. A gc whose notice came first is seen here (the
+        bundle it reclaims keeps its files and loses its hold); one whose notice came later sees
+        the hold and keeps the bundle; a gc done before the notices were read left no copy to
+        check. The uuids so kept."""
         wanted = set(rels) if rels is not None else None
         mine = store_id(self.context)
-        dropping: list[tuple[Bundle, list[FileEntry]]] = []
+        held: list[str] = []
         try:
             for bundle in bundles:
-                dropping.append((bundle, self._proven_copies(bundle, wanted)))
                 self.guards.hold(bundle.uuid, mine)  # gc keeps what this store now relies on
-            # a gc that wrote its notice before these holds may not have seen them: its notice is seen here
-            kept = self.notices.reclaiming([b.uuid for b in bundles], time.time())
+                held.append(bundle.uuid)
+            kept = self.notices.reclaiming(held, time.time())
+            # checked only now: a gc that finished before the notices were read deleted the copy
+            dropping = [(b, self._proven_copies(b, wanted)) for b in bundles if b.uuid not in kept]
         except BaseException:
-            self.guards.release([b.uuid for b, _ in dropping], mine)  # nothing was dropped: nothing to hold
+            # nothing was dropped now, but a bundle already only on the remote still needs its hold
+            self.guards.release([u for u in held if not self.context.is_remote_only(u)], mine)
             raise
         self.guards.release(sorted(kept), mine)
         for bundle, local in dropping:
-            if bundle.uuid in kept:
-                continue
             with self.context.bundle_lock(bundle.uuid):  # see localize
                 self.context.set_remote_only(bundle.uuid, True)
                 for entry in local:
