@@ -15,10 +15,14 @@ import boto3
 import pytest
 
 from disdat_luigi import api
+from disdat_luigi.apply.executors import RemoteTask
+from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import GcInProgress
+from disdat_luigi.run.claims import TaskClaims
+from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.manifest import MANIFEST_NAME
 from disdat_luigi.store.remote import notices as notices_module
-from disdat_luigi.store.remote.claims import Claim
+from disdat_luigi.store.remote.claims import Claim, ClaimStore
 from disdat_luigi.store.remote.gc import RemoteCollector
 from disdat_luigi.store.remote.holds import RemoteGuards
 from disdat_luigi.store.remote.notices import GcNotices
@@ -150,6 +154,86 @@ def test_push_d_whose_hold_lands_before_the_notice_keeps_the_bundle(remote_ctx: 
     api.pull(laptop, uuid=old, localize=True)
     assert Path(api.get(laptop, "model").data[0]).read_bytes() == bytes([7]) * 2000
     assert api.verify(laptop).ok
+
+
+# --- a job claiming its input racing gc ----------------------------------------------------------
+
+
+def _job_claims(bucket: str, log: list[str]) -> tuple[TaskClaims, RemoteTask]:
+    """A Batch apply's claims on the shared remote (wired as the Batch executor wires them)."""
+    s3 = S3(RemoteSettings())
+    location = RemoteLocation.parse(f"s3://{bucket}/team", "shared")
+    notices = GcNotices(s3, location)
+    claims = TaskClaims(
+        store=ClaimStore(s3, location),
+        claimant="apply-b",
+        phases=lambda jobs: {},
+        bundle_ready=lambda task, job, uuid: False,
+        log=log.append,
+        reclaimers=lambda uuids: notices.reclaimers(uuids, time.time()),
+    )
+    return claims, RemoteTask(
+        task_id="Fit_1",
+        label="Fit(n=1)",
+        pipe_cls="ml.Fit",
+        params={"n": "1"},
+        processing_name="Fit_1",
+        output_bundle="Fit",
+        output_uuid="00000000-0000-4000-8000-000000000001",
+    )
+
+
+def _two_versions(ctx: str) -> str:
+    """Two pushed versions of `data`; the older one's uuid (gc --keep-last 1 reclaims it)."""
+    old = _bundle(ctx, "data", seed=1)
+    _bundle(ctx, "data", seed=2)
+    api.push(ctx)
+    return old
+
+
+def test_job_claiming_an_input_before_gc_notice_keeps_it(remote_ctx: str, bucket: str) -> None:
+    """A job claims bundle V as its input after gc read claims but before gc posts its notice:
+    the job sees no notice and is submitted, and gc, reading claims again after its notice,
+    keeps V."""
+    old = _two_versions(remote_ctx)
+    claims, job = _job_claims(bucket, [])
+    job = RemoteTask(**{**job.__dict__, "pins": {"data": old}})
+    submitted: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GcNotices, "post", _once(lambda: submitted.append(claims.sort([job])))(GcNotices.post))
+        result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert submitted[0].submit == [job]
+    assert old not in result.reclaimed
+    reasons = {v.candidate.uuid: v.reason for v in result.plan.verdicts}
+    assert "live claim" in str(reasons[old])
+    assert f"objects/{old}/{MANIFEST_NAME}" in _keys(bucket, "objects/")
+
+
+def test_job_claiming_an_input_after_gc_notice_is_not_submitted(remote_ctx: str, bucket: str) -> None:
+    """A job claims bundle V as its input after gc posted its notice reclaiming V: the job reads
+    the notice, releases its claim and fails with an error naming V and the notice; gc reclaims V."""
+    old = _two_versions(remote_ctx)
+    claims, job = _job_claims(bucket, [])
+    job = RemoteTask(**{**job.__dict__, "pins": {"data": old}})
+    failed: list[GcInProgress] = []
+
+    def claim() -> None:
+        with pytest.raises(GcInProgress) as err:
+            claims.sort([job])
+        failed.append(err.value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RemoteGuards, "live_intents", _once(claim)(RemoteGuards.live_intents))
+        result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    (err,) = failed
+    assert f"Fit(n=1): its input data {old} is being reclaimed by a remote gc (s3://{bucket}/team/" in str(err)
+    assert "run again after that gc has ended" in err.hint
+    assert old in result.reclaimed
+    assert not claims.held  # released: the next apply takes the claim at once
+    (claim_key,) = _keys(bucket, "claims/")
+    assert (
+        '"expires": 0.0' in boto3.client("s3").get_object(Bucket=bucket, Key=ROOT + claim_key)["Body"].read().decode()
+    )
 
 
 # --- a resumed push racing gc --------------------------------------------------------------------

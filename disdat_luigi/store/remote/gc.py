@@ -193,8 +193,9 @@ class RemoteCollector:
         waiting = _waiting(listed, set(intents), grace, now)
         if dry_run or not (gc_plan.reclaimed or orphans):
             return _result(gc_plan, dry_run=dry_run, reclaimed=(), orphans=orphans, waiting=waiting, grace=grace_hours)
-        # announce what goes, then look again: a hold or an intent written before the notice is
-        # seen now; one written after it meets the notice (push -d keeps its files, a push waits)
+        # announce what goes, then look again: a hold, an intent or a claim written before the
+        # notice is seen now; one written after it meets the notice (push -d keeps its files, a
+        # push waits, a job's submission fails)
         posted = self.notices.post(
             [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
         )
@@ -202,7 +203,7 @@ class RemoteCollector:
             held = self._with_own_references(self.guards.holds())
             holds = {u: tuple(sorted({*holds.get(u, ()), *held.get(u, ())})) for u in {*holds, *held}}
             began = self.guards.live_intents(grace, time.time())
-            late = _inputs(began)
+            late = _inputs(began) | self.guards.claimed_inputs(time.time())
             doomed = {c.uuid for c in gc_plan.reclaimed}
             if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
                 gc_plan = self._plan(manifests, listed, holds, protected | late, policy, now)

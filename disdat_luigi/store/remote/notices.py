@@ -100,10 +100,17 @@ class GcNotices:
 
     def reclaiming(self, uuids: Sequence[str], now: float) -> set[str]:
         """Those of `uuids` a live notice names for reclaiming."""
-        named: set[str] = set()
+        return set(self.reclaimers(uuids, now))
+
+    def reclaimers(self, uuids: Sequence[str], now: float) -> dict[str, str]:
+        """Those of `uuids` a live notice names for reclaiming -> that notice's URL (one listing
+        when no gc runs)."""
+        wanted = set(uuids)
+        found: dict[str, str] = {}
         for notice in self.live(now):
-            named |= notice.reclaim
-        return named & set(uuids)
+            for uuid in notice.reclaim & wanted:
+                found.setdefault(uuid, self.location.url(notice.key))
+        return found
 
     def wait_gone(self, notice: GcNotice, what: str) -> None:
         """Wait (polling) until the notice is gone or has expired; GcInProgress after MAX_WAIT."""
