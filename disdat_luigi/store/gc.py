@@ -55,6 +55,7 @@ class GcResult:
     waiting: int = 0  # remote objects no manifest names, still inside the grace period (kept for now)
     waiting_bytes: int = 0
     grace_hours: float = 0.0  # the grace period this remote gc used
+    unreadable: int = 0  # remote bundles whose manifest gc rejects: left alone, every uuid they name kept
     without_remote: bool = False  # local gc of a context bound to no remote: every bundle is only here
 
     @property

@@ -6,6 +6,7 @@ request per 1,000 keys), one GET per manifest not already here, then one delete 
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,10 +19,13 @@ from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 from disdat_luigi.store.names import check_name
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
-from disdat_luigi.store.remote.sync import RemoteSync
+from disdat_luigi.store.remote.sync import MAX_MANIFEST_BYTES, RemoteSync
 
 NO_NAME = "(no catalog entry)"
 ORPHANS = "(objects without a manifest)"
+# what may be a uuid in a manifest gc cannot read: a quoted store uuid (a forced one too), or a
+# canonical uuid anywhere; keeping more than it names costs only space
+_NAMED = re.compile(rb'"([0-9a-f-]{1,64})"|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})')
 
 
 @dataclass
@@ -91,9 +95,10 @@ class RemoteCollector:
                 catalog[uuid].append((name, obj.key))
         return dict(catalog)
 
-    def _manifests(self, uuids: Sequence[str]) -> dict[str, BundleManifest]:
+    def _manifests(self, uuids: Sequence[str]) -> tuple[dict[str, BundleManifest], dict[str, frozenset[str]]]:
         """Each bundle's manifest: this context's copy when it has the bundle (manifests never
-        change), else one GET; damaged ones are left out (and so left alone)."""
+        change), else one GET. Rejected ones (damaged, of a newer release, hostile) are left out,
+        and so left alone; for each, the uuids its bytes seem to name, which gc keeps."""
         context = self.sync.context
         here = context.index.rows(uuids)
         found: dict[str, BundleManifest] = {}
@@ -107,17 +112,21 @@ class RemoteCollector:
                     pass
             wanted.append(uuid)
 
-        def fetch(uuid: str) -> BundleManifest | None:
+        def fetch(uuid: str) -> BundleManifest | frozenset[str] | None:
             try:
                 remote = self.sync.fetch(uuid)
             except ManifestRejected:
-                return None
+                raw = self.s3.get_bytes(self.location.bucket, self.location.manifest_key(uuid), MAX_MANIFEST_BYTES)
+                return _named(raw or b"") - {uuid}
             return remote.manifest if remote is not None else None
 
-        for uuid, manifest in zip(wanted, self.sync._map(fetch, wanted)):
-            if manifest is not None:
-                found[uuid] = manifest
-        return found
+        rejected: dict[str, frozenset[str]] = {}
+        for uuid, got in zip(wanted, self.sync._map(fetch, wanted)):
+            if isinstance(got, BundleManifest):
+                found[uuid] = got
+            elif got is not None:
+                rejected[uuid] = got
+        return found, rejected
 
     def _with_own_references(self, holds: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         """The remote's holds, and this context's own: a bundle it has whose files are only on the
@@ -184,15 +193,24 @@ class RemoteCollector:
         catalog = self._catalog()
         intents, dead = self.guards.intents(grace, now)
         listed = self._objects()
-        manifests = self._manifests(sorted(u for u, entry in listed.items() if entry.has_manifest))
+        manifests, rejected = self._manifests(sorted(u for u, entry in listed.items() if entry.has_manifest))
+        named = {u: owner for owner in sorted(rejected, reverse=True) for u in rejected[owner]}
         holds = self._with_own_references(self.guards.holds())
         protected = self.guards.claimed_inputs(now) | _inputs(intents)
-        gc_plan = self._plan(manifests, listed, holds, protected, policy, now)
+        gc_plan = self._plan(manifests, listed, holds, protected, named, policy, now)
         orphans = self._orphans(listed, catalog, set(intents), grace, now)
         orphans += [Orphan(key=key, size=size, uuid=key.rpartition("/")[2]) for key, size in dead]
         waiting = _waiting(listed, set(intents), grace, now)
         if dry_run or not (gc_plan.reclaimed or orphans):
-            return _result(gc_plan, dry_run=dry_run, reclaimed=(), orphans=orphans, waiting=waiting, grace=grace_hours)
+            return _result(
+                gc_plan,
+                dry_run=dry_run,
+                reclaimed=(),
+                orphans=orphans,
+                waiting=waiting,
+                grace=grace_hours,
+                unreadable=len(rejected),
+            )
         # announce what goes, then look again: a hold, an intent or a claim written before the
         # notice is seen now; one written after it meets the notice (push -d keeps its files, a
         # push waits, a job's submission fails)
@@ -206,7 +224,7 @@ class RemoteCollector:
             late = _inputs(began) | self.guards.claimed_inputs(time.time())
             doomed = {c.uuid for c in gc_plan.reclaimed}
             if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
-                gc_plan = self._plan(manifests, listed, holds, protected | late, policy, now)
+                gc_plan = self._plan(manifests, listed, holds, protected | late, named, policy, now)
             orphans = [o for o in orphans if o.uuid not in began]
             published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
             orphans = [o for o in orphans if o.uuid not in published]
@@ -214,7 +232,15 @@ class RemoteCollector:
             self._delete(reclaimed, listed, catalog, holds, orphans)
         finally:
             self.notices.withdraw(posted, time.time())
-        return _result(gc_plan, dry_run=False, reclaimed=reclaimed, orphans=orphans, waiting=waiting, grace=grace_hours)
+        return _result(
+            gc_plan,
+            dry_run=False,
+            reclaimed=reclaimed,
+            orphans=orphans,
+            waiting=waiting,
+            grace=grace_hours,
+            unreadable=len(rejected),
+        )
 
     def _plan(
         self,
@@ -222,11 +248,13 @@ class RemoteCollector:
         listed: dict[str, _Listed],
         holds: dict[str, tuple[str, ...]],
         protected: set[str],
+        named: dict[str, str],
         policy: KeepPolicy,
         now: float,
     ) -> GcPlan:
         candidates = [
-            _candidate(m, listed[u].data_bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()
+            _candidate(m, listed[u].data_bytes, holds.get(u, ()), u in protected, named.get(u, ""))
+            for u, m in manifests.items()
         ]
         return plan(candidates, policy, to_us_now(now), remote=True)
 
@@ -303,7 +331,9 @@ def to_us_now(now: float) -> int:
     return int(now * 10**6)
 
 
-def _candidate(manifest: BundleManifest, size: int, held_by: tuple[str, ...], claimed: bool) -> Candidate:
+def _candidate(
+    manifest: BundleManifest, size: int, held_by: tuple[str, ...], claimed: bool, named_by: str
+) -> Candidate:
     return Candidate(
         uuid=manifest.uuid,
         name=manifest.name,
@@ -314,7 +344,14 @@ def _candidate(manifest: BundleManifest, size: int, held_by: tuple[str, ...], cl
         bytes=size,
         held_by=held_by,
         claimed=claimed,
+        named_by=named_by,
     )
+
+
+def _named(raw: bytes) -> frozenset[str]:
+    """The uuids a manifest gc cannot read seems to name (a lenient scan of its bytes)."""
+    found = ((m.group(1) or m.group(2)).decode() for m in _NAMED.finditer(raw))
+    return frozenset(u for u in found if is_uuid(u))
 
 
 def _waiting(listed: dict[str, _Listed], intended: set[str], grace_seconds: float, now: float) -> list[Orphan]:
@@ -348,6 +385,7 @@ def _result(
     orphans: list[Orphan],
     waiting: list[Orphan],
     grace: float,
+    unreadable: int,
 ) -> GcResult:
     return GcResult(
         plan=gc_plan,
@@ -360,4 +398,5 @@ def _result(
         waiting=len(waiting),
         waiting_bytes=sum(o.size for o in waiting),
         grace_hours=grace,
+        unreadable=unreadable,
     )
