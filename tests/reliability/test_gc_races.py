@@ -334,6 +334,45 @@ def test_push_gives_up_on_a_gc_that_does_not_end(remote_ctx: str, bucket: str, q
     assert not [k for k in _keys(bucket) if k.startswith(("intents/", "catalog/")) or k.endswith(MANIFEST_NAME)]
 
 
+class _Clock:
+    """notices' `time`: sleeping advances it at once, so a long wait takes no real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_chained_notices_stall_a_push_at_most_max_wait_in_all(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Planted notices naming a bundle's files, each expiring just before the next: the push
+    waits MAX_WAIT in all (not per notice), says it waits naming the notices, says when one
+    expires, then fails naming one still there."""
+    monkeypatch.setattr(notices_module, "time", _Clock())
+    monkeypatch.setattr(notices_module, "MAX_WAIT", 25.0)
+    uuid = _bundle(remote_ctx, "stalled")
+    keys = [f"{ROOT}gc/20260101T00000{i}Z-chain.json" for i in range(4)]
+    for i, key in enumerate(keys):
+        body = f'{{"expires": {time.time() + 10 * (i + 1)}, "reclaim": [], "orphans": ["{uuid}"]}}'
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode())
+    with caplog.at_level("WARNING"), pytest.raises(GcInProgress) as raised:
+        api.push(remote_ctx, uuid=uuid)
+    assert f"s3://{bucket}/{keys[2]}" in str(raised.value) and "waited 25 s" in str(raised.value)
+    assert notices_module.time.now - time.time() < 40  # type: ignore[attr-defined]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("waiting (at most 25 s) for a remote gc") and f"s3://{bucket}/{keys[0]}" in line
+        for line in lines
+    )
+    assert f"stopped waiting for s3://{bucket}/{keys[0]}: it expired without its gc ending" in lines
+    assert f"stopped waiting for s3://{bucket}/{keys[1]}: it expired without its gc ending" in lines
+
+
 # --- a catalog entry racing gc -------------------------------------------------------------------
 
 

@@ -112,18 +112,34 @@ class GcNotices:
                 found.setdefault(uuid, self.location.url(notice.key))
         return found
 
-    def wait_gone(self, notice: GcNotice, what: str) -> None:
-        """Wait (polling) until the notice is gone or has expired; GcInProgress after MAX_WAIT."""
-        deadline = min(notice.expires, time.time() + MAX_WAIT)
-        while self.s3.head(self.location.bucket, notice.key) is not None:
-            if time.time() >= deadline:
-                if time.time() >= notice.expires:
-                    return  # expired: the gc died, and what it deleted is sent again
+    def wait_gone(self, notices: Sequence[GcNotice], what: str) -> None:
+        """Wait (polling) until every notice is gone or has expired; GcInProgress once MAX_WAIT
+        has passed in all (however many notices, planted or not, there are). Says when it starts
+        waiting and when a notice expires instead of going (its gc died)."""
+        pending = {n.key: n for n in notices}
+        if not pending:
+            return
+        urls = ", ".join(self.location.url(k) for k in sorted(pending))
+        log.warning(
+            "waiting (at most %.0f s) for a remote gc to end: %s deletes the leftover files of %s", MAX_WAIT, urls, what
+        )
+        deadline = time.time() + MAX_WAIT
+        while True:
+            now = time.time()
+            for key, notice in sorted(pending.items()):
+                if self.s3.head(self.location.bucket, key) is None:
+                    del pending[key]
+                elif now >= notice.expires:
+                    del pending[key]  # its gc died: what it deleted is sent again
+                    log.warning("stopped waiting for %s: it expired without its gc ending", self.location.url(key))
+            if not pending:
+                return
+            if now >= deadline:
+                url = self.location.url(min(pending))
                 raise GcInProgress(
-                    f"a remote gc ({self.location.url(notice.key)}) is deleting the leftover files of {what}; "
+                    f"a remote gc ({url}) is deleting the leftover files of {what}; "
                     f"waited {MAX_WAIT:.0f} s for it to end",
-                    hint="push again once that gc has ended; if no gc runs, delete the notice "
-                    f"(`aws s3 rm {self.location.url(notice.key)}`)",
+                    hint=f"push again once that gc has ended; if no gc runs, delete the notice (`aws s3 rm {url}`)",
                 )
             time.sleep(POLL_SECONDS)
 
