@@ -24,6 +24,10 @@ UNREACHABLE_HINT = (
     "answer: nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network and retry, "
     "or run with --force to reclaim without asking the remote (which may delete a bundle's only copy)"
 )
+REMOTE_UNREACHABLE_HINT = (
+    "remote gc lost the remote: check the endpoint (AWS_ENDPOINT_URL) and the network and run it again; "
+    "a bundle it had not finished reclaiming is either whole or left as files of no bundle, which a later gc deletes"
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -662,3 +662,16 @@ def test_remote_gc_keeps_what_an_unreadable_manifest_names(dsdt, remote_ctx: str
     assert old not in result.reclaimed
     assert _reason(result, old) == f"named by the unreadable manifest of {kid_uuid}"
     assert any(kid_uuid in k for k in _remote_keys(bucket))
+
+
+def test_remote_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A remote endpoint nobody answers at: remote gc's hint is its own, not push's."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    result = dsdt("gc", "--remote", "--keep-last", "1", "--yes")
+    assert result.code == 1
+    message, hint = result.err.splitlines()
+    assert message.startswith("dsdt gc: cannot reach the S3 endpoint")
+    assert hint.startswith("hint: remote gc lost the remote: check the endpoint (AWS_ENDPOINT_URL)")
+    assert "completed files" not in hint

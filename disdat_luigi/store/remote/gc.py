@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from disdat_luigi.errors import BundleNotFound, InvalidName, ManifestRejected, TransferError
-from disdat_luigi.store.gc import UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
+from disdat_luigi.store.gc import REMOTE_UNREACHABLE_HINT, UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
 from disdat_luigi.store.index import BundleQuery, to_us
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 from disdat_luigi.store.names import check_name
@@ -186,6 +186,14 @@ class RemoteCollector:
         return RemoteCopies(same=frozenset(same), other=frozenset(other))
 
     def collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
+        """Plan (and unless `dry_run` reclaim) by `policy`; TransferError with gc's own hint when
+        the remote stops answering."""
+        try:
+            return self._collect(policy, grace_hours, dry_run)
+        except TransferError as err:
+            raise TransferError(err.message, hint=REMOTE_UNREACHABLE_HINT) from err
+
+    def _collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
         now = time.time()
         grace = grace_hours * 3600
         # the catalog and the intents before objects/: a catalog entry is written after its
