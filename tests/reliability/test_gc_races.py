@@ -373,6 +373,41 @@ def test_chained_notices_stall_a_push_at_most_max_wait_in_all(
     assert f"stopped waiting for s3://{bucket}/{keys[1]}: it expired without its gc ending" in lines
 
 
+def test_gc_deleting_past_half_the_notice_ttl_writes_its_notice_again(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc whose deletes outlast half of NOTICE_TTL (here: at once) writes its notice again,
+    under the same key, before each chunk of deletes: a store reading notices late in a long gc
+    still finds it live, and one waiting on its key keeps waiting."""
+    from disdat_luigi.store.remote import gc as gc_module
+
+    old = _two_versions(remote_ctx)
+    monkeypatch.setattr(gc_module, "DELETE_CHUNK", 1)
+    monkeypatch.setattr(notices_module, "NOTICE_TTL", 0.0)  # every look finds the notice old
+    seen: list[tuple[str, list[str]]] = []
+    delete = S3.delete
+
+    def watched(self: S3, bucket_name: str, keys: list[str]) -> None:
+        if keys and "/gc/" not in keys[0]:
+            notes = [k for k in _keys(bucket, "gc/")]
+            seen.append((keys[0], notes))
+        delete(self, bucket_name, keys)
+
+    monkeypatch.setattr(S3, "delete", watched)
+    writes: list[str] = []
+    put = S3.put_bytes
+    monkeypatch.setattr(
+        S3,
+        "put_bytes",
+        lambda self, b, key, body: (writes.append(key) if "/gc/" in key else None, put(self, b, key, body))[1],
+    )
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert old in result.reclaimed
+    (notice,) = set(writes)
+    assert len(writes) == 1 + len(seen) >= 3  # posted, then written again before each deleted key
+    assert all(notes == [notice[len(ROOT) :]] for _, notes in seen)  # live under one key throughout
+
+
 # --- a catalog entry racing gc -------------------------------------------------------------------
 
 

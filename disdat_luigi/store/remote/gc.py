@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from disdat_luigi.errors import BundleNotFound, InvalidName, ManifestRejected, TransferError
@@ -19,8 +19,10 @@ from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 from disdat_luigi.store.names import check_name
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
+from disdat_luigi.store.remote.notices import Posted
 from disdat_luigi.store.remote.sync import MAX_MANIFEST_BYTES, RemoteSync
 
+DELETE_CHUNK = 100_000  # keys deleted between two looks at the age of gc's notice
 NO_NAME = "(no catalog entry)"
 ORPHANS = "(objects without a manifest)"
 # what may be a uuid in a manifest gc cannot read: a quoted store uuid (a forced one too), or a
@@ -222,7 +224,7 @@ class RemoteCollector:
         # announce what goes, then look again: a hold, an intent or a claim written before the
         # notice is seen now; one written after it meets the notice (push -d keeps its files, a
         # push waits, a job's submission fails)
-        posted = self.notices.post(
+        posted: Posted = self.notices.post(
             [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
         )
         try:
@@ -237,9 +239,9 @@ class RemoteCollector:
             published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
             orphans = [o for o in orphans if o.uuid not in published]
             reclaimed = tuple(c.uuid for c in gc_plan.reclaimed)
-            self._delete(reclaimed, listed, catalog, holds, orphans)
+            self._delete(reclaimed, listed, catalog, holds, orphans, lambda: self.notices.fresh(posted, time.time()))
         finally:
-            self.notices.withdraw(posted, time.time())
+            self.notices.withdraw(posted.keys, time.time())
         return _result(
             gc_plan,
             dry_run=False,
@@ -285,17 +287,20 @@ class RemoteCollector:
         catalog: dict[str, list[tuple[str, str]]],
         holds: dict[str, tuple[str, ...]],
         orphans: list[Orphan],
+        keep_notice: Callable[[], Posted],
     ) -> None:
         """Catalog entries, manifests and holds of the reclaimed bundles first (the bundles are
-        gone), then their files, then the objects of no bundle."""
+        gone), then their files, then the objects of no bundle; the notice written again when
+        it gets old, before each DELETE_CHUNK keys."""
         first = [key for u in doomed for _, key in catalog.get(u, [])]
         first += [self.location.manifest_key(u) for u in doomed]
         first += [self.location.hold_key(u, store) for u in doomed for store in holds.get(u, ())]
-        self.s3.delete(self.location.bucket, first)
         manifest_keys = set(first)
         rest = [k for u in doomed for k, _ in listed[u].keys if k not in manifest_keys]
-        self.s3.delete(self.location.bucket, rest)
-        self.s3.delete(self.location.bucket, [o.key for o in orphans])
+        for keys in (first, rest, [o.key for o in orphans]):
+            for start in range(0, len(keys), DELETE_CHUNK):
+                keep_notice()
+                self.s3.delete(self.location.bucket, keys[start : start + DELETE_CHUNK])
 
     def _orphans(
         self,

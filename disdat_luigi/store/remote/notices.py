@@ -42,6 +42,18 @@ class GcNotice:
     orphans: frozenset[str]  # bundles without a manifest whose files (or intent) it deletes
 
 
+@dataclass(frozen=True, kw_only=True)
+class Posted:
+    """The notice objects one gc wrote: (key, reclaimed uuids, orphan uuids) each, and when."""
+
+    parts: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    time: float
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _, _ in self.parts]
+
+
 @dataclass(frozen=True)
 class GcNotices:
     """The notices of one remote context."""
@@ -50,23 +62,33 @@ class GcNotices:
     location: RemoteLocation
     warned: set[str] = field(default_factory=set, compare=False, repr=False)  # keys logged as no notice
 
-    def post(self, reclaim: Sequence[str], orphans: Sequence[str], now: float) -> list[str]:
-        """Write the notice (a few when the plan is very large) of a gc about to delete; its keys."""
+    def post(self, reclaim: Sequence[str], orphans: Sequence[str], now: float) -> Posted:
+        """Write the notice (a few when the plan is very large) of a gc about to delete."""
         named = [("reclaim", u) for u in reclaim] + [("orphans", u) for u in orphans]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        keys = []
+        parts = []
         for start in range(0, max(len(named), 1), NOTICE_UUIDS):
             part = named[start : start + NOTICE_UUIDS]
-            doc = {
-                "time": now,
-                "expires": now + NOTICE_TTL,
-                "reclaim": [u for kind, u in part if kind == "reclaim"],
-                "orphans": [u for kind, u in part if kind == "orphans"],
-            }
             key = self.location.gc_notice_key(f"{stamp}-{secrets.token_hex(6)}")
+            parts.append(
+                (
+                    key,
+                    tuple(u for kind, u in part if kind == "reclaim"),
+                    tuple(u for kind, u in part if kind == "orphans"),
+                )
+            )
+        return self._write(tuple(parts), now)
+
+    def fresh(self, posted: Posted, now: float) -> Posted:
+        """`posted`, written again under the same keys once half its NOTICE_TTL is gone: a gc
+        deleting for longer than that keeps its notice (and whoever waits on it keeps waiting)."""
+        return posted if now - posted.time < NOTICE_TTL / 2 else self._write(posted.parts, now)
+
+    def _write(self, parts: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...], now: float) -> Posted:
+        for key, reclaim, orphans in parts:
+            doc = {"time": now, "expires": now + NOTICE_TTL, "reclaim": list(reclaim), "orphans": list(orphans)}
             self.s3.put_bytes(self.location.bucket, key, json.dumps(doc).encode())
-            keys.append(key)
-        return keys
+        return Posted(parts=parts, time=now)
 
     def withdraw(self, keys: Sequence[str], now: float) -> None:
         """The gc ended (done or failed): its notices go, and any a gc that died left past
