@@ -111,6 +111,8 @@ def _print_plan(result: api.GcResult) -> None:
             f"{result.remote_only_reclaimed} bundle(s) to reclaim have their files only on the remote: "
             "they free no local bytes"
         )
+    if result.unreadable:
+        print(f"{result.unreadable} bundle(s) with an unreadable manifest are left alone; what they name is kept")
     if result.orphans:
         print(
             f"{result.orphans} object(s) no manifest names, past the grace period "

@@ -6,7 +6,11 @@ its expiry while it works) -> `submitted` (the job id, written over the pending 
 A reader that finds the job succeeded and its bundle on the remote records `done`. A claim is
 taken over, always over the ETag it was read with, when it is `pending` past its expiry (its
 claimant died before submitting), `submitted` with a job that failed or that Batch does not know,
-`done` with its bundle gone, or unreadable. On the normal path a task costs two claim writes."""
+`done` with its bundle gone, or unreadable. On the normal path a task costs two claim writes.
+
+A remote gc reads the claims after posting its gc notice; a claimant reads the notices after
+writing its pending claims (one listing when no gc runs). Whichever writes second sees the other:
+a gc keeps the inputs of a claim it sees, and a task whose input a notice reclaims is not submitted."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from disdat_luigi.apply.executors import Phase, RemoteTask
+from disdat_luigi.errors import GcInProgress
 from disdat_luigi.store.remote.claims import Claim, ClaimBook, ClaimState, Conflict, Versioned
 
 TTL = 300.0  # seconds a claim stays live without renewal
@@ -27,6 +32,11 @@ ATTEMPTS = 3  # reads of one claim in one sort before its task waits for the nex
 PhaseLookup = Callable[[Sequence[str]], "dict[str, Phase | None]"]  # job ids -> phase (None: unknown)
 BundleCheck = Callable[[RemoteTask, str, str], bool]  # (task, job id, bundle uuid) -> on the remote, as planned
 LogSink = Callable[[str], None]
+Reclaimers = Callable[[Sequence[str]], "dict[str, str]"]  # uuids -> those a live gc notice reclaims -> its URL
+
+
+def _no_gc(uuids: Sequence[str]) -> dict[str, str]:
+    return {}
 
 
 def claimant_id(store: os.PathLike[str] | str) -> str:
@@ -71,6 +81,7 @@ class TaskClaims:
         phases: PhaseLookup,
         bundle_ready: BundleCheck,
         log: LogSink,
+        reclaimers: Reclaimers = _no_gc,
         ttl: float = TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,6 +90,7 @@ class TaskClaims:
         self.phases = phases
         self.bundle_ready = bundle_ready
         self.log = log
+        self.reclaimers = reclaimers
         self.ttl = ttl
         self.clock = clock
         self.held: dict[str, _Held] = {}  # identity -> a claim this apply holds (pending or submitted)
@@ -103,7 +115,23 @@ class TaskClaims:
             found = self._decide(found, sorting)
         for task, _ in found:  # contended on every read: sorted again at the next poll
             self.waiting[task.identity] = task
+        self._meet_gc(sorting.submit)
         return sorting
+
+    def _meet_gc(self, tasks: Sequence[RemoteTask]) -> None:
+        """With the pending claims written, read the gc notices once: a gc that posted its notice
+        before them did not see them, so a task whose input it reclaims is not submitted. Every
+        pending claim is released (the next apply takes it at once) and GcInProgress names the input."""
+        inputs = sorted({u for task in tasks for u in _inputs(task).values()})
+        doomed = self.reclaimers(inputs) if inputs else {}
+        for task in tasks:
+            for name, uuid in sorted(_inputs(task).items()):
+                if uuid in doomed:
+                    self.release_unsubmitted()
+                    raise GcInProgress(
+                        f"{task.label}: its input {name} {uuid} is being reclaimed by a remote gc ({doomed[uuid]})",
+                        hint="run again after that gc has ended",
+                    )
 
     def recheck(self) -> Sorting:
         """The tasks waiting on another apply's pending claim, sorted again (at most every few
@@ -236,7 +264,7 @@ class TaskClaims:
         return round(self.clock() + self.ttl, 3)
 
     def _claim(self, task: RemoteTask, state: ClaimState) -> Claim:
-        inputs = sorted({*task.pins.values(), *([task.input_bundle] if task.input_bundle else [])})
+        inputs = sorted(set(_inputs(task).values()))
         return Claim(
             state=state,
             claimant=self.claimant,
@@ -245,3 +273,8 @@ class TaskClaims:
             inputs=tuple(inputs),
             task=task.label,
         )
+
+
+def _inputs(task: RemoteTask) -> dict[str, str]:
+    """The bundles a task reads: processing name (or pipeline_input) -> uuid."""
+    return {**task.pins, **({"pipeline_input": task.input_bundle} if task.input_bundle else {})}

@@ -24,6 +24,10 @@ UNREACHABLE_HINT = (
     "answer: nothing was deleted; check the endpoint (AWS_ENDPOINT_URL) and the network and retry, "
     "or run with --force to reclaim without asking the remote (which may delete a bundle's only copy)"
 )
+REMOTE_UNREACHABLE_HINT = (
+    "remote gc lost the remote: check the endpoint (AWS_ENDPOINT_URL) and the network and run it again; "
+    "a bundle it had not finished reclaiming is either whole or left as files of no bundle, which a later gc deletes"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +66,7 @@ class GcResult:
     waiting: int = 0  # remote objects no manifest names, still inside the grace period (kept for now)
     waiting_bytes: int = 0
     grace_hours: float = 0.0  # the grace period this remote gc used
+    unreadable: int = 0  # remote bundles whose manifest gc rejects: left alone, every uuid they name kept
     without_remote: bool = False  # local gc of a context bound to no remote: every bundle is only here
 
     @property

@@ -74,6 +74,7 @@ class Candidate:
     missing_files: int = 0  # of its files, how many the remote lacks (NotPushed.INCOMPLETE)
     held_by: tuple[str, ...] = ()  # stores that dropped their local copies (remote gc)
     claimed: bool = False  # a live claim names it as an input (remote gc)
+    named_by: str = ""  # uuid of a bundle whose manifest gc cannot read but whose bytes name it (remote gc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +176,8 @@ def plan(candidates: Sequence[Candidate], policy: KeepPolicy, now_us: int, remot
             keep(c.uuid, f"tagged {key}:{value}")
         if c.claimed:
             keep(c.uuid, "an input of a running apply or job (live claim)")
+        if c.named_by:
+            keep(c.uuid, f"named by the unreadable manifest of {c.named_by}")
         if c.held_by and not policy.force:
             keep(c.uuid, HELD + ", ".join(sorted(c.held_by)))
         if c.unpushed is not None and not remote and not policy.force:

@@ -655,3 +655,40 @@ def test_a_failed_push_leaves_no_intent(remote_ctx: str, bucket: str) -> None:
     with pytest.raises(BundleCorrupt, match="lacks data/blob.bin locally and the remote does not have it"):
         api.push(remote_ctx)
     assert not [k for k in _remote_keys(bucket) if "/intents/" in k]
+
+
+@pytest.mark.parametrize(
+    "kid", [{"data": {"t": "a-kind-of-a-newer-release", "v": 1}}, {"oops": "not a manifest"}], ids=["newer", "damaged"]
+)
+def test_remote_gc_keeps_what_an_unreadable_manifest_names(dsdt, remote_ctx: str, bucket: str, kid: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """A bundle whose manifest this release cannot read (a newer release wrote it, or it is
+    damaged) is left alone, and so is every bundle its bytes name: its upstream is not deleted
+    under it, and gc says why."""
+    import json
+    import uuid as uuidlib
+
+    old, _new = _pushed(remote_ctx, "up", 2)
+    kid_uuid = str(uuidlib.uuid4())
+    body = {"uuid": kid_uuid, "name": "kid", "dependencies": [{"name": "up", "uuid": old}], **kid}
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"team/context/shared/objects/{kid_uuid}/manifest.json", Body=json.dumps(body))
+    plan = dsdt("gc", "--remote", "--keep-last", "1")
+    assert plan.code == 0, plan.err
+    assert "1 bundle(s) with an unreadable manifest are left alone; what they name is kept" in plan.out
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert old not in result.reclaimed
+    assert _reason(result, old) == f"named by the unreadable manifest of {kid_uuid}"
+    assert any(kid_uuid in k for k in _remote_keys(bucket))
+
+
+def test_remote_gc_that_cannot_reach_the_remote_says_so(dsdt, remote_ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A remote endpoint nobody answers at: remote gc's hint is its own, not push's."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    result = dsdt("gc", "--remote", "--keep-last", "1", "--yes")
+    assert result.code == 1
+    message, hint = result.err.splitlines()
+    assert message.startswith("dsdt gc: cannot reach the S3 endpoint")
+    assert hint.startswith("hint: remote gc lost the remote: check the endpoint (AWS_ENDPOINT_URL)")
+    assert "completed files" not in hint

@@ -15,10 +15,14 @@ import boto3
 import pytest
 
 from disdat_luigi import api
+from disdat_luigi.apply.executors import RemoteTask
+from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import GcInProgress
+from disdat_luigi.run.claims import TaskClaims
+from disdat_luigi.store.location import RemoteLocation
 from disdat_luigi.store.manifest import MANIFEST_NAME
 from disdat_luigi.store.remote import notices as notices_module
-from disdat_luigi.store.remote.claims import Claim
+from disdat_luigi.store.remote.claims import Claim, ClaimStore
 from disdat_luigi.store.remote.gc import RemoteCollector
 from disdat_luigi.store.remote.holds import RemoteGuards
 from disdat_luigi.store.remote.notices import GcNotices
@@ -202,6 +206,86 @@ def test_failed_push_d_keeps_the_hold_of_a_bundle_already_only_on_the_remote(rem
     assert Path(api.get(remote_ctx, None, uuid=gone).data[0]).read_bytes() == bytes([3]) * 2000
 
 
+# --- a job claiming its input racing gc ----------------------------------------------------------
+
+
+def _job_claims(bucket: str, log: list[str]) -> tuple[TaskClaims, RemoteTask]:
+    """A Batch apply's claims on the shared remote (wired as the Batch executor wires them)."""
+    s3 = S3(RemoteSettings())
+    location = RemoteLocation.parse(f"s3://{bucket}/team", "shared")
+    notices = GcNotices(s3, location)
+    claims = TaskClaims(
+        store=ClaimStore(s3, location),
+        claimant="apply-b",
+        phases=lambda jobs: {},
+        bundle_ready=lambda task, job, uuid: False,
+        log=log.append,
+        reclaimers=lambda uuids: notices.reclaimers(uuids, time.time()),
+    )
+    return claims, RemoteTask(
+        task_id="Fit_1",
+        label="Fit(n=1)",
+        pipe_cls="ml.Fit",
+        params={"n": "1"},
+        processing_name="Fit_1",
+        output_bundle="Fit",
+        output_uuid="00000000-0000-4000-8000-000000000001",
+    )
+
+
+def _two_versions(ctx: str) -> str:
+    """Two pushed versions of `data`; the older one's uuid (gc --keep-last 1 reclaims it)."""
+    old = _bundle(ctx, "data", seed=1)
+    _bundle(ctx, "data", seed=2)
+    api.push(ctx)
+    return old
+
+
+def test_job_claiming_an_input_before_gc_notice_keeps_it(remote_ctx: str, bucket: str) -> None:
+    """A job claims bundle V as its input after gc read claims but before gc posts its notice:
+    the job sees no notice and is submitted, and gc, reading claims again after its notice,
+    keeps V."""
+    old = _two_versions(remote_ctx)
+    claims, job = _job_claims(bucket, [])
+    job = RemoteTask(**{**job.__dict__, "pins": {"data": old}})
+    submitted: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GcNotices, "post", _once(lambda: submitted.append(claims.sort([job])))(GcNotices.post))
+        result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert submitted[0].submit == [job]
+    assert old not in result.reclaimed
+    reasons = {v.candidate.uuid: v.reason for v in result.plan.verdicts}
+    assert "live claim" in str(reasons[old])
+    assert f"objects/{old}/{MANIFEST_NAME}" in _keys(bucket, "objects/")
+
+
+def test_job_claiming_an_input_after_gc_notice_is_not_submitted(remote_ctx: str, bucket: str) -> None:
+    """A job claims bundle V as its input after gc posted its notice reclaiming V: the job reads
+    the notice, releases its claim and fails with an error naming V and the notice; gc reclaims V."""
+    old = _two_versions(remote_ctx)
+    claims, job = _job_claims(bucket, [])
+    job = RemoteTask(**{**job.__dict__, "pins": {"data": old}})
+    failed: list[GcInProgress] = []
+
+    def claim() -> None:
+        with pytest.raises(GcInProgress) as err:
+            claims.sort([job])
+        failed.append(err.value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RemoteGuards, "live_intents", _once(claim)(RemoteGuards.live_intents))
+        result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    (err,) = failed
+    assert f"Fit(n=1): its input data {old} is being reclaimed by a remote gc (s3://{bucket}/team/" in str(err)
+    assert "run again after that gc has ended" in err.hint
+    assert old in result.reclaimed
+    assert not claims.held  # released: the next apply takes the claim at once
+    (claim_key,) = _keys(bucket, "claims/")
+    assert (
+        '"expires": 0.0' in boto3.client("s3").get_object(Bucket=bucket, Key=ROOT + claim_key)["Body"].read().decode()
+    )
+
+
 # --- a resumed push racing gc --------------------------------------------------------------------
 
 
@@ -298,6 +382,80 @@ def test_push_gives_up_on_a_gc_that_does_not_end(remote_ctx: str, bucket: str, q
     assert f"s3://{bucket}/{notice}" in str(raised.value) and "stuck" in str(raised.value)
     assert f"aws s3 rm s3://{bucket}/{notice}" in raised.value.hint
     assert not [k for k in _keys(bucket) if k.startswith(("intents/", "catalog/")) or k.endswith(MANIFEST_NAME)]
+
+
+class _Clock:
+    """notices' `time`: sleeping advances it at once, so a long wait takes no real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_chained_notices_stall_a_push_at_most_max_wait_in_all(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Planted notices naming a bundle's files, each expiring just before the next: the push
+    waits MAX_WAIT in all (not per notice), says it waits naming the notices, says when one
+    expires, then fails naming one still there."""
+    monkeypatch.setattr(notices_module, "time", _Clock())
+    monkeypatch.setattr(notices_module, "MAX_WAIT", 25.0)
+    uuid = _bundle(remote_ctx, "stalled")
+    keys = [f"{ROOT}gc/20260101T00000{i}Z-chain.json" for i in range(4)]
+    for i, key in enumerate(keys):
+        body = f'{{"expires": {time.time() + 10 * (i + 1)}, "reclaim": [], "orphans": ["{uuid}"]}}'
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode())
+    with caplog.at_level("WARNING"), pytest.raises(GcInProgress) as raised:
+        api.push(remote_ctx, uuid=uuid)
+    assert f"s3://{bucket}/{keys[2]}" in str(raised.value) and "waited 25 s" in str(raised.value)
+    assert notices_module.time.now - time.time() < 40  # type: ignore[attr-defined]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("waiting (at most 25 s) for a remote gc") and f"s3://{bucket}/{keys[0]}" in line
+        for line in lines
+    )
+    assert f"stopped waiting for s3://{bucket}/{keys[0]}: it expired without its gc ending" in lines
+    assert f"stopped waiting for s3://{bucket}/{keys[1]}: it expired without its gc ending" in lines
+
+
+def test_gc_deleting_past_half_the_notice_ttl_writes_its_notice_again(
+    remote_ctx: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc whose deletes outlast half of NOTICE_TTL (here: at once) writes its notice again,
+    under the same key, before each chunk of deletes: a store reading notices late in a long gc
+    still finds it live, and one waiting on its key keeps waiting."""
+    from disdat_luigi.store.remote import gc as gc_module
+
+    old = _two_versions(remote_ctx)
+    monkeypatch.setattr(gc_module, "DELETE_CHUNK", 1)
+    monkeypatch.setattr(notices_module, "NOTICE_TTL", 0.0)  # every look finds the notice old
+    seen: list[tuple[str, list[str]]] = []
+    delete = S3.delete
+
+    def watched(self: S3, bucket_name: str, keys: list[str]) -> None:
+        if keys and "/gc/" not in keys[0]:
+            notes = [k for k in _keys(bucket, "gc/")]
+            seen.append((keys[0], notes))
+        delete(self, bucket_name, keys)
+
+    monkeypatch.setattr(S3, "delete", watched)
+    writes: list[str] = []
+    put = S3.put_bytes
+    monkeypatch.setattr(
+        S3,
+        "put_bytes",
+        lambda self, b, key, body: (writes.append(key) if "/gc/" in key else None, put(self, b, key, body))[1],
+    )
+    result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
+    assert old in result.reclaimed
+    (notice,) = set(writes)
+    assert len(writes) == 1 + len(seen) >= 3  # posted, then written again before each deleted key
+    assert all(notes == [notice[len(ROOT) :]] for _, notes in seen)  # live under one key throughout
 
 
 # --- a catalog entry racing gc -------------------------------------------------------------------

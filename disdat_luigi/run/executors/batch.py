@@ -5,6 +5,7 @@ whose work is a whole apply, followed to its end when asked."""
 from __future__ import annotations
 
 import functools
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -25,6 +26,7 @@ from disdat_luigi.run.executors.container import Attempt, ContainerExecutor, Log
 from disdat_luigi.run.output import output_of, without_output_line
 from disdat_luigi.run.request import BackendName, ContainerJob, RunRequest, RunResult, RunStatus
 from disdat_luigi.store.remote.claims import ClaimBook, ClaimStore
+from disdat_luigi.store.remote.notices import GcNotices
 from disdat_luigi.store.remote.s3 import S3
 
 INLINE_SPEC_LIMIT = 6 * 1024  # larger task specs go through the remote (Batch caps a submission's size)
@@ -68,7 +70,14 @@ class BatchExecutor(ContainerExecutor):
             phases=self.phases,
             bundle_ready=self._made_as_planned,
             log=lambda line: self.log(line),
+            reclaimers=self._reclaimers,
         )
+
+    def _reclaimers(self, uuids: Sequence[str]) -> dict[str, str]:
+        """Of a task's inputs, those a live remote gc notice reclaims -> the notice."""
+        if self.claim_store is not None:  # claims kept in memory (tests): no remote to ask
+            return {}
+        return GcNotices(S3(self.context.remote_settings), self.location).reclaimers(uuids, time.time())
 
     @property
     def in_flight(self) -> int:

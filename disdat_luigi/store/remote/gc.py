@@ -6,22 +6,28 @@ request per 1,000 keys), one GET per manifest not already here, then one delete 
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from disdat_luigi.errors import BundleNotFound, InvalidName, ManifestRejected, TransferError
-from disdat_luigi.store.gc import UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
+from disdat_luigi.store.gc import REMOTE_UNREACHABLE_HINT, UNREACHABLE_HINT, GcResult, NameUsage, RemoteCopies
 from disdat_luigi.store.index import BundleQuery, to_us
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid, same_bundle
 from disdat_luigi.store.names import check_name
 from disdat_luigi.store.policy import Candidate, GcPlan, KeepPolicy, plan
 from disdat_luigi.store.remote.holds import RemoteGuards, store_id
+from disdat_luigi.store.remote.notices import Posted
 from disdat_luigi.store.remote.sync import MAX_MANIFEST_BYTES, RemoteSync
 
+DELETE_CHUNK = 100_000  # keys deleted between two looks at the age of gc's notice
 NO_NAME = "(no catalog entry)"
 ORPHANS = "(objects without a manifest)"
+# what may be a uuid in a manifest gc cannot read: a quoted store uuid (a forced one too), or a
+# canonical uuid anywhere; keeping more than it names costs only space
+_NAMED = re.compile(rb'"([0-9a-f-]{1,64})"|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})')
 
 
 @dataclass
@@ -91,9 +97,10 @@ class RemoteCollector:
                 catalog[uuid].append((name, obj.key))
         return dict(catalog)
 
-    def _manifests(self, uuids: Sequence[str]) -> dict[str, BundleManifest]:
+    def _manifests(self, uuids: Sequence[str]) -> tuple[dict[str, BundleManifest], dict[str, frozenset[str]]]:
         """Each bundle's manifest: this context's copy when it has the bundle (manifests never
-        change), else one GET; damaged ones are left out (and so left alone)."""
+        change), else one GET. Rejected ones (damaged, of a newer release, hostile) are left out,
+        and so left alone; for each, the uuids its bytes seem to name, which gc keeps."""
         context = self.sync.context
         here = context.index.rows(uuids)
         found: dict[str, BundleManifest] = {}
@@ -107,17 +114,21 @@ class RemoteCollector:
                     pass
             wanted.append(uuid)
 
-        def fetch(uuid: str) -> BundleManifest | None:
+        def fetch(uuid: str) -> BundleManifest | frozenset[str] | None:
             try:
                 remote = self.sync.fetch(uuid)
             except ManifestRejected:
-                return None
+                raw = self.s3.get_bytes(self.location.bucket, self.location.manifest_key(uuid), MAX_MANIFEST_BYTES)
+                return _named(raw or b"") - {uuid}
             return remote.manifest if remote is not None else None
 
-        for uuid, manifest in zip(wanted, self.sync._map(fetch, wanted)):
-            if manifest is not None:
-                found[uuid] = manifest
-        return found
+        rejected: dict[str, frozenset[str]] = {}
+        for uuid, got in zip(wanted, self.sync._map(fetch, wanted)):
+            if isinstance(got, BundleManifest):
+                found[uuid] = got
+            elif got is not None:
+                rejected[uuid] = got
+        return found, rejected
 
     def _with_own_references(self, holds: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         """The remote's holds, and this context's own: a bundle it has whose files are only on the
@@ -201,6 +212,14 @@ class RemoteCollector:
         return sum(1 for e in files if listed.get(e.path) != e.size)
 
     def collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
+        """Plan (and unless `dry_run` reclaim) by `policy`; TransferError with gc's own hint when
+        the remote stops answering."""
+        try:
+            return self._collect(policy, grace_hours, dry_run)
+        except TransferError as err:
+            raise TransferError(err.message, hint=REMOTE_UNREACHABLE_HINT) from err
+
+    def _collect(self, policy: KeepPolicy, grace_hours: float, dry_run: bool) -> GcResult:
         now = time.time()
         grace = grace_hours * 3600
         # the catalog and the intents before objects/: a catalog entry is written after its
@@ -208,36 +227,54 @@ class RemoteCollector:
         catalog = self._catalog()
         intents, dead = self.guards.intents(grace, now)
         listed = self._objects()
-        manifests = self._manifests(sorted(u for u, entry in listed.items() if entry.has_manifest))
+        manifests, rejected = self._manifests(sorted(u for u, entry in listed.items() if entry.has_manifest))
+        named = {u: owner for owner in sorted(rejected, reverse=True) for u in rejected[owner]}
         holds = self._with_own_references(self.guards.holds())
         protected = self.guards.claimed_inputs(now) | _inputs(intents)
-        gc_plan = self._plan(manifests, listed, holds, protected, policy, now)
+        gc_plan = self._plan(manifests, listed, holds, protected, named, policy, now)
         orphans = self._orphans(listed, catalog, set(intents), grace, now)
         orphans += [Orphan(key=key, size=size, uuid=key.rpartition("/")[2]) for key, size in dead]
         waiting = _waiting(listed, set(intents), grace, now)
         if dry_run or not (gc_plan.reclaimed or orphans):
-            return _result(gc_plan, dry_run=dry_run, reclaimed=(), orphans=orphans, waiting=waiting, grace=grace_hours)
-        # announce what goes, then look again: a hold or an intent written before the notice is
-        # seen now; one written after it meets the notice (push -d keeps its files, a push waits)
-        posted = self.notices.post(
+            return _result(
+                gc_plan,
+                dry_run=dry_run,
+                reclaimed=(),
+                orphans=orphans,
+                waiting=waiting,
+                grace=grace_hours,
+                unreadable=len(rejected),
+            )
+        # announce what goes, then look again: a hold, an intent or a claim written before the
+        # notice is seen now; one written after it meets the notice (push -d keeps its files, a
+        # push waits, a job's submission fails)
+        posted: Posted = self.notices.post(
             [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
         )
         try:
             held = self._with_own_references(self.guards.holds())
             holds = {u: tuple(sorted({*holds.get(u, ()), *held.get(u, ())})) for u in {*holds, *held}}
             began = self.guards.live_intents(grace, time.time())
-            late = _inputs(began)
+            late = _inputs(began) | self.guards.claimed_inputs(time.time())
             doomed = {c.uuid for c in gc_plan.reclaimed}
             if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
-                gc_plan = self._plan(manifests, listed, holds, protected | late, policy, now)
+                gc_plan = self._plan(manifests, listed, holds, protected | late, named, policy, now)
             orphans = [o for o in orphans if o.uuid not in began]
             published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
             orphans = [o for o in orphans if o.uuid not in published]
             reclaimed = tuple(c.uuid for c in gc_plan.reclaimed)
-            self._delete(reclaimed, listed, catalog, holds, orphans)
+            self._delete(reclaimed, listed, catalog, holds, orphans, lambda: self.notices.fresh(posted, time.time()))
         finally:
-            self.notices.withdraw(posted, time.time())
-        return _result(gc_plan, dry_run=False, reclaimed=reclaimed, orphans=orphans, waiting=waiting, grace=grace_hours)
+            self.notices.withdraw(posted.keys, time.time())
+        return _result(
+            gc_plan,
+            dry_run=False,
+            reclaimed=reclaimed,
+            orphans=orphans,
+            waiting=waiting,
+            grace=grace_hours,
+            unreadable=len(rejected),
+        )
 
     def _plan(
         self,
@@ -245,11 +282,13 @@ class RemoteCollector:
         listed: dict[str, _Listed],
         holds: dict[str, tuple[str, ...]],
         protected: set[str],
+        named: dict[str, str],
         policy: KeepPolicy,
         now: float,
     ) -> GcPlan:
         candidates = [
-            _candidate(m, listed[u].data_bytes, holds.get(u, ()), u in protected) for u, m in manifests.items()
+            _candidate(m, listed[u].data_bytes, holds.get(u, ()), u in protected, named.get(u, ""))
+            for u, m in manifests.items()
         ]
         return plan(candidates, policy, to_us_now(now), remote=True)
 
@@ -272,17 +311,20 @@ class RemoteCollector:
         catalog: dict[str, list[tuple[str, str]]],
         holds: dict[str, tuple[str, ...]],
         orphans: list[Orphan],
+        keep_notice: Callable[[], Posted],
     ) -> None:
         """Catalog entries, manifests and holds of the reclaimed bundles first (the bundles are
-        gone), then their files, then the objects of no bundle."""
+        gone), then their files, then the objects of no bundle; the notice written again when
+        it gets old, before each DELETE_CHUNK keys."""
         first = [key for u in doomed for _, key in catalog.get(u, [])]
         first += [self.location.manifest_key(u) for u in doomed]
         first += [self.location.hold_key(u, store) for u in doomed for store in holds.get(u, ())]
-        self.s3.delete(self.location.bucket, first)
         manifest_keys = set(first)
         rest = [k for u in doomed for k, _ in listed[u].keys if k not in manifest_keys]
-        self.s3.delete(self.location.bucket, rest)
-        self.s3.delete(self.location.bucket, [o.key for o in orphans])
+        for keys in (first, rest, [o.key for o in orphans]):
+            for start in range(0, len(keys), DELETE_CHUNK):
+                keep_notice()
+                self.s3.delete(self.location.bucket, keys[start : start + DELETE_CHUNK])
 
     def _orphans(
         self,
@@ -326,7 +368,9 @@ def to_us_now(now: float) -> int:
     return int(now * 10**6)
 
 
-def _candidate(manifest: BundleManifest, size: int, held_by: tuple[str, ...], claimed: bool) -> Candidate:
+def _candidate(
+    manifest: BundleManifest, size: int, held_by: tuple[str, ...], claimed: bool, named_by: str
+) -> Candidate:
     return Candidate(
         uuid=manifest.uuid,
         name=manifest.name,
@@ -337,7 +381,14 @@ def _candidate(manifest: BundleManifest, size: int, held_by: tuple[str, ...], cl
         bytes=size,
         held_by=held_by,
         claimed=claimed,
+        named_by=named_by,
     )
+
+
+def _named(raw: bytes) -> frozenset[str]:
+    """The uuids a manifest gc cannot read seems to name (a lenient scan of its bytes)."""
+    found = ((m.group(1) or m.group(2)).decode() for m in _NAMED.finditer(raw))
+    return frozenset(u for u in found if is_uuid(u))
 
 
 def _waiting(listed: dict[str, _Listed], intended: set[str], grace_seconds: float, now: float) -> list[Orphan]:
@@ -371,6 +422,7 @@ def _result(
     orphans: list[Orphan],
     waiting: list[Orphan],
     grace: float,
+    unreadable: int,
 ) -> GcResult:
     return GcResult(
         plan=gc_plan,
@@ -383,4 +435,5 @@ def _result(
         waiting=len(waiting),
         waiting_bytes=sum(o.size for o in waiting),
         grace_hours=grace,
+        unreadable=unreadable,
     )

@@ -42,6 +42,18 @@ class GcNotice:
     orphans: frozenset[str]  # bundles without a manifest whose files (or intent) it deletes
 
 
+@dataclass(frozen=True, kw_only=True)
+class Posted:
+    """The notice objects one gc wrote: (key, reclaimed uuids, orphan uuids) each, and when."""
+
+    parts: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    time: float
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _, _ in self.parts]
+
+
 @dataclass(frozen=True)
 class GcNotices:
     """The notices of one remote context."""
@@ -50,23 +62,33 @@ class GcNotices:
     location: RemoteLocation
     warned: set[str] = field(default_factory=set, compare=False, repr=False)  # keys logged as no notice
 
-    def post(self, reclaim: Sequence[str], orphans: Sequence[str], now: float) -> list[str]:
-        """Write the notice (a few when the plan is very large) of a gc about to delete; its keys."""
+    def post(self, reclaim: Sequence[str], orphans: Sequence[str], now: float) -> Posted:
+        """Write the notice (a few when the plan is very large) of a gc about to delete."""
         named = [("reclaim", u) for u in reclaim] + [("orphans", u) for u in orphans]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        keys = []
+        parts = []
         for start in range(0, max(len(named), 1), NOTICE_UUIDS):
             part = named[start : start + NOTICE_UUIDS]
-            doc = {
-                "time": now,
-                "expires": now + NOTICE_TTL,
-                "reclaim": [u for kind, u in part if kind == "reclaim"],
-                "orphans": [u for kind, u in part if kind == "orphans"],
-            }
             key = self.location.gc_notice_key(f"{stamp}-{secrets.token_hex(6)}")
+            parts.append(
+                (
+                    key,
+                    tuple(u for kind, u in part if kind == "reclaim"),
+                    tuple(u for kind, u in part if kind == "orphans"),
+                )
+            )
+        return self._write(tuple(parts), now)
+
+    def fresh(self, posted: Posted, now: float) -> Posted:
+        """`posted`, written again under the same keys once half its NOTICE_TTL is gone: a gc
+        deleting for longer than that keeps its notice (and whoever waits on it keeps waiting)."""
+        return posted if now - posted.time < NOTICE_TTL / 2 else self._write(posted.parts, now)
+
+    def _write(self, parts: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...], now: float) -> Posted:
+        for key, reclaim, orphans in parts:
+            doc = {"time": now, "expires": now + NOTICE_TTL, "reclaim": list(reclaim), "orphans": list(orphans)}
             self.s3.put_bytes(self.location.bucket, key, json.dumps(doc).encode())
-            keys.append(key)
-        return keys
+        return Posted(parts=parts, time=now)
 
     def withdraw(self, keys: Sequence[str], now: float) -> None:
         """The gc ended (done or failed): its notices go, and any a gc that died left past
@@ -100,23 +122,46 @@ class GcNotices:
 
     def reclaiming(self, uuids: Sequence[str], now: float) -> set[str]:
         """Those of `uuids` a live notice names for reclaiming."""
-        named: set[str] = set()
-        for notice in self.live(now):
-            named |= notice.reclaim
-        return named & set(uuids)
+        return set(self.reclaimers(uuids, now))
 
-    def wait_gone(self, notice: GcNotice, what: str) -> None:
-        """Wait (polling) until the notice is gone or has expired; GcInProgress after MAX_WAIT."""
-        deadline = min(notice.expires, time.time() + MAX_WAIT)
-        while self.s3.head(self.location.bucket, notice.key) is not None:
-            if time.time() >= deadline:
-                if time.time() >= notice.expires:
-                    return  # expired: the gc died, and what it deleted is sent again
+    def reclaimers(self, uuids: Sequence[str], now: float) -> dict[str, str]:
+        """Those of `uuids` a live notice names for reclaiming -> that notice's URL (one listing
+        when no gc runs)."""
+        wanted = set(uuids)
+        found: dict[str, str] = {}
+        for notice in self.live(now):
+            for uuid in notice.reclaim & wanted:
+                found.setdefault(uuid, self.location.url(notice.key))
+        return found
+
+    def wait_gone(self, notices: Sequence[GcNotice], what: str) -> None:
+        """Wait (polling) until every notice is gone or has expired; GcInProgress once MAX_WAIT
+        has passed in all (however many notices, planted or not, there are). Says when it starts
+        waiting and when a notice expires instead of going (its gc died)."""
+        pending = {n.key: n for n in notices}
+        if not pending:
+            return
+        urls = ", ".join(self.location.url(k) for k in sorted(pending))
+        log.warning(
+            "waiting (at most %.0f s) for a remote gc to end: %s deletes the leftover files of %s", MAX_WAIT, urls, what
+        )
+        deadline = time.time() + MAX_WAIT
+        while True:
+            now = time.time()
+            for key, notice in sorted(pending.items()):
+                if self.s3.head(self.location.bucket, key) is None:
+                    del pending[key]
+                elif now >= notice.expires:
+                    del pending[key]  # its gc died: what it deleted is sent again
+                    log.warning("stopped waiting for %s: it expired without its gc ending", self.location.url(key))
+            if not pending:
+                return
+            if now >= deadline:
+                url = self.location.url(min(pending))
                 raise GcInProgress(
-                    f"a remote gc ({self.location.url(notice.key)}) is deleting the leftover files of {what}; "
+                    f"a remote gc ({url}) is deleting the leftover files of {what}; "
                     f"waited {MAX_WAIT:.0f} s for it to end",
-                    hint="push again once that gc has ended; if no gc runs, delete the notice "
-                    f"(`aws s3 rm {self.location.url(notice.key)}`)",
+                    hint=f"push again once that gc has ended; if no gc runs, delete the notice (`aws s3 rm {url}`)",
                 )
             time.sleep(POLL_SECONDS)
 

@@ -174,13 +174,12 @@ class RemoteSync:
         write the intent again and send what it deleted. One listing when no gc runs."""
         if not bundles:
             return
-        notices = self.notices.live(time.time())
-        for notice in notices:
-            named = [b for b in bundles if b.uuid in notice.orphans]
-            if named:
-                self.notices.wait_gone(notice, f"bundle {named[0].name} {named[0].uuid}")
-                self._map(self._intend, named)
-                self._map(self._recheck, named)
+        notices = [n for n in self.notices.live(time.time()) if any(b.uuid in n.orphans for b in bundles)]
+        named = [b for b in bundles if any(b.uuid in n.orphans for n in notices)]
+        if named:
+            self.notices.wait_gone(notices, f"bundle {named[0].name} {named[0].uuid}")
+            self._map(self._intend, named)
+            self._map(self._recheck, named)
 
     def _map(self, action: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """One request per item, `transfer_threads` at a time."""
