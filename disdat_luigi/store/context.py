@@ -15,7 +15,7 @@ from pathlib import Path
 
 from disdat_luigi.config import RemoteSettings
 from disdat_luigi.errors import BundleExists, BundleNotFound, DisdatError, InvalidName, ManifestRejected
-from disdat_luigi.store import fsutil
+from disdat_luigi.store import drafts, fsutil
 from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 
@@ -24,6 +24,7 @@ INDEX_NAME = "index.sqlite"
 COMMITTED_MARKER = ".committed"
 REMOTE_ONLY_MARKER = ".remote"  # some data files live only on the remote
 CONTEXT_META = "context.json"
+STAGED_MANIFEST = f".{MANIFEST_NAME}.staged"  # a draft's manifest before it takes its name
 FLUSH_THREADS = 16  # drafts flushed at once by publish_many: the file system commits their fsyncs together
 
 
@@ -66,11 +67,13 @@ class Publication:
 
 @dataclass
 class BundleDraft:
-    """A bundle being written: its private directory below tmp/, and the lock that marks it alive."""
+    """A bundle being written: objects/<uuid>/ (locked while it lives, see store/drafts.py) and
+    the list of drafts it was begun with."""
 
     uuid: str
     path: Path
-    lock_fd: int  # -1 once released
+    lock_fd: int  # the directory's locked descriptor; -1 once released
+    listed_in: drafts.DraftList
 
 
 class LocalContext:
@@ -116,58 +119,56 @@ class LocalContext:
     def begin_bundle(self, uuid: str) -> BundleDraft:
         """Reserve objects/<uuid>/ for a new bundle, written in place (so paths handed out while
         it is open stay valid after close) and invisible until its manifest appears. The writer
-        holds tmp/<uuid>.lock for as long as the draft lives: a second writer of the same uuid
-        waits for it, then finds the bundle published (BundleExists) or the draft abandoned (and
-        takes over); cleaners leave drafts with a held lock alone."""
-        if not is_uuid(uuid):
-            raise InvalidName(
-                f"bundle uuid {uuid!r} is not a lower-case uuid", hint="use str(uuid.uuid4()), or leave it out"
-            )
-        if not self._cleaned:
-            self.clean_leftovers()
-        fd = self._lock(self.tmp_dir / f"{uuid}.lock")
-        try:
-            path = self.bundle_dir(uuid)
-            try:
-                path.mkdir()
-            except FileExistsError:
-                if (path / MANIFEST_NAME).exists():
-                    raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}") from None
-                fsutil.remove_tree(path)  # left by a writer that died: we hold its lock now
-                path.mkdir()
-        except BaseException:
-            self._unlock(self.tmp_dir / f"{uuid}.lock", fd)
-            raise
-        return BundleDraft(uuid=uuid, path=path, lock_fd=fd)
+        holds the directory's lock for as long as the draft lives (store/drafts.py): a second
+        writer of the same uuid waits for it, then finds the bundle published (BundleExists) or
+        the draft abandoned (and takes over); cleaners leave drafts with a held lock alone."""
+        begun, published = self.begin_many([uuid])
+        if published:
+            raise BundleExists(f"bundle {uuid} already exists in context {self.name!r}")
+        return begun[0]
 
-    def begin_many(self, uuids: Sequence[str], pool: Executor) -> tuple[list[BundleDraft], set[str]]:
-        """`begin_bundle` for each of `uuids` on `pool`: the drafts (in the order of `uuids`), and
-        the uuids another writer published meanwhile. On any other failure the drafts begun are
-        abandoned and the first failure is raised."""
+    def begin_many(self, uuids: Sequence[str], pool: Executor | None = None) -> tuple[list[BundleDraft], set[str]]:
+        """`begin_bundle` for each of `uuids` (on `pool`, when given), listed together in one
+        draft list: the drafts (in the order of `uuids`), and the uuids another writer published
+        meanwhile. On any other failure the drafts begun are abandoned and the first failure is
+        raised."""
+        for uuid in uuids:
+            if not is_uuid(uuid):
+                raise InvalidName(
+                    f"bundle uuid {uuid!r} is not a lower-case uuid", hint="use str(uuid.uuid4()), or leave it out"
+                )
         if not self._cleaned:
             self.clean_leftovers()
+        listed = drafts.DraftList(self.tmp_dir, uuids)
 
         def begin(uuid: str) -> BundleDraft | None:
-            try:
-                return self.begin_bundle(uuid)
-            except BundleExists:
+            path = self.bundle_dir(uuid)
+            fd = drafts.claim(path, (path / MANIFEST_NAME).exists)
+            if fd < 0:
                 return None
+            listed.opened()
+            return BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)
 
-        futures = [pool.submit(begin, uuid) for uuid in uuids]
+        futures = [pool.submit(begin, uuid) for uuid in uuids] if pool is not None else None
         begun: list[BundleDraft | None] = []
         failure: BaseException | None = None
-        for future in futures:
-            try:
-                begun.append(future.result())
-            except BaseException as err:  # every draft begun is found and abandoned before raising
-                failure = failure or err
-                begun.append(None)
-        drafts = [d for d in begun if d is not None]
+        try:
+            for i, uuid in enumerate(uuids):
+                try:
+                    begun.append(begin(uuid) if futures is None else futures[i].result())
+                except BaseException as err:  # every draft begun is found and abandoned before raising
+                    failure = failure or err
+                    begun.append(None)
+                    if futures is None:
+                        break
+        finally:
+            listed.settle()  # every claim has ended (each future's result was waited for)
+        made = [d for d in begun if d is not None]
         if failure is not None:
-            for draft in drafts:
+            for draft in made:
                 self.abandon(draft)
             raise failure
-        return drafts, {u for u, d in zip(uuids, begun) if d is None}
+        return made, {u for u, d in zip(uuids, begun) if d is None}
 
     @staticmethod
     def _lock(lock_path: Path, wait: bool = True) -> int:
@@ -201,8 +202,9 @@ class LocalContext:
 
     @contextmanager
     def bundle_lock(self, uuid: str) -> Iterator[None]:
-        """Hold the bundle's lock (the one its writer held while it was a draft): changes to a
-        published bundle's local files and its `.remote` marker are made under it, one at a time."""
+        """Hold tmp/<uuid>.lock: changes to a published bundle's local files and its `.remote`
+        marker (localize, delocalize, gc) are made under it, one at a time. (Readers and writers
+        lock the bundle directory itself: a long localize does not hold readers up.)"""
         lock = self.tmp_dir / f"{uuid}.lock"
         fd = self._lock(lock)
         try:
@@ -270,13 +272,15 @@ class LocalContext:
         one made for the call), then all get their index rows in one transaction. When that
         insert fails none is published: every manifest is taken back and the caller abandons
         the drafts."""
-        if len(publications) == 1:
-            self._place_manifest(publications[0])
-        elif publications and pool is not None:
-            list(pool.map(self._place_manifest, publications))  # the first failure is raised
-        elif publications:
+        if len(publications) > 1 and pool is None:
             with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(publications))) as own:
-                list(own.map(self._place_manifest, publications))
+                self.publish_many(publications, own)
+            return
+        each = pool.map if pool is not None and len(publications) > 1 else map
+        list(each(self._stage_manifest, publications))  # the first failure is raised
+        if self.durable and any(p.metadata_only for p in publications):
+            fsutil.sync_filesystem(self.objects_dir)  # their manifests' bytes, all in one flush
+        list(each(self._place_manifest, publications))
         try:
             self.index.insert_many([(p.manifest, p.committed) for p in publications])
         except BaseException:
@@ -291,20 +295,31 @@ class LocalContext:
         for publication in publications:
             self._release(publication.draft)
 
-    def _place_manifest(self, publication: Publication) -> None:
+    def _stage_manifest(self, publication: Publication) -> None:
+        """Everything but the manifest's name: files flushed, markers made, the manifest's bytes
+        written under a private name (flushed here, or for metadata-only drafts by publish_many
+        in one flush of the file system, which is the bulk of a first pull's time otherwise)."""
         draft = publication.draft
         if self.durable and not publication.metadata_only:  # data files and subdirectories first
             fsutil.fsync_tree(draft.path, directories_only=publication.files_synced, include_root=False)
         # The markers are empty files: the flush of the bundle directory after the manifest's
-        # rename (write_atomic) makes their names durable together with the manifest's.
+        # rename makes their names durable together with the manifest's.
         if publication.committed:
             fsutil.create_empty(draft.path / COMMITTED_MARKER)
         if publication.remote_only:
             fsutil.create_empty(draft.path / REMOTE_ONLY_MARKER)
-        # No fsync of objects/ afterwards: after a power loss the manifest (and the WAL index row,
-        # synchronous=NORMAL) may be lost together, leaving a draft that cleanup removes; never a
-        # half bundle. Durability of the last bundles is traded for speed.
-        fsutil.write_atomic(draft.path / MANIFEST_NAME, publication.manifest.to_json(), self.durable)
+        staged = self.durable and not publication.metadata_only
+        fsutil.write_file(draft.path / STAGED_MANIFEST, publication.manifest.to_json(), durable=staged)
+
+    def _place_manifest(self, publication: Publication) -> None:
+        """The commit point: the staged manifest takes its name. No fsync of objects/ afterwards:
+        after a power loss the manifest (and the WAL index row, synchronous=NORMAL) may be lost
+        together, leaving a draft that cleanup removes; never a half bundle. Durability of the
+        last bundles is traded for speed (and of pulled ones, which the remote still has)."""
+        path = publication.draft.path
+        os.replace(path / STAGED_MANIFEST, path / MANIFEST_NAME)
+        if self.durable and not publication.metadata_only:
+            fsutil.fsync_path(path)
 
     def abandon(self, draft: BundleDraft) -> bool:
         """Throw a draft away and release its lock. A draft that is published after all (its
@@ -320,7 +335,8 @@ class LocalContext:
         """Release the draft's lock, once: publish and then abandon may both get here."""
         fd, draft.lock_fd = draft.lock_fd, -1
         if fd >= 0:
-            self._unlock(self.tmp_dir / f"{draft.uuid}.lock", fd)
+            os.close(fd)
+            draft.listed_in.closed()
 
     def _indexed(self, uuid: str) -> bool:
         """Whether the index holds a committed row for `uuid` (False when it cannot be read)."""
@@ -408,32 +424,40 @@ class LocalContext:
     # --- repair ----------------------------------------------------------------------------
 
     def is_draft(self, uuid: str) -> bool:
-        """Whether objects/<uuid>/ is a bundle still being written (its writer holds the lock)."""
-        lock = self.tmp_dir / f"{uuid}.lock"
-        if not lock.exists():
-            return False
-        fd = self._lock(lock, wait=False)
+        """Whether objects/<uuid>/ is a bundle still being written (its writer holds the lock of
+        the directory; a published bundle's reader holds it too)."""
+        fd = drafts.try_lock(self.bundle_dir(uuid))
         if fd < 0:
-            return True
-        self._unlock(lock, fd)
+            return self.bundle_dir(uuid).exists()
+        os.close(fd)
         return False
 
     def index_published(self, uuid: str, wait: bool = True) -> bool:
         """Index objects/<uuid>/ when its manifest is in place and the index lacks it (its writer
-        died before indexing it); True when it did. Done under the bundle's lock: a writer still
-        publishing it indexes it itself, or takes it back when its own insert fails. Without
-        `wait`, a bundle whose lock is held is left to its writer (False)."""
-        lock = self.tmp_dir / f"{uuid}.lock"
-        fd = self._lock(lock, wait=wait)
-        if fd < 0:
-            return False
-        try:
-            if not (self.bundle_dir(uuid) / MANIFEST_NAME).exists() or self.index.rows([uuid]):
+        died before indexing it); True when it did. Done under the directory's lock: a writer
+        still publishing it indexes it itself, or takes it back when its own insert fails.
+        Without `wait`, a bundle whose lock is held is left to its writer (False)."""
+        if wait:
+            try:
+                fd = self.lock_dir(uuid, shared=False)
+            except BundleNotFound:
                 return False
-            self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
-            return True
+        else:
+            fd = drafts.try_lock(self.bundle_dir(uuid))
+            if fd < 0:
+                return False
+        try:
+            return self._index_unindexed(uuid)
         finally:
-            self._unlock(lock, fd)
+            os.close(fd)
+
+    def _index_unindexed(self, uuid: str) -> bool:
+        """Under the directory's lock: index the bundle when its manifest is there and its row is
+        not (a writer that died between the two); True when it did."""
+        if not (self.bundle_dir(uuid) / MANIFEST_NAME).exists() or self.index.rows([uuid]):
+            return False
+        self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+        return True
 
     def rebuild_index(self) -> int:
         """Replace the index with what the bundle directories hold (damaged manifests are left
@@ -452,9 +476,18 @@ class LocalContext:
         self._cleaned = True
         cleaned: list[str] = []
         entries = sorted(self.tmp_dir.iterdir())
+        for _listed, uuids in drafts.dead_lists(self.tmp_dir, [e.name for e in entries]):
+            for uuid in uuids:
+                if is_uuid(uuid) and self.clean_dead_draft(uuid):
+                    cleaned.append(uuid)
         locks = {e.name for e in entries if e.suffix == ".lock"}
         for entry in entries:
-            if entry.name.startswith("trash-"):
+            if entry.name.endswith(f"{drafts.DRAFTS_SUFFIX}.new"):  # a writer died making its list
+                fd = drafts.try_lock(entry)
+                if fd >= 0:
+                    entry.unlink(missing_ok=True)
+                    os.close(fd)
+            elif entry.name.startswith("trash-"):
                 fsutil.remove_tree(entry)
                 cleaned.append(entry.name)
             elif entry.name.endswith(".lock.new"):  # written by releases before 0.2; never held now
@@ -468,14 +501,25 @@ class LocalContext:
                 if fd < 0:
                     continue  # a live writer
                 uuid = entry.stem
-                try:  # we hold the dead writer's lock: nobody else can start this uuid meanwhile
+                try:  # left by a localize, delocalize or gc that died, or a writer of an older release
                     fsutil.remove_tree(self.tmp_dir / uuid)  # a draft of a release before 0.2
-                    if (self.bundle_dir(uuid) / MANIFEST_NAME).exists():
-                        if uuid not in self.index.uuids():
-                            self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
-                    else:
-                        fsutil.remove_tree(self.bundle_dir(uuid))  # a draft that never got its manifest
+                    self.clean_dead_draft(uuid)
                 finally:
                     self._unlock(entry, fd)
                 cleaned.append(uuid)
         return cleaned
+
+    def clean_dead_draft(self, uuid: str) -> bool:
+        """Deal with objects/<uuid>/ of a writer that died, unless someone holds its lock (a live
+        writer of the same uuid, or a reader): index it when its manifest is in place, remove it
+        when not. True when it was one or the other."""
+        fd = drafts.try_lock(self.bundle_dir(uuid))
+        if fd < 0:
+            return False
+        try:
+            if (self.bundle_dir(uuid) / MANIFEST_NAME).exists():
+                return self._index_unindexed(uuid)
+            fsutil.remove_tree(self.bundle_dir(uuid))  # a draft that never got its manifest
+            return True
+        finally:
+            os.close(fd)

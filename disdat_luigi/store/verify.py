@@ -59,8 +59,7 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
         try:
             manifest = BundleManifest.from_json((bundle_dir / MANIFEST_NAME).read_bytes(), str(bundle_dir))
         except FileNotFoundError:
-            if not context.is_draft(entry):  # a draft whose writer died without a trace of its lock
-                fsutil.remove_tree(bundle_dir)
+            if context.clean_dead_draft(entry):  # a draft whose writer died without a trace in tmp/
                 report.cleaned.append(entry)
             continue
         except ManifestRejected as err:

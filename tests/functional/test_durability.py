@@ -145,7 +145,8 @@ def test_draft_without_its_lock_is_removed(ctx: str, disdat_env: Path) -> None:
     report = api.verify(ctx)
     assert report.ok and orphan.name in report.cleaned and not orphan.exists()
     draft = Path(live.local_dir)
-    assert draft.exists() and (root / "tmp" / f"{live.uuid}.lock").exists()
+    listed = [p.read_text().split() for p in (root / "tmp").glob("*.drafts")]
+    assert draft.exists() and listed == [[live.uuid]]  # its writer's draft list names it
     assert [b.name for b in api.search(ctx)] == ["next"]
     live.abandon()
     assert not draft.exists()

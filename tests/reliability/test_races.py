@@ -21,6 +21,7 @@ from disdat_luigi.store import index as index_module
 from disdat_luigi.store import verify as verify_module
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.context import LocalContext
+from disdat_luigi.store.drafts import DraftList
 from disdat_luigi.store.index import BundleIndex
 from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.remote import sync
@@ -220,7 +221,7 @@ INTERRUPTS: list[tuple[str, Any, str, bool, bool]] = [
     ("inside the index insert, before its COMMIT", index_module, "_insert", False, False),
     ("right after the index insert", BundleIndex, "insert_many", False, True),
     ("at the release step", LocalContext, "_release", True, True),
-    ("inside the release step", LocalContext, "_unlock", False, True),
+    ("inside the release step", DraftList, "closed", False, True),
 ]
 
 
