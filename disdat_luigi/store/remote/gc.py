@@ -235,44 +235,42 @@ class RemoteCollector:
         orphans = self._orphans(listed, catalog, set(intents), grace, now)
         orphans += [Orphan(key=key, size=size, uuid=key.rpartition("/")[2]) for key, size in dead]
         waiting = _waiting(listed, set(intents), grace, now)
-        if dry_run or not (gc_plan.reclaimed or orphans):
-            return _result(
-                gc_plan,
-                dry_run=dry_run,
-                reclaimed=(),
-                orphans=orphans,
-                waiting=waiting,
-                grace=grace_hours,
-                unreadable=len(rejected),
+        reclaimed: tuple[str, ...] = ()
+        if not dry_run and (gc_plan.reclaimed or orphans):
+            # announce what goes, then look again: a hold, an intent or a claim written before the
+            # notice is seen now; one written after it meets the notice (push -d keeps its files, a
+            # push waits, a job's submission fails)
+            posted: Posted = self.notices.post(
+                [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
             )
-        # announce what goes, then look again: a hold, an intent or a claim written before the
-        # notice is seen now; one written after it meets the notice (push -d keeps its files, a
-        # push waits, a job's submission fails)
-        posted: Posted = self.notices.post(
-            [c.uuid for c in gc_plan.reclaimed], sorted({o.uuid for o in orphans if is_uuid(o.uuid)}), time.time()
-        )
-        try:
-            held = self._with_own_references(self.guards.holds())
-            holds = {u: tuple(sorted({*holds.get(u, ()), *held.get(u, ())})) for u in {*holds, *held}}
-            began = self.guards.live_intents(grace, time.time())
-            late = _inputs(began) | self.guards.claimed_inputs(time.time())
-            doomed = {c.uuid for c in gc_plan.reclaimed}
-            if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
-                gc_plan = self._plan(manifests, listed, holds, protected | late, named, policy, now)
-            orphans = [o for o in orphans if o.uuid not in began]
-            published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
-            orphans = [o for o in orphans if o.uuid not in published]
-            reclaimed = tuple(c.uuid for c in gc_plan.reclaimed)
-            self._delete(reclaimed, listed, catalog, holds, orphans, lambda: self.notices.fresh(posted, time.time()))
-        finally:
-            self.notices.withdraw(posted.keys, time.time())
-        return _result(
-            gc_plan,
-            dry_run=False,
+            try:
+                held = self._with_own_references(self.guards.holds())
+                holds = {u: tuple(sorted({*holds.get(u, ()), *held.get(u, ())})) for u in {*holds, *held}}
+                began = self.guards.live_intents(grace, time.time())
+                late = _inputs(began) | self.guards.claimed_inputs(time.time())
+                doomed = {c.uuid for c in gc_plan.reclaimed}
+                if late & doomed or any(held.get(u) for u in doomed):  # plan again: it can only keep more
+                    gc_plan = self._plan(manifests, listed, holds, protected | late, named, policy, now)
+                orphans = [o for o in orphans if o.uuid not in began]
+                published = self._published_now({o.uuid for o in orphans if is_uuid(o.uuid)}, listed)
+                orphans = [o for o in orphans if o.uuid not in published]
+                reclaimed = tuple(c.uuid for c in gc_plan.reclaimed)
+                self._delete(
+                    reclaimed, listed, catalog, holds, orphans, lambda: self.notices.fresh(posted, time.time())
+                )
+            finally:
+                self.notices.withdraw(posted.keys, time.time())
+        return GcResult(
+            plan=gc_plan,
+            remote=True,
+            dry_run=dry_run,
             reclaimed=reclaimed,
-            orphans=orphans,
-            waiting=waiting,
-            grace=grace_hours,
+            bytes_reclaimed=0 if dry_run else gc_plan.bytes_reclaimed,
+            orphans=len(orphans),
+            orphan_bytes=sum(o.size for o in orphans),
+            waiting=len(waiting),
+            waiting_bytes=sum(o.size for o in waiting),
+            grace_hours=grace_hours,
             unreadable=len(rejected),
         )
 
@@ -412,28 +410,3 @@ def _is_name(name: str) -> bool:
     except InvalidName:
         return False
     return True
-
-
-def _result(
-    gc_plan: GcPlan,
-    *,
-    dry_run: bool,
-    reclaimed: tuple[str, ...],
-    orphans: list[Orphan],
-    waiting: list[Orphan],
-    grace: float,
-    unreadable: int,
-) -> GcResult:
-    return GcResult(
-        plan=gc_plan,
-        remote=True,
-        dry_run=dry_run,
-        reclaimed=reclaimed,
-        bytes_reclaimed=0 if dry_run else gc_plan.bytes_reclaimed,
-        orphans=len(orphans),
-        orphan_bytes=sum(o.size for o in orphans),
-        waiting=len(waiting),
-        waiting_bytes=sum(o.size for o in waiting),
-        grace_hours=grace,
-        unreadable=unreadable,
-    )
