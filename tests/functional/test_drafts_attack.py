@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import uuid as uuid_module
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -164,7 +163,9 @@ def test_ctrl_c_just_after_a_claim_leaves_no_locked_directory_behind(ctx: str, m
     with pytest.raises(KeyboardInterrupt):
         api.Bundle(ctx, name="first").open(force_uuid=uuid)
     leaked = [
-        fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(context.bundle_dir(uuid))
+        fd
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.realpath(f"/proc/self/fd/{fd}") == str(context.bundle_dir(uuid))
     ]
     result: list[str] = []
 
