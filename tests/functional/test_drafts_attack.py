@@ -143,30 +143,47 @@ def test_a_fifo_named_like_a_draft_list_does_not_hang_the_next_write(ctx: str) -
     assert api.get(ctx, "after").data == 1
 
 
-def test_ctrl_c_just_after_a_claim_leaves_no_locked_directory_behind(ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A KeyboardInterrupt landing in begin_many's `begin` after drafts.claim returned its
-    locked descriptor but before the draft is recorded: nobody closes that descriptor, so this
-    process keeps the bundle directory locked. The same notebook re-running the write of that
-    uuid then waits for its own leaked lock forever (and verify never removes the draft)."""
-    uuid = str(uuid_module.uuid4())
-    context = _context(ctx)
+def _interrupting(original: Any, before: bool) -> Any:
+    """`original`, raising KeyboardInterrupt once before or after doing its work."""
     fired: list[bool] = []
-    real_opened = drafts.DraftList.opened
 
-    def opened(self: drafts.DraftList) -> None:
-        if not fired:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if before and not fired:
             fired.append(True)
             raise KeyboardInterrupt
-        real_opened(self)
+        result = original(*args, **kwargs)
+        if not before and not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+        return result
 
-    monkeypatch.setattr(drafts.DraftList, "opened", opened)
-    with pytest.raises(KeyboardInterrupt):
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "before"),
+    [
+        (drafts, "claim", False),  # claim returned its locked descriptor
+        (drafts.DraftList, "opened", True),  # the draft not yet counted nor recorded
+        (drafts.DraftList, "settle", True),  # begin_many's `finally`: its drafts are never abandoned
+    ],
+    ids=["after-claim", "before-opened", "before-settle"],
+)
+def test_ctrl_c_in_begin_leaves_no_locked_directory_behind(
+    ctx: str, monkeypatch: pytest.MonkeyPatch, target: Any, name: str, before: bool
+) -> None:
+    """A KeyboardInterrupt landing in begin_many after drafts.claim returned its locked
+    descriptor but before the draft is handed back: nobody closes that descriptor (nor the draft
+    list's), so this process keeps objects/<uuid>/ locked. The same notebook re-running the write
+    of that uuid then waits for its own leaked lock forever, and verify never removes the draft."""
+    uuid = str(uuid_module.uuid4())
+    context = _context(ctx)
+    api.Bundle(ctx, name="warm", data=0)
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(target, name, _interrupting(getattr(target, name), before))
         api.Bundle(ctx, name="first").open(force_uuid=uuid)
-    leaked = [
-        fd
-        for fd in os.listdir("/proc/self/fd")
-        if os.path.realpath(f"/proc/self/fd/{fd}") == str(context.bundle_dir(uuid))
-    ]
+    where = str(context.bundle_dir(uuid))
+    leaked = [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == where]
     result: list[str] = []
 
     def again() -> None:
@@ -180,6 +197,24 @@ def test_ctrl_c_just_after_a_claim_leaves_no_locked_directory_behind(ctx: str, m
     thread.join(10)
     assert result == ["closed"], f"the retry waits on a lock leaked by the interrupted open (fds {leaked})"
     assert leaked == []
+
+
+def test_ctrl_c_between_a_drafts_release_and_its_list_count_leaves_no_list_in_tmp(
+    ctx: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_release closes the directory's descriptor, then tells the draft list: an interrupt
+    between the two leaves the list's count above zero, so the list stays in tmp/, locked by
+    this process for as long as it lives (verify cannot remove it). The bundle itself is published."""
+    context = _context(ctx)
+    api.Bundle(ctx, name="warm", data=0)
+    bundle = api.Bundle(ctx, name="x").open()
+    bundle.add_data(1)
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(drafts.DraftList, "closed", _interrupting(drafts.DraftList.closed, True))
+        bundle.close()
+    assert api.get(ctx, "x").data == 1
+    api.verify(ctx)
+    assert sorted(p.name for p in context.tmp_dir.iterdir()) == []
 
 
 def test_a_child_forked_while_a_bundle_was_open_does_not_block_its_readers(ctx: str) -> None:
