@@ -288,3 +288,38 @@ def test_verify_rebuild_keeps_the_row_of_a_bundle_published_while_it_hashed(
     assert late.closed
     assert context.index.rows([late.uuid]), f"the row was swapped away (report.unindexed={report.unindexed})"
     assert api.get(ctx, "late") is not None
+
+
+class _CleanerAfterCreate:
+    """`os` for store/drafts.py: right after a writer creates its private draft list (before it
+    locks it), another process's first write cleans tmp/ (a fresh LocalContext)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: Any, flags: int, *args: Any) -> int:
+        fd = os.open(path, flags, *args)
+        if not self.fired and flags & os.O_CREAT and str(path).endswith(f"{drafts.DRAFTS_SUFFIX}.new"):
+            self.fired = True
+            LocalContext(self.path).clean_leftovers()
+        return fd
+
+
+def test_a_writers_private_draft_list_is_not_removed_before_it_locks_it(
+    ctx: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DraftList creates tmp/.<name>.drafts.new, then flocks it. A cleaner running in between
+    (any other process's first write, or verify) takes the unlocked .new for one whose writer
+    died and unlinks it; the writer's rename to the public name then fails and an ordinary write
+    crashes with FileNotFoundError."""
+    context = _context(ctx)
+    api.Bundle(ctx, name="warm", data=0)
+    monkeypatch.setattr(drafts, "os", _CleanerAfterCreate(context.path))
+    bundle = api.Bundle(ctx, name="x").open()
+    bundle.add_data(1)
+    bundle.close()
+    assert api.get(ctx, "x").data == 1
