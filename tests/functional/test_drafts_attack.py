@@ -323,3 +323,18 @@ def test_a_writers_private_draft_list_is_not_removed_before_it_locks_it(
     bundle.add_data(1)
     bundle.close()
     assert api.get(ctx, "x").data == 1
+
+
+@pytest.mark.parametrize("planted", ["..lock", "...lock"])
+def test_a_lock_file_whose_stem_is_a_dot_name_does_not_remove_the_store(ctx: str, planted: str) -> None:
+    """clean_leftovers takes any tmp/*.lock it can lock for a dead writer's and uses its stem as a
+    uuid unchecked: tmp/..lock has stem '.', so clean_dead_draft('.') locks objects/. (no
+    manifest there) and removes the whole objects/ tree; tmp/...lock has stem '..', and
+    remove_tree(tmp/..) removes the whole context. Every bundle is gone after the next write or
+    verify. A stem that is not a uuid should be left alone."""
+    context = _context(ctx)
+    kept = api.Bundle(ctx, name="keep", data=[1, 2, 3])
+    (context.tmp_dir / planted).touch()
+    LocalContext(context.path).clean_leftovers()  # what the next process's first write (or verify) runs
+    assert context.bundle_dir(kept.uuid).is_dir(), "the bundle's directory was removed"
+    assert api.get(ctx, "keep").data == [1, 2, 3]
