@@ -338,3 +338,21 @@ def test_a_lock_file_whose_stem_is_a_dot_name_does_not_remove_the_store(ctx: str
     LocalContext(context.path).clean_leftovers()  # what the next process's first write (or verify) runs
     assert context.bundle_dir(kept.uuid).is_dir(), "the bundle's directory was removed"
     assert api.get(ctx, "keep").data == [1, 2, 3]
+
+
+def test_a_dead_list_naming_a_damaged_unindexed_manifest_does_not_break_every_write(ctx: str) -> None:
+    """A dead writer's draft list names a bundle whose manifest is in place but unreadable (a
+    later release's schema, a damaged disk, the forced-uuid race above) and not indexed:
+    clean_dead_draft indexes it with load_manifest, whose ManifestRejected escapes
+    clean_leftovers before the list is unlinked. Every later write of the context, and verify
+    (the repair tool the hint names), fails with it, for good. It should be reported, not raised."""
+    context = _context(ctx)
+    api.Bundle(ctx, name="warm", data=0)
+    uuid = str(uuid_module.uuid4())
+    context.bundle_dir(uuid).mkdir()
+    (context.bundle_dir(uuid) / "manifest.json").write_text('{"schema": 99}')
+    (context.tmp_dir / "0123456789abcdef.drafts").write_text(f"{uuid}\n")  # its writer was killed
+    api.Bundle(ctx, name="next", data=2)
+    assert api.get(ctx, "next").data == 2
+    report = api.verify(ctx)
+    assert [p.uuid for p in report.problems] == [uuid]
