@@ -134,7 +134,7 @@ def test_a_fifo_named_like_a_draft_list_does_not_hang_the_next_write(ctx: str) -
         stderr=subprocess.PIPE,
     )
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -356,3 +356,15 @@ def test_a_dead_list_naming_a_damaged_unindexed_manifest_does_not_break_every_wr
     assert api.get(ctx, "next").data == 2
     report = api.verify(ctx)
     assert [p.uuid for p in report.problems] == [uuid]
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_verify_reports_a_stray_file_in_objects_instead_of_crashing(ctx: str, rebuild: bool) -> None:
+    """verify reads objects/<entry>/manifest.json for every entry and catches only
+    FileNotFoundError: a stray regular file there (.DS_Store, an editor's backup) raises
+    NotADirectoryError and verify, the repair command, crashes before repairing anything."""
+    context = _context(ctx)
+    api.Bundle(ctx, name="keep", data=1)
+    (context.objects_dir / ".DS_Store").write_bytes(b"\0")
+    report = api.verify(ctx, rebuild=rebuild)
+    assert report.checked == 1
