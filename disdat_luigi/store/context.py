@@ -128,10 +128,12 @@ class LocalContext:
         return begun[0]
 
     def begin_many(self, uuids: Sequence[str], pool: Executor | None = None) -> tuple[list[BundleDraft], set[str]]:
-        """`begin_bundle` for each of `uuids` (on `pool`, when given), listed together in one
-        draft list: the drafts (in the order of `uuids`), and the uuids another writer published
-        meanwhile. On any other failure the drafts begun are abandoned and the first failure is
-        raised."""
+        """`begin_bundle` for each of `uuids`, listed together in one draft list: the drafts (in
+        the order of `uuids`), and the uuids another writer published meanwhile. The claims are
+        made without waiting (on `pool`, when given); when another writer holds one of them, the
+        drafts of this call are given up and all are claimed again one at a time, in uuid order,
+        waiting: two writers of overlapping sets never wait for each other in a circle. On any
+        other failure the drafts begun are abandoned and the first failure is raised."""
         for uuid in uuids:
             if not is_uuid(uuid):
                 raise InvalidName(
@@ -140,35 +142,63 @@ class LocalContext:
         if not self._cleaned:
             self.clean_leftovers()
         listed = drafts.DraftList(self.tmp_dir, uuids)
+        claimed: dict[str, BundleDraft | int] = {}
+        try:
+            claimed = self._claim_all(uuids, listed, pool, wait=False)
+            if drafts.BUSY in claimed.values():
+                self._give_up(claimed)
+                claimed = {}
+                claimed = self._claim_all(sorted(uuids), listed, None, wait=True)
+            listed.begun()
+        except BaseException:
+            self._give_up(claimed)
+            listed.begun()
+            raise
+        made = [d for d in (claimed[u] for u in uuids) if isinstance(d, BundleDraft)]
+        return made, {u for u in uuids if claimed[u] == drafts.PUBLISHED}
 
-        def begin(uuid: str) -> BundleDraft | None:
+    def _claim_all(
+        self, uuids: Sequence[str], listed: drafts.DraftList, pool: Executor | None, wait: bool
+    ) -> dict[str, BundleDraft | int]:
+        """drafts.claim each of `uuids` (on `pool`, or one after the other): a draft, PUBLISHED
+        or BUSY each. After a failure every claim still running is waited for, and every draft
+        made is abandoned before the first failure is raised."""
+
+        locked: dict[Path, int] = {}  # every lock claim took, even one whose draft was not made
+
+        def begin(uuid: str) -> BundleDraft | int:
             path = self.bundle_dir(uuid)
-            fd = drafts.claim(path, (path / MANIFEST_NAME).exists)
+            fd = drafts.claim(path, (path / MANIFEST_NAME).exists, wait, locked)
             if fd < 0:
-                return None
+                return fd
+            draft = BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)
             listed.opened()
-            return BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)
+            return draft
 
         futures = [pool.submit(begin, uuid) for uuid in uuids] if pool is not None else None
-        begun: list[BundleDraft | None] = []
+        claimed: dict[str, BundleDraft | int] = {}
         failure: BaseException | None = None
-        try:
-            for i, uuid in enumerate(uuids):
-                try:
-                    begun.append(begin(uuid) if futures is None else futures[i].result())
-                except BaseException as err:  # every draft begun is found and abandoned before raising
-                    failure = failure or err
-                    begun.append(None)
-                    if futures is None:
-                        break
-        finally:
-            listed.settle()  # every claim has ended (each future's result was waited for)
-        made = [d for d in begun if d is not None]
+        for i, uuid in enumerate(uuids):
+            try:
+                claimed[uuid] = begin(uuid) if futures is None else futures[i].result()
+            except BaseException as err:  # every draft begun is found and abandoned before raising
+                failure = failure or err
+                if futures is None:
+                    break
         if failure is not None:
-            for draft in made:
-                self.abandon(draft)
+            self._give_up(claimed)
+            made = {d.path for d in claimed.values() if isinstance(d, BundleDraft)}
+            for path, fd in locked.items():  # interrupted between its claim and its draft
+                if path not in made:
+                    fsutil.remove_tree(path)
+                    drafts.release(fd)
             raise failure
-        return made, {u for u, d in zip(uuids, begun) if d is None}
+        return claimed
+
+    def _give_up(self, claimed: dict[str, BundleDraft | int]) -> None:
+        for draft in claimed.values():
+            if isinstance(draft, BundleDraft):
+                self.abandon(draft)
 
     @staticmethod
     def _lock(lock_path: Path, wait: bool = True) -> int:
@@ -335,8 +365,10 @@ class LocalContext:
         """Release the draft's lock, once: publish and then abandon may both get here."""
         fd, draft.lock_fd = draft.lock_fd, -1
         if fd >= 0:
-            os.close(fd)
-            draft.listed_in.closed()
+            try:
+                drafts.release(fd)
+            finally:
+                draft.listed_in.closed()
 
     def _indexed(self, uuid: str) -> bool:
         """Whether the index holds a committed row for `uuid` (False when it cannot be read)."""
@@ -425,7 +457,10 @@ class LocalContext:
 
     def is_draft(self, uuid: str) -> bool:
         """Whether objects/<uuid>/ is a bundle still being written (its writer holds the lock of
-        the directory; a published bundle's reader holds it too)."""
+        the directory, or an older release's writer tmp/<uuid>.lock; a published bundle's reader
+        holds the directory's lock too)."""
+        if self._older_writer_lives(uuid):
+            return True
         fd = drafts.try_lock(self.bundle_dir(uuid))
         if fd < 0:
             return self.bundle_dir(uuid).exists()
@@ -453,11 +488,27 @@ class LocalContext:
 
     def _index_unindexed(self, uuid: str) -> bool:
         """Under the directory's lock: index the bundle when its manifest is there and its row is
-        not (a writer that died between the two); True when it did."""
+        not (a writer that died between the two); True when it did. A manifest that cannot be
+        read is left for `dsdt verify` to report."""
         if not (self.bundle_dir(uuid) / MANIFEST_NAME).exists() or self.index.rows([uuid]):
             return False
-        self.index.insert(self.load_manifest(uuid), self.is_committed(uuid))
+        try:
+            manifest = self.load_manifest(uuid)
+        except (ManifestRejected, BundleNotFound):
+            return False
+        self.index.insert(manifest, self.is_committed(uuid))
         return True
+
+    def _older_writer_lives(self, uuid: str) -> bool:
+        """Whether a writer of a release before the draft lists holds tmp/<uuid>.lock."""
+        lock = self.tmp_dir / f"{uuid}.lock"
+        if not lock.exists():
+            return False
+        fd = self._lock(lock, wait=False)
+        if fd < 0:
+            return True
+        self._unlock(lock, fd)
+        return False
 
     def rebuild_index(self) -> int:
         """Replace the index with what the bundle directories hold (damaged manifests are left
@@ -466,8 +517,8 @@ class LocalContext:
         for uuid in sorted(os.listdir(self.objects_dir)) if self.objects_dir.is_dir() else []:
             try:
                 entries.append((self.load_manifest(uuid), self.is_committed(uuid)))
-            except (BundleNotFound, ManifestRejected):
-                continue
+            except (BundleNotFound, ManifestRejected, NotADirectoryError):
+                continue  # damaged, or not a bundle (a stray file)
         self.index.replace_all(entries)
         return len(entries)
 
@@ -482,12 +533,7 @@ class LocalContext:
                     cleaned.append(uuid)
         locks = {e.name for e in entries if e.suffix == ".lock"}
         for entry in entries:
-            if entry.name.endswith(f"{drafts.DRAFTS_SUFFIX}.new"):  # a writer died making its list
-                fd = drafts.try_lock(entry)
-                if fd >= 0:
-                    entry.unlink(missing_ok=True)
-                    os.close(fd)
-            elif entry.name.startswith("trash-"):
+            if entry.name.startswith("trash-"):
                 fsutil.remove_tree(entry)
                 cleaned.append(entry.name)
             elif entry.name.endswith(".lock.new"):  # written by releases before 0.2; never held now
@@ -496,23 +542,26 @@ class LocalContext:
                 if not (self.tmp_dir / f"{entry.name}.lock").exists():  # a listing may miss new entries
                     fsutil.remove_tree(entry)  # a draft whose lock is gone: its writer finished or died
                     cleaned.append(entry.name)
-            elif entry.suffix == ".lock":
+            elif entry.suffix == ".lock" and is_uuid(entry.stem):
                 fd = self._lock(entry, wait=False)
                 if fd < 0:
                     continue  # a live writer
                 uuid = entry.stem
                 try:  # left by a localize, delocalize or gc that died, or a writer of an older release
                     fsutil.remove_tree(self.tmp_dir / uuid)  # a draft of a release before 0.2
-                    self.clean_dead_draft(uuid)
+                    self.clean_dead_draft(uuid, lock_file_held=True)
                 finally:
                     self._unlock(entry, fd)
                 cleaned.append(uuid)
         return cleaned
 
-    def clean_dead_draft(self, uuid: str) -> bool:
+    def clean_dead_draft(self, uuid: str, lock_file_held: bool = False) -> bool:
         """Deal with objects/<uuid>/ of a writer that died, unless someone holds its lock (a live
-        writer of the same uuid, or a reader): index it when its manifest is in place, remove it
-        when not. True when it was one or the other."""
+        writer of the same uuid, or a reader; or tmp/<uuid>.lock, held by a writer of a release
+        before the draft lists, unless the caller holds it): index it when its manifest is in
+        place, remove it when not. True when it was one or the other."""
+        if not lock_file_held and self._older_writer_lives(uuid):
+            return False
         fd = drafts.try_lock(self.bundle_dir(uuid))
         if fd < 0:
             return False

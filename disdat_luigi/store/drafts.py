@@ -9,6 +9,9 @@ which the writer holds locked too: a cleaner finds a dead writer's drafts there 
 `objects/` (100,000 entries in a big store), and a pull of 1,000 bundles makes one file in `tmp/`
 instead of a lock file per bundle (whose making and unlinking in one shared directory cost a
 first pull of 10,000 bundles about a quarter of its time).
+
+The locks this process holds are not a forked child's: the child closes its copies at once, so a
+`multiprocessing` worker forked while a bundle was open does not keep readers of it waiting.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,31 +29,69 @@ from disdat_luigi.errors import LocalDiskError
 from disdat_luigi.store import fsutil
 
 DRAFTS_SUFFIX = ".drafts"
+MAKING_SUFFIX = f"{DRAFTS_SUFFIX}.new"  # a list being written, under a private (dot) name
+MAKING_STALE_SECONDS = 60  # a private list older than this was left by a writer that died making it
 MAX_LIST_BYTES = 1 << 24  # a list names at most a batch of uuids (37 bytes each); more is not ours
+PUBLISHED = -1  # claim: another writer has published the bundle
+BUSY = -2  # claim without waiting: another writer holds the draft
+
+_held: set[int] = set()  # descriptors of this process's draft locks (not a forked child's)
+_held_guard = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    global _held_guard  # noqa: PLW0603 - a forked child starts with its own, unheld
+    _held_guard = threading.Lock()
+    for fd in _held:
+        os.close(fd)  # the parent keeps its lock: flock belongs to the file description
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _hold(fd: int) -> int:
+    with _held_guard:
+        _held.add(fd)
+    return fd
+
+
+def release(fd: int) -> None:
+    """Close a lock's descriptor taken by claim or DraftList; nothing in a forked child, which
+    closed its copies when it was forked (the number may name another file there by now)."""
+    with _held_guard:
+        if fd not in _held:
+            return
+        _held.discard(fd)
+    os.close(fd)
 
 
 class DraftList:
-    """The file listing the drafts one writer has open, locked while any of them is."""
+    """The file listing the drafts one writer call begins, locked while any of them is open."""
 
     def __init__(self, tmp_dir: Path, uuids: Iterable[str]) -> None:
         """Write the list under a private name, lock it, then give it its public name: a cleaner
-        never sees it unlocked while its writer lives."""
+        never sees the public name unlocked while its writer lives (and leaves private ones
+        alone until they are a minute old)."""
         name = secrets.token_hex(8)
-        private = tmp_dir / f".{name}{DRAFTS_SUFFIX}.new"
+        private = tmp_dir / f".{name}{MAKING_SUFFIX}"
         self.path = tmp_dir / f"{name}{DRAFTS_SUFFIX}"
-        self._fd = os.open(private, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        fd = os.open(private, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            os.write(self._fd, "".join(f"{uuid}\n" for uuid in uuids).encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, "".join(f"{uuid}\n" for uuid in uuids).encode())
             os.rename(private, self.path)
         except BaseException:
-            os.close(self._fd)
+            os.close(fd)
             private.unlink(missing_ok=True)
             raise
+        self._fd = _hold(fd)
         self._open = 0
+        self._beginning = True
         self._guard = threading.Lock()
 
     def opened(self) -> None:
+        """One more draft of the list is open."""
         with self._guard:
             self._open += 1
 
@@ -57,27 +99,36 @@ class DraftList:
         """One draft of the list is published or thrown away: the list goes with the last one."""
         with self._guard:
             self._open -= 1
-        self.settle()
+        self._remove_when_done()
 
-    def settle(self) -> None:
-        """Remove the list when none of its drafts is open (its writer has begun all it will)."""
+    def begun(self) -> None:
+        """Its writer has begun every draft it will: the list goes now if none is open."""
         with self._guard:
-            if self._open > 0 or self._fd < 0:
+            self._beginning = False
+        self._remove_when_done()
+
+    def _remove_when_done(self) -> None:
+        with self._guard:
+            if self._open > 0 or self._beginning or self._fd < 0:
                 return
             fd, self._fd = self._fd, -1
         try:
             self.path.unlink(missing_ok=True)  # while still locked: no cleaner reads it half gone
         finally:
-            os.close(fd)
+            release(fd)
 
 
 def dead_lists(tmp_dir: Path, names: Iterable[str]) -> Iterable[tuple[Path, list[str]]]:
     """Each draft list among `names` (entries of `tmp_dir`) whose writer is gone, with the uuids it
-    names; the list is removed once the caller has dealt with them (the next item is asked for)."""
+    names; the list is removed once the caller has dealt with them (the next item is asked for).
+    Private lists a writer died making are removed once they are stale."""
     for name in names:
+        path = tmp_dir / name
+        if name.startswith(".") and name.endswith(MAKING_SUFFIX):
+            _remove_stale(path)
+            continue
         if not name.endswith(DRAFTS_SUFFIX) or name.startswith("."):
             continue
-        path = tmp_dir / name
         fd = try_lock(path)
         if fd < 0:
             continue  # its writer lives (or another cleaner is at it)
@@ -92,34 +143,53 @@ def dead_lists(tmp_dir: Path, names: Iterable[str]) -> Iterable[tuple[Path, list
             os.close(fd)
 
 
-def claim(path: Path, published: Callable[[], bool]) -> int:
-    """Make the bundle directory `path` and hold its lock: the locked descriptor, or -1 when
-    another writer has published the bundle there (`published`, asked under the lock, and once
-    before waiting so that a published bundle's readers are not waited for). A draft left there by
-    a writer that died is removed first; so is one whose writer made it a moment ago and has not
-    locked it yet (that writer then finds its directory gone and claims again, after us)."""
+def _remove_stale(path: Path) -> None:
+    fd = try_lock(path)
+    if fd < 0:
+        return
+    try:
+        if time.time() - os.fstat(fd).st_mtime > MAKING_STALE_SECONDS:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def claim(path: Path, published: Callable[[], bool], wait: bool, record: dict[Path, int]) -> int:
+    """Make the bundle directory `path` (or take over an empty one) and hold its lock: the locked
+    descriptor; PUBLISHED when a bundle is published there (`published`, asked under the lock and
+    once before waiting, so that a published bundle's readers are not waited for); without
+    `wait`, BUSY when another writer holds it. A draft left there by a writer that died (it holds
+    files but no manifest) is removed first. Whoever has the lock on an empty directory owns it,
+    whether it made it or not: a writer that made it and lost the race to lock it waits, then
+    finds it published, or gone (and makes it again). The descriptor is put in `record` before it
+    is returned, so a caller interrupted as the call returns can still give the draft up."""
     while True:
         try:
             path.mkdir()
-            made = True
         except FileExistsError:
             if published():
-                return -1
-            made = False
+                return PUBLISHED
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # removed since: by a cleaner, or by a writer taking over
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return BUSY
             if not _still_at(path, fd):
                 os.close(fd)
                 continue
-            if made:
-                return fd
             if published():
                 os.close(fd)
-                return -1
+                return PUBLISHED
+            with os.scandir(fd) as entries:
+                empty = next(entries, None) is None
+            if empty:
+                record[path] = _hold(fd)
+                return fd
             fsutil.remove_tree(path)  # a dead draft: ours now (under its lock, nobody else's)
             if path.exists():
                 raise LocalDiskError(
@@ -127,18 +197,23 @@ def claim(path: Path, published: Callable[[], bool]) -> int:
                 )
             os.close(fd)
         except BaseException:
-            os.close(fd)
+            if record.get(path) != fd:
+                os.close(fd)
             raise
 
 
 def try_lock(path: Path) -> int:
-    """flock `path` (a draft list or a bundle directory) without waiting: the descriptor, or -1
-    when someone holds it or it is gone."""
+    """flock `path` (a draft list or a bundle directory; never a link, a FIFO or a device)
+    without waiting: the descriptor, or -1 when someone holds it or it is gone."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return -1
     try:
+        kind = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+            os.close(fd)
+            return -1
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)

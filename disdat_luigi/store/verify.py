@@ -52,15 +52,20 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
     indexed = set() if rebuild else context.index.uuids()
     manifests: list[tuple[BundleManifest, bool]] = []
     publishing: list[BundleManifest] = []  # a manifest in place, its writer's lock still held
+    drafting: list[str] = []  # no manifest yet, its writer's lock held
     damaged: set[str] = set()
     listed = sorted(os.listdir(context.objects_dir))
     for entry in listed:
         bundle_dir = context.objects_dir / entry
         try:
             manifest = BundleManifest.from_json((bundle_dir / MANIFEST_NAME).read_bytes(), str(bundle_dir))
+        except NotADirectoryError:
+            continue  # a stray file (.DS_Store, an editor's backup): no bundle
         except FileNotFoundError:
             if context.clean_dead_draft(entry):  # a draft whose writer died without a trace in tmp/
                 report.cleaned.append(entry)
+            else:
+                drafting.append(entry)
             continue
         except ManifestRejected as err:
             report.problems.append(Problem(entry, f"{err} (remove it with `dsdt rm -u {entry}`)"))
@@ -85,8 +90,9 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
         before = context.index.uuids()
         context.index.replace_all(manifests)
         # Bundles published since the listing lose their rows in the swap: index them again
-        # (under their locks). A draft still without its manifest indexes itself after the swap.
-        new = set(os.listdir(context.objects_dir)) - set(listed)
+        # (under their locks), drafts listed then too. A draft still without its manifest
+        # indexes itself after the swap.
+        new = (set(os.listdir(context.objects_dir)) - set(listed)) | set(drafting)
         arrived = sorted(u for u in new if (context.bundle_dir(u) / MANIFEST_NAME).exists())
         restored = {u for u in arrived if context.index_published(u)}
         swapped = {m.uuid for m, _ in manifests}

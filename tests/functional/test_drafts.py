@@ -195,9 +195,11 @@ def test_a_cleaner_between_a_writers_mkdir_and_its_lock_costs_a_retry_only(
     context = _context(ctx)
     original = fcntl.flock
     cleaned: list[bool] = []
+    fired: list[bool] = []
 
     def flock(fd: int, operation: int) -> None:
-        if not cleaned and operation == fcntl.LOCK_EX and context.bundle_dir(uuid).exists():
+        if not fired and operation & fcntl.LOCK_EX and context.bundle_dir(uuid).exists():
+            fired.append(True)
             cleaned.append(context.clean_dead_draft(uuid))  # runs before the writer's lock
         original(fd, operation)
 
@@ -212,19 +214,24 @@ def test_a_cleaner_between_a_writers_mkdir_and_its_lock_costs_a_retry_only(
 
 def test_odd_lists_are_not_read_as_a_dead_writers(ctx: str) -> None:
     """A writer killed while making its list leaves a private `.…drafts.new` file, never read as a
-    list (it may be half written) and removed by the next clean-up once nobody holds it. A dead
+    list (it may be half written) and removed by a clean-up once nobody holds it and it is a
+    minute old (a younger one may be a live writer's, between making it and locking it). A dead
     list naming garbage or paths removes nothing outside objects/<uuid>/; a directory with a
     list's name is not read as one (it goes like any directory in tmp/, a draft of a release
     before 0.2); none of them stops a writer."""
     context = _context(ctx)
-    stale = context.tmp_dir / f".0123456789abcdef{drafts.DRAFTS_SUFFIX}.new"
+    stale = context.tmp_dir / f".0123456789abcdef{drafts.MAKING_SUFFIX}"
     stale.write_text("not-a-uuid\n../../etc\n")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    fresh = context.tmp_dir / f".0123456789abcdee{drafts.MAKING_SUFFIX}"  # a writer about to lock it
+    fresh.write_text("")
     garbage = context.tmp_dir / f"fedcba9876543210{drafts.DRAFTS_SUFFIX}"
     garbage.write_bytes(b"../objects\n\xff\xfe\n" + b"x" * 100_000)
     odd = context.tmp_dir / f"0000000000000000{drafts.DRAFTS_SUFFIX}"
     odd.mkdir()
     assert context.clean_leftovers() == [odd.name]
     assert not stale.exists() and not garbage.exists() and not odd.exists() and context.objects_dir.is_dir()
+    assert fresh.exists()
     api.Bundle(ctx, name="after", data=1)
     assert api.get(ctx, "after").data == 1
 

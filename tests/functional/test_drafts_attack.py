@@ -93,8 +93,8 @@ def test_two_writers_beginning_the_same_uuids_in_another_order_do_not_deadlock(
     real_claim = drafts.claim
     seen: dict[str, int] = {}
 
-    def claim(target: Any, published: Any) -> int:
-        fd = real_claim(target, published)
+    def claim(target: Any, published: Any, wait: bool, record: dict[Any, int]) -> int:
+        fd = real_claim(target, published, wait, record)
         name = threading.current_thread().name
         seen[name] = seen.get(name, 0) + 1
         if seen[name] == 1:
@@ -165,7 +165,7 @@ def _interrupting(original: Any, before: bool) -> Any:
     [
         (drafts, "claim", False),  # claim returned its locked descriptor
         (drafts.DraftList, "opened", True),  # the draft not yet counted nor recorded
-        (drafts.DraftList, "settle", True),  # begin_many's `finally`: its drafts are never abandoned
+        (drafts.DraftList, "begun", True),  # the end of begin_many: its drafts must still be abandoned
     ],
     ids=["after-claim", "before-opened", "before-settle"],
 )
@@ -203,14 +203,15 @@ def test_ctrl_c_between_a_drafts_release_and_its_list_count_leaves_no_list_in_tm
     ctx: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """_release closes the directory's descriptor, then tells the draft list: an interrupt
-    between the two leaves the list's count above zero, so the list stays in tmp/, locked by
-    this process for as long as it lives (verify cannot remove it). The bundle itself is published."""
+    between the two (here: as the descriptor's release returns) must still count the draft out,
+    or the list stays in tmp/, locked by this process for as long as it lives (verify cannot
+    remove it). The bundle itself is published."""
     context = _context(ctx)
     api.Bundle(ctx, name="warm", data=0)
     bundle = api.Bundle(ctx, name="x").open()
     bundle.add_data(1)
     with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(drafts.DraftList, "closed", _interrupting(drafts.DraftList.closed, True))
+        patched.setattr(drafts, "release", _interrupting(drafts.release, False))
         bundle.close()
     assert api.get(ctx, "x").data == 1
     api.verify(ctx)
