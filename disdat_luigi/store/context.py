@@ -26,6 +26,10 @@ REMOTE_ONLY_MARKER = ".remote"  # some data files live only on the remote
 CONTEXT_META = "context.json"
 STAGED_MANIFEST = f".{MANIFEST_NAME}.staged"  # a draft's manifest before it takes its name
 FLUSH_THREADS = 16  # drafts flushed at once by publish_many: the file system commits their fsyncs together
+# Drafts begun or published at once when nothing is flushed per bundle (a metadata pull): with
+# no fsync to wait on, more threads only contend for the GIL and for objects/ (measured: 4 begin
+# and publish 10,000 pulled bundles about 10% faster than 16 on 2 cores).
+METADATA_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ class LocalContext:
 
         def begin(uuid: str) -> BundleDraft | int:
             path = self.bundle_dir(uuid)
-            fd = drafts.claim(path, (path / MANIFEST_NAME).exists, wait, locked)
+            fd = drafts.claim(path, wait, locked)
             if fd < 0:
                 return fd
             draft = BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)

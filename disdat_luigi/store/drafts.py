@@ -22,16 +22,18 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from disdat_luigi.errors import LocalDiskError
 from disdat_luigi.store import fsutil
+from disdat_luigi.store.manifest import MANIFEST_NAME
 
 DRAFTS_SUFFIX = ".drafts"
 MAKING_SUFFIX = f"{DRAFTS_SUFFIX}.new"  # a list being written, under a private (dot) name
 MAKING_STALE_SECONDS = 60  # a private list older than this was left by a writer that died making it
 MAX_LIST_BYTES = 1 << 24  # a list names at most a batch of uuids (37 bytes each); more is not ours
+FRESH_SECONDS = 2.0  # an unlocked draft directory this young may be its maker's, not yet locked
 PUBLISHED = -1  # claim: another writer has published the bundle
 BUSY = -2  # claim without waiting: another writer holds the draft
 
@@ -154,21 +156,23 @@ def _remove_stale(path: Path) -> None:
         os.close(fd)
 
 
-def claim(path: Path, published: Callable[[], bool], wait: bool, record: dict[Path, int]) -> int:
-    """Make the bundle directory `path` (or take over an empty one) and hold its lock: the locked
-    descriptor; PUBLISHED when a bundle is published there (`published`, asked under the lock and
-    once before waiting, so that a published bundle's readers are not waited for); without
-    `wait`, BUSY when another writer holds it. A draft left there by a writer that died (it holds
-    files but no manifest) is removed first. Whoever has the lock on an empty directory owns it,
-    whether it made it or not: a writer that made it and lost the race to lock it waits, then
-    finds it published, or gone (and makes it again). The descriptor is put in `record` before it
-    is returned, so a caller interrupted as the call returns can still give the draft up."""
+def claim(path: Path, wait: bool, record: dict[Path, int]) -> int:
+    """Make the bundle directory `path` and hold its lock: the locked descriptor; PUBLISHED when a
+    bundle is published there (its manifest is there: asked under the lock and once before
+    waiting, so that a published bundle's readers are not waited for); without `wait`, BUSY when another writer
+    holds it. A directory found there without a manifest and unlocked is a dead writer's draft,
+    removed (under its lock) before making a fresh one; unless it was made a moment ago, when its
+    maker may not have locked it yet: then it is waited for like a held one. The descriptor is
+    put in `record` before it is returned, so a caller interrupted as the call returns can still
+    give the draft up."""
     while True:
         try:
             path.mkdir()
+            made = True
         except FileExistsError:
-            if published():
+            if os.access(path / MANIFEST_NAME, os.F_OK):
                 return PUBLISHED
+            made = False
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -182,14 +186,18 @@ def claim(path: Path, published: Callable[[], bool], wait: bool, record: dict[Pa
             if not _still_at(path, fd):
                 os.close(fd)
                 continue
-            if published():
+            if os.access(MANIFEST_NAME, os.F_OK, dir_fd=fd):  # another writer made it and published it
                 os.close(fd)
                 return PUBLISHED
-            with os.scandir(fd) as entries:
-                empty = next(entries, None) is None
-            if empty:
+            if made:
                 record[path] = _hold(fd)
                 return fd
+            if time.time() - os.fstat(fd).st_ctime < FRESH_SECONDS:
+                os.close(fd)  # its maker is between its mkdir and its lock (or died just now)
+                if not wait:
+                    return BUSY
+                time.sleep(FRESH_SECONDS / 20)
+                continue
             fsutil.remove_tree(path)  # a dead draft: ours now (under its lock, nobody else's)
             if path.exists():
                 raise LocalDiskError(

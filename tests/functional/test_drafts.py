@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable
@@ -267,3 +268,57 @@ def test_a_metadata_pull_flushes_once_per_batch(remote_ctx: str, bucket: str, mo
     context = _context("puller")
     assert not list(context.objects_dir.glob(f"*/{STAGED_MANIFEST}"))
     assert all((context.objects_dir / b.uuid / MANIFEST_NAME).exists() for b in api.search("puller"))
+
+
+def test_a_directory_made_a_moment_ago_is_not_taken_over(ctx: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer A has made objects/U/ and not locked it yet (paused here). Writer B of the same
+    uuid, another process, finds it unlocked without a manifest; were it taken for a dead draft,
+    B would remove it and make its own, and A (opening the path after B's mkdir) could end up
+    owning B's directory with whatever B wrote before dying. B waits instead while the directory
+    is younger than FRESH_SECONDS; A locks and publishes it, and B finds the bundle published."""
+    (uuid,) = _uuids(1)
+    context = _context(ctx)
+    where = str(context.bundle_dir(uuid))
+    at_open, go = threading.Event(), threading.Event()
+    real_open = os.open
+
+    def paused_open(path: Any, flags: int, *args: Any) -> int:
+        if str(path) == where and threading.current_thread().name == "writer-a" and not at_open.is_set():
+            at_open.set()
+            assert go.wait(30)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(drafts.os, "open", paused_open)
+    outcome: list[str] = []
+
+    def writer_a() -> None:
+        bundle = api.Bundle(ctx, name="a").open(force_uuid=uuid)
+        bundle.add_data("from-a")
+        bundle.close()
+        outcome.append("published")
+
+    thread = threading.Thread(target=writer_a, name="writer-a", daemon=True)
+    thread.start()
+    assert at_open.wait(30)
+    script = (
+        "import sys, time\nfrom disdat_luigi.store.context import LocalContext\n"
+        "d = LocalContext(__import__('pathlib').Path(sys.argv[1])).begin_bundle(sys.argv[2])\n"
+        "(d.path / 'junk.txt').write_text('from b')\nprint('wrote', flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(context.path), uuid],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # B is at the directory now
+        go.set()
+        thread.join(30)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert outcome == ["published"] and api.get(ctx, "a").data == "from-a"
+    assert not (context.bundle_dir(uuid) / "junk.txt").exists()
+    assert proc.returncode != 0 and "BundleExists" in err

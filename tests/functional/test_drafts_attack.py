@@ -93,8 +93,8 @@ def test_two_writers_beginning_the_same_uuids_in_another_order_do_not_deadlock(
     real_claim = drafts.claim
     seen: dict[str, int] = {}
 
-    def claim(target: Any, published: Any, wait: bool, record: dict[Any, int]) -> int:
-        fd = real_claim(target, published, wait, record)
+    def claim(target: Any, wait: bool, record: dict[Any, int]) -> int:
+        fd = real_claim(target, wait, record)
         name = threading.current_thread().name
         seen[name] = seen.get(name, 0) + 1
         if seen[name] == 1:

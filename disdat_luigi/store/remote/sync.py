@@ -25,7 +25,7 @@ from disdat_luigi.errors import (
 )
 from disdat_luigi.store.bundle import Bundle
 from disdat_luigi.store.codec import RemoteLeaf
-from disdat_luigi.store.context import FLUSH_THREADS, BundleDraft, LocalContext, Publication
+from disdat_luigi.store.context import FLUSH_THREADS, METADATA_THREADS, BundleDraft, LocalContext, Publication
 from disdat_luigi.store.index import BundleQuery, IndexRow, to_us
 from disdat_luigi.store.location import RemoteLocation, S3Url, parse_s3_url
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, FileEntry, is_uuid, same_bundle
@@ -369,7 +369,8 @@ class RemoteSync:
         pulled = PullResult(skipped=skipped)
         step = PULL_BATCH if localize else METADATA_BATCH
         try:
-            with ThreadPoolExecutor(max_workers=FLUSH_THREADS) as pool:  # the local writes of every batch
+            threads = FLUSH_THREADS if localize else METADATA_THREADS
+            with ThreadPoolExecutor(max_workers=threads) as pool:  # the local writes of every batch
                 for start in range(0, len(remote), step):
                     batch = remote[start : start + step]
                     self._pull_batch(batch, localize, Part(progress), pulled, pool, keep_going=uuid is None)
