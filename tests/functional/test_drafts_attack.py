@@ -17,6 +17,7 @@ from disdat_luigi import api
 from disdat_luigi.errors import BundleExists
 from disdat_luigi.store import drafts
 from disdat_luigi.store.context import LocalContext
+from tests.interrupts import interrupt_once
 
 
 def _context(ctx: str) -> LocalContext:
@@ -143,23 +144,6 @@ def test_a_fifo_named_like_a_draft_list_does_not_hang_the_next_write(ctx: str) -
     assert api.get(ctx, "after").data == 1
 
 
-def _interrupting(original: Any, before: bool) -> Any:
-    """`original`, raising KeyboardInterrupt once before or after doing its work."""
-    fired: list[bool] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if before and not fired:
-            fired.append(True)
-            raise KeyboardInterrupt
-        result = original(*args, **kwargs)
-        if not before and not fired:
-            fired.append(True)
-            raise KeyboardInterrupt
-        return result
-
-    return wrapped
-
-
 @pytest.mark.parametrize(
     ("target", "name", "before"),
     [
@@ -180,7 +164,7 @@ def test_ctrl_c_in_begin_leaves_no_locked_directory_behind(
     context = _context(ctx)
     api.Bundle(ctx, name="warm", data=0)
     with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(target, name, _interrupting(getattr(target, name), before))
+        patched.setattr(target, name, interrupt_once(getattr(target, name), before))
         api.Bundle(ctx, name="first").open(force_uuid=uuid)
     where = str(context.bundle_dir(uuid))
     leaked = [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == where]
@@ -211,7 +195,7 @@ def test_ctrl_c_between_a_drafts_release_and_its_list_count_leaves_no_list_in_tm
     bundle = api.Bundle(ctx, name="x").open()
     bundle.add_data(1)
     with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(drafts, "release", _interrupting(drafts.release, False))
+        patched.setattr(drafts, "release", interrupt_once(drafts.release, False))
         bundle.close()
     assert api.get(ctx, "x").data == 1
     api.verify(ctx)

@@ -26,6 +26,7 @@ from disdat_luigi.store.index import BundleIndex
 from disdat_luigi.store.manifest import BundleManifest
 from disdat_luigi.store.remote import sync
 from disdat_luigi.store.remote.sync import RemoteSync
+from tests.interrupts import interrupt_once
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -64,23 +65,6 @@ def _once(target: Any, name: str, make: Callable[[Callable[..., Any]], Callable[
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(target, name, replacement)
         yield
-
-
-def _interrupt(original: Callable[..., Any], before: bool) -> Callable[..., Any]:
-    """`original` that raises KeyboardInterrupt once, before or after doing its work."""
-    fired: list[bool] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if before and not fired:
-            fired.append(True)
-            raise KeyboardInterrupt
-        result = original(*args, **kwargs)
-        if not before and not fired:
-            fired.append(True)
-            raise KeyboardInterrupt
-        return result
-
-    return wrapped
 
 
 # --- 7. verify against a concurrent publish ---------------------------------------------------------
@@ -238,7 +222,7 @@ def test_ctrl_c_during_close(  # type: ignore[no-untyped-def]
     bundle.add_data({"rows": list(range(50)), "blob": b"c" * 10_000})
     context = bundle.context
     try:
-        with _once(target, attr, lambda original: _interrupt(original, before)):
+        with _once(target, attr, lambda original: interrupt_once(original, before)):
             bundle.close()
         failures.append("the interrupt never landed")
     except KeyboardInterrupt:
@@ -361,7 +345,7 @@ def test_ctrl_c_while_a_pull_batch_publishes_together(  # type: ignore[no-untype
     api.remote("puller", "shared", f"s3://{bucket}/team")
     failures: list[str] = []
     try:
-        with _once(target, attr, lambda original: _interrupt(original, before)):
+        with _once(target, attr, lambda original: interrupt_once(original, before)):
             api.pull("puller")
         failures.append("the interrupt never landed")
     except KeyboardInterrupt:
