@@ -124,7 +124,8 @@ def test_push_d_whose_hold_lands_after_gc_read_holds_keeps_its_files(
         result = api.gc(remote_ctx, keep_last=1, remote=True, dry_run=False)
     (pushed,) = seen
     assert pushed.code == 0, pushed.err
-    assert f"kept the local files of model {old}: a remote gc is reclaiming it" in pushed.out
+    assert f"kept the local files of model {old}: a remote gc is reclaiming it (its notice: s3://" in pushed.out
+    assert "/gc/" in pushed.out.split("its notice: ")[1]  # the notice's own key, to look at or wait for
     assert "dropped the local files" not in pushed.out
     assert old in result.reclaimed
     report = dsdt("verify")

@@ -120,10 +120,6 @@ class GcNotices:
                 found.append(notice)
         return found
 
-    def reclaiming(self, uuids: Sequence[str], now: float) -> set[str]:
-        """Those of `uuids` a live notice names for reclaiming."""
-        return set(self.reclaimers(uuids, now))
-
     def reclaimers(self, uuids: Sequence[str], now: float) -> dict[str, str]:
         """Those of `uuids` a live notice names for reclaiming -> that notice's URL (one listing
         when no gc runs)."""

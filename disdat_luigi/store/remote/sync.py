@@ -63,9 +63,12 @@ class KeptLocal:
 
     name: str
     uuid: str
+    notice: str  # the URL of the gc notice that names it
 
     def __str__(self) -> str:
-        return f"kept the local files of {self.name} {self.uuid}: a remote gc is reclaiming it"
+        return (
+            f"kept the local files of {self.name} {self.uuid}: a remote gc is reclaiming it (its notice: {self.notice})"
+        )
 
 
 class PullResult(list[Bundle]):
@@ -136,7 +139,9 @@ class RemoteSync:
         if delocalize:
             kept = self._delocalize_all(bundles)
             result.delocalized.extend(b.uuid for b in bundles if b.uuid not in kept)
-            result.kept_local.extend(KeptLocal(name=b.name, uuid=b.uuid) for b in bundles if b.uuid in kept)
+            result.kept_local.extend(
+                KeptLocal(name=b.name, uuid=b.uuid, notice=kept[b.uuid]) for b in bundles if b.uuid in kept
+            )
         return result
 
     def _publish(
@@ -587,12 +592,12 @@ class RemoteSync:
         False when nothing was dropped because a remote gc is reclaiming the bundle."""
         return not self._delocalize_all([bundle], rels)
 
-    def _delocalize_all(self, bundles: Sequence[Bundle], rels: Iterable[str] | None = None) -> set[str]:
+    def _delocalize_all(self, bundles: Sequence[Bundle], rels: Iterable[str] | None = None) -> dict[str, str]:
         """Delocalize each bundle: write every hold, read the gc notices once, then check each
         remote copy and drop the local files. A gc whose notice came first is seen here (the
         bundle it reclaims keeps its files and loses its hold); one whose notice came later sees
         the hold and keeps the bundle; a gc done before the notices were read left no copy to
-        check. The uuids so kept."""
+        check. The uuids so kept -> the URL of the notice that names each."""
         wanted = set(rels) if rels is not None else None
         mine = store_id(self.context)
         held: list[str] = []
@@ -600,7 +605,7 @@ class RemoteSync:
             for bundle in bundles:
                 self.guards.hold(bundle.uuid, mine)  # gc keeps what this store now relies on
                 held.append(bundle.uuid)
-            kept = self.notices.reclaiming(held, time.time())
+            kept = self.notices.reclaimers(held, time.time())
             # checked only now: a gc that finished before the notices were read deleted the copy
             dropping = [(b, self._proven_copies(b, wanted)) for b in bundles if b.uuid not in kept]
         except BaseException:
