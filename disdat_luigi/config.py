@@ -252,7 +252,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             gpus=reader.integer("run", "gpus", 0, minimum=0),
             timeout=reader.integer("run", "timeout", 0, minimum=0),
             retries=reader.integer("run", "retries", 0, minimum=0),
-            tags=reader.pairs("run", "tags"),
+            tags=reader.tags("run", "tags"),
             memory_retry_factor=reader.number("run", "memory_retry_factor", 0.0),
             runnable_warning_seconds=reader.integer("run", "runnable_warning_seconds", 600),
             poll_seconds=reader.number("run", "poll_seconds", 5.0),
@@ -298,23 +298,13 @@ def _unknown_keys(reader: _Reader, section: str) -> list[ConfigError]:
 
 def _gc(reader: _Reader) -> GcSettings:
     """The `[gc]` section; a key it does not know is an error here too (a typo would silently
-    keep nothing), and so is a value of keep_tags holding several tags separated by spaces."""
+    keep nothing)."""
     if reader.parser.has_section("gc") and (unknown := _unknown_keys(reader, "gc")):
         raise unknown[0]
-    keep_tags = reader.pairs("gc", "keep_tags")
-    for key, value in keep_tags:
-        if several_tags(value):
-            written = f"{key}:{value}"
-            raise reader.fail(
-                "gc",
-                "keep_tags",
-                f"has {written!r}, which reads as the one tag {key} = {value!r}; separate tags with commas: "
-                f"keep_tags = {', '.join(written.split())}",
-            )
     return GcSettings(
         keep_last=reader.integer("gc", "keep_last", 3, minimum=1),
         keep_days=reader.number("gc", "keep_days", 0.0),
-        keep_tags=keep_tags,
+        keep_tags=reader.tags("gc", "keep_tags"),
         grace_hours=reader.number("gc", "grace_hours", 24.0),
     )
 
@@ -352,7 +342,7 @@ def _executor(reader: _Reader, section: str) -> ExecutorSettings:
         retries=reader.integer(section, "retries", 0, minimum=0),
         max_concurrent_jobs=reader.integer(section, "max_concurrent_jobs", 100),
         array_min_size=reader.integer(section, "array_min_size", 5),
-        tags=reader.pairs(section, "tags"),
+        tags=reader.tags(section, "tags"),
         use_aws_session_token=reader.integer(section, "use_aws_session_token", 0, minimum=0),
         env=reader.pairs(section, "env", "="),
         secrets=reader.pairs(section, "secrets", "="),
@@ -409,6 +399,21 @@ class _Reader:
         if value < 0:
             raise self.fail(section, key, f"must not be negative, not {value}")
         return value
+
+    def tags(self, section: str, key: str) -> tuple[tuple[str, str], ...]:
+        """`k:v, k2:v2` as pairs; several tags separated by spaces instead of commas are an error
+        (they would read as one tag whose value holds the rest)."""
+        pairs = self.pairs(section, key)
+        for name, value in pairs:
+            if several_tags(value):
+                written = f"{name}:{value}"
+                raise self.fail(
+                    section,
+                    key,
+                    f"has {written!r}, which reads as the one tag {name} = {value!r}; separate tags with commas: "
+                    f"{key} = {', '.join(written.split())}",
+                )
+        return pairs
 
     def pairs(self, section: str, key: str, separator: str = ":") -> tuple[tuple[str, str], ...]:
         """`k:v, k2:v2` as pairs (tags; `k=v, ...` with separator '=')."""

@@ -146,3 +146,23 @@ def test_typos_are_never_silent(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert main(["config", "check"]) == 1
         err = capsys.readouterr().err
         assert "ignore_code_versoin" in err and "[gcc]" in err and "typ is not" in err and "has no type" in err
+
+
+def test_tags_separated_by_spaces_name_the_fix(tmp_path: Path) -> None:
+    """`tags = team:ml project:x` would read as the one tag team = 'ml project:x' (the job's cost
+    tags silently wrong): in [run] and in an executor's section it is an error naming the fix."""
+    cfg = tmp_path / "disdat.cfg"
+    cfg.write_text("[run]\ntags = team:ml project:x\n")
+    with pytest.raises(ConfigError) as run:
+        load_settings(_env(tmp_path))
+    assert (
+        "[run] tags has 'team:ml project:x', which reads as the one tag team = 'ml project:x'; "
+        "separate tags with commas: tags = team:ml, project:x" in run.value.message
+    )
+    cfg.write_text("[run]\ntags = team:ml, project:x\n[executor.b]\ntype = aws_batch\ntags = a:1 b:2\n")
+    settings = load_settings(_env(tmp_path))
+    assert settings.run.tags == (("team", "ml"), ("project", "x"))
+    with pytest.raises(ConfigError, match=r"\[executor.b\] tags has 'a:1 b:2'.*tags = a:1, b:2"):
+        settings.executor("b")
+    cfg.write_text("[run]\ntags = note:a b c\n")  # spaces inside one value stay allowed
+    assert load_settings(_env(tmp_path)).run.tags == (("note", "a b c"),)
