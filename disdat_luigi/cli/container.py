@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -61,6 +62,18 @@ def _stop(signum: int, _frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the task (or pipeline) in a store of its own under a work directory: DISDAT_WORK_DIR,
+    or a temporary one, removed when it is done (its bundles were pushed as they closed)."""
+    named = os.environ.get("DISDAT_WORK_DIR")
+    work = Path(named or tempfile.mkdtemp(prefix="disdat-run-"))
+    try:
+        return _run(work, argv)
+    finally:
+        if not named:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     from disdat_luigi import api
@@ -71,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from disdat_luigi.run.output import output_line
     from disdat_luigi.run.runner import container_apply
 
-    work = Path(os.environ.get("DISDAT_WORK_DIR") or tempfile.mkdtemp(prefix="disdat-run-"))
     os.environ["DISDAT_HOME"] = str(work / "store")
     os.environ["DISDAT_CONFIG"] = str(work / "disdat.cfg")
     try:

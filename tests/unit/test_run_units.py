@@ -561,3 +561,23 @@ def test_local_limits_and_container_provenance() -> None:
         DockerExecutor.limits(_request(gpus=1))
     env = {"AWS_BATCH_JOB_ID": "j-1", "DISDAT_JOB_MEMORY": "4096", "OTHER": "x"}
     assert _provenance(env) == {"batch_job_id": "j-1", "batch_memory_mib": "4096"} and _provenance({}) == {}
+
+
+def test_the_container_entry_point_leaves_no_work_directory(tmp_path: Path) -> None:
+    """Run outside a container (an executor's test, a process executor), the entry point's
+    temporary store goes when it ends, whatever the outcome (here: a remote URL it refuses, once
+    its store is made); a DISDAT_WORK_DIR given to it stays."""
+    import os
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "DISDAT_WORK_DIR": ""}
+    argv = [sys.executable, "-m", "disdat_luigi.cli.container", "--remote-context", "c", "--remote-url", "ftp://b/r"]
+    failed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "disdat run failed" in failed.stderr
+    assert list(scratch.iterdir()) == []
+    kept = tmp_path / "work"
+    subprocess.run(argv, env={**env, "DISDAT_WORK_DIR": str(kept)}, capture_output=True, timeout=120)
+    assert (kept / "disdat.cfg").exists()
