@@ -280,3 +280,17 @@ def test_ctrl_c_while_a_pull_waits_for_its_claims_leaves_no_draft_locked(
     assert os.listdir(context.objects_dir) == []
     assert os.listdir(context.tmp_dir) == [], "the call's draft list stays in tmp/, locked by this process"
     assert not drafts._held, "a lock of the interrupted call is still held by this process"
+
+
+def test_verify_leaves_a_stray_directory_in_objects_alone(ctx: str) -> None:
+    """objects/ holds a directory that is no bundle and whose name is no uuid (`lost+found` when
+    objects/ is a mount point, a user's backup copy). `dsdt verify` takes it for a dead draft
+    (no manifest, lock free) and deletes it with whatever it holds. It should leave it alone
+    (and may report it), as it does a stray file."""
+    api.Bundle(ctx, name="real", data=1)
+    context = _context(ctx)
+    stray = context.objects_dir / "lost+found"
+    stray.mkdir()
+    (stray / "recovered-0001").write_text("someone's data")
+    api.verify(ctx)
+    assert (stray / "recovered-0001").exists(), "verify deleted a directory of objects/ that is no bundle"
