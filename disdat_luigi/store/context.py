@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -14,7 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from disdat_luigi.config import RemoteSettings
-from disdat_luigi.errors import BundleExists, BundleNotFound, DisdatError, InvalidName, ManifestRejected
+from disdat_luigi.errors import (
+    BundleExists,
+    BundleNotFound,
+    BundleStateError,
+    DisdatError,
+    InvalidName,
+    ManifestRejected,
+)
 from disdat_luigi.store import drafts, fsutil
 from disdat_luigi.store.index import BundleIndex, BundleQuery, IndexRow
 from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
@@ -135,9 +143,10 @@ class LocalContext:
         """`begin_bundle` for each of `uuids`, listed together in one draft list: the drafts (in
         the order of `uuids`), and the uuids another writer published meanwhile. The claims are
         made without waiting (on `pool`, when given); when another writer holds one of them, the
-        drafts of this call are given up and all are claimed again one at a time, in uuid order,
-        waiting: two writers of overlapping sets never wait for each other in a circle. On any
-        other failure the drafts begun are abandoned and the first failure is raised."""
+        drafts of this call are given up, that one is waited for while holding nothing, and all
+        are claimed again: a writer never waits while it holds a draft, so no two writers wait
+        for each other in a circle. On any other failure the drafts begun are abandoned and the
+        first failure is raised."""
         for uuid in uuids:
             if not is_uuid(uuid):
                 raise InvalidName(
@@ -145,39 +154,35 @@ class LocalContext:
                 )
         if not self._cleaned:
             self.clean_leftovers()
+        uuids = list(dict.fromkeys(uuids))
         listed = drafts.DraftList(self.tmp_dir, uuids)
-        claimed: dict[str, BundleDraft | int] = {}
         try:
-            claimed = self._claim_all(uuids, listed, pool, wait=False)
-            if drafts.BUSY in claimed.values():
-                self._give_up(claimed)
-                claimed = {}
-                claimed = self._claim_all(sorted(uuids), listed, None, wait=True)
+            while True:
+                claimed = self._claim_all(uuids, listed, pool)
+                busy = [u for u in uuids if claimed[u] == drafts.BUSY]
+                if not busy:
+                    break
+                self._give_up(claimed, listed)
+                self._wait_for(busy[0], listed)
             listed.begun()
         except BaseException:
-            self._give_up(claimed)
+            self._give_up({}, listed)
             listed.begun()
             raise
         made = [d for d in (claimed[u] for u in uuids) if isinstance(d, BundleDraft)]
         return made, {u for u in uuids if claimed[u] == drafts.PUBLISHED}
 
     def _claim_all(
-        self, uuids: Sequence[str], listed: drafts.DraftList, pool: Executor | None, wait: bool
+        self, uuids: Sequence[str], listed: drafts.DraftList, pool: Executor | None
     ) -> dict[str, BundleDraft | int]:
-        """drafts.claim each of `uuids` (on `pool`, or one after the other): a draft, PUBLISHED
-        or BUSY each. After a failure every claim still running is waited for, and every draft
-        made is abandoned before the first failure is raised."""
-
-        locked: dict[Path, int] = {}  # every lock claim took, even one whose draft was not made
+        """drafts.claim each of `uuids` without waiting (on `pool`, or one after the other): a
+        draft, PUBLISHED or BUSY each. After a failure every claim is waited for, and every
+        draft made is given up before the first failure is raised."""
 
         def begin(uuid: str) -> BundleDraft | int:
             path = self.bundle_dir(uuid)
-            fd = drafts.claim(path, wait, locked)
-            if fd < 0:
-                return fd
-            draft = BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)
-            listed.opened()
-            return draft
+            fd = drafts.claim(path, False, listed)
+            return fd if fd < 0 else BundleDraft(uuid=uuid, path=path, lock_fd=fd, listed_in=listed)
 
         futures = [pool.submit(begin, uuid) for uuid in uuids] if pool is not None else None
         claimed: dict[str, BundleDraft | int] = {}
@@ -185,24 +190,34 @@ class LocalContext:
         for i, uuid in enumerate(uuids):
             try:
                 claimed[uuid] = begin(uuid) if futures is None else futures[i].result()
-            except BaseException as err:  # every draft begun is found and abandoned before raising
+            except BaseException as err:  # every claim ends before the drafts are given up
                 failure = failure or err
                 if futures is None:
                     break
         if failure is not None:
-            self._give_up(claimed)
-            made = {d.path for d in claimed.values() if isinstance(d, BundleDraft)}
-            for path, fd in locked.items():  # interrupted between its claim and its draft
-                if path not in made:
-                    fsutil.remove_tree(path)
-                    drafts.release(fd)
+            for future in futures or ():
+                with contextlib.suppress(BaseException):
+                    future.result()  # one interrupted while waited for is done, or soon
+            self._give_up(claimed, listed)
             raise failure
         return claimed
 
-    def _give_up(self, claimed: dict[str, BundleDraft | int]) -> None:
+    def _wait_for(self, uuid: str, listed: drafts.DraftList) -> None:
+        """Wait, holding no draft, until the writer holding `uuid` is done (then let it go)."""
+        path = self.bundle_dir(uuid)
+        if drafts.claim(path, True, listed) >= 0:
+            fsutil.remove_tree(path)
+            listed.release(path)
+
+    def _give_up(self, claimed: dict[str, BundleDraft | int], listed: drafts.DraftList) -> None:
+        """Abandon the drafts `claimed`, and any other lock `listed` holds (a claim interrupted
+        before its draft was handed back): nothing of them stays."""
         for draft in claimed.values():
             if isinstance(draft, BundleDraft):
                 self.abandon(draft)
+        for path in listed.open_paths():
+            fsutil.remove_tree(path)
+            listed.release(path)
 
     @staticmethod
     def _lock(lock_path: Path, wait: bool = True) -> int:
@@ -306,6 +321,12 @@ class LocalContext:
         one made for the call), then all get their index rows in one transaction. When that
         insert fails none is published: every manifest is taken back and the caller abandons
         the drafts."""
+        for publication in publications:
+            if not drafts.held(publication.draft.lock_fd):
+                raise BundleStateError(
+                    f"bundle {publication.draft.uuid} is being written by another process (this one is a fork of it)",
+                    hint="close the bundle in the process that opened it",
+                )
         if len(publications) > 1 and pool is None:
             with ThreadPoolExecutor(max_workers=min(FLUSH_THREADS, len(publications))) as own:
                 self.publish_many(publications, own)
@@ -359,20 +380,19 @@ class LocalContext:
         """Throw a draft away and release its lock. A draft that is published after all (its
         manifest in place and its index row written: an interrupt landed in publish's last
         steps) is kept; True then."""
+        if draft.lock_fd >= 0 and not drafts.held(draft.lock_fd):
+            return False  # its writer's, whose fork this process is: left to that writer
         published = (draft.path / MANIFEST_NAME).exists() and self._indexed(draft.uuid)
-        if not published:
+        if not published and draft.lock_fd >= 0:  # (once released, the uuid may be another's now)
             fsutil.remove_tree(draft.path)
         self._release(draft)
         return published
 
     def _release(self, draft: BundleDraft) -> None:
         """Release the draft's lock, once: publish and then abandon may both get here."""
-        fd, draft.lock_fd = draft.lock_fd, -1
-        if fd >= 0:
-            try:
-                drafts.release(fd)
-            finally:
-                draft.listed_in.closed()
+        if draft.lock_fd >= 0:
+            draft.lock_fd = -1
+            draft.listed_in.release(draft.path)
 
     def _indexed(self, uuid: str) -> bool:
         """Whether the index holds a committed row for `uuid` (False when it cannot be read)."""
@@ -519,6 +539,8 @@ class LocalContext:
         out: `dsdt verify` reports them); the number of bundles indexed."""
         entries = []
         for uuid in sorted(os.listdir(self.objects_dir)) if self.objects_dir.is_dir() else []:
+            if not is_uuid(uuid):
+                continue  # no bundle
             try:
                 entries.append((self.load_manifest(uuid), self.is_committed(uuid)))
             except (BundleNotFound, ManifestRejected, NotADirectoryError):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from disdat_luigi.errors import LocalDiskError
+from disdat_luigi.errors import BundleStateError, LocalDiskError
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.manifest import MANIFEST_NAME
 
@@ -37,7 +37,7 @@ FRESH_SECONDS = 2.0  # an unlocked draft directory this young may be its maker's
 PUBLISHED = -1  # claim: another writer has published the bundle
 BUSY = -2  # claim without waiting: another writer holds the draft
 
-_held: set[int] = set()  # descriptors of this process's draft locks (not a forked child's)
+_held: dict[int, tuple[Path, int]] = {}  # this process's lock descriptors -> (path, locking thread)
 _held_guard = threading.Lock()
 
 
@@ -52,24 +52,36 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _hold(fd: int) -> int:
+def _hold(fd: int, path: Path) -> int:
     with _held_guard:
-        _held.add(fd)
+        _held[fd] = (path, threading.get_ident())
     return fd
 
 
-def release(fd: int) -> None:
-    """Close a lock's descriptor taken by claim or DraftList; nothing in a forked child, which
-    closed its copies when it was forked (the number may name another file there by now)."""
+def held(fd: int) -> bool:
+    """Whether this process holds the lock `fd` was taken with (a forked child does not hold
+    its parent's: it may neither publish nor throw away the parent's drafts)."""
+    return fd in _held
+
+
+def _release(fd: int) -> None:
+    """Close a lock's descriptor; nothing in a forked child, which closed its copies when it was
+    forked (the number may name another file there by now)."""
     with _held_guard:
-        if fd not in _held:
+        if _held.pop(fd, None) is None:
             return
-        _held.discard(fd)
     os.close(fd)
 
 
+def _held_by_this_thread(path: Path) -> bool:
+    me = threading.get_ident()
+    with _held_guard:
+        return any(at == path and thread == me for at, thread in _held.values())
+
+
 class DraftList:
-    """The file listing the drafts one writer call begins, locked while any of them is open."""
+    """The file listing the drafts one writer call begins, locked while any of them is open; it
+    holds the locks of its open drafts too."""
 
     def __init__(self, tmp_dir: Path, uuids: Iterable[str]) -> None:
         """Write the list under a private name, lock it, then give it its public name: a cleaner
@@ -87,21 +99,31 @@ class DraftList:
             os.close(fd)
             private.unlink(missing_ok=True)
             raise
-        self._fd = _hold(fd)
-        self._open = 0
+        self._fd = _hold(fd, self.path)
+        self._open: dict[Path, int] = {}  # the drafts' directories -> their locked descriptors
         self._beginning = True
         self._guard = threading.Lock()
 
-    def opened(self) -> None:
-        """One more draft of the list is open."""
+    def hold(self, path: Path, fd: int) -> int:
+        """A draft of the list is claimed: its directory, locked by `fd`."""
         with self._guard:
-            self._open += 1
+            self._open[path] = _hold(fd, path)
+        return fd
 
-    def closed(self) -> None:
-        """One draft of the list is published or thrown away: the list goes with the last one."""
+    def open_paths(self) -> list[Path]:
         with self._guard:
-            self._open -= 1
-        self._remove_when_done()
+            return list(self._open)
+
+    def release(self, path: Path) -> None:
+        """A draft of the list is published or thrown away: its lock goes, and the list with the
+        last one once its writer has begun them all."""
+        with self._guard:
+            fd = self._open.pop(path, None)
+        try:
+            if fd is not None:
+                _release(fd)
+        finally:
+            self._remove_when_done()
 
     def begun(self) -> None:
         """Its writer has begun every draft it will: the list goes now if none is open."""
@@ -111,13 +133,13 @@ class DraftList:
 
     def _remove_when_done(self) -> None:
         with self._guard:
-            if self._open > 0 or self._beginning or self._fd < 0:
-                return
+            if self._open or self._beginning or not held(self._fd):
+                return  # drafts open, more to come, or another process's list (a forked child)
             fd, self._fd = self._fd, -1
         try:
             self.path.unlink(missing_ok=True)  # while still locked: no cleaner reads it half gone
         finally:
-            release(fd)
+            _release(fd)
 
 
 def dead_lists(tmp_dir: Path, names: Iterable[str]) -> Iterable[tuple[Path, list[str]]]:
@@ -156,23 +178,29 @@ def _remove_stale(path: Path) -> None:
         os.close(fd)
 
 
-def claim(path: Path, wait: bool, record: dict[Path, int]) -> int:
-    """Make the bundle directory `path` and hold its lock: the locked descriptor; PUBLISHED when a
-    bundle is published there (its manifest is there: asked under the lock and once before
-    waiting, so that a published bundle's readers are not waited for); without `wait`, BUSY when another writer
-    holds it. A directory found there without a manifest and unlocked is a dead writer's draft,
-    removed (under its lock) before making a fresh one; unless it was made a moment ago, when its
-    maker may not have locked it yet: then it is waited for like a held one. The descriptor is
-    put in `record` before it is returned, so a caller interrupted as the call returns can still
-    give the draft up."""
+def claim(path: Path, wait: bool, listed: DraftList) -> int:
+    """Make the bundle directory `path` and hold its lock (handed to `listed` before returning, so
+    a caller interrupted as the call returns can still give the draft up): the locked descriptor;
+    PUBLISHED when a bundle is published there; without `wait`, BUSY when another writer holds
+    it. A manifest found before locking means published unless a writer holds the directory (it
+    may yet take its manifest back): then it is waited for, while readers (shared lock) are not.
+    A directory found without a manifest and unlocked is a dead writer's draft, removed (under
+    its lock) before making a fresh one; unless it was made a moment ago, when its maker may not
+    have locked it yet: then it is waited for like a held one. A draft this very thread left
+    open (a forced uuid opened again) is BundleStateError instead of a wait for itself."""
     while True:
         try:
             path.mkdir()
             made = True
         except FileExistsError:
-            if os.access(path / MANIFEST_NAME, os.F_OK):
-                return PUBLISHED
             made = False
+            if _held_by_this_thread(path):
+                raise BundleStateError(
+                    f"bundle {path.name} is already open in this thread",
+                    hint="close or abandon the bundle opened before, then open it again",
+                ) from None
+            if _settled(path):
+                return PUBLISHED
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -190,9 +218,9 @@ def claim(path: Path, wait: bool, record: dict[Path, int]) -> int:
                 os.close(fd)
                 return PUBLISHED
             if made:
-                record[path] = _hold(fd)
-                return fd
-            if time.time() - os.fstat(fd).st_ctime < FRESH_SECONDS:
+                return listed.hold(path, fd)
+            age = time.time() - os.fstat(fd).st_ctime
+            if 0 <= age < FRESH_SECONDS:
                 os.close(fd)  # its maker is between its mkdir and its lock (or died just now)
                 if not wait:
                     return BUSY
@@ -205,14 +233,26 @@ def claim(path: Path, wait: bool, record: dict[Path, int]) -> int:
                 )
             os.close(fd)
         except BaseException:
-            if record.get(path) != fd:
+            if not held(fd):
                 os.close(fd)
             raise
 
 
-def try_lock(path: Path) -> int:
+def _settled(path: Path) -> bool:
+    """Whether a manifest is at `path` and no writer holds the directory (its readers may)."""
+    if not os.access(path / MANIFEST_NAME, os.F_OK):
+        return False
+    fd = try_lock(path, shared=True)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def try_lock(path: Path, shared: bool = False) -> int:
     """flock `path` (a draft list or a bundle directory; never a link, a FIFO or a device)
-    without waiting: the descriptor, or -1 when someone holds it or it is gone."""
+    without waiting, exclusively or `shared`: the descriptor, or -1 when someone holds it (the
+    other side) or it is gone."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -222,7 +262,7 @@ def try_lock(path: Path) -> int:
         if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
             os.close(fd)
             return -1
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return -1

@@ -9,7 +9,7 @@ from pathlib import Path
 from disdat_luigi.errors import IndexDamaged, ManifestRejected
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
-from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest
+from disdat_luigi.store.manifest import MANIFEST_NAME, BundleManifest, is_uuid
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,13 @@ def verify(context: LocalContext, rebuild: bool = False, check_hashes: bool = Tr
     damaged: set[str] = set()
     listed = sorted(os.listdir(context.objects_dir))
     for entry in listed:
+        if not is_uuid(entry):
+            continue  # no bundle (lost+found, a user's copy, .DS_Store): left alone
         bundle_dir = context.objects_dir / entry
         try:
             manifest = BundleManifest.from_json((bundle_dir / MANIFEST_NAME).read_bytes(), str(bundle_dir))
         except NotADirectoryError:
-            continue  # a stray file (.DS_Store, an editor's backup): no bundle
+            continue  # a stray file named like a bundle
         except FileNotFoundError:
             if context.clean_dead_draft(entry):  # a draft whose writer died without a trace in tmp/
                 report.cleaned.append(entry)

@@ -148,7 +148,7 @@ def test_a_fifo_named_like_a_draft_list_does_not_hang_the_next_write(ctx: str) -
     ("target", "name", "before"),
     [
         (drafts, "claim", False),  # claim returned its locked descriptor
-        (drafts.DraftList, "opened", True),  # the draft not yet counted nor recorded
+        (drafts.DraftList, "hold", True),  # the claim has its lock, not yet handed to the list
         (drafts.DraftList, "begun", True),  # the end of begin_many: its drafts must still be abandoned
     ],
     ids=["after-claim", "before-opened", "before-settle"],
@@ -195,7 +195,7 @@ def test_ctrl_c_between_a_drafts_release_and_its_list_count_leaves_no_list_in_tm
     bundle = api.Bundle(ctx, name="x").open()
     bundle.add_data(1)
     with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(drafts, "release", interrupt_once(drafts.release, False))
+        patched.setattr(drafts, "_release", interrupt_once(drafts._release, False))
         bundle.close()
     assert api.get(ctx, "x").data == 1
     api.verify(ctx)

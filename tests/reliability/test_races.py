@@ -205,7 +205,7 @@ INTERRUPTS: list[tuple[str, Any, str, bool, bool]] = [
     ("inside the index insert, before its COMMIT", index_module, "_insert", False, False),
     ("right after the index insert", BundleIndex, "insert_many", False, True),
     ("at the release step", LocalContext, "_release", True, True),
-    ("inside the release step", DraftList, "closed", False, True),
+    ("inside the release step", DraftList, "release", False, True),
 ]
 
 
