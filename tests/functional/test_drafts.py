@@ -22,6 +22,7 @@ from disdat_luigi.errors import BundleExists
 from disdat_luigi.store import drafts, fsutil
 from disdat_luigi.store.context import MANIFEST_NAME, STAGED_MANIFEST, LocalContext
 from disdat_luigi.store.remote import sync
+from tests.drafting import context_of, manifest_for
 
 # A second process: begins the uuids given, then does what it is told on stdin, line by line:
 # "publish U", "abandon U", "place U" (manifest in place, no index row: a writer about to insert
@@ -61,18 +62,6 @@ def _uuids(count: int) -> list[str]:
     return [str(uuid_module.uuid4()) for _ in range(count)]
 
 
-def _context(ctx: str) -> LocalContext:
-    return api.Bundle(ctx, name="probe").context
-
-
-def _manifest_of(ctx: str, uuid: str) -> Any:
-    """A real manifest for `uuid`: made in a scratch context, so this one does not get it."""
-    api.context("scratch")
-    made = api.Bundle("scratch", name=f"w-{uuid[:4]}").open(force_uuid=uuid)
-    made.add_data(uuid)
-    return made.close().context.load_manifest(uuid)
-
-
 def _writer(ctx: str, uuids: list[str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, ctx, *uuids],
@@ -110,7 +99,7 @@ def test_a_dead_writers_drafts_are_removed_and_what_it_placed_is_indexed(ctx: st
     (its manifest under the private name only), one empty. The next writer's open indexes the
     placed one, removes the staged and the empty drafts, and leaves nothing in tmp/."""
     published, placed, staged, empty = uuids = _uuids(4)
-    context = _context(ctx)
+    context = context_of(ctx)
     proc = _writer(ctx, uuids)
     assert [sorted(names) for names in _listed(context)] == [sorted(uuids)]
     for verb, uuid in (("publish", published), ("place", placed), ("stage", staged)):
@@ -132,7 +121,7 @@ def test_a_live_writers_drafts_survive_cleaners_and_verify(ctx: str) -> None:
     """While a writer lives, neither a new writer's clean-up nor `verify` (--rebuild too) touches
     its drafts or its list; once it is killed, they go."""
     uuids = _uuids(3)
-    context = _context(ctx)
+    context = context_of(ctx)
     proc = _writer(ctx, uuids)
     try:
         context.clean_leftovers()
@@ -153,7 +142,7 @@ def test_a_second_writer_of_a_uuid_waits_for_the_first(ctx: str) -> None:
     """Two writers of one uuid: the second waits while the first holds the draft, then finds the
     bundle published (BundleExists) or, when the first abandoned it, takes the uuid over."""
     kept, dropped = _uuids(2)
-    context = _context(ctx)
+    context = context_of(ctx)
     proc = _writer(ctx, [kept, dropped])
     try:
         fd = drafts.try_lock(context.bundle_dir(kept))
@@ -177,12 +166,12 @@ def test_a_draft_its_writer_left_is_taken_over(ctx: str) -> None:
     """A bundle directory without a manifest that nobody locks (its writer died, or an older
     release left it) is emptied and reused by the next writer of that uuid."""
     (uuid,) = _uuids(1)
-    context = _context(ctx)
+    context = context_of(ctx)
     (context.bundle_dir(uuid) / "data").mkdir(parents=True)
     (context.bundle_dir(uuid) / "data" / "old.txt").write_text("left behind")
     draft = context.begin_bundle(uuid)
     assert list(draft.path.iterdir()) == []
-    context.publish(draft, _manifest_of(ctx, uuid), committed=True)
+    context.publish(draft, manifest_for(uuid, uuid), committed=True)
     assert api.get(ctx, f"w-{uuid[:4]}").data == uuid and list(context.tmp_dir.iterdir()) == []
 
 
@@ -193,7 +182,7 @@ def test_a_cleaner_between_a_writers_mkdir_and_its_lock_costs_a_retry_only(
     A cleaner (here `verify`'s) taking it for dead removes it; the writer notices (the directory
     it locked is no longer the one at the path), makes it again and goes on."""
     (uuid,) = _uuids(1)
-    context = _context(ctx)
+    context = context_of(ctx)
     original = fcntl.flock
     cleaned: list[bool] = []
     fired: list[bool] = []
@@ -209,7 +198,7 @@ def test_a_cleaner_between_a_writers_mkdir_and_its_lock_costs_a_retry_only(
     monkeypatch.setattr(drafts.fcntl, "flock", original)
     assert cleaned == [True]  # the cleaner did remove the directory it found unlocked
     assert drafts.try_lock(draft.path) == -1 and os.stat(draft.path).st_ino == os.fstat(draft.lock_fd).st_ino
-    context.publish(draft, _manifest_of(ctx, uuid), committed=True)
+    context.publish(draft, manifest_for(uuid, uuid), committed=True)
     assert api.get(ctx, f"w-{uuid[:4]}").data == uuid
 
 
@@ -220,7 +209,7 @@ def test_odd_lists_are_not_read_as_a_dead_writers(ctx: str) -> None:
     list naming garbage or paths removes nothing outside objects/<uuid>/; a directory with a
     list's name is not read as one (it goes like any directory in tmp/, a draft of a release
     before 0.2); none of them stops a writer."""
-    context = _context(ctx)
+    context = context_of(ctx)
     stale = context.tmp_dir / f".0123456789abcdef{drafts.MAKING_SUFFIX}"
     stale.write_text("not-a-uuid\n../../etc\n")
     os.utime(stale, (time.time() - 120, time.time() - 120))
@@ -265,7 +254,7 @@ def test_a_metadata_pull_flushes_once_per_batch(remote_ctx: str, bucket: str, mo
     assert (len(flushes), len(fsyncs), len(lists)) == (3, 0, 3)  # batches of 3, 3 and 1
     assert sorted(b.data for b in api.search("puller")) == list(range(7))
     assert api.verify("puller").ok
-    context = _context("puller")
+    context = context_of("puller")
     assert not list(context.objects_dir.glob(f"*/{STAGED_MANIFEST}"))
     assert all((context.objects_dir / b.uuid / MANIFEST_NAME).exists() for b in api.search("puller"))
 
@@ -277,7 +266,7 @@ def test_a_directory_made_a_moment_ago_is_not_taken_over(ctx: str, monkeypatch: 
     owning B's directory with whatever B wrote before dying. B waits instead while the directory
     is younger than FRESH_SECONDS; A locks and publishes it, and B finds the bundle published."""
     (uuid,) = _uuids(1)
-    context = _context(ctx)
+    context = context_of(ctx)
     where = str(context.bundle_dir(uuid))
     at_open, go = threading.Event(), threading.Event()
     real_open = os.open

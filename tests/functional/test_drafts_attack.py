@@ -17,11 +17,8 @@ from disdat_luigi import api
 from disdat_luigi.errors import BundleExists
 from disdat_luigi.store import drafts
 from disdat_luigi.store.context import LocalContext
+from tests.drafting import context_of
 from tests.interrupts import interrupt_once
-
-
-def _context(ctx: str) -> LocalContext:
-    return api.Bundle(ctx, name="probe").context
 
 
 class _HookedOs:
@@ -53,7 +50,7 @@ def test_a_second_writer_of_a_forced_uuid_gets_bundle_exists_not_the_published_b
     B's published bundle, and A's close replaces B's manifest and index row (INSERT OR REPLACE).
     A should get BundleExists, and U should stay B's bundle."""
     uuid = str(uuid_module.uuid4())
-    context = _context(ctx)
+    context = context_of(ctx)
     hooked = _HookedOs("writer-a", str(context.bundle_dir(uuid)))
     monkeypatch.setattr(drafts, "os", hooked)
     outcome: list[str] = []
@@ -89,7 +86,7 @@ def test_two_writers_beginning_the_same_uuids_in_another_order_do_not_deadlock(
     after every claim ended. A holds U1 and waits for U2, B holds U2 and waits for U1: both hang
     forever (with a pool the claims run in any order, so the same order does not prevent it)."""
     u1, u2 = str(uuid_module.uuid4()), str(uuid_module.uuid4())
-    path = _context(ctx).path
+    path = context_of(ctx).path
     both_hold_one = threading.Barrier(2, timeout=10)
     real_claim = drafts.claim
     seen: dict[str, int] = {}
@@ -127,7 +124,7 @@ def test_a_fifo_named_like_a_draft_list_does_not_hang_the_next_write(ctx: str) -
     """A FIFO (or a link to one) in tmp/ named *.drafts: the first write of a process cleans up
     leftovers, and try_lock's open(O_RDONLY) of a FIFO blocks until someone opens it for
     writing: every `dsdt`/api write of the context hangs forever. It should be skipped."""
-    context = _context(ctx)
+    context = context_of(ctx)
     os.mkfifo(context.tmp_dir / "planted.drafts")
     proc = subprocess.Popen(
         [sys.executable, "-c", f"from disdat_luigi import api; api.Bundle({ctx!r}, name='after', data=1)"],
@@ -161,7 +158,7 @@ def test_ctrl_c_in_begin_leaves_no_locked_directory_behind(
     list's), so this process keeps objects/<uuid>/ locked. The same notebook re-running the write
     of that uuid then waits for its own leaked lock forever, and verify never removes the draft."""
     uuid = str(uuid_module.uuid4())
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="warm", data=0)
     with pytest.MonkeyPatch.context() as patched, pytest.raises(KeyboardInterrupt):
         patched.setattr(target, name, interrupt_once(getattr(target, name), before))
@@ -190,7 +187,7 @@ def test_ctrl_c_between_a_drafts_release_and_its_list_count_leaves_no_list_in_tm
     between the two (here: as the descriptor's release returns) must still count the draft out,
     or the list stays in tmp/, locked by this process for as long as it lives (verify cannot
     remove it). The bundle itself is published."""
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="warm", data=0)
     bundle = api.Bundle(ctx, name="x").open()
     bundle.add_data(1)
@@ -235,7 +232,7 @@ def test_verify_leaves_a_draft_alone_whose_older_release_writer_holds_its_lock_f
     import fcntl
 
     uuid = str(uuid_module.uuid4())
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="first", data=1)  # the context exists and has been cleaned once
     lock_fd = os.open(context.tmp_dir / f"{uuid}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)  # the older writer, alive
@@ -256,7 +253,7 @@ def test_verify_rebuild_keeps_the_row_of_a_bundle_published_while_it_hashed(
     held: left alone) and which is published and indexed before the swap loses its row in the
     swap, and is not restored (only entries absent from the listing are): `get` no longer finds
     a bundle whose close returned, and verify reports its row as stale."""
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="old", data=1)
     late = api.Bundle(ctx, name="late").open()
     late.add_data(5)
@@ -301,7 +298,7 @@ def test_a_writers_private_draft_list_is_not_removed_before_it_locks_it(
     (any other process's first write, or verify) takes the unlocked .new for one whose writer
     died and unlinks it; the writer's rename to the public name then fails and an ordinary write
     crashes with FileNotFoundError."""
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="warm", data=0)
     monkeypatch.setattr(drafts, "os", _CleanerAfterCreate(context.path))
     bundle = api.Bundle(ctx, name="x").open()
@@ -317,7 +314,7 @@ def test_a_lock_file_whose_stem_is_a_dot_name_does_not_remove_the_store(ctx: str
     manifest there) and removes the whole objects/ tree; tmp/...lock has stem '..', and
     remove_tree(tmp/..) removes the whole context. Every bundle is gone after the next write or
     verify. A stem that is not a uuid should be left alone."""
-    context = _context(ctx)
+    context = context_of(ctx)
     kept = api.Bundle(ctx, name="keep", data=[1, 2, 3])
     (context.tmp_dir / planted).touch()
     LocalContext(context.path).clean_leftovers()  # what the next process's first write (or verify) runs
@@ -331,7 +328,7 @@ def test_a_dead_list_naming_a_damaged_unindexed_manifest_does_not_break_every_wr
     clean_dead_draft indexes it with load_manifest, whose ManifestRejected escapes
     clean_leftovers before the list is unlinked. Every later write of the context, and verify
     (the repair tool the hint names), fails with it, for good. It should be reported, not raised."""
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="warm", data=0)
     uuid = str(uuid_module.uuid4())
     context.bundle_dir(uuid).mkdir()
@@ -348,7 +345,7 @@ def test_verify_reports_a_stray_file_in_objects_instead_of_crashing(ctx: str, re
     """verify reads objects/<entry>/manifest.json for every entry and catches only
     FileNotFoundError: a stray regular file there (.DS_Store, an editor's backup) raises
     NotADirectoryError and verify, the repair command, crashes before repairing anything."""
-    context = _context(ctx)
+    context = context_of(ctx)
     api.Bundle(ctx, name="keep", data=1)
     (context.objects_dir / ".DS_Store").write_bytes(b"\0")
     report = api.verify(ctx, rebuild=rebuild)

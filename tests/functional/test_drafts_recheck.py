@@ -15,18 +15,7 @@ from disdat_luigi import api
 from disdat_luigi.errors import BundleExists, DisdatError
 from disdat_luigi.store import fsutil
 from disdat_luigi.store.context import LocalContext
-
-
-def _context(ctx: str) -> LocalContext:
-    return api.Bundle(ctx, name="probe").context
-
-
-def _manifest_of(uuid: str, data: Any) -> Any:
-    """A real manifest for `uuid`: made in a scratch context, so the one under test does not get it."""
-    api.context("scratch")
-    made = api.Bundle("scratch", name=f"w-{uuid[:4]}").open(force_uuid=uuid)
-    made.add_data(data)
-    return made.close().context.load_manifest(uuid)
+from tests.drafting import context_of, manifest_for
 
 
 def _in_child(action: Any) -> int:
@@ -63,10 +52,10 @@ def test_a_forked_child_cannot_publish_its_parents_half_written_draft(ctx: str) 
     the bundle its parent is still writing: the parent's half-written draft becomes a visible
     bundle, then the parent's own close replaces its manifest (a published bundle changes).
     The child does not hold the draft's lock: its publish should fail, nothing visible."""
-    context = _context(ctx)
+    context = context_of(ctx)
     uuid = str(uuid_module.uuid4())
     draft = context.begin_bundle(uuid)
-    half = _manifest_of(uuid, "half")
+    half = manifest_for(uuid, "half")
     status = _in_child(lambda: context.publish(draft, half))
     seen = context.index.rows([uuid])
     context.abandon(draft)
@@ -110,7 +99,7 @@ def test_a_pull_of_a_few_hundred_bundles_leaves_tmp_empty(remote_ctx: str, bucke
     result = dsdt("pull")
     assert result.code == 0, result.err
     assert len(api.search("puller")) == 300
-    assert sorted(os.listdir(_context("puller").tmp_dir)) == []
+    assert sorted(os.listdir(context_of("puller").tmp_dir)) == []
 
 
 def test_a_failed_file_system_flush_publishes_nothing_and_leaves_nothing(
@@ -130,7 +119,7 @@ def test_a_failed_file_system_flush_publishes_nothing_and_leaves_nothing(
     monkeypatch.setattr(fsutil, "sync_filesystem", failing)
     with pytest.raises((OSError, DisdatError)):
         api.pull("puller")
-    context = _context("puller")
+    context = context_of("puller")
     assert api.search("puller") == []
     assert os.listdir(context.objects_dir) == [] and os.listdir(context.tmp_dir) == []
 
@@ -142,7 +131,7 @@ def test_a_batch_in_its_sorted_slow_path_and_a_writer_holding_a_draft_do_not_dea
     writer waits for LO. Both hang forever; one of them should get an error (or wait for the
     other without holding anything)."""
     lo, hi = sorted(str(uuid_module.uuid4()) for _ in range(2))
-    context = _context(ctx)
+    context = context_of(ctx)
     writer_path = context.path
     held = context.begin_bundle(hi)
     done: list[str] = []
@@ -182,9 +171,9 @@ def test_a_writer_whose_index_insert_fails_does_not_make_another_writer_get_bund
     import sqlite3
 
     uuid = str(uuid_module.uuid4())
-    path = _context(ctx).path
+    path = context_of(ctx).path
     writer_a, writer_b = LocalContext(path), LocalContext(path)
-    manifest = _manifest_of(uuid, "from-a")
+    manifest = manifest_for(uuid, "from-a")
     inserting, fail = threading.Event(), threading.Event()
 
     def failing_insert(entries: Any) -> None:
@@ -233,7 +222,7 @@ def test_a_dead_draft_stamped_by_a_clock_ahead_of_ours_is_taken_over(ctx: str, m
     from disdat_luigi.store import drafts
 
     uuid = str(uuid_module.uuid4())
-    context = _context(ctx)
+    context = context_of(ctx)
     context.clean_leftovers()
     (context.bundle_dir(uuid) / "part").mkdir(parents=True)  # the dead writer's
     real_time = time.time
@@ -262,7 +251,7 @@ def test_ctrl_c_while_a_pull_waits_for_its_claims_leaves_no_draft_locked(
 
     from disdat_luigi.store import drafts
 
-    context = _context(ctx)
+    context = context_of(ctx)
     uuids = [str(uuid_module.uuid4()) for _ in range(3)]
     real_result = Future.result
     interrupted: list[bool] = []
@@ -290,7 +279,7 @@ def test_verify_leaves_a_stray_directory_in_objects_alone(ctx: str) -> None:
     (no manifest, lock free) and deletes it with whatever it holds. It should leave it alone
     (and may report it), as it does a stray file."""
     api.Bundle(ctx, name="real", data=1)
-    context = _context(ctx)
+    context = context_of(ctx)
     stray = context.objects_dir / "lost+found"
     stray.mkdir()
     (stray / "recovered-0001").write_text("someone's data")
