@@ -322,7 +322,7 @@ class LocalContext:
         insert fails none is published: every manifest is taken back and the caller abandons
         the drafts."""
         for publication in publications:
-            if not drafts.held(publication.draft.lock_fd):
+            if not drafts.held(publication.draft.lock_fd, publication.draft.path):
                 raise BundleStateError(
                     f"bundle {publication.draft.uuid} is being written by another process (this one is a fork of it)",
                     hint="close the bundle in the process that opened it",
@@ -380,7 +380,7 @@ class LocalContext:
         """Throw a draft away and release its lock. A draft that is published after all (its
         manifest in place and its index row written: an interrupt landed in publish's last
         steps) is kept; True then."""
-        if draft.lock_fd >= 0 and not drafts.held(draft.lock_fd):
+        if draft.lock_fd >= 0 and not drafts.held(draft.lock_fd, draft.path):
             return False  # its writer's, whose fork this process is: left to that writer
         published = (draft.path / MANIFEST_NAME).exists() and self._indexed(draft.uuid)
         if not published and draft.lock_fd >= 0:  # (once released, the uuid may be another's now)

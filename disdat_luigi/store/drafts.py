@@ -58,10 +58,12 @@ def _hold(fd: int, path: Path) -> int:
     return fd
 
 
-def held(fd: int) -> bool:
-    """Whether this process holds the lock `fd` was taken with (a forked child does not hold
-    its parent's: it may neither publish nor throw away the parent's drafts)."""
-    return fd in _held
+def held(fd: int, path: Path) -> bool:
+    """Whether this process holds the lock on `path` that `fd` was taken with (a forked child
+    does not hold its parent's, even when a descriptor of its own has the same number: it may
+    neither publish nor throw away the parent's drafts)."""
+    found = _held.get(fd)
+    return found is not None and found[0] == path
 
 
 def _release(fd: int) -> None:
@@ -133,7 +135,7 @@ class DraftList:
 
     def _remove_when_done(self) -> None:
         with self._guard:
-            if self._open or self._beginning or not held(self._fd):
+            if self._open or self._beginning or not held(self._fd, self.path):
                 return  # drafts open, more to come, or another process's list (a forked child)
             fd, self._fd = self._fd, -1
         try:
@@ -233,7 +235,7 @@ def claim(path: Path, wait: bool, listed: DraftList) -> int:
                 )
             os.close(fd)
         except BaseException:
-            if not held(fd):
+            if not held(fd, path):
                 os.close(fd)
             raise
 
