@@ -318,9 +318,10 @@ class LocalContext:
     def publish_many(self, publications: Sequence[Publication], pool: Executor | None = None) -> None:
         """`publish` for many drafts at once: each is flushed and gets its manifest as `publish`
         does, in a pool of threads (the file system commits their flushes together; `pool`, or
-        one made for the call), then all get their index rows in one transaction. When that
-        insert fails none is published: every manifest is taken back and the caller abandons
-        the drafts."""
+        one made for the call; metadata-only drafts in one flush of the file system), then all
+        get their index rows in one transaction. When that insert fails none is published: every
+        manifest is taken back and the caller abandons the drafts. A draft this process does not
+        hold (a forked child's view of its parent's) is BundleStateError, before anything is done."""
         for publication in publications:
             if not drafts.held(publication.draft.lock_fd, publication.draft.path):
                 raise BundleStateError(
